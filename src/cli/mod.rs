@@ -1,0 +1,52 @@
+//! clap subcommands. Each subcommand has its own file with an `Args` struct and a `run` function.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// scalpel: find the direction a chat model uses to refuse, and cut it out of the weights.
+///
+/// Typical session: `scalpel probe` (find directions) → `scalpel ablate` (edit the weights)
+/// → `scalpel verify` / `scalpel eval` (check the result). `scalpel run RECIPE` does it all.
+#[derive(Debug, Parser)]
+#[command(name = "scalpel", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+}
+
+/// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result: anyhow::Result<()> = match cli.command {};
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}

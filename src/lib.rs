@@ -1,0 +1,28 @@
+//! scalpel: weight-editing surgery on chat language models.
+//!
+//! The library is organised by concern (see `shared/DESIGN.md`):
+//! - [`checkpoint`]: model directories, memory-mapped safetensors, the streaming writer;
+//! - [`arch`]: per-family knowledge (config.json → [`arch::ModelSpec`], tensor names);
+//! - [`surgery`]: projection math, surgery plans, verification of edited weights;
+//! - [`directions`]: the directions file format shared by `probe` and `ablate`;
+//! - [`fixture`]: tiny random models of every supported family, built in code;
+//! - [`model`]: the instrumented decoder (candle) with hook points and interventions;
+//! - [`prompts`]: prompt sets, chat templates, batching;
+//! - [`import`]: GGUF → Hugging Face folder;
+//! - [`analysis`]: SVD of the residual-stream writers;
+//! - [`probe`], [`eval`]: activation statistics and evaluation.
+
+pub mod analysis;
+pub mod arch;
+pub mod checkpoint;
+pub mod directions;
+pub mod error;
+pub mod eval;
+pub mod fixture;
+pub mod import;
+pub mod model;
+pub mod probe;
+pub mod prompts;
+pub mod surgery;
+
+pub use error::{Error, Result};
