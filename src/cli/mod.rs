@@ -18,8 +18,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
-}
+enum Command {}
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
 pub fn main() -> ExitCode {

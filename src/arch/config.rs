@@ -1,0 +1,76 @@
+//! The union of the config.json fields that the supported families use.
+
+use serde::Deserialize;
+
+/// config.json fields scalpel reads, across families. Each family file decides which apply.
+///
+/// Field names mirror config.json; aliases cover the Qwen-1 and Gemma spellings.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RawConfig {
+    /// Residual stream width.
+    pub hidden_size: Option<usize>,
+    /// MLP width (Qwen-1: twice the MLP width).
+    pub intermediate_size: Option<usize>,
+    /// Number of decoder layers.
+    pub num_hidden_layers: Option<usize>,
+    /// Query heads.
+    pub num_attention_heads: Option<usize>,
+    /// Key/value heads (grouped-query attention).
+    pub num_key_value_heads: Option<usize>,
+    /// Per-head width, when not `hidden / heads`.
+    pub head_dim: Option<usize>,
+    /// Qwen-1's per-head width.
+    pub kv_channels: Option<usize>,
+    /// Vocabulary size.
+    pub vocab_size: Option<usize>,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: Option<f64>,
+    /// Qwen-1's RMSNorm epsilon.
+    pub layer_norm_epsilon: Option<f64>,
+    /// Rotary base frequency.
+    pub rope_theta: Option<f64>,
+    /// Qwen-1's rotary base frequency.
+    pub rotary_emb_base: Option<f64>,
+    /// Gemma 3's rotary base for sliding-window layers.
+    pub rope_local_base_freq: Option<f64>,
+    /// Rotary scaling (llama3, linear, ...).
+    pub rope_scaling: Option<serde_json::Value>,
+    /// Fraction of the head that is rotated (Phi-3 variants, Qwen-1's `rotary_pct`).
+    pub partial_rotary_factor: Option<f64>,
+    /// Qwen-1's rotated fraction.
+    pub rotary_pct: Option<f64>,
+    /// Context length.
+    pub max_position_embeddings: Option<usize>,
+    /// Qwen-1's context length.
+    pub seq_length: Option<usize>,
+    /// Whether the output head shares the embedding matrix.
+    pub tie_word_embeddings: Option<bool>,
+    /// Llama / Qwen 3: biases on q, k, v and o projections.
+    pub attention_bias: Option<bool>,
+    /// Llama: biases on the MLP projections.
+    pub mlp_bias: Option<bool>,
+    /// Qwen-1: `true` when c_proj and the MLP have no biases.
+    pub no_bias: Option<bool>,
+    /// Activation name (`silu`, `gelu_pytorch_tanh`, ...).
+    pub hidden_act: Option<String>,
+    /// Gemma's activation name.
+    pub hidden_activation: Option<String>,
+    /// Sliding attention window.
+    pub sliding_window: Option<usize>,
+    /// Qwen 2's switch for the sliding window.
+    pub use_sliding_window: Option<bool>,
+    /// Gemma 3: every n-th layer is global.
+    pub sliding_window_pattern: Option<usize>,
+    /// Per-layer attention kinds (`sliding_attention` / `full_attention`).
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma 2/3: the query scaling is `query_pre_attn_scalar^-0.5`.
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: attention logit soft-capping.
+    pub attn_logit_softcapping: Option<f64>,
+    /// Gemma 2: output logit soft-capping.
+    pub final_logit_softcapping: Option<f64>,
+    /// Beginning-of-sequence token id.
+    pub bos_token_id: Option<serde_json::Value>,
+    /// End-of-sequence token id(s).
+    pub eos_token_id: Option<serde_json::Value>,
+}

@@ -1,0 +1,492 @@
+//! The model description shared by the decoder and the surgery.
+
+use super::{Family, RawConfig};
+use crate::{Error, Result};
+use serde::Serialize;
+use std::path::Path;
+
+/// How a norm's stored weight `w` becomes its scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum NormKind {
+    /// RMSNorm with scale `w`.
+    Rms,
+    /// Gemma's RMSNorm with scale `1 + w`.
+    RmsOnePlus,
+}
+
+impl NormKind {
+    /// What is added to a stored norm weight to get its scale `γ` (0 or 1).
+    pub fn offset(self) -> f32 {
+        match self {
+            NormKind::Rms => 0.0,
+            NormKind::RmsOnePlus => 1.0,
+        }
+    }
+}
+
+/// MLP activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Activation {
+    /// SiLU (swish).
+    Silu,
+    /// GELU, tanh approximation (`gelu_pytorch_tanh`).
+    GeluTanh,
+    /// Exact GELU.
+    Gelu,
+}
+
+impl Activation {
+    /// Parse a Hugging Face activation name.
+    pub fn from_name(name: &str) -> Option<Activation> {
+        match name {
+            "silu" | "swish" => Some(Activation::Silu),
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Some(Activation::GeluTanh),
+            "gelu" => Some(Activation::Gelu),
+            _ => None,
+        }
+    }
+}
+
+/// Rotary-embedding frequency scaling.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum RopeScaling {
+    /// Llama 3's piecewise scaling.
+    Llama3 {
+        /// Overall factor.
+        factor: f64,
+        /// Low-frequency factor.
+        low_freq_factor: f64,
+        /// High-frequency factor.
+        high_freq_factor: f64,
+        /// Context length the model was trained with before scaling.
+        original_max_position_embeddings: f64,
+    },
+    /// Positions divided by `factor`.
+    Linear {
+        /// The factor.
+        factor: f64,
+    },
+}
+
+/// How a layer's attention input projections are stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum AttentionLayout {
+    /// Separate q, k, v projections (with optional biases).
+    Separate {
+        /// Query projection.
+        q: String,
+        /// Key projection.
+        k: String,
+        /// Value projection.
+        v: String,
+        /// Biases of q, k, v when the family has them.
+        biases: Option<[String; 3]>,
+    },
+    /// One fused `[q; k; v]` projection (Phi-3 `qkv_proj`, Qwen-1 `c_attn`).
+    Fused {
+        /// The fused weight.
+        qkv: String,
+        /// Its bias, if any.
+        bias: Option<String>,
+    },
+}
+
+/// How a layer's MLP input projections are stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum MlpLayout {
+    /// `down(act(gate(x)) * up(x))` with separate gate and up.
+    Gated {
+        /// Gate projection.
+        gate: String,
+        /// Up projection.
+        up: String,
+        /// Biases of gate and up when present.
+        biases: Option<[String; 2]>,
+    },
+    /// Phi-3: one `[gate; up]` projection.
+    FusedGateUp {
+        /// The fused weight.
+        gate_up: String,
+    },
+    /// Qwen-1: `c_proj(w1(x) * silu(w2(x)))`.
+    QwenW1W2 {
+        /// Multiplied branch.
+        w1: String,
+        /// Activated branch.
+        w2: String,
+    },
+}
+
+/// Every tensor name of one decoder layer, by role.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerNames {
+    /// Norm before attention.
+    pub attn_norm: String,
+    /// Attention input projections (never edited by refusal ablation).
+    pub attention: AttentionLayout,
+    /// Per-head q norm (Qwen 3, Gemma 3).
+    pub q_norm: Option<String>,
+    /// Per-head k norm (Qwen 3, Gemma 3).
+    pub k_norm: Option<String>,
+    /// Attention output projection: writes into the residual stream.
+    pub o_proj: String,
+    /// Its bias, if the family has one.
+    pub o_proj_bias: Option<String>,
+    /// Norm applied to the attention output before the residual add (Gemma 2/3).
+    pub attn_post_norm: Option<String>,
+    /// Norm before the MLP.
+    pub mlp_norm: String,
+    /// MLP input projections (never edited by refusal ablation).
+    pub mlp: MlpLayout,
+    /// MLP output projection: writes into the residual stream.
+    pub down_proj: String,
+    /// Its bias, if any.
+    pub down_proj_bias: Option<String>,
+    /// Norm applied to the MLP output before the residual add (Gemma 2/3).
+    pub mlp_post_norm: Option<String>,
+}
+
+impl LayerNames {
+    /// The input-side matrices of this layer: read from the residual stream, never edited.
+    pub fn input_side(&self) -> Vec<String> {
+        let mut names = match &self.attention {
+            AttentionLayout::Separate { q, k, v, .. } => vec![q.clone(), k.clone(), v.clone()],
+            AttentionLayout::Fused { qkv, .. } => vec![qkv.clone()],
+        };
+        match &self.mlp {
+            MlpLayout::Gated { gate, up, .. } => names.extend([gate.clone(), up.clone()]),
+            MlpLayout::FusedGateUp { gate_up } => names.push(gate_up.clone()),
+            MlpLayout::QwenW1W2 { w1, w2 } => names.extend([w1.clone(), w2.clone()]),
+        }
+        names
+    }
+}
+
+/// Which part of the model writes into the residual stream.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum WriterKind {
+    /// The token embedding (`[vocab, hidden]`; rows are written).
+    Embed,
+    /// A layer's attention output projection (`[hidden, heads·head_dim]`).
+    Attn,
+    /// A layer's MLP output projection (`[hidden, intermediate]`).
+    Mlp,
+}
+
+impl WriterKind {
+    /// Every writer kind.
+    pub const ALL: [WriterKind; 3] = [WriterKind::Embed, WriterKind::Attn, WriterKind::Mlp];
+
+    /// Short name used on the command line (`embed`, `attn`, `mlp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WriterKind::Embed => "embed",
+            WriterKind::Attn => "attn",
+            WriterKind::Mlp => "mlp",
+        }
+    }
+
+    /// Parse a command-line name.
+    pub fn parse(name: &str) -> Option<WriterKind> {
+        WriterKind::ALL
+            .into_iter()
+            .find(|k| k.name() == name.trim())
+    }
+}
+
+/// One tensor that writes into the residual stream, with what sits between it and the stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Writer {
+    /// Embedding, attention output or MLP output.
+    pub kind: WriterKind,
+    /// The layer (None for the embedding).
+    pub layer: Option<usize>,
+    /// The weight tensor name.
+    pub weight: String,
+    /// The output bias, if any.
+    pub bias: Option<String>,
+    /// The post-norm weight between this writer and the stream (Gemma 2/3), if any.
+    pub post_norm: Option<String>,
+}
+
+/// Everything scalpel needs to know about a model, read from config.json.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelSpec {
+    /// The family.
+    pub family: Family,
+    /// Residual stream width.
+    pub hidden_size: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Norm epsilon.
+    pub norm_eps: f64,
+    /// How norm weights are stored.
+    pub norm_kind: NormKind,
+    /// MLP activation.
+    pub activation: Activation,
+    /// Rotary base frequency (global layers).
+    pub rope_theta: f64,
+    /// Rotary base for sliding-window layers (Gemma 3).
+    pub rope_local_theta: Option<f64>,
+    /// Rotary scaling of the global layers.
+    pub rope_scaling: Option<RopeScaling>,
+    /// Fraction of each head that is rotated (1.0 for most families).
+    pub partial_rotary_factor: f64,
+    /// Context length.
+    pub max_position_embeddings: usize,
+    /// Whether the output head is the embedding matrix.
+    pub tie_word_embeddings: bool,
+    /// Embedding multiplied by this (Gemma: `sqrt(hidden)`).
+    pub embedding_scale: Option<f64>,
+    /// Queries scaled by this instead of `head_dim^-0.5` (Gemma 2/3).
+    pub query_scale: Option<f64>,
+    /// Attention logit soft-capping (Gemma 2).
+    pub attn_logit_softcapping: Option<f64>,
+    /// Output logit soft-capping (Gemma 2).
+    pub final_logit_softcapping: Option<f64>,
+    /// Sliding window size for the layers that use one.
+    pub sliding_window: Option<usize>,
+    /// For each layer, whether it uses the sliding window.
+    pub sliding_layers: Vec<bool>,
+    /// Biases on the q, k, v projections.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_proj_bias: bool,
+    /// Biases on the MLP projections (input side and output side).
+    pub mlp_bias: bool,
+    /// Per-head RMSNorm on queries and keys (Qwen 3, Gemma 3).
+    pub qk_norm: bool,
+    /// Tensor name prefix (`model.`, `transformer.`, `language_model.model.`).
+    pub tensor_prefix: String,
+}
+
+impl ModelSpec {
+    /// The spec fields every family has, read from config with family defaults applied later.
+    pub(super) fn base(family: Family, raw: &RawConfig, path: &Path) -> Result<ModelSpec> {
+        let need = |value: Option<usize>, field: &str| {
+            value.ok_or_else(|| Error::BadConfig {
+                path: path.to_path_buf(),
+                message: format!("missing `{field}` (needed for {family})"),
+            })
+        };
+        let hidden_size = need(raw.hidden_size, "hidden_size")?;
+        let num_heads = need(raw.num_attention_heads, "num_attention_heads")?;
+        if num_heads == 0 || hidden_size == 0 {
+            return Err(Error::BadConfig {
+                path: path.to_path_buf(),
+                message: "hidden_size and num_attention_heads must be positive".into(),
+            });
+        }
+        let activation_name = raw
+            .hidden_activation
+            .clone()
+            .or_else(|| raw.hidden_act.clone())
+            .unwrap_or_else(|| "silu".into());
+        let activation =
+            Activation::from_name(&activation_name).ok_or_else(|| Error::BadConfig {
+                path: path.to_path_buf(),
+                message: format!("unsupported activation `{activation_name}`"),
+            })?;
+        let num_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
+        Ok(ModelSpec {
+            family,
+            hidden_size,
+            intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
+            num_layers,
+            num_heads,
+            num_kv_heads: raw.num_key_value_heads.unwrap_or(num_heads),
+            head_dim: raw.head_dim.unwrap_or(hidden_size / num_heads),
+            vocab_size: need(raw.vocab_size, "vocab_size")?,
+            norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            norm_kind: NormKind::Rms,
+            activation,
+            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_local_theta: None,
+            rope_scaling: parse_rope_scaling(raw.rope_scaling.as_ref(), path)?,
+            partial_rotary_factor: raw.partial_rotary_factor.unwrap_or(1.0),
+            max_position_embeddings: raw.max_position_embeddings.unwrap_or(4096),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            embedding_scale: None,
+            query_scale: None,
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
+            sliding_window: None,
+            sliding_layers: vec![false; num_layers],
+            qkv_bias: false,
+            o_proj_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+            tensor_prefix: "model.".into(),
+        })
+    }
+
+    pub(super) fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |message: String| Error::BadConfig {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+            return Err(bad(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_heads, self.num_kv_heads
+            )));
+        }
+        if self.head_dim == 0 || self.num_layers == 0 || self.vocab_size == 0 {
+            return Err(bad(
+                "head_dim, num_hidden_layers and vocab_size must be positive".into(),
+            ));
+        }
+        if self.sliding_layers.len() != self.num_layers {
+            return Err(bad(format!(
+                "layer_types lists {} layers but num_hidden_layers is {}",
+                self.sliding_layers.len(),
+                self.num_layers
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every tensor name of layer `layer`, by role.
+    pub fn layer_names(&self, layer: usize) -> LayerNames {
+        let p = format!(
+            "{}{}",
+            self.tensor_prefix,
+            if self.family == Family::Qwen {
+                "h"
+            } else {
+                "layers"
+            }
+        );
+        let p = format!("{p}.{layer}.");
+        match self.family {
+            Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Gemma => {
+                super::llama::layer_names(self, &p)
+            }
+            Family::Gemma2 | Family::Gemma3 => super::gemma2::layer_names(self, &p),
+            Family::Phi3 => super::phi3::layer_names(&p),
+            Family::Qwen => super::qwen::layer_names(self, &p),
+        }
+    }
+
+    /// The token embedding tensor.
+    pub fn embed_name(&self) -> String {
+        match self.family {
+            Family::Qwen => format!("{}wte.weight", self.tensor_prefix),
+            _ => format!("{}embed_tokens.weight", self.tensor_prefix),
+        }
+    }
+
+    /// The final norm before the output head.
+    pub fn final_norm_name(&self) -> String {
+        match self.family {
+            Family::Qwen => format!("{}ln_f.weight", self.tensor_prefix),
+            _ => format!("{}norm.weight", self.tensor_prefix),
+        }
+    }
+
+    /// The output head tensor name (used when embeddings are not tied).
+    pub fn lm_head_name(&self) -> String {
+        match self.tensor_prefix.as_str() {
+            "language_model.model." => "language_model.lm_head.weight".into(),
+            _ => "lm_head.weight".into(),
+        }
+    }
+
+    /// The writers of the given kinds: the embedding (if asked) and, for each listed layer,
+    /// its attention and/or MLP output projection.
+    pub fn writers(&self, layers: &[usize], kinds: &[WriterKind]) -> Vec<Writer> {
+        let mut writers = Vec::new();
+        if kinds.contains(&WriterKind::Embed) {
+            writers.push(Writer {
+                kind: WriterKind::Embed,
+                layer: None,
+                weight: self.embed_name(),
+                bias: None,
+                post_norm: None,
+            });
+        }
+        for &layer in layers {
+            let names = self.layer_names(layer);
+            if kinds.contains(&WriterKind::Attn) {
+                writers.push(Writer {
+                    kind: WriterKind::Attn,
+                    layer: Some(layer),
+                    weight: names.o_proj.clone(),
+                    bias: names.o_proj_bias.clone(),
+                    post_norm: names.attn_post_norm.clone(),
+                });
+            }
+            if kinds.contains(&WriterKind::Mlp) {
+                writers.push(Writer {
+                    kind: WriterKind::Mlp,
+                    layer: Some(layer),
+                    weight: names.down_proj.clone(),
+                    bias: names.down_proj_bias.clone(),
+                    post_norm: names.mlp_post_norm.clone(),
+                });
+            }
+        }
+        writers
+    }
+
+    /// Rotary base frequency used by `layer`.
+    pub fn rope_theta_for(&self, layer: usize) -> f64 {
+        match (self.sliding_layers.get(layer), self.rope_local_theta) {
+            (Some(true), Some(local)) => local,
+            _ => self.rope_theta,
+        }
+    }
+
+    /// The sliding window of `layer`, if it uses one.
+    pub fn window_for(&self, layer: usize) -> Option<usize> {
+        if self.sliding_layers.get(layer).copied().unwrap_or(false) {
+            self.sliding_window
+        } else {
+            None
+        }
+    }
+}
+
+fn parse_rope_scaling(
+    value: Option<&serde_json::Value>,
+    path: &Path,
+) -> Result<Option<RopeScaling>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let kind = value
+        .get("rope_type")
+        .or_else(|| value.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let num = |key: &str, default: f64| value.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
+    match kind {
+        "default" => Ok(None),
+        "llama3" => Ok(Some(RopeScaling::Llama3 {
+            factor: num("factor", 8.0),
+            low_freq_factor: num("low_freq_factor", 1.0),
+            high_freq_factor: num("high_freq_factor", 4.0),
+            original_max_position_embeddings: num("original_max_position_embeddings", 8192.0),
+        })),
+        "linear" => Ok(Some(RopeScaling::Linear {
+            factor: num("factor", 1.0),
+        })),
+        other => Err(Error::BadConfig {
+            path: path.to_path_buf(),
+            message: format!("unsupported rope_scaling type `{other}` (supported: llama3, linear)"),
+        }),
+    }
+}

@@ -1,0 +1,87 @@
+//! A Hugging Face model folder: config, spec and weights together.
+
+use super::reader::Checkpoint;
+use crate::arch::{self, ModelSpec};
+use crate::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// An opened model folder: its config.json, the [`ModelSpec`] built from it, and its weights.
+#[derive(Debug)]
+pub struct ModelDir {
+    /// The folder.
+    pub root: PathBuf,
+    /// config.json as parsed JSON (kept whole so it can be copied and patched).
+    pub config: serde_json::Value,
+    /// What scalpel knows about the model.
+    pub spec: ModelSpec,
+    /// The memory-mapped weights.
+    pub checkpoint: Checkpoint,
+}
+
+impl ModelDir {
+    /// Open a model folder: parse config.json, build the spec, open and validate the weights,
+    /// and check that the embedding and every layer's writers are present.
+    pub fn open(root: &Path) -> Result<ModelDir> {
+        if !root.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} is not a model folder",
+                root.display()
+            )));
+        }
+        let config_path = root.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| Error::Json {
+                path: config_path.clone(),
+                source,
+            })?;
+        let spec = arch::spec_from_config(&config, &config_path)?;
+        let checkpoint = Checkpoint::open(root)?;
+        let model = ModelDir {
+            root: root.to_path_buf(),
+            config,
+            spec,
+            checkpoint,
+        };
+        model.check_writers_present()?;
+        Ok(model)
+    }
+
+    fn check_writers_present(&self) -> Result<()> {
+        let layers: Vec<usize> = (0..self.spec.num_layers).collect();
+        for writer in self.spec.writers(&layers, &arch::WriterKind::ALL) {
+            for name in std::iter::once(&writer.weight)
+                .chain(&writer.bias)
+                .chain(&writer.post_norm)
+            {
+                if !self.checkpoint.contains(name) {
+                    return Err(Error::MissingTensor {
+                        name: name.clone(),
+                        path: self.root.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the output head is the embedding matrix (configured tied, or no head tensor stored).
+    pub fn head_is_tied(&self) -> bool {
+        self.spec.tie_word_embeddings || !self.checkpoint.contains(&self.spec.lm_head_name())
+    }
+
+    /// The model's `tokenizer.json`, if present.
+    pub fn tokenizer_path(&self) -> Option<PathBuf> {
+        Some(self.root.join("tokenizer.json")).filter(|p| p.is_file())
+    }
+
+    /// Parameter count (elements of every stored tensor).
+    pub fn parameter_count(&self) -> u64 {
+        self.checkpoint
+            .names()
+            .iter()
+            .filter_map(|n| self.checkpoint.tensor(n).ok())
+            .map(|t| t.numel() as u64)
+            .sum()
+    }
+}

@@ -1,0 +1,335 @@
+//! The streaming writer: a new checkpoint with the same shards, dtypes and files, one tensor at a time.
+
+use super::model_dir::ModelDir;
+use super::reader::INDEX_FILE;
+use super::shard::{Shard, TensorRef};
+use super::staging::StagedOutput;
+use crate::{Error, Result};
+use indicatif::ProgressBar;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What to do with one tensor.
+#[derive(Debug)]
+pub enum TensorEdit {
+    /// Copy the stored bytes unchanged.
+    Keep,
+    /// Replace the bytes (same dtype and shape, so the same length).
+    Replace(Vec<u8>),
+}
+
+/// A tensor to add to the output as a byte copy of an input tensor (used to untie the head).
+#[derive(Debug, Clone)]
+pub struct AddedTensor {
+    /// Name of the new tensor.
+    pub name: String,
+    /// Input tensor whose original bytes it gets.
+    pub copy_of: String,
+}
+
+/// Everything the writer adds to or changes in the copy besides tensor edits.
+#[derive(Debug, Default)]
+pub struct WriteOptions {
+    /// Entries added to every shard's `__metadata__` (existing entries are kept).
+    pub metadata: BTreeMap<String, String>,
+    /// Tensors to add.
+    pub added: Vec<AddedTensor>,
+    /// A replacement for config.json (otherwise it is copied).
+    pub config: Option<serde_json::Value>,
+    /// Extra files written into the output folder (name, contents).
+    pub extra_files: Vec<(String, Vec<u8>)>,
+    /// Replace an existing output folder.
+    pub force: bool,
+}
+
+/// What the writer did.
+#[derive(Debug, Clone)]
+pub struct WriteReport {
+    /// The output folder.
+    pub out: PathBuf,
+    /// Tensors whose bytes were replaced.
+    pub edited: Vec<String>,
+    /// Tensors copied byte for byte.
+    pub copied: usize,
+    /// Other files copied (config, tokenizer, ...).
+    pub files_copied: Vec<String>,
+    /// Files in the input that were deliberately not copied (other weight formats).
+    pub files_skipped: Vec<String>,
+    /// Bytes of tensor data written.
+    pub bytes_written: u64,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// Write a copy of `model` into `out`, passing every tensor through `edit`.
+///
+/// The output has the same shard files, tensor order, dtypes and shapes; untouched tensors are
+/// byte-identical. Everything is written into a temporary folder beside `out` and renamed at the
+/// end, so a failure leaves no partial output. Only one edited tensor is held in memory at a time.
+pub fn write_checkpoint(
+    model: &ModelDir,
+    out: &Path,
+    options: &WriteOptions,
+    progress: &ProgressBar,
+    edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
+) -> Result<WriteReport> {
+    let started = Instant::now();
+    let staged = StagedOutput::new(out, &[&model.root], options.force)?;
+    let checkpoint = &model.checkpoint;
+    for added in &options.added {
+        if checkpoint.contains(&added.name) {
+            return Err(Error::Invalid(format!(
+                "cannot add tensor `{}`: the checkpoint already has it",
+                added.name
+            )));
+        }
+        checkpoint.tensor(&added.copy_of)?;
+    }
+    let (files_copied, files_skipped) = copy_side_files(model, staged.path(), options)?;
+    progress.set_length(checkpoint.total_bytes());
+    let mut report = WriteReport {
+        out: staged.target().to_path_buf(),
+        edited: Vec::new(),
+        copied: 0,
+        files_copied,
+        files_skipped,
+        bytes_written: 0,
+        seconds: 0.0,
+    };
+    let mut added_sizes = BTreeMap::new();
+    for (i, shard) in checkpoint.shards().iter().enumerate() {
+        let added: Vec<&AddedTensor> = options
+            .added
+            .iter()
+            .filter(|a| checkpoint.shard_of(&a.copy_of) == Some(i))
+            .collect();
+        for a in &added {
+            added_sizes.insert(a.name.clone(), shard.file_name());
+        }
+        write_shard(
+            shard,
+            checkpoint,
+            &staged.path().join(shard.file_name()),
+            options,
+            &added,
+            progress,
+            edit,
+            &mut report,
+        )?;
+    }
+    if let Some(index) = checkpoint.index() {
+        write_index(
+            index,
+            checkpoint,
+            &staged.path().join(INDEX_FILE),
+            &added_sizes,
+            &options.added,
+        )?;
+    }
+    staged.commit()?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_shard(
+    shard: &Shard,
+    checkpoint: &super::Checkpoint,
+    path: &Path,
+    options: &WriteOptions,
+    added: &[&AddedTensor],
+    progress: &ProgressBar,
+    edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
+    report: &mut WriteReport,
+) -> Result<()> {
+    shard.advise_sequential();
+    let names = shard.names_in_order();
+    let mut header = serde_json::Map::new();
+    let mut metadata: BTreeMap<String, String> = shard
+        .user_metadata()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    metadata.extend(options.metadata.clone());
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(&metadata).expect("string map"),
+        );
+    }
+    let mut offset = 0usize;
+    let mut entries = Vec::new();
+    for name in &names {
+        let view = shard.tensor(name).expect("name from this shard");
+        entries.push((
+            name.clone(),
+            view.dtype,
+            view.shape.to_vec(),
+            offset,
+            offset + view.data.len(),
+        ));
+        offset += view.data.len();
+    }
+    for a in added {
+        let view = checkpoint.tensor(&a.copy_of)?;
+        entries.push((
+            a.name.clone(),
+            view.dtype,
+            view.shape.to_vec(),
+            offset,
+            offset + view.data.len(),
+        ));
+        offset += view.data.len();
+    }
+    for (name, dtype, shape, start, end) in &entries {
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [start, end] }),
+        );
+    }
+    let mut header_bytes = serde_json::to_vec(&header).map_err(|e| Error::Other(e.to_string()))?;
+    while header_bytes.len() % 8 != 0 {
+        header_bytes.push(b' ');
+    }
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = BufWriter::with_capacity(8 << 20, file);
+    let io = |e| Error::io(path, e);
+    w.write_all(&(header_bytes.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    w.write_all(&header_bytes).map_err(io)?;
+    for name in &names {
+        let view = shard.tensor(name).expect("name from this shard");
+        match edit(view)? {
+            TensorEdit::Keep => {
+                w.write_all(view.data).map_err(io)?;
+                report.copied += 1;
+            }
+            TensorEdit::Replace(bytes) => {
+                if bytes.len() != view.data.len() {
+                    return Err(Error::bad_tensor(
+                        name,
+                        format!(
+                            "edit produced {} bytes, expected {}",
+                            bytes.len(),
+                            view.data.len()
+                        ),
+                    ));
+                }
+                w.write_all(&bytes).map_err(io)?;
+                report.edited.push(name.clone());
+            }
+        }
+        report.bytes_written += view.data.len() as u64;
+        progress.inc(view.data.len() as u64);
+    }
+    for a in added {
+        let view = checkpoint.tensor(&a.copy_of)?;
+        w.write_all(view.data).map_err(io)?;
+        report.bytes_written += view.data.len() as u64;
+    }
+    let file = w
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    Ok(())
+}
+
+fn write_index(
+    index: &serde_json::Value,
+    checkpoint: &super::Checkpoint,
+    path: &Path,
+    added_files: &BTreeMap<String, String>,
+    added: &[AddedTensor],
+) -> Result<()> {
+    let mut index = index.clone();
+    let mut total = checkpoint.total_bytes();
+    for a in added {
+        total += checkpoint.tensor(&a.copy_of)?.data.len() as u64;
+    }
+    if let Some(map) = index.get_mut("weight_map").and_then(|m| m.as_object_mut()) {
+        for (name, file) in added_files {
+            map.insert(name.clone(), serde_json::Value::String(file.clone()));
+        }
+    }
+    let meta = index
+        .as_object_mut()
+        .expect("index is an object")
+        .entry("metadata")
+        .or_insert_with(|| serde_json::json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.insert("total_size".into(), total.into());
+    }
+    write_json(path, &index)
+}
+
+/// Write pretty JSON with a trailing newline.
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Other(e.to_string()))?;
+    text.push('\n');
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Weight files in other formats are not copied: a runtime could load them instead of the edit.
+fn is_other_weight_file(name: &str) -> bool {
+    [
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".gguf",
+        ".ckpt",
+        ".h5",
+        ".msgpack",
+        ".onnx",
+    ]
+    .iter()
+    .any(|ext| name.ends_with(ext))
+}
+
+fn copy_side_files(
+    model: &ModelDir,
+    out: &Path,
+    options: &WriteOptions,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let shard_names: Vec<String> = model
+        .checkpoint
+        .shards()
+        .iter()
+        .map(|s| s.file_name())
+        .collect();
+    let mut copied = Vec::new();
+    let mut skipped = Vec::new();
+    let entries = std::fs::read_dir(&model.root).map_err(|e| Error::io(&model.root, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&model.root, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if shard_names.contains(&name) || name == INDEX_FILE || name.starts_with(".scalpel-tmp-") {
+            continue;
+        }
+        if !path.is_file() || is_other_weight_file(&name) || name.ends_with(".index.json") {
+            skipped.push(name);
+            continue;
+        }
+        if name == "config.json" && options.config.is_some() {
+            continue;
+        }
+        if options.extra_files.iter().any(|(n, _)| n == &name) {
+            continue;
+        }
+        std::fs::copy(&path, out.join(&name)).map_err(|e| Error::io(&path, e))?;
+        copied.push(name);
+    }
+    if let Some(config) = &options.config {
+        write_json(&out.join("config.json"), config)?;
+        copied.push("config.json".into());
+    }
+    for (name, contents) in &options.extra_files {
+        std::fs::write(out.join(name), contents).map_err(|e| Error::io(out.join(name), e))?;
+    }
+    copied.sort();
+    skipped.sort();
+    Ok((copied, skipped))
+}
