@@ -10,7 +10,8 @@
 //! - [`prompts`]: prompt sets, chat templates, batching;
 //! - [`import`]: GGUF → Hugging Face folder;
 //! - [`analysis`]: SVD of the residual-stream writers;
-//! - [`probe`], [`eval`]: activation statistics and evaluation.
+//! - [`probe`], [`eval`]: activation statistics and evaluation;
+//! - [`plot`]: PNG and SVG charts (plotters, with an embedded font).
 
 pub mod analysis;
 pub mod arch;
@@ -21,6 +22,7 @@ pub mod eval;
 pub mod fixture;
 pub mod import;
 pub mod model;
+pub mod plot;
 pub mod probe;
 pub mod prompts;
 pub mod surgery;

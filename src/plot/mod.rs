@@ -1,0 +1,1 @@
+//! plot (in progress).
