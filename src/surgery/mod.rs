@@ -1,1 +1,11 @@
-//! surgery (in progress).
+//! Weight surgery: the projection math, surgery plans, the edit itself and its verification.
+
+mod apply;
+mod plan;
+pub mod projection;
+mod verify;
+
+pub use apply::{ablate, AblateReport, EDIT_RECORD_FILE};
+pub use plan::{plan, DirectionChoice, EditRecord, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
+pub use projection::Basis;
+pub use verify::{threshold_for, verify, VerifyReport, VerifyRow};

@@ -1,0 +1,239 @@
+//! Surgery plans: which tensor is edited against which (orthonormal) directions.
+
+use super::projection::Basis;
+use crate::arch::WriterKind;
+use crate::checkpoint::ModelDir;
+use crate::directions::{entry_name, Direction, DirectionsFile};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Which direction each edited layer uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectionChoice {
+    /// One entry of the directions file for every edit (the recommended one by default).
+    Fixed {
+        /// Entry name, e.g. `resid_pre.12`.
+        name: String,
+    },
+    /// Each layer uses its own direction `{stream}.{layer}`; the embedding uses layer 0's.
+    PerLayer {
+        /// The stream whose per-layer directions are used.
+        stream: String,
+    },
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SurgeryOptions {
+    /// Layers whose writers are edited.
+    pub layers: Vec<usize>,
+    /// Which writers (embed, attn, mlp).
+    pub targets: Vec<WriterKind>,
+    /// Which direction(s).
+    pub direction: DirectionChoice,
+    /// λ: 1 removes the component, 2 reflects it.
+    pub strength: f64,
+    /// Rescale every written vector back to its original length.
+    pub norm_preserve: bool,
+    /// Write the original embedding as a separate output head when the head is tied.
+    pub untie: bool,
+    /// Also edit the writers' output biases.
+    pub biases: bool,
+}
+
+/// How a tensor's written vectors are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// `[hidden, in]`: columns are written (o_proj, down_proj).
+    Columns,
+    /// `[n, hidden]`: rows are written (embedding, bias).
+    Rows,
+}
+
+/// One tensor to edit.
+#[derive(Debug, Clone)]
+pub struct PlannedEdit {
+    /// Tensor name.
+    pub tensor: String,
+    /// Embedding, attention or MLP writer.
+    pub kind: WriterKind,
+    /// Layer, if any.
+    pub layer: Option<usize>,
+    /// Whether this is an output bias.
+    pub is_bias: bool,
+    /// Columns or rows.
+    pub layout: Layout,
+    /// The directions entry used.
+    pub direction: String,
+    /// Its short hash.
+    pub direction_hash: String,
+    /// The post-norm the basis was mapped through (Gemma 2/3), if any.
+    pub through_norm: Option<String>,
+    /// The orthonormal basis to project out.
+    pub basis: Basis,
+}
+
+/// A whole surgery: every edit plus the global settings.
+#[derive(Debug, Clone)]
+pub struct SurgeryPlan {
+    /// The edits, in model order.
+    pub edits: Vec<PlannedEdit>,
+    /// The options it was built from.
+    pub options: SurgeryOptions,
+    /// The output head shares the embedding and the embedding is edited.
+    pub edits_tied_head: bool,
+}
+
+/// One edit as recorded in the output (no basis, just provenance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditRecord {
+    /// Tensor name.
+    pub tensor: String,
+    /// Writer kind.
+    pub kind: WriterKind,
+    /// Layer.
+    pub layer: Option<usize>,
+    /// Directions entry.
+    pub direction: String,
+    /// Its short hash.
+    pub direction_hash: String,
+    /// Post-norm the basis went through.
+    pub through_norm: Option<String>,
+}
+
+/// The provenance record written into the edited checkpoint (`scalpel_edit.json` and the
+/// safetensors metadata), from which `scalpel verify` rebuilds the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SurgeryRecord {
+    /// scalpel's version.
+    pub scalpel_version: String,
+    /// The source model folder.
+    pub source_model: String,
+    /// The directions file used.
+    pub directions_file: String,
+    /// The options.
+    pub options: SurgeryOptions,
+    /// Every edited tensor.
+    pub edits: Vec<EditRecord>,
+    /// Whether the tied head was edited along with the embedding.
+    pub edits_tied_head: bool,
+}
+
+impl SurgeryPlan {
+    /// The provenance record of this plan.
+    pub fn record(&self, source_model: &str, directions_file: &str) -> SurgeryRecord {
+        SurgeryRecord {
+            scalpel_version: env!("CARGO_PKG_VERSION").to_string(),
+            source_model: source_model.to_string(),
+            directions_file: directions_file.to_string(),
+            options: self.options.clone(),
+            edits: self
+                .edits
+                .iter()
+                .map(|e| EditRecord {
+                    tensor: e.tensor.clone(),
+                    kind: e.kind,
+                    layer: e.layer,
+                    direction: e.direction.clone(),
+                    direction_hash: e.direction_hash.clone(),
+                    through_norm: e.through_norm.clone(),
+                })
+                .collect(),
+            edits_tied_head: self.edits_tied_head,
+        }
+    }
+}
+
+/// Build the plan: pick each writer's direction, orthonormalize it, map it through Gemma 2/3
+/// post-norms, and check every shape against the model.
+pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOptions) -> Result<SurgeryPlan> {
+    let spec = &model.spec;
+    if let Some(&bad) = options.layers.iter().find(|&&l| l >= spec.num_layers) {
+        return Err(Error::Invalid(format!("layer {bad} does not exist: the model has layers 0..{}", spec.num_layers)));
+    }
+    if !options.strength.is_finite() {
+        return Err(Error::Invalid("--strength must be a finite number".into()));
+    }
+    if directions.hidden() != spec.hidden_size {
+        return Err(Error::BadDirections {
+            path: directions.path.clone(),
+            message: format!(
+                "directions have length {} but the model's hidden size is {}",
+                directions.hidden(),
+                spec.hidden_size
+            ),
+        });
+    }
+    let mut edits = Vec::new();
+    for writer in spec.writers(&options.layers, &options.targets) {
+        let direction = direction_for(directions, &options.direction, writer.layer, &options.layers)?;
+        let mut basis = Basis::orthonormal(&direction.rows).map_err(|e| Error::BadDirections {
+            path: directions.path.clone(),
+            message: format!("direction `{}`: {e}", direction.name),
+        })?;
+        if let Some(norm) = &writer.post_norm {
+            let (weights, _) = model.checkpoint.read_f32(norm)?;
+            let offset = spec.norm_kind.offset();
+            let gamma: Vec<f32> = weights.iter().map(|w| w + offset).collect();
+            basis = basis.through_norm(&gamma).map_err(|e| Error::bad_tensor(norm, e.to_string()))?;
+        }
+        let view = model.checkpoint.tensor(&writer.weight)?;
+        let layout = match (writer.kind, view.shape) {
+            (WriterKind::Embed, [_, h]) if *h == spec.hidden_size => Layout::Rows,
+            (WriterKind::Attn | WriterKind::Mlp, [h, _]) if *h == spec.hidden_size => Layout::Columns,
+            (kind, shape) => {
+                let expected = if kind == WriterKind::Embed { "[vocab, hidden]" } else { "[hidden, in]" };
+                return Err(Error::bad_tensor(
+                    &writer.weight,
+                    format!("shape {shape:?} does not fit a {} writer {expected} with hidden = {}", kind.name(), spec.hidden_size),
+                ));
+            }
+        };
+        let edit = |tensor: &str, is_bias, layout| PlannedEdit {
+            tensor: tensor.to_string(),
+            kind: writer.kind,
+            layer: writer.layer,
+            is_bias,
+            layout,
+            direction: direction.name.clone(),
+            direction_hash: direction.short_hash(),
+            through_norm: writer.post_norm.clone(),
+            basis: basis.clone(),
+        };
+        edits.push(edit(&writer.weight, false, layout));
+        if let (true, Some(bias)) = (options.biases, &writer.bias) {
+            let view = model.checkpoint.tensor(bias)?;
+            if view.shape != [spec.hidden_size] {
+                return Err(Error::bad_tensor(bias, format!("shape {:?}, expected [{}]", view.shape, spec.hidden_size)));
+            }
+            edits.push(edit(bias, true, Layout::Rows));
+        }
+    }
+    let edits_tied_head = options.targets.contains(&WriterKind::Embed) && model.head_is_tied();
+    Ok(SurgeryPlan { edits, options: options.clone(), edits_tied_head })
+}
+
+fn direction_for<'a>(
+    directions: &'a DirectionsFile,
+    choice: &DirectionChoice,
+    layer: Option<usize>,
+    layers: &[usize],
+) -> Result<&'a Direction> {
+    match choice {
+        DirectionChoice::Fixed { name } => directions.entries.get(name).ok_or_else(|| Error::BadDirections {
+            path: directions.path.clone(),
+            message: format!("has no direction `{name}`"),
+        }),
+        DirectionChoice::PerLayer { stream } => {
+            let layer = match layer {
+                Some(l) => l,
+                // The embedding writes the stream that layer 0 reads.
+                None if directions.entries.contains_key(&entry_name(stream, 0)) => 0,
+                None => layers.first().copied().unwrap_or(0),
+            };
+            directions.get(stream, layer)
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! The projection math of the edit, on f32 buffers with f64 accumulation.
+//!
+//! Conventions (DESIGN.md): a writer `W` is stored `[hidden, in]` (row-major, `y = W x`), and
+//! what it writes into the residual stream are its columns; the embedding `E` is `[vocab, hidden]`
+//! and writes its rows; a bias is one written vector. Every edit removes (λ = 1) or reflects
+//! (λ = 2) the written vectors' components in the span of an orthonormal basis `Q`:
+//! `v' = v − λ Qᵀ(Q v)`. Norm preservation rescales each written vector back to its original
+//! length, which keeps `Q v' = 0` exactly (rescaling rows of `W` would not).
+
+use crate::{Error, Result};
+use rayon::prelude::*;
+
+/// An orthonormal set of directions in the residual stream (f64).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Basis {
+    rows: Vec<Vec<f64>>,
+}
+
+/// Relative length below which a vector counts as dependent on the ones before it.
+const RANK_TOLERANCE: f64 = 1e-6;
+
+impl Basis {
+    /// Orthonormalize `vectors` (Gram–Schmidt, twice for stability). Errors on empty, non-finite,
+    /// zero or linearly dependent input.
+    pub fn orthonormal<T: Copy + Into<f64>>(vectors: &[Vec<T>]) -> Result<Basis> {
+        let hidden = vectors.first().map(Vec::len).unwrap_or(0);
+        if hidden == 0 {
+            return Err(Error::Invalid("no direction given (empty basis)".into()));
+        }
+        let mut rows: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
+        for (i, v) in vectors.iter().enumerate() {
+            if v.len() != hidden {
+                return Err(Error::Invalid(format!("direction {i} has length {}, expected {hidden}", v.len())));
+            }
+            let mut x: Vec<f64> = v.iter().map(|&a| a.into()).collect();
+            if x.iter().any(|a| !a.is_finite()) {
+                return Err(Error::Invalid(format!("direction {i} contains NaN or infinite values")));
+            }
+            let original = norm(&x);
+            if original == 0.0 {
+                return Err(Error::Invalid(format!("direction {i} is zero")));
+            }
+            for _ in 0..2 {
+                for q in &rows {
+                    let c = dot(q, &x);
+                    x.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
+                }
+            }
+            let remaining = norm(&x);
+            if remaining < RANK_TOLERANCE * original {
+                return Err(Error::Invalid(format!("direction {i} is linearly dependent on the ones before it")));
+            }
+            x.iter_mut().for_each(|a| *a /= remaining);
+            rows.push(x);
+        }
+        Ok(Basis { rows })
+    }
+
+    /// The basis vectors.
+    pub fn rows(&self) -> &[Vec<f64>] {
+        &self.rows
+    }
+
+    /// Vector length.
+    pub fn hidden(&self) -> usize {
+        self.rows[0].len()
+    }
+
+    /// Number of directions.
+    pub fn k(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The basis a writer behind a post-norm with scale `γ` must be edited against: the norm's
+    /// output `γ ⊙ x / rms(x)` is orthogonal to `q` iff `x` is orthogonal to `γ ⊙ q`.
+    pub fn through_norm(&self, gamma: &[f32]) -> Result<Basis> {
+        if gamma.len() != self.hidden() {
+            return Err(Error::Invalid(format!("norm weight has length {}, expected {}", gamma.len(), self.hidden())));
+        }
+        let scaled: Vec<Vec<f64>> =
+            self.rows.iter().map(|q| q.iter().zip(gamma).map(|(a, &g)| a * f64::from(g)).collect()).collect();
+        Basis::orthonormal(&scaled)
+    }
+
+    /// Coefficients `Q v` of one vector.
+    fn coefficients(&self, v: &[f32]) -> Vec<f64> {
+        self.rows.iter().map(|q| q.iter().zip(v).map(|(a, &b)| a * f64::from(b)).sum()).collect()
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// The factor that brings a vector of squared length `after_sq` back to `before_sq`.
+fn rescale(before_sq: f64, after_sq: f64) -> f64 {
+    if after_sq > 0.0 {
+        (before_sq / after_sq).sqrt()
+    } else {
+        1.0
+    }
+}
+
+/// Squared length after `v − λQᵀc` for orthonormal `Q`: `‖v‖² − (2λ − λ²)‖c‖²`.
+fn length_after(before_sq: f64, coeff_sq: f64, strength: f64) -> f64 {
+    (before_sq - (2.0 * strength - strength * strength) * coeff_sq).max(0.0)
+}
+
+/// Edit each written **column** of `w` (`[hidden, cols]`, row-major) in place.
+pub fn edit_columns(w: &mut [f32], cols: usize, basis: &Basis, strength: f64, norm_preserve: bool) {
+    let hidden = basis.hidden();
+    assert_eq!(w.len(), hidden * cols, "writer buffer does not match [hidden, cols]");
+    let k = basis.k();
+    // Pass 1 (parallel over row blocks): C = Q W (k × cols) and column norms, in f64.
+    let block = hidden.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
+    let (coeffs, norms_sq) = w
+        .par_chunks(block * cols)
+        .enumerate()
+        .map(|(b, rows)| {
+            let mut c = vec![0f64; k * cols];
+            let mut n = vec![0f64; if norm_preserve { cols } else { 0 }];
+            for (r, row) in rows.chunks_exact(cols).enumerate() {
+                let i = b * block + r;
+                for (q, ck) in basis.rows.iter().zip(c.chunks_exact_mut(cols)) {
+                    let qi = q[i];
+                    ck.iter_mut().zip(row).for_each(|(acc, &x)| *acc += qi * f64::from(x));
+                }
+                if norm_preserve {
+                    n.iter_mut().zip(row).for_each(|(acc, &x)| *acc += f64::from(x) * f64::from(x));
+                }
+            }
+            (c, n)
+        })
+        .reduce(
+            || (vec![0f64; k * cols], vec![0f64; if norm_preserve { cols } else { 0 }]),
+            |(mut c1, mut n1), (c2, n2)| {
+                c1.iter_mut().zip(c2).for_each(|(a, b)| *a += b);
+                n1.iter_mut().zip(n2).for_each(|(a, b)| *a += b);
+                (c1, n1)
+            },
+        );
+    let scale: Vec<f64> = if norm_preserve {
+        (0..cols)
+            .map(|j| {
+                let coeff_sq: f64 = (0..k).map(|kk| coeffs[kk * cols + j].powi(2)).sum();
+                rescale(norms_sq[j], length_after(norms_sq[j], coeff_sq, strength))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    // Pass 2 (parallel over rows): w_ij ← s_j (w_ij − λ Σ_k q_ki c_kj), rounded once to f32.
+    w.par_chunks_mut(cols).enumerate().for_each(|(i, row)| {
+        let qs: Vec<f64> = basis.rows.iter().map(|q| strength * q[i]).collect();
+        for (j, x) in row.iter_mut().enumerate() {
+            let mut update = 0f64;
+            for (kk, qi) in qs.iter().enumerate() {
+                update += qi * coeffs[kk * cols + j];
+            }
+            let mut value = f64::from(*x) - update;
+            if norm_preserve {
+                value *= scale[j];
+            }
+            *x = value as f32;
+        }
+    });
+}
+
+/// Edit each written **row** of `e` (`[n, hidden]`: the embedding, or a bias as one row) in place.
+pub fn edit_rows(e: &mut [f32], basis: &Basis, strength: f64, norm_preserve: bool) {
+    let hidden = basis.hidden();
+    assert_eq!(e.len() % hidden, 0, "row buffer is not a whole number of [hidden] rows");
+    e.par_chunks_mut(hidden).for_each(|row| {
+        let c = basis.coefficients(row);
+        let before_sq: f64 = row.iter().map(|&x| f64::from(x).powi(2)).sum();
+        let scale = if norm_preserve {
+            rescale(before_sq, length_after(before_sq, c.iter().map(|x| x * x).sum(), strength))
+        } else {
+            1.0
+        };
+        for (i, x) in row.iter_mut().enumerate() {
+            let update: f64 = basis.rows.iter().zip(&c).map(|(q, ck)| q[i] * ck).sum();
+            *x = ((f64::from(*x) - strength * update) * scale) as f32;
+        }
+    });
+}
+
+/// `(‖Q W‖_F, ‖W‖_F)` for a writer `[hidden, cols]`: what is left along the basis, and the whole.
+pub fn column_residual(w: &[f32], cols: usize, basis: &Basis) -> (f64, f64) {
+    let hidden = basis.hidden();
+    assert_eq!(w.len(), hidden * cols);
+    let (c, total) = w
+        .par_chunks(cols)
+        .enumerate()
+        .fold(
+            || (vec![0f64; basis.k() * cols], 0f64),
+            |(mut c, mut total), (i, row)| {
+                for (q, ck) in basis.rows.iter().zip(c.chunks_exact_mut(cols)) {
+                    ck.iter_mut().zip(row).for_each(|(acc, &x)| *acc += q[i] * f64::from(x));
+                }
+                total += row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
+                (c, total)
+            },
+        )
+        .reduce(
+            || (vec![0f64; basis.k() * cols], 0f64),
+            |(mut a, ta), (b, tb)| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                (a, ta + tb)
+            },
+        );
+    (c.iter().map(|x| x * x).sum::<f64>().sqrt(), total.sqrt())
+}
+
+/// `(‖E Qᵀ‖_F, ‖E‖_F)` for rows `[n, hidden]`.
+pub fn row_residual(e: &[f32], basis: &Basis) -> (f64, f64) {
+    let (along, total) = e
+        .par_chunks(basis.hidden())
+        .map(|row| {
+            let c = basis.coefficients(row);
+            (c.iter().map(|x| x * x).sum::<f64>(), row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>())
+        })
+        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    (along.sqrt(), total.sqrt())
+}
+
+/// Euclidean length of each column of `[hidden, cols]`.
+pub fn column_norms(w: &[f32], cols: usize) -> Vec<f64> {
+    let mut sums = vec![0f64; cols];
+    for row in w.chunks_exact(cols) {
+        sums.iter_mut().zip(row).for_each(|(s, &x)| *s += f64::from(x).powi(2));
+    }
+    sums.into_iter().map(f64::sqrt).collect()
+}
+
+#[cfg(test)]
+mod tests;
