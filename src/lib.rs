@@ -21,6 +21,7 @@ pub mod error;
 pub mod eval;
 pub mod fixture;
 pub mod import;
+pub mod layers;
 pub mod model;
 pub mod plot;
 pub mod probe;

@@ -90,6 +90,7 @@ fn gemma3_sliding_pattern_and_local_rope() {
     config["num_hidden_layers"] = json!(6);
     config["sliding_window_pattern"] = json!(3);
     config["sliding_window"] = json!(4);
+    config["rope_theta"] = json!(1_000_000.0);
     let spec = spec_of(config);
     assert_eq!(
         spec.sliding_layers,

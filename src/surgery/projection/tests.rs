@@ -39,8 +39,9 @@ proptest! {
         let basis = Basis::orthonormal(&dirs(hidden, k, seed)).unwrap();
         for (a, qa) in basis.rows().iter().enumerate() {
             for (b, qb) in basis.rows().iter().enumerate() {
+                let expected = if a == b { 1.0 } else { 0.0 };
                 let d = dot(qa, qb);
-                prop_assert!((d - if a == b { 1.0 } else { 0.0 }).abs() < 1e-10);
+                prop_assert!((d - expected).abs() < 1e-10, "q{}·q{} = {}", a, b, d);
             }
         }
     }
