@@ -7,6 +7,7 @@ mod reader;
 mod resolve;
 mod shard;
 mod staging;
+mod summary;
 mod writer;
 
 pub use dtype::{decode_f32, encode_f32, unit_roundoff, EditableDtype};
@@ -16,4 +17,5 @@ pub use resolve::resolve_model;
 pub use safetensors::Dtype;
 pub use shard::{Shard, TensorRef};
 pub use staging::StagedOutput;
+pub use summary::{ModelSummary, WriterSummary};
 pub use writer::{write_checkpoint, AddedTensor, TensorEdit, WriteOptions, WriteReport};

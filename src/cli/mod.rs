@@ -1,5 +1,11 @@
 //! clap subcommands. Each subcommand has its own file with an `Args` struct and a `run` function.
 
+mod ablate;
+mod common;
+mod inspect;
+mod selection;
+mod verify;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -18,13 +24,24 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Show a model's architecture, sizes, dtypes, and the tensors scalpel would edit.
+    Inspect(inspect::Args),
+    /// Write an edited copy of a model with a direction projected out of its writers.
+    Ablate(ablate::Args),
+    /// Read an edited model back and check it no longer writes along the direction.
+    Verify(verify::Args),
+}
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let result: anyhow::Result<()> = match cli.command {};
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Inspect(args) => inspect::run(args),
+        Command::Ablate(args) => ablate::run(args),
+        Command::Verify(args) => verify::run(args),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -2,7 +2,10 @@
 
 use super::plan::{Layout, PlannedEdit, SurgeryPlan, SurgeryRecord};
 use super::projection::{edit_columns, edit_rows};
-use crate::checkpoint::{encode_f32, write_checkpoint, AddedTensor, EditableDtype, ModelDir, TensorEdit, TensorRef, WriteOptions, WriteReport};
+use crate::checkpoint::{
+    encode_f32, write_checkpoint, AddedTensor, EditableDtype, ModelDir, TensorEdit, TensorRef,
+    WriteOptions, WriteReport,
+};
 use crate::{Error, Result};
 use indicatif::ProgressBar;
 use std::collections::{BTreeMap, HashMap};
@@ -35,47 +38,82 @@ pub fn ablate(
     force: bool,
     progress: &ProgressBar,
 ) -> Result<AblateReport> {
-    let by_name: HashMap<&str, &PlannedEdit> = plan.edits.iter().map(|e| (e.tensor.as_str(), e)).collect();
+    let by_name: HashMap<&str, &PlannedEdit> =
+        plan.edits.iter().map(|e| (e.tensor.as_str(), e)).collect();
     let untie = plan.options.untie && plan.edits_tied_head;
-    let mut options = WriteOptions { force, ..WriteOptions::default() };
+    let mut options = WriteOptions {
+        force,
+        ..WriteOptions::default()
+    };
     let record_json = serde_json::to_string(record).map_err(|e| Error::Other(e.to_string()))?;
     options.metadata = BTreeMap::from([("scalpel_edit".to_string(), record_json)]);
     let pretty = serde_json::to_vec_pretty(record).map_err(|e| Error::Other(e.to_string()))?;
-    options.extra_files.push((EDIT_RECORD_FILE.to_string(), pretty));
+    options
+        .extra_files
+        .push((EDIT_RECORD_FILE.to_string(), pretty));
     if untie {
         let head = model.spec.lm_head_name();
         if !model.checkpoint.contains(&head) {
-            options.added.push(AddedTensor { name: head, copy_of: model.spec.embed_name() });
+            options.added.push(AddedTensor {
+                name: head,
+                copy_of: model.spec.embed_name(),
+            });
         }
         let mut config = model.config.clone();
         config["tie_word_embeddings"] = serde_json::Value::Bool(false);
-        if let Some(text) = config.get_mut("text_config").and_then(|t| t.as_object_mut()) {
+        if let Some(text) = config
+            .get_mut("text_config")
+            .and_then(|t| t.as_object_mut())
+        {
             text.insert("tie_word_embeddings".into(), serde_json::Value::Bool(false));
         }
         options.config = Some(config);
     }
     let edit = |view: TensorRef<'_>| -> Result<TensorEdit> {
         match by_name.get(view.name) {
-            Some(planned) => Ok(TensorEdit::Replace(apply_edit(view, planned, plan.options.strength, plan.options.norm_preserve)?)),
+            Some(planned) => Ok(TensorEdit::Replace(apply_edit(
+                view,
+                planned,
+                plan.options.strength,
+                plan.options.norm_preserve,
+            )?)),
             None => Ok(TensorEdit::Keep),
         }
     };
     let write = write_checkpoint(model, out, &options, progress, &edit)?;
-    let missing: Vec<&str> =
-        plan.edits.iter().map(|e| e.tensor.as_str()).filter(|t| !write.edited.iter().any(|w| w == t)).collect();
+    let missing: Vec<&str> = plan
+        .edits
+        .iter()
+        .map(|e| e.tensor.as_str())
+        .filter(|t| !write.edited.iter().any(|w| w == t))
+        .collect();
     if !missing.is_empty() {
-        return Err(Error::Other(format!("planned edits were not applied to: {}", missing.join(", "))));
+        return Err(Error::Other(format!(
+            "planned edits were not applied to: {}",
+            missing.join(", ")
+        )));
     }
-    Ok(AblateReport { write, untied: untie })
+    Ok(AblateReport {
+        write,
+        untied: untie,
+    })
 }
 
 /// Edit one tensor's bytes: decode to f32, project, round once to the stored dtype.
-pub(crate) fn apply_edit(view: TensorRef<'_>, edit: &PlannedEdit, strength: f64, norm_preserve: bool) -> Result<Vec<u8>> {
+pub(crate) fn apply_edit(
+    view: TensorRef<'_>,
+    edit: &PlannedEdit,
+    strength: f64,
+    norm_preserve: bool,
+) -> Result<Vec<u8>> {
     let dtype = EditableDtype::of(view.dtype, view.name)?;
     let mut values = view.to_f32()?;
     match edit.layout {
         Layout::Columns => {
-            let cols = *view.shape.get(1).ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?;
+            let cols = *view
+                .shape
+                .get(1)
+                .ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?;
             edit_columns(&mut values, cols, &edit.basis, strength, norm_preserve);
         }
         Layout::Rows => edit_rows(&mut values, &edit.basis, strength, norm_preserve),

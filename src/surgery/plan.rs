@@ -148,10 +148,17 @@ impl SurgeryPlan {
 
 /// Build the plan: pick each writer's direction, orthonormalize it, map it through Gemma 2/3
 /// post-norms, and check every shape against the model.
-pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOptions) -> Result<SurgeryPlan> {
+pub fn plan(
+    model: &ModelDir,
+    directions: &DirectionsFile,
+    options: &SurgeryOptions,
+) -> Result<SurgeryPlan> {
     let spec = &model.spec;
     if let Some(&bad) = options.layers.iter().find(|&&l| l >= spec.num_layers) {
-        return Err(Error::Invalid(format!("layer {bad} does not exist: the model has layers 0..{}", spec.num_layers)));
+        return Err(Error::Invalid(format!(
+            "layer {bad} does not exist: the model has layers 0..{}",
+            spec.num_layers
+        )));
     }
     if !options.strength.is_finite() {
         return Err(Error::Invalid("--strength must be a finite number".into()));
@@ -168,7 +175,12 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
     }
     let mut edits = Vec::new();
     for writer in spec.writers(&options.layers, &options.targets) {
-        let direction = direction_for(directions, &options.direction, writer.layer, &options.layers)?;
+        let direction = direction_for(
+            directions,
+            &options.direction,
+            writer.layer,
+            &options.layers,
+        )?;
         let mut basis = Basis::orthonormal(&direction.rows).map_err(|e| Error::BadDirections {
             path: directions.path.clone(),
             message: format!("direction `{}`: {e}", direction.name),
@@ -177,17 +189,29 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
             let (weights, _) = model.checkpoint.read_f32(norm)?;
             let offset = spec.norm_kind.offset();
             let gamma: Vec<f32> = weights.iter().map(|w| w + offset).collect();
-            basis = basis.through_norm(&gamma).map_err(|e| Error::bad_tensor(norm, e.to_string()))?;
+            basis = basis
+                .through_norm(&gamma)
+                .map_err(|e| Error::bad_tensor(norm, e.to_string()))?;
         }
         let view = model.checkpoint.tensor(&writer.weight)?;
         let layout = match (writer.kind, view.shape) {
             (WriterKind::Embed, [_, h]) if *h == spec.hidden_size => Layout::Rows,
-            (WriterKind::Attn | WriterKind::Mlp, [h, _]) if *h == spec.hidden_size => Layout::Columns,
+            (WriterKind::Attn | WriterKind::Mlp, [h, _]) if *h == spec.hidden_size => {
+                Layout::Columns
+            }
             (kind, shape) => {
-                let expected = if kind == WriterKind::Embed { "[vocab, hidden]" } else { "[hidden, in]" };
+                let expected = if kind == WriterKind::Embed {
+                    "[vocab, hidden]"
+                } else {
+                    "[hidden, in]"
+                };
                 return Err(Error::bad_tensor(
                     &writer.weight,
-                    format!("shape {shape:?} does not fit a {} writer {expected} with hidden = {}", kind.name(), spec.hidden_size),
+                    format!(
+                        "shape {shape:?} does not fit a {} writer {expected} with hidden = {}",
+                        kind.name(),
+                        spec.hidden_size
+                    ),
                 ));
             }
         };
@@ -206,13 +230,20 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
         if let (true, Some(bias)) = (options.biases, &writer.bias) {
             let view = model.checkpoint.tensor(bias)?;
             if view.shape != [spec.hidden_size] {
-                return Err(Error::bad_tensor(bias, format!("shape {:?}, expected [{}]", view.shape, spec.hidden_size)));
+                return Err(Error::bad_tensor(
+                    bias,
+                    format!("shape {:?}, expected [{}]", view.shape, spec.hidden_size),
+                ));
             }
             edits.push(edit(bias, true, Layout::Rows));
         }
     }
     let edits_tied_head = options.targets.contains(&WriterKind::Embed) && model.head_is_tied();
-    Ok(SurgeryPlan { edits, options: options.clone(), edits_tied_head })
+    Ok(SurgeryPlan {
+        edits,
+        options: options.clone(),
+        edits_tied_head,
+    })
 }
 
 fn direction_for<'a>(
@@ -222,10 +253,15 @@ fn direction_for<'a>(
     layers: &[usize],
 ) -> Result<&'a Direction> {
     match choice {
-        DirectionChoice::Fixed { name } => directions.entries.get(name).ok_or_else(|| Error::BadDirections {
-            path: directions.path.clone(),
-            message: format!("has no direction `{name}`"),
-        }),
+        DirectionChoice::Fixed { name } => {
+            directions
+                .entries
+                .get(name)
+                .ok_or_else(|| Error::BadDirections {
+                    path: directions.path.clone(),
+                    message: format!("has no direction `{name}`"),
+                })
+        }
         DirectionChoice::PerLayer { stream } => {
             let layer = match layer {
                 Some(l) => l,

@@ -1,0 +1,98 @@
+//! `scalpel ablate`: write an edited copy of a model with directions projected out of its writers.
+
+use super::common::{bytes_progress, human_bytes, open_model};
+use super::selection::{describe, SelectionArgs};
+use super::verify::print_report;
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use scalpel::checkpoint::ModelDir;
+use scalpel::directions::DirectionsFile;
+use scalpel::surgery::{ablate, plan, verify};
+use std::path::PathBuf;
+
+/// Orthogonalize the embedding, attention-output and MLP-output matrices (and output biases)
+/// against a direction and write a new checkpoint (same dtype, shards, config and tokenizer).
+///
+/// With nothing but --directions and --out, the direction probe recommended is removed from
+/// every layer and every writer. The input folder is never modified; the output is written to a
+/// temporary folder and renamed when complete, then read back and verified.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id (owner/name).
+    pub model: String,
+    /// Directions file (safetensors), as written by `scalpel probe`.
+    #[arg(long, value_name = "FILE")]
+    pub directions: PathBuf,
+    /// Output folder for the edited model.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Skip reading the result back to verify it.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// Run `ablate`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    let directions = DirectionsFile::load(&args.directions)?;
+    let options = args.selection.options(&model.spec, &directions)?;
+    let plan = plan(&model, &directions, &options)?;
+    eprintln!("ablate {} → {}", model.root.display(), args.out.display());
+    eprintln!("{}", describe(&options, model.spec.num_layers));
+    eprintln!(
+        "  tensors       {} to edit, everything else copied byte for byte",
+        plan.edits.len()
+    );
+    if plan.edits.iter().any(|e| e.through_norm.is_some()) {
+        eprintln!("  post-norms    attention/MLP outputs pass through norms: edited against γ ⊙ r (exact)");
+    }
+    if plan.edits_tied_head && !options.untie {
+        eprintln!(
+            "  note          the output head is tied to the embedding, so editing the embedding also edits the head; pass --untie to keep the original head"
+        );
+    }
+    let record = plan.record(
+        &model.root.display().to_string(),
+        &args.directions.display().to_string(),
+    );
+    let progress = bytes_progress("writing");
+    let report = ablate(&model, &plan, &record, &args.out, args.force, &progress)?;
+    progress.finish_and_clear();
+    let w = &report.write;
+    eprintln!(
+        "wrote {} in {:.1}s ({}/s): {} tensors edited, {} copied; files: {}",
+        human_bytes(w.bytes_written),
+        w.seconds,
+        human_bytes((w.bytes_written as f64 / w.seconds.max(1e-9)) as u64),
+        w.edited.len(),
+        w.copied,
+        w.files_copied.join(", ")
+    );
+    if !w.files_skipped.is_empty() {
+        eprintln!(
+            "not copied (other weight formats or folders): {}",
+            w.files_skipped.join(", ")
+        );
+    }
+    if report.untied {
+        eprintln!("untied: lm_head.weight holds the original embedding; config.json has tie_word_embeddings: false");
+    }
+    if args.no_verify {
+        return Ok(());
+    }
+    let edited = ModelDir::open(&w.out).context("re-opening the edited model")?;
+    let reread = scalpel::surgery::plan(&edited, &directions, &options)?;
+    let verification = verify(&edited, &reread)?;
+    print_report(&verification, false)?;
+    anyhow::ensure!(
+        verification.all_pass(),
+        "verification failed: see the table above"
+    );
+    println!("{}", w.out.display());
+    Ok(())
+}

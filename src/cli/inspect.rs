@@ -1,0 +1,90 @@
+//! `scalpel inspect`: what a model folder holds and what scalpel would edit.
+
+use super::common::{human_bytes, open_model};
+use clap::Args as ClapArgs;
+
+/// Show a model's architecture, sizes, dtypes, shards, tied head, and the tensors scalpel edits.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id (owner/name) found in the cache or downloaded.
+    pub model: String,
+    /// Print the full summary as JSON (for scripts).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `inspect`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    let s = model.summary();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    let spec = &s.spec;
+    println!("model        {}", s.path);
+    println!("family       {} ({} layers)", spec.family, spec.num_layers);
+    println!(
+        "sizes        hidden {}, heads {} (kv {}, head_dim {}), mlp {}, vocab {}",
+        spec.hidden_size,
+        spec.num_heads,
+        spec.num_kv_heads,
+        spec.head_dim,
+        spec.intermediate_size,
+        spec.vocab_size
+    );
+    println!(
+        "norms        {:?}, eps {}; activation {:?}; rope θ {}",
+        spec.norm_kind, spec.norm_eps, spec.activation, spec.rope_theta
+    );
+    let dtypes: Vec<String> = s.dtypes.iter().map(|(d, n)| format!("{d} × {n}")).collect();
+    println!("dtypes       {}", dtypes.join(", "));
+    println!("parameters   {:.1} M", s.parameters as f64 / 1e6);
+    println!(
+        "weights      {} shard(s), {}: {}",
+        s.shards.len(),
+        human_bytes(s.bytes),
+        s.shards.join(", ")
+    );
+    if s.tied_head {
+        println!("tied head    yes: editing the embedding also edits the output head (ablate --untie keeps the original head)");
+    } else {
+        println!("tied head    no");
+    }
+    println!("writers scalpel edits (output side):");
+    for (kind, writers) in &s.writers {
+        let first = &writers[0];
+        let biases = writers.iter().filter(|w| w.bias.is_some()).count();
+        let norms = writers.iter().filter(|w| w.post_norm.is_some()).count();
+        println!(
+            "  {kind:<6} ×{:<3} e.g. {} {:?}",
+            writers.len(),
+            first.tensor,
+            first.shape
+        );
+        if biases > 0 {
+            println!(
+                "         + {biases} output bias(es), e.g. {}",
+                first.bias.as_deref().unwrap_or("-")
+            );
+        }
+        if norms > 0 {
+            println!(
+                "         behind post-norms (edited against γ ⊙ r), e.g. {}",
+                first.post_norm.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    println!(
+        "never edited (input side), e.g. layer 0: {}",
+        s.input_side_example.join(", ")
+    );
+    if !s.unrecognised_tensors.is_empty() {
+        println!(
+            "other tensors ({}), left untouched: {}",
+            s.unrecognised_tensors.len(),
+            s.unrecognised_tensors.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The edit selection shared by `ablate` and `verify`.
+
+use super::common::parse_targets;
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use scalpel::arch::ModelSpec;
+use scalpel::directions::DirectionsFile;
+use scalpel::layers::parse_layers;
+use scalpel::surgery::{DirectionChoice, SurgeryOptions};
+
+/// Which tensors to edit, with which direction, how strongly.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct SelectionArgs {
+    /// Layers whose writers are edited: `all`, `8..20` (20 excluded), `8..=20`, `8..:2` (every
+    /// second layer from 8), `8,10,12`, negatives count from the end. Default: all.
+    #[arg(long, value_name = "LAYERS")]
+    pub layers: Option<String>,
+    /// Use the direction extracted at this layer for every edit (default: the layer probe recommended).
+    #[arg(long, value_name = "L", conflicts_with = "per_layer")]
+    pub direction_layer: Option<usize>,
+    /// Stream of the direction (resid_pre, resid_mid, resid_post). Default: the recommended one.
+    #[arg(long, value_name = "STREAM")]
+    pub stream: Option<String>,
+    /// Edit each layer with its own layer's direction instead of one shared direction.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Writers to edit, comma separated: embed, attn, mlp.
+    #[arg(long, value_name = "LIST", default_value = "embed,attn,mlp")]
+    pub targets: String,
+    /// λ in W' = W − λ r rᵀ W: 1 removes the direction, 2 reflects it, 0.5 halves it.
+    #[arg(long, value_name = "λ", default_value_t = 1.0)]
+    pub strength: f64,
+    /// Rescale each written column back to its original norm (keeps rᵀW' = 0 exactly).
+    #[arg(long)]
+    pub norm_preserve: bool,
+    /// With a tied head, write the original embedding as lm_head.weight and set
+    /// tie_word_embeddings: false, so the output head stays as it was.
+    #[arg(long)]
+    pub untie: bool,
+    /// Leave output biases (o_proj.bias, down_proj.bias) unedited.
+    #[arg(long)]
+    pub no_biases: bool,
+}
+
+impl SelectionArgs {
+    /// Turn the flags into surgery options for this model and directions file.
+    pub fn options(
+        &self,
+        spec: &ModelSpec,
+        directions: &DirectionsFile,
+    ) -> anyhow::Result<SurgeryOptions> {
+        let layers = parse_layers(self.layers.as_deref().unwrap_or("all"), spec.num_layers)?;
+        let direction = if self.per_layer {
+            let stream = self
+                .stream
+                .clone()
+                .or_else(|| directions.recommended().map(|(s, _)| s))
+                .unwrap_or_else(|| "resid_pre".into());
+            DirectionChoice::PerLayer { stream }
+        } else {
+            let chosen = directions
+                .select(self.stream.as_deref(), self.direction_layer)
+                .with_context(|| "choosing the direction")?;
+            DirectionChoice::Fixed {
+                name: chosen.name.clone(),
+            }
+        };
+        Ok(SurgeryOptions {
+            layers,
+            targets: parse_targets(&self.targets)?,
+            direction,
+            strength: self.strength,
+            norm_preserve: self.norm_preserve,
+            untie: self.untie,
+            biases: !self.no_biases,
+        })
+    }
+
+    /// Whether the user gave any selection flag (as opposed to relying on defaults).
+    pub fn any_given(&self) -> bool {
+        self.layers.is_some()
+            || self.direction_layer.is_some()
+            || self.stream.is_some()
+            || self.per_layer
+            || self.targets != "embed,attn,mlp"
+            || self.strength != 1.0
+            || self.norm_preserve
+            || self.untie
+            || self.no_biases
+    }
+}
+
+/// One line per setting, so a user sees every default before work starts.
+pub fn describe(options: &SurgeryOptions, num_layers: usize) -> String {
+    let layers = if options.layers.len() == num_layers {
+        format!("all {num_layers}")
+    } else {
+        format!("{:?}", options.layers)
+    };
+    let direction = match &options.direction {
+        DirectionChoice::Fixed { name } => format!("`{name}` for every edit"),
+        DirectionChoice::PerLayer { stream } => format!("each layer's own `{stream}.L`"),
+    };
+    let targets: Vec<&str> = options.targets.iter().map(|t| t.name()).collect();
+    format!(
+        "  layers        {layers}\n  direction     {direction}\n  targets       {}\n  strength λ    {}\n  norm preserve {}\n  output biases {}\n  untie head    {}",
+        targets.join(", "),
+        options.strength,
+        if options.norm_preserve { "yes" } else { "no" },
+        if options.biases { "edited" } else { "left as they are" },
+        if options.untie { "yes" } else { "no" },
+    )
+}
