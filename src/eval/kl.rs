@@ -1,0 +1,47 @@
+//! KL divergence between next-token distributions given as logits.
+
+/// `log_softmax` in f64.
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = logits.iter().map(|&x| (f64::from(x) - max).exp()).sum();
+    let log_z = max + sum.ln();
+    logits.iter().map(|&x| f64::from(x) - log_z).collect()
+}
+
+/// `KL(P ‖ Q) = Σ p (log p − log q)` for distributions given by logits `p_logits`, `q_logits`.
+pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+    assert_eq!(p_logits.len(), q_logits.len(), "vocabularies differ");
+    let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
+    lp.iter()
+        .zip(&lq)
+        .map(|(a, b)| {
+            if a.is_finite() {
+                a.exp() * (a - b)
+            } else {
+                0.0
+            }
+        })
+        .sum::<f64>()
+        .max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kl_is_zero_for_equal_and_positive_for_different_distributions() {
+        let p = [1.0f32, 2.0, 3.0, -1.0];
+        assert!(kl_divergence(&p, &p).abs() < 1e-12);
+        // Shifting every logit is the same distribution.
+        let shifted: Vec<f32> = p.iter().map(|x| x + 5.0).collect();
+        assert!(kl_divergence(&p, &shifted).abs() < 1e-9);
+        let q = [3.0f32, 2.0, 1.0, -1.0];
+        let kl = kl_divergence(&p, &q);
+        // Reference by hand: p = softmax(p), KL = Σ p log(p/q).
+        let sp: Vec<f64> = log_softmax(&p).iter().map(|x| x.exp()).collect();
+        let sq: Vec<f64> = log_softmax(&q).iter().map(|x| x.exp()).collect();
+        let reference: f64 = sp.iter().zip(&sq).map(|(a, b)| a * (a / b).ln()).sum();
+        assert!((kl - reference).abs() < 1e-12 && kl > 0.1);
+    }
+}
