@@ -11,15 +11,11 @@ use std::path::PathBuf;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let out = PathBuf::from(
-        args.next()
-            .ok_or_else(|| anyhow::anyhow!("usage: synthetic_checkpoint OUT [--hidden N] ..."))?,
-    );
+    let out =
+        PathBuf::from(args.next().ok_or_else(|| anyhow::anyhow!("usage: synthetic_checkpoint OUT [--hidden N] ..."))?);
     let mut opts: BTreeMap<String, String> = BTreeMap::new();
     while let Some(key) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("{key} needs a value"))?;
+        let value = args.next().ok_or_else(|| anyhow::anyhow!("{key} needs a value"))?;
         opts.insert(key.trim_start_matches("--").to_string(), value);
     }
     let get = |k: &str, d: usize| opts.get(k).map_or(Ok(d), |v| v.parse::<usize>());
@@ -39,27 +35,14 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("unknown dtype {other}"),
     };
     std::fs::create_dir_all(&out)?;
-    let mut tensors: Vec<(String, Vec<usize>)> =
-        vec![("model.embed_tokens.weight".into(), vec![vocab, hidden])];
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![("model.embed_tokens.weight".into(), vec![vocab, hidden])];
     for l in 0..layers {
         let p = format!("model.layers.{l}.");
         tensors.push((format!("{p}input_layernorm.weight"), vec![hidden]));
-        tensors.push((
-            format!("{p}self_attn.q_proj.weight"),
-            vec![heads * head_dim, hidden],
-        ));
-        tensors.push((
-            format!("{p}self_attn.k_proj.weight"),
-            vec![kv * head_dim, hidden],
-        ));
-        tensors.push((
-            format!("{p}self_attn.v_proj.weight"),
-            vec![kv * head_dim, hidden],
-        ));
-        tensors.push((
-            format!("{p}self_attn.o_proj.weight"),
-            vec![hidden, heads * head_dim],
-        ));
+        tensors.push((format!("{p}self_attn.q_proj.weight"), vec![heads * head_dim, hidden]));
+        tensors.push((format!("{p}self_attn.k_proj.weight"), vec![kv * head_dim, hidden]));
+        tensors.push((format!("{p}self_attn.v_proj.weight"), vec![kv * head_dim, hidden]));
+        tensors.push((format!("{p}self_attn.o_proj.weight"), vec![hidden, heads * head_dim]));
         tensors.push((format!("{p}post_attention_layernorm.weight"), vec![hidden]));
         tensors.push((format!("{p}mlp.gate_proj.weight"), vec![inter, hidden]));
         tensors.push((format!("{p}mlp.up_proj.weight"), vec![inter, hidden]));
@@ -67,10 +50,7 @@ fn main() -> anyhow::Result<()> {
     }
     tensors.push(("model.norm.weight".into(), vec![hidden]));
     tensors.push(("lm_head.weight".into(), vec![vocab, hidden]));
-    let total: usize = tensors
-        .iter()
-        .map(|(_, s)| s.iter().product::<usize>() * size)
-        .sum();
+    let total: usize = tensors.iter().map(|(_, s)| s.iter().product::<usize>() * size).sum();
     let per_shard = total.div_ceil(shards);
     let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![Vec::new()];
     let mut filled = 0;
@@ -87,17 +67,17 @@ fn main() -> anyhow::Result<()> {
     let mut weight_map = serde_json::Map::new();
     let mut state = 0x2545F4914F6CDD1Du64;
     for (i, group) in groups.iter().enumerate() {
-        let file = if n == 1 {
-            "model.safetensors".to_string()
-        } else {
-            format!("model-{:05}-of-{n:05}.safetensors", i + 1)
-        };
+        let file =
+            if n == 1 { "model.safetensors".to_string() } else { format!("model-{:05}-of-{n:05}.safetensors", i + 1) };
         let mut header = serde_json::Map::new();
         header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
         let mut offset = 0;
         for (name, shape) in group {
             let bytes = shape.iter().product::<usize>() * size;
-            header.insert(name.clone(), serde_json::json!({"dtype": st_dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}));
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": st_dtype, "shape": shape, "data_offsets": [offset, offset + bytes]}),
+            );
             offset += bytes;
             weight_map.insert(name.clone(), serde_json::Value::String(file.clone()));
         }
@@ -105,8 +85,7 @@ fn main() -> anyhow::Result<()> {
         while h.len() % 8 != 0 {
             h.push(b' ');
         }
-        let mut w =
-            std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(out.join(&file))?);
+        let mut w = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(out.join(&file))?);
         w.write_all(&(h.len() as u64).to_le_bytes())?;
         w.write_all(&h)?;
         let mut buf = Vec::with_capacity(1 << 20);
@@ -117,16 +96,10 @@ fn main() -> anyhow::Result<()> {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                let v = if norm {
-                    1.0
-                } else {
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04
-                };
+                let v = if norm { 1.0 } else { ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04 };
                 match size {
                     4 => buf.extend_from_slice(&v.to_le_bytes()),
-                    _ if dtype == "f16" => {
-                        buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes())
-                    }
+                    _ if dtype == "f16" => buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
                     _ => buf.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
                 }
                 if buf.len() >= 1 << 20 {
@@ -139,12 +112,8 @@ fn main() -> anyhow::Result<()> {
         w.flush()?;
     }
     if n > 1 {
-        let index =
-            serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        std::fs::write(
-            out.join("model.safetensors.index.json"),
-            serde_json::to_string_pretty(&index)?,
-        )?;
+        let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        std::fs::write(out.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?)?;
     }
     let config = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
@@ -153,14 +122,7 @@ fn main() -> anyhow::Result<()> {
         "max_position_embeddings": 4096, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
         "hidden_act": "silu"
     });
-    std::fs::write(
-        out.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
-    )?;
-    println!(
-        "{} ({:.2} GB in {n} shard(s))",
-        out.display(),
-        total as f64 / 1e9
-    );
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    println!("{} ({:.2} GB in {n} shard(s))", out.display(), total as f64 / 1e9);
     Ok(())
 }

@@ -45,12 +45,7 @@ impl Direction {
                 hasher.update(v.to_le_bytes());
             }
         }
-        hasher
-            .finalize()
-            .iter()
-            .take(8)
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -80,10 +75,7 @@ impl DirectionsFile {
     /// Read and validate a directions file: every tensor 1-D or 2-D, float, finite, non-zero rows,
     /// one common length.
     pub fn load(path: &Path) -> Result<DirectionsFile> {
-        let bad = |message: String| Error::BadDirections {
-            path: path.to_path_buf(),
-            message,
-        };
+        let bad = |message: String| Error::BadDirections { path: path.to_path_buf(), message };
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
@@ -92,19 +84,13 @@ impl DirectionsFile {
         let mut entries = BTreeMap::new();
         let mut hidden = None;
         for (name, view) in tensors.tensors() {
-            let values = super::checkpoint::decode_f32(view.dtype(), view.data(), &name)
-                .map_err(|e| bad(format!("{e}")))?;
+            let values =
+                super::checkpoint::decode_f32(view.dtype(), view.data(), &name).map_err(|e| bad(format!("{e}")))?;
             let rows: Vec<Vec<f32>> = match view.shape() {
                 [n] => vec![values[..*n].to_vec()],
-                [k, n] => values
-                    .chunks(*n.max(&1))
-                    .take(*k)
-                    .map(<[f32]>::to_vec)
-                    .collect(),
+                [k, n] => values.chunks(*n.max(&1)).take(*k).map(<[f32]>::to_vec).collect(),
                 shape => {
-                    return Err(bad(format!(
-                        "tensor `{name}` has shape {shape:?}; expected [hidden] or [k, hidden]"
-                    )))
+                    return Err(bad(format!("tensor `{name}` has shape {shape:?}; expected [hidden] or [k, hidden]")))
                 }
             };
             if rows.is_empty() || rows[0].is_empty() {
@@ -112,9 +98,7 @@ impl DirectionsFile {
             }
             for (i, row) in rows.iter().enumerate() {
                 if row.iter().any(|v| !v.is_finite()) {
-                    return Err(bad(format!(
-                        "tensor `{name}` row {i} contains NaN or infinite values"
-                    )));
+                    return Err(bad(format!("tensor `{name}` row {i} contains NaN or infinite values")));
                 }
                 if row.iter().all(|v| *v == 0.0) {
                     return Err(bad(format!(
@@ -124,35 +108,19 @@ impl DirectionsFile {
             }
             let n = rows[0].len();
             if *hidden.get_or_insert(n) != n {
-                return Err(bad(format!(
-                    "tensor `{name}` has length {n}, others have {}",
-                    hidden.unwrap_or(0)
-                )));
+                return Err(bad(format!("tensor `{name}` has length {n}, others have {}", hidden.unwrap_or(0))));
             }
             entries.insert(name.clone(), Direction { name, rows });
         }
         if entries.is_empty() {
             return Err(bad("holds no tensors".into()));
         }
-        let metadata = meta
-            .metadata()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        Ok(DirectionsFile {
-            path: path.to_path_buf(),
-            entries,
-            metadata,
-        })
+        let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        Ok(DirectionsFile { path: path.to_path_buf(), entries, metadata })
     }
 
     /// Write directions with metadata (adds `format` and `hidden_size`).
-    pub fn save(
-        path: &Path,
-        entries: &[Direction],
-        metadata: &BTreeMap<String, String>,
-    ) -> Result<()> {
+    pub fn save(path: &Path, entries: &[Direction], metadata: &BTreeMap<String, String>) -> Result<()> {
         let mut meta: HashMap<String, String> = metadata.clone().into_iter().collect();
         meta.insert("format".into(), FORMAT.into());
         if let Some(first) = entries.first() {
@@ -161,17 +129,8 @@ impl DirectionsFile {
         let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = entries
             .iter()
             .map(|d| {
-                let shape = if d.rows.len() == 1 {
-                    vec![d.hidden()]
-                } else {
-                    vec![d.rows.len(), d.hidden()]
-                };
-                let bytes = d
-                    .rows
-                    .iter()
-                    .flatten()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect();
+                let shape = if d.rows.len() == 1 { vec![d.hidden()] } else { vec![d.rows.len(), d.hidden()] };
+                let bytes = d.rows.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
                 (d.name.clone(), shape, bytes)
             })
             .collect();
@@ -195,21 +154,14 @@ impl DirectionsFile {
     /// The layer and stream that `probe` recommended, if recorded.
     pub fn recommended(&self) -> Option<(String, usize)> {
         let layer = self.metadata.get("recommended_layer")?.parse().ok()?;
-        let stream = self
-            .metadata
-            .get("recommended_stream")
-            .cloned()
-            .unwrap_or_else(|| "resid_pre".into());
+        let stream = self.metadata.get("recommended_stream").cloned().unwrap_or_else(|| "resid_pre".into());
         Some((stream, layer))
     }
 
     /// The streams present, sorted.
     pub fn streams(&self) -> Vec<String> {
-        let mut streams: Vec<String> = self
-            .entries
-            .values()
-            .filter_map(|d| d.stream_and_layer().map(|(s, _)| s.to_string()))
-            .collect();
+        let mut streams: Vec<String> =
+            self.entries.values().filter_map(|d| d.stream_and_layer().map(|(s, _)| s.to_string())).collect();
         streams.sort();
         streams.dedup();
         streams
@@ -217,25 +169,17 @@ impl DirectionsFile {
 
     /// The entry for `stream` at `layer`, or an error listing what exists.
     pub fn get(&self, stream: &str, layer: usize) -> Result<&Direction> {
-        self.entries
-            .get(&entry_name(stream, layer))
-            .ok_or_else(|| Error::BadDirections {
-                path: self.path.clone(),
-                message: format!(
-                    "has no direction `{}`; it holds: {}",
-                    entry_name(stream, layer),
-                    self.list()
-                ),
-            })
+        self.entries.get(&entry_name(stream, layer)).ok_or_else(|| Error::BadDirections {
+            path: self.path.clone(),
+            message: format!("has no direction `{}`; it holds: {}", entry_name(stream, layer), self.list()),
+        })
     }
 
     /// Pick the direction to use when the user named at most a layer and a stream: the named one,
     /// else the recommended one, else the only one.
     pub fn select(&self, stream: Option<&str>, layer: Option<usize>) -> Result<&Direction> {
         let recommended = self.recommended();
-        let stream = stream
-            .map(str::to_string)
-            .or_else(|| recommended.as_ref().map(|(s, _)| s.clone()));
+        let stream = stream.map(str::to_string).or_else(|| recommended.as_ref().map(|(s, _)| s.clone()));
         match (layer.or(recommended.as_ref().map(|(_, l)| *l)), stream) {
             (Some(layer), Some(stream)) => self.get(&stream, layer),
             (Some(layer), None) => {
@@ -259,12 +203,7 @@ impl DirectionsFile {
     fn list(&self) -> String {
         let names: Vec<&str> = self.entries.keys().map(String::as_str).collect();
         if names.len() > 12 {
-            format!(
-                "{} … {} ({} in all)",
-                names[..6].join(", "),
-                names[names.len() - 3..].join(", "),
-                names.len()
-            )
+            format!("{} … {} ({} in all)", names[..6].join(", "), names[names.len() - 3..].join(", "), names.len())
         } else {
             names.join(", ")
         }
@@ -276,10 +215,7 @@ mod tests {
     use super::*;
 
     fn dir(name: &str, rows: Vec<Vec<f32>>) -> Direction {
-        Direction {
-            name: name.into(),
-            rows,
-        }
+        Direction { name: name.into(), rows }
     }
 
     #[test]
@@ -289,10 +225,7 @@ mod tests {
         let meta = BTreeMap::from([("recommended_layer".to_string(), "1".to_string())]);
         let entries = vec![
             dir("resid_pre.0", vec![vec![1.0, 0.0, 0.0]]),
-            dir(
-                "resid_pre.1",
-                vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]],
-            ),
+            dir("resid_pre.1", vec![vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]]),
         ];
         DirectionsFile::save(&path, &entries, &meta).unwrap();
         let file = DirectionsFile::load(&path).unwrap();
@@ -300,11 +233,7 @@ mod tests {
         assert_eq!(file.metadata["format"], FORMAT);
         assert_eq!(file.select(None, None).unwrap(), &entries[1]);
         assert_eq!(file.select(None, Some(0)).unwrap(), &entries[0]);
-        assert!(file
-            .select(Some("resid_mid"), Some(0))
-            .unwrap_err()
-            .to_string()
-            .contains("resid_pre.0"));
+        assert!(file.select(Some("resid_mid"), Some(0)).unwrap_err().to_string().contains("resid_pre.0"));
         assert_eq!(file.entries["resid_pre.1"].short_hash().len(), 16);
     }
 
@@ -315,42 +244,23 @@ mod tests {
         for (rows, expect) in [
             (vec![dir("a.0", vec![vec![f32::NAN, 1.0]])], "NaN"),
             (vec![dir("a.0", vec![vec![0.0, 0.0]])], "zeros"),
-            (
-                vec![
-                    dir("a.0", vec![vec![1.0, 0.0]]),
-                    dir("a.1", vec![vec![1.0, 0.0, 0.0]]),
-                ],
-                "length",
-            ),
+            (vec![dir("a.0", vec![vec![1.0, 0.0]]), dir("a.1", vec![vec![1.0, 0.0, 0.0]])], "length"),
         ] {
             DirectionsFile::save(&path, &rows, &BTreeMap::new()).unwrap();
             let err = DirectionsFile::load(&path).unwrap_err().to_string();
-            assert!(
-                err.contains(expect) && err.contains("d.safetensors"),
-                "{err}"
-            );
+            assert!(err.contains(expect) && err.contains("d.safetensors"), "{err}");
         }
         std::fs::write(&path, b"junk").unwrap();
-        assert!(DirectionsFile::load(&path)
-            .unwrap_err()
-            .to_string()
-            .contains("safetensors"));
+        assert!(DirectionsFile::load(&path).unwrap_err().to_string().contains("safetensors"));
     }
 
     #[test]
     fn several_directions_without_recommendation_need_a_choice() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("d.safetensors");
-        let entries = vec![
-            dir("resid_pre.0", vec![vec![1.0, 0.0]]),
-            dir("resid_pre.1", vec![vec![0.0, 1.0]]),
-        ];
+        let entries = vec![dir("resid_pre.0", vec![vec![1.0, 0.0]]), dir("resid_pre.1", vec![vec![0.0, 1.0]])];
         DirectionsFile::save(&path, &entries, &BTreeMap::new()).unwrap();
-        let err = DirectionsFile::load(&path)
-            .unwrap()
-            .select(None, None)
-            .unwrap_err()
-            .to_string();
+        let err = DirectionsFile::load(&path).unwrap().select(None, None).unwrap_err().to_string();
         assert!(err.contains("--direction-layer"), "{err}");
     }
 }

@@ -54,9 +54,7 @@ pub enum Error {
         message: String,
     },
     /// A model family scalpel does not support.
-    #[error(
-        "unsupported architecture {found} in {path}; supported model_type values: {supported}"
-    )]
+    #[error("unsupported architecture {found} in {path}; supported model_type values: {supported}")]
     UnsupportedArchitecture {
         /// What config.json names.
         found: String,
@@ -90,25 +88,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// A malformed checkpoint file.
     pub fn bad_checkpoint(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::BadCheckpoint {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::BadCheckpoint { path: path.into(), message: message.into() }
     }
 
     /// A tensor that does not fit its use.
     pub fn bad_tensor(name: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::BadTensor {
-            name: name.into(),
-            message: message.into(),
-        }
+        Error::BadTensor { name: name.into(), message: message.into() }
     }
 }

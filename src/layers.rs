@@ -18,10 +18,7 @@ pub fn parse_layers(text: &str, num_layers: usize) -> Result<Vec<usize>> {
     }
     let bad = |why: String| Error::Invalid(format!("--layers `{text}`: {why}"));
     let index = |s: &str| -> Result<usize> {
-        let v: i64 = s
-            .trim()
-            .parse()
-            .map_err(|_| bad(format!("`{s}` is not a layer number")))?;
+        let v: i64 = s.trim().parse().map_err(|_| bad(format!("`{s}` is not a layer number")))?;
         let resolved = if v < 0 { num_layers as i64 + v } else { v };
         if resolved < 0 || resolved >= num_layers as i64 {
             return Err(bad(format!("layer {v} is outside 0..{num_layers}")));
@@ -31,30 +28,18 @@ pub fn parse_layers(text: &str, num_layers: usize) -> Result<Vec<usize>> {
     let mut layers = Vec::new();
     for part in text.split(',') {
         let (range, step) = match part.split_once(':') {
-            Some((r, s)) => (
-                r,
-                s.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| bad(format!("bad step `{s}`")))?,
-            ),
+            Some((r, s)) => {
+                (r, s.trim().parse::<usize>().ok().filter(|s| *s > 0).ok_or_else(|| bad(format!("bad step `{s}`")))?)
+            }
             None => (part, 1),
         };
         if let Some((start, end)) = range.split_once("..") {
-            let start = if start.trim().is_empty() {
-                0
-            } else {
-                index(start)?
-            };
+            let start = if start.trim().is_empty() { 0 } else { index(start)? };
             let end = match end.strip_prefix('=') {
                 Some(e) => index(e)? + 1,
                 None if end.trim().is_empty() => num_layers,
                 None => {
-                    let e: i64 = end
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad(format!("`{end}` is not a layer number")))?;
+                    let e: i64 = end.trim().parse().map_err(|_| bad(format!("`{end}` is not a layer number")))?;
                     let e = if e < 0 { num_layers as i64 + e } else { e };
                     if e < 0 || e > num_layers as i64 {
                         return Err(bad(format!("range end {e} is outside 0..={num_layers}")));

@@ -6,22 +6,11 @@ use scalpel::checkpoint::Checkpoint;
 use scalpel::directions::DirectionsFile;
 
 fn valid_file(rows: usize, cols: usize) -> Vec<u8> {
-    let a: Vec<u8> = (0..rows * cols)
-        .flat_map(|i| (i as f32).to_le_bytes())
-        .collect();
-    let b: Vec<u8> = (0..cols)
-        .flat_map(|i| half::bf16::from_f32(i as f32).to_le_bytes())
-        .collect();
+    let a: Vec<u8> = (0..rows * cols).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let b: Vec<u8> = (0..cols).flat_map(|i| half::bf16::from_f32(i as f32).to_le_bytes()).collect();
     let views = vec![
-        (
-            "w".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &a)
-                .unwrap(),
-        ),
-        (
-            "b".to_string(),
-            safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![cols], &b).unwrap(),
-        ),
+        ("w".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &a).unwrap()),
+        ("b".to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![cols], &b).unwrap()),
     ];
     safetensors::serialize(views, None).unwrap()
 }
@@ -31,10 +20,7 @@ fn open(bytes: &[u8]) -> Option<Checkpoint> {
     std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
     let result = Checkpoint::open(dir.path());
     if let Err(e) = &result {
-        assert!(
-            e.to_string().contains("model.safetensors"),
-            "error names the file: {e}"
-        );
+        assert!(e.to_string().contains("model.safetensors"), "error names the file: {e}");
     }
     result.ok().inspect(|c| {
         for name in c.names() {

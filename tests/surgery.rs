@@ -9,18 +9,14 @@ use scalpel::arch::{NormKind, WriterKind};
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::{FixtureDtype, FixtureOptions, FAMILIES};
-use scalpel::surgery::{
-    ablate, plan, projection, verify, Basis, DirectionChoice, SurgeryOptions, SurgeryPlan,
-};
+use scalpel::surgery::{ablate, plan, projection, verify, Basis, DirectionChoice, SurgeryOptions, SurgeryPlan};
 use std::path::Path;
 
 fn options(model: &ModelDir, direction: &str) -> SurgeryOptions {
     SurgeryOptions {
         layers: (0..model.spec.num_layers).collect(),
         targets: WriterKind::ALL.to_vec(),
-        direction: DirectionChoice::Fixed {
-            name: direction.into(),
-        },
+        direction: DirectionChoice::Fixed { name: direction.into() },
         strength: 1.0,
         norm_preserve: false,
         untie: false,
@@ -28,16 +24,11 @@ fn options(model: &ModelDir, direction: &str) -> SurgeryOptions {
     }
 }
 
-fn edit(
-    model: &ModelDir,
-    dirs: &Path,
-    options: &SurgeryOptions,
-    out: &Path,
-) -> (SurgeryPlan, ModelDir) {
+fn edit(model: &ModelDir, dirs: &Path, options: &SurgeryOptions, out: &Path) -> (SurgeryPlan, ModelDir) {
     let directions = DirectionsFile::load(dirs).unwrap();
     let plan = plan(model, &directions, options).unwrap();
-    let record = plan.record("src", "dirs");
-    ablate(model, &plan, &record, out, false, &ProgressBar::hidden()).unwrap();
+    let record = plan.record("src", "dirs", "");
+    ablate(model, &plan, &record, out, false, true, &ProgressBar::hidden()).unwrap();
     (plan, ModelDir::open(out).unwrap())
 }
 
@@ -60,46 +51,21 @@ fn check_untouched(original: &ModelDir, edited: &ModelDir, plan: &SurgeryPlan) {
 fn every_family_edits_verify_and_leave_other_bytes_alone() {
     let tmp = tempfile::tempdir().unwrap();
     for family in FAMILIES {
-        let src = fixture(
-            tmp.path(),
-            family,
-            family,
-            &FixtureOptions {
-                num_layers: 3,
-                ..Default::default()
-            },
-        );
+        let src = fixture(tmp.path(), family, family, &FixtureOptions { num_layers: 3, ..Default::default() });
         let model = ModelDir::open(&src).unwrap();
         let dirs = directions(tmp.path(), model.spec.hidden_size, 3, 1, 1);
         let out = tmp.path().join(format!("{family}-edited"));
         let (plan, edited) = edit(&model, &dirs, &options(&model, "resid_pre.1"), &out);
-        assert_eq!(
-            plan.edits.iter().filter(|e| !e.is_bias).count(),
-            1 + 2 * 3,
-            "{family}"
-        );
+        assert_eq!(plan.edits.iter().filter(|e| !e.is_bias).count(), 1 + 2 * 3, "{family}");
         let report = verify(&edited, &plan).unwrap();
         assert!(report.all_pass(), "{family}: worst {}", report.worst());
-        assert!(
-            report.worst() < 1e-6,
-            "{family}: f32 edit should be exact, worst {}",
-            report.worst()
-        );
+        assert!(report.worst() < 1e-6, "{family}: f32 edit should be exact, worst {}", report.worst());
         // The original does not pass: the check can fail.
         let before = verify(&model, &plan).unwrap();
-        assert!(
-            !before.all_pass() && before.worst() > 1e-2,
-            "{family}: original worst {}",
-            before.worst()
-        );
+        assert!(!before.all_pass() && before.worst() > 1e-2, "{family}: original worst {}", before.worst());
         check_untouched(&model, &edited, &plan);
         // Side files come along; the record is written.
-        for file in [
-            "config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "scalpel_edit.json",
-        ] {
+        for file in ["config.json", "tokenizer.json", "tokenizer_config.json", "scalpel_edit.json"] {
             assert!(out.join(file).is_file(), "{family}: {file}");
         }
         assert_eq!(
@@ -120,14 +86,9 @@ fn post_norm_families_are_edited_against_gamma_times_r() {
         let dirs = directions(tmp.path(), hidden, model.spec.num_layers, 1, 0);
         let out = tmp.path().join(format!("{family}-edited"));
         let (plan, edited) = edit(&model, &dirs, &options(&model, "resid_pre.0"), &out);
-        let r =
-            Basis::orthonormal(&DirectionsFile::load(&dirs).unwrap().entries["resid_pre.0"].rows)
-                .unwrap();
+        let r = Basis::orthonormal(&DirectionsFile::load(&dirs).unwrap().entries["resid_pre.0"].rows).unwrap();
         for e in plan.edits.iter().filter(|e| e.kind != WriterKind::Embed) {
-            let norm = e
-                .through_norm
-                .as_ref()
-                .expect("Gemma 2/3 writers sit behind post-norms");
+            let norm = e.through_norm.as_ref().expect("Gemma 2/3 writers sit behind post-norms");
             let (w, shape) = edited.checkpoint.read_f32(&e.tensor).unwrap();
             let (g, _) = edited.checkpoint.read_f32(norm).unwrap();
             let gamma: Vec<f32> = g.iter().map(|x| x + 1.0).collect();
@@ -135,32 +96,16 @@ fn post_norm_families_are_edited_against_gamma_times_r() {
             let (along_u, total) = projection::column_residual(&w, shape[1], &u);
             let (along_r, _) = projection::column_residual(&w, shape[1], &r);
             assert!(along_u / total < 1e-6, "{}: uᵀW' should vanish", e.tensor);
-            assert!(
-                along_r / total > 1e-3,
-                "{}: rᵀW' should not (the norm re-weights it)",
-                e.tensor
-            );
+            assert!(along_r / total > 1e-3, "{}: rᵀW' should not (the norm re-weights it)", e.tensor);
             // Through the norm: n = γ ⊙ (W' x) / rms has no component along r, for any x.
             let x: Vec<f32> = (0..shape[1]).map(|j| ((j * 7 % 13) as f32) - 6.0).collect();
             let y: Vec<f64> = (0..hidden)
-                .map(|i| {
-                    (0..shape[1])
-                        .map(|j| f64::from(w[i * shape[1] + j]) * f64::from(x[j]))
-                        .sum()
-                })
+                .map(|i| (0..shape[1]).map(|j| f64::from(w[i * shape[1] + j]) * f64::from(x[j])).sum())
                 .collect();
-            let n: Vec<f64> = y
-                .iter()
-                .zip(&gamma)
-                .map(|(a, g)| a * f64::from(*g))
-                .collect();
+            let n: Vec<f64> = y.iter().zip(&gamma).map(|(a, g)| a * f64::from(*g)).collect();
             let along: f64 = r.rows()[0].iter().zip(&n).map(|(a, b)| a * b).sum();
             let len = n.iter().map(|a| a * a).sum::<f64>().sqrt();
-            assert!(
-                along.abs() < 1e-5 * len,
-                "{}: r·norm(W'x) = {along}",
-                e.tensor
-            );
+            assert!(along.abs() < 1e-5 * len, "{}: r·norm(W'x) = {along}", e.tensor);
         }
     }
 }
@@ -170,13 +115,7 @@ fn norm_preservation_keeps_every_written_vector_length() {
     let tmp = tempfile::tempdir().unwrap();
     let src = fixture(tmp.path(), "llama", "llama", &FixtureOptions::default());
     let model = ModelDir::open(&src).unwrap();
-    let dirs = directions(
-        tmp.path(),
-        model.spec.hidden_size,
-        model.spec.num_layers,
-        1,
-        0,
-    );
+    let dirs = directions(tmp.path(), model.spec.hidden_size, model.spec.num_layers, 1, 0);
     let mut opts = options(&model, "resid_pre.0");
     opts.norm_preserve = true;
     let (plan, edited) = edit(&model, &dirs, &opts, &tmp.path().join("out"));
@@ -187,23 +126,14 @@ fn norm_preservation_keeps_every_written_vector_length() {
         let (na, nb) = if e.kind == WriterKind::Embed {
             let h = shape[1];
             let rows = |v: &[f32]| {
-                v.chunks(h)
-                    .map(|r| r.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt())
-                    .collect::<Vec<_>>()
+                v.chunks(h).map(|r| r.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()).collect::<Vec<_>>()
             };
             (rows(&a), rows(&b))
         } else {
-            (
-                projection::column_norms(&a, shape[1]),
-                projection::column_norms(&b, shape[1]),
-            )
+            (projection::column_norms(&a, shape[1]), projection::column_norms(&b, shape[1]))
         };
         for (x, y) in na.iter().zip(&nb) {
-            assert!(
-                (x - y).abs() <= 1e-5 * x.max(1e-6),
-                "{}: {x} vs {y}",
-                e.tensor
-            );
+            assert!((x - y).abs() <= 1e-5 * x.max(1e-6), "{}: {x} vs {y}", e.tensor);
         }
     }
 }
@@ -211,39 +141,13 @@ fn norm_preservation_keeps_every_written_vector_length() {
 #[test]
 fn biases_are_edited_and_verified() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = fixture(
-        tmp.path(),
-        "llama",
-        "llama",
-        &FixtureOptions {
-            output_biases: true,
-            ..Default::default()
-        },
-    );
+    let src = fixture(tmp.path(), "llama", "llama", &FixtureOptions { output_biases: true, ..Default::default() });
     let model = ModelDir::open(&src).unwrap();
-    let dirs = directions(
-        tmp.path(),
-        model.spec.hidden_size,
-        model.spec.num_layers,
-        1,
-        0,
-    );
-    let (plan, edited) = edit(
-        &model,
-        &dirs,
-        &options(&model, "resid_pre.0"),
-        &tmp.path().join("out"),
-    );
-    let biases: Vec<&str> = plan
-        .edits
-        .iter()
-        .filter(|e| e.is_bias)
-        .map(|e| e.tensor.as_str())
-        .collect();
+    let dirs = directions(tmp.path(), model.spec.hidden_size, model.spec.num_layers, 1, 0);
+    let (plan, edited) = edit(&model, &dirs, &options(&model, "resid_pre.0"), &tmp.path().join("out"));
+    let biases: Vec<&str> = plan.edits.iter().filter(|e| e.is_bias).map(|e| e.tensor.as_str()).collect();
     assert_eq!(biases.len(), 2 * model.spec.num_layers, "{biases:?}");
-    assert!(biases
-        .iter()
-        .all(|b| b.ends_with("o_proj.bias") || b.ends_with("down_proj.bias")));
+    assert!(biases.iter().all(|b| b.ends_with("o_proj.bias") || b.ends_with("down_proj.bias")));
     assert!(verify(&edited, &plan).unwrap().all_pass());
     let mut opts = options(&model, "resid_pre.0");
     opts.biases = false;
@@ -257,19 +161,8 @@ fn tied_heads_are_edited_with_the_embedding_unless_untied() {
     let src = fixture(tmp.path(), "gemma", "gemma", &FixtureOptions::default());
     let model = ModelDir::open(&src).unwrap();
     assert!(model.head_is_tied());
-    let dirs = directions(
-        tmp.path(),
-        model.spec.hidden_size,
-        model.spec.num_layers,
-        1,
-        0,
-    );
-    let (plan, edited) = edit(
-        &model,
-        &dirs,
-        &options(&model, "resid_pre.0"),
-        &tmp.path().join("tied"),
-    );
+    let dirs = directions(tmp.path(), model.spec.hidden_size, model.spec.num_layers, 1, 0);
+    let (plan, edited) = edit(&model, &dirs, &options(&model, "resid_pre.0"), &tmp.path().join("tied"));
     assert!(plan.edits_tied_head);
     assert!(edited.head_is_tied() && !edited.checkpoint.contains("lm_head.weight"));
 
@@ -280,11 +173,7 @@ fn tied_heads_are_edited_with_the_embedding_unless_untied() {
     assert!(!untied.head_is_tied());
     assert_eq!(
         untied.checkpoint.tensor("lm_head.weight").unwrap().data,
-        model
-            .checkpoint
-            .tensor("model.embed_tokens.weight")
-            .unwrap()
-            .data,
+        model.checkpoint.tensor("model.embed_tokens.weight").unwrap().data,
         "the untied head is the original embedding"
     );
     let config: serde_json::Value =
@@ -295,59 +184,23 @@ fn tied_heads_are_edited_with_the_embedding_unless_untied() {
 #[test]
 fn sharded_checkpoints_stay_sharded_with_a_valid_index() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = fixture(
-        tmp.path(),
-        "qwen2",
-        "qwen2",
-        &FixtureOptions {
-            shards: 3,
-            ..Default::default()
-        },
-    );
+    let src = fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions { shards: 3, ..Default::default() });
     let model = ModelDir::open(&src).unwrap();
     assert_eq!(model.checkpoint.shards().len(), 3);
-    let dirs = directions(
-        tmp.path(),
-        model.spec.hidden_size,
-        model.spec.num_layers,
-        2,
-        0,
-    );
+    let dirs = directions(tmp.path(), model.spec.hidden_size, model.spec.num_layers, 2, 0);
     let out = tmp.path().join("out");
     let (plan, edited) = edit(&model, &dirs, &options(&model, "resid_pre.0"), &out);
-    assert!(
-        plan.edits.iter().all(|e| e.basis.k() == 2),
-        "two directions, orthonormalized"
-    );
+    assert!(plan.edits.iter().all(|e| e.basis.k() == 2), "two directions, orthonormalized");
     assert_eq!(
-        model
-            .checkpoint
-            .shards()
-            .iter()
-            .map(|s| s.file_name())
-            .collect::<Vec<_>>(),
-        edited
-            .checkpoint
-            .shards()
-            .iter()
-            .map(|s| s.file_name())
-            .collect::<Vec<_>>()
+        model.checkpoint.shards().iter().map(|s| s.file_name()).collect::<Vec<_>>(),
+        edited.checkpoint.shards().iter().map(|s| s.file_name()).collect::<Vec<_>>()
     );
     for name in model.checkpoint.names() {
-        assert_eq!(
-            model.checkpoint.shard_of(name),
-            edited.checkpoint.shard_of(name),
-            "{name} moved shard"
-        );
+        assert_eq!(model.checkpoint.shard_of(name), edited.checkpoint.shard_of(name), "{name} moved shard");
     }
-    let index: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("model.safetensors.index.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        index["metadata"]["total_size"].as_u64().unwrap(),
-        edited.checkpoint.total_bytes()
-    );
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.safetensors.index.json")).unwrap()).unwrap();
+    assert_eq!(index["metadata"]["total_size"].as_u64().unwrap(), edited.checkpoint.total_bytes());
     assert!(verify(&edited, &plan).unwrap().all_pass());
     check_untouched(&model, &edited, &plan);
 }
@@ -356,35 +209,14 @@ fn sharded_checkpoints_stay_sharded_with_a_valid_index() {
 fn half_precision_edits_round_once_and_pass_at_their_rounding_level() {
     let tmp = tempfile::tempdir().unwrap();
     for (dtype, name) in [(FixtureDtype::F16, "f16"), (FixtureDtype::BF16, "bf16")] {
-        let src = fixture(
-            tmp.path(),
-            name,
-            "mistral",
-            &FixtureOptions {
-                dtype,
-                ..Default::default()
-            },
-        );
+        let src = fixture(tmp.path(), name, "mistral", &FixtureOptions { dtype, ..Default::default() });
         let model = ModelDir::open(&src).unwrap();
-        let dirs = directions(
-            tmp.path(),
-            model.spec.hidden_size,
-            model.spec.num_layers,
-            1,
-            0,
-        );
-        let (plan, edited) = edit(
-            &model,
-            &dirs,
-            &options(&model, "resid_pre.0"),
-            &tmp.path().join(format!("{name}-out")),
-        );
+        let dirs = directions(tmp.path(), model.spec.hidden_size, model.spec.num_layers, 1, 0);
+        let (plan, edited) =
+            edit(&model, &dirs, &options(&model, "resid_pre.0"), &tmp.path().join(format!("{name}-out")));
         let report = verify(&edited, &plan).unwrap();
         assert!(report.all_pass(), "{name}: worst {}", report.worst());
-        assert!(
-            report.rows.iter().all(|r| r.dtype == name.to_uppercase()),
-            "dtype kept"
-        );
+        assert!(report.rows.iter().all(|r| r.dtype == name.to_uppercase()), "dtype kept");
         check_untouched(&model, &edited, &plan);
     }
 }
@@ -392,21 +224,11 @@ fn half_precision_edits_round_once_and_pass_at_their_rounding_level() {
 #[test]
 fn per_layer_directions_use_each_layers_own_entry() {
     let tmp = tempfile::tempdir().unwrap();
-    let src = fixture(
-        tmp.path(),
-        "qwen3",
-        "qwen3",
-        &FixtureOptions {
-            num_layers: 3,
-            ..Default::default()
-        },
-    );
+    let src = fixture(tmp.path(), "qwen3", "qwen3", &FixtureOptions { num_layers: 3, ..Default::default() });
     let model = ModelDir::open(&src).unwrap();
     let dirs = directions(tmp.path(), model.spec.hidden_size, 3, 1, 0);
     let mut opts = options(&model, "unused");
-    opts.direction = DirectionChoice::PerLayer {
-        stream: "resid_pre".into(),
-    };
+    opts.direction = DirectionChoice::PerLayer { stream: "resid_pre".into() };
     opts.layers = vec![1, 2];
     let (plan, edited) = edit(&model, &dirs, &opts, &tmp.path().join("out"));
     for e in &plan.edits {
@@ -414,8 +236,5 @@ fn per_layer_directions_use_each_layers_own_entry() {
         assert_eq!(e.direction, expected, "{}", e.tensor);
     }
     assert!(verify(&edited, &plan).unwrap().all_pass());
-    assert!(
-        !plan.edits.iter().any(|e| e.layer == Some(0)),
-        "layer 0 not selected"
-    );
+    assert!(!plan.edits.iter().any(|e| e.layer == Some(0)), "layer 0 not selected");
 }

@@ -20,9 +20,7 @@ pub(super) fn spec(raw: &RawConfig, path: &Path) -> Result<ModelSpec> {
     let pattern = raw.sliding_window_pattern.unwrap_or(6).max(1);
     spec.sliding_layers = match &raw.layer_types {
         Some(types) => types.iter().map(|t| t == "sliding_attention").collect(),
-        None => (0..spec.num_layers)
-            .map(|l| (l + 1) % pattern != 0)
-            .collect(),
+        None => (0..spec.num_layers).map(|l| (l + 1) % pattern != 0).collect(),
     };
     Ok(spec)
 }

@@ -25,13 +25,9 @@ pub(super) fn layer_names(spec: &ModelSpec, p: &str) -> LayerNames {
             q: format!("{attn}q_proj.weight"),
             k: format!("{attn}k_proj.weight"),
             v: format!("{attn}v_proj.weight"),
-            biases: spec.qkv_bias.then(|| {
-                [
-                    format!("{attn}q_proj.bias"),
-                    format!("{attn}k_proj.bias"),
-                    format!("{attn}v_proj.bias"),
-                ]
-            }),
+            biases: spec
+                .qkv_bias
+                .then(|| [format!("{attn}q_proj.bias"), format!("{attn}k_proj.bias"), format!("{attn}v_proj.bias")]),
         },
         q_norm: spec.qk_norm.then(|| format!("{attn}q_norm.weight")),
         k_norm: spec.qk_norm.then(|| format!("{attn}k_norm.weight")),
@@ -42,9 +38,7 @@ pub(super) fn layer_names(spec: &ModelSpec, p: &str) -> LayerNames {
         mlp: MlpLayout::Gated {
             gate: format!("{mlp}gate_proj.weight"),
             up: format!("{mlp}up_proj.weight"),
-            biases: spec
-                .mlp_bias
-                .then(|| [format!("{mlp}gate_proj.bias"), format!("{mlp}up_proj.bias")]),
+            biases: spec.mlp_bias.then(|| [format!("{mlp}gate_proj.bias"), format!("{mlp}up_proj.bias")]),
         },
         down_proj: format!("{mlp}down_proj.weight"),
         down_proj_bias: spec.mlp_bias.then(|| format!("{mlp}down_proj.bias")),

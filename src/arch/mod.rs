@@ -20,8 +20,7 @@ mod spec;
 
 pub use config::RawConfig;
 pub use spec::{
-    Activation, AttentionLayout, LayerNames, MlpLayout, ModelSpec, NormKind, RopeScaling, Writer,
-    WriterKind,
+    Activation, AttentionLayout, LayerNames, MlpLayout, ModelSpec, NormKind, RopeScaling, Writer, WriterKind,
 };
 
 use crate::{Error, Result};
@@ -122,10 +121,8 @@ impl std::fmt::Display for Family {
 pub fn load_spec(model_dir: &Path) -> Result<ModelSpec> {
     let path = model_dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: path.clone(),
-        source,
-    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
     spec_from_config(&value, &path)
 }
 
@@ -134,18 +131,14 @@ pub fn spec_from_config(value: &serde_json::Value, path: &Path) -> Result<ModelS
     let family = detect_family(value, path)?;
     // Multimodal Gemma 3 checkpoints nest the text model's config under `text_config`.
     let (text_value, prefix) = match (family, value.get("text_config")) {
-        (Family::Gemma3, Some(text))
-            if value.get("model_type").and_then(|v| v.as_str()) == Some("gemma3") =>
-        {
+        (Family::Gemma3, Some(text)) if value.get("model_type").and_then(|v| v.as_str()) == Some("gemma3") => {
             (text.clone(), "language_model.model.")
         }
         (Family::Qwen, _) => (value.clone(), "transformer."),
         _ => (value.clone(), "model."),
     };
-    let raw: RawConfig = serde_json::from_value(text_value).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let raw: RawConfig =
+        serde_json::from_value(text_value).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
     let mut spec = match family {
         Family::Llama => llama::spec(&raw, path),
         Family::Mistral => mistral::spec(&raw, path),
@@ -175,10 +168,7 @@ fn detect_family(value: &serde_json::Value, path: &Path) -> Result<Family> {
         .and_then(|v| v.as_array())
         .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
         .unwrap_or_default();
-    if let Some(family) = architectures
-        .iter()
-        .find_map(|a| Family::from_architecture(a))
-    {
+    if let Some(family) = architectures.iter().find_map(|a| Family::from_architecture(a)) {
         return Ok(family);
     }
     let found = match (model_type, architectures.is_empty()) {
@@ -187,11 +177,7 @@ fn detect_family(value: &serde_json::Value, path: &Path) -> Result<Family> {
         (None, false) => format!("architectures {architectures:?}"),
         (None, true) => "no model_type or architectures field".to_string(),
     };
-    Err(Error::UnsupportedArchitecture {
-        found,
-        path: path.to_path_buf(),
-        supported: Family::supported_list(),
-    })
+    Err(Error::UnsupportedArchitecture { found, path: path.to_path_buf(), supported: Family::supported_list() })
 }
 
 #[cfg(test)]

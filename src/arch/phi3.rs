@@ -21,19 +21,14 @@ pub(super) fn layer_names(p: &str) -> LayerNames {
     let mlp = format!("{p}mlp.");
     LayerNames {
         attn_norm: format!("{p}input_layernorm.weight"),
-        attention: AttentionLayout::Fused {
-            qkv: format!("{attn}qkv_proj.weight"),
-            bias: None,
-        },
+        attention: AttentionLayout::Fused { qkv: format!("{attn}qkv_proj.weight"), bias: None },
         q_norm: None,
         k_norm: None,
         o_proj: format!("{attn}o_proj.weight"),
         o_proj_bias: None,
         attn_post_norm: None,
         mlp_norm: format!("{p}post_attention_layernorm.weight"),
-        mlp: MlpLayout::FusedGateUp {
-            gate_up: format!("{mlp}gate_up_proj.weight"),
-        },
+        mlp: MlpLayout::FusedGateUp { gate_up: format!("{mlp}gate_up_proj.weight") },
         down_proj: format!("{mlp}down_proj.weight"),
         down_proj_bias: None,
         mlp_post_norm: None,

@@ -14,10 +14,7 @@ pub(super) fn spec(raw: &RawConfig, path: &Path) -> Result<ModelSpec> {
     if spec.intermediate_size % 2 != 0 {
         return Err(Error::BadConfig {
             path: path.to_path_buf(),
-            message: format!(
-                "Qwen-1 intermediate_size {} must be even",
-                spec.intermediate_size
-            ),
+            message: format!("Qwen-1 intermediate_size {} must be even", spec.intermediate_size),
         });
     }
     spec.intermediate_size /= 2;
@@ -48,10 +45,7 @@ pub(super) fn layer_names(spec: &ModelSpec, p: &str) -> LayerNames {
         o_proj_bias: spec.o_proj_bias.then(|| format!("{p}attn.c_proj.bias")),
         attn_post_norm: None,
         mlp_norm: format!("{p}ln_2.weight"),
-        mlp: MlpLayout::QwenW1W2 {
-            w1: format!("{p}mlp.w1.weight"),
-            w2: format!("{p}mlp.w2.weight"),
-        },
+        mlp: MlpLayout::QwenW1W2 { w1: format!("{p}mlp.w1.weight"), w2: format!("{p}mlp.w2.weight") },
         down_proj: format!("{p}mlp.c_proj.weight"),
         down_proj_bias: spec.mlp_bias.then(|| format!("{p}mlp.c_proj.bias")),
         mlp_post_norm: None,

@@ -163,9 +163,7 @@ impl LayerNames {
 }
 
 /// Which part of the model writes into the residual stream.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriterKind {
     /// The token embedding (`[vocab, hidden]`; rows are written).
@@ -191,9 +189,7 @@ impl WriterKind {
 
     /// Parse a command-line name.
     pub fn parse(name: &str) -> Option<WriterKind> {
-        WriterKind::ALL
-            .into_iter()
-            .find(|k| k.name() == name.trim())
+        WriterKind::ALL.into_iter().find(|k| k.name() == name.trim())
     }
 }
 
@@ -290,16 +286,12 @@ impl ModelSpec {
                 message: "hidden_size and num_attention_heads must be positive".into(),
             });
         }
-        let activation_name = raw
-            .hidden_activation
-            .clone()
-            .or_else(|| raw.hidden_act.clone())
-            .unwrap_or_else(|| "silu".into());
-        let activation =
-            Activation::from_name(&activation_name).ok_or_else(|| Error::BadConfig {
-                path: path.to_path_buf(),
-                message: format!("unsupported activation `{activation_name}`"),
-            })?;
+        let activation_name =
+            raw.hidden_activation.clone().or_else(|| raw.hidden_act.clone()).unwrap_or_else(|| "silu".into());
+        let activation = Activation::from_name(&activation_name).ok_or_else(|| Error::BadConfig {
+            path: path.to_path_buf(),
+            message: format!("unsupported activation `{activation_name}`"),
+        })?;
         let num_layers = need(raw.num_hidden_layers, "num_hidden_layers")?;
         Ok(ModelSpec {
             family,
@@ -334,10 +326,7 @@ impl ModelSpec {
     }
 
     pub(super) fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |message: String| Error::BadConfig {
-            path: path.to_path_buf(),
-            message,
-        };
+        let bad = |message: String| Error::BadConfig { path: path.to_path_buf(), message };
         if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
             return Err(bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
@@ -345,9 +334,7 @@ impl ModelSpec {
             )));
         }
         if self.head_dim == 0 || self.num_layers == 0 || self.vocab_size == 0 {
-            return Err(bad(
-                "head_dim, num_hidden_layers and vocab_size must be positive".into(),
-            ));
+            return Err(bad("head_dim, num_hidden_layers and vocab_size must be positive".into()));
         }
         if self.sliding_layers.len() != self.num_layers {
             return Err(bad(format!(
@@ -361,15 +348,7 @@ impl ModelSpec {
 
     /// Every tensor name of layer `layer`, by role.
     pub fn layer_names(&self, layer: usize) -> LayerNames {
-        let p = format!(
-            "{}{}",
-            self.tensor_prefix,
-            if self.family == Family::Qwen {
-                "h"
-            } else {
-                "layers"
-            }
-        );
+        let p = format!("{}{}", self.tensor_prefix, if self.family == Family::Qwen { "h" } else { "layers" });
         let p = format!("{p}.{layer}.");
         match self.family {
             Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Gemma => {
@@ -460,18 +439,11 @@ impl ModelSpec {
     }
 }
 
-fn parse_rope_scaling(
-    value: Option<&serde_json::Value>,
-    path: &Path,
-) -> Result<Option<RopeScaling>> {
+fn parse_rope_scaling(value: Option<&serde_json::Value>, path: &Path) -> Result<Option<RopeScaling>> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    let kind = value
-        .get("rope_type")
-        .or_else(|| value.get("type"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
+    let kind = value.get("rope_type").or_else(|| value.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
     let num = |key: &str, default: f64| value.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
     match kind {
         "default" => Ok(None),
@@ -481,9 +453,7 @@ fn parse_rope_scaling(
             high_freq_factor: num("high_freq_factor", 4.0),
             original_max_position_embeddings: num("original_max_position_embeddings", 8192.0),
         })),
-        "linear" => Ok(Some(RopeScaling::Linear {
-            factor: num("factor", 1.0),
-        })),
+        "linear" => Ok(Some(RopeScaling::Linear { factor: num("factor", 1.0) })),
         other => Err(Error::BadConfig {
             path: path.to_path_buf(),
             message: format!("unsupported rope_scaling type `{other}` (supported: llama3, linear)"),

@@ -29,11 +29,7 @@ fn every_family_parses_and_names_its_writers() {
         assert_eq!(writers[0].kind, WriterKind::Embed);
         for w in &writers[1..] {
             let layer = w.layer.expect("layer writer");
-            assert!(
-                w.weight.contains(&format!(".{layer}.")),
-                "{family}: {}",
-                w.weight
-            );
+            assert!(w.weight.contains(&format!(".{layer}.")), "{family}: {}", w.weight);
             assert!(!spec.layer_names(layer).input_side().contains(&w.weight));
         }
     }
@@ -44,10 +40,7 @@ fn qwen1_writers_are_c_proj_and_w1_w2_are_input_side() {
     let mut config = base_config("qwen");
     config["no_bias"] = json!(true);
     let spec = spec_of(config);
-    assert_eq!(
-        spec.intermediate_size, 64,
-        "Qwen-1 stores twice the MLP width"
-    );
+    assert_eq!(spec.intermediate_size, 64, "Qwen-1 stores twice the MLP width");
     let names = spec.layer_names(1);
     assert_eq!(names.o_proj, "transformer.h.1.attn.c_proj.weight");
     assert_eq!(names.down_proj, "transformer.h.1.mlp.c_proj.weight");
@@ -64,24 +57,12 @@ fn gemma2_and_gemma3_writers_carry_their_post_norms() {
         assert_eq!(spec.norm_kind, NormKind::RmsOnePlus);
         assert!(spec.tie_word_embeddings);
         let w = spec.writers(&[2], &[WriterKind::Attn, WriterKind::Mlp]);
-        assert_eq!(
-            w[0].post_norm.as_deref(),
-            Some("model.layers.2.post_attention_layernorm.weight")
-        );
-        assert_eq!(
-            w[1].post_norm.as_deref(),
-            Some("model.layers.2.post_feedforward_layernorm.weight")
-        );
-        assert_eq!(
-            spec.layer_names(2).mlp_norm,
-            "model.layers.2.pre_feedforward_layernorm.weight"
-        );
+        assert_eq!(w[0].post_norm.as_deref(), Some("model.layers.2.post_attention_layernorm.weight"));
+        assert_eq!(w[1].post_norm.as_deref(), Some("model.layers.2.post_feedforward_layernorm.weight"));
+        assert_eq!(spec.layer_names(2).mlp_norm, "model.layers.2.pre_feedforward_layernorm.weight");
     }
     let llama = spec_of(base_config("llama"));
-    assert!(llama
-        .writers(&[0], &WriterKind::ALL)
-        .iter()
-        .all(|w| w.post_norm.is_none()));
+    assert!(llama.writers(&[0], &WriterKind::ALL).iter().all(|w| w.post_norm.is_none()));
 }
 
 #[test]
@@ -92,10 +73,7 @@ fn gemma3_sliding_pattern_and_local_rope() {
     config["sliding_window"] = json!(4);
     config["rope_theta"] = json!(1_000_000.0);
     let spec = spec_of(config);
-    assert_eq!(
-        spec.sliding_layers,
-        vec![true, true, false, true, true, false]
-    );
+    assert_eq!(spec.sliding_layers, vec![true, true, false, true, true, false]);
     assert_eq!(spec.rope_theta_for(0), 10_000.0);
     assert_eq!(spec.rope_theta_for(2), 1_000_000.0);
     assert_eq!(spec.window_for(0), Some(4));
@@ -110,10 +88,7 @@ fn multimodal_gemma3_uses_the_language_model_prefix() {
         "text_config": base_config("gemma3_text"),
     });
     let spec = spec_of(config);
-    assert_eq!(
-        spec.embed_name(),
-        "language_model.model.embed_tokens.weight"
-    );
+    assert_eq!(spec.embed_name(), "language_model.model.embed_tokens.weight");
 }
 
 #[test]
@@ -123,14 +98,8 @@ fn biases_follow_the_config() {
     config["mlp_bias"] = json!(true);
     let spec = spec_of(config);
     let w = spec.writers(&[0], &[WriterKind::Attn, WriterKind::Mlp]);
-    assert_eq!(
-        w[0].bias.as_deref(),
-        Some("model.layers.0.self_attn.o_proj.bias")
-    );
-    assert_eq!(
-        w[1].bias.as_deref(),
-        Some("model.layers.0.mlp.down_proj.bias")
-    );
+    assert_eq!(w[0].bias.as_deref(), Some("model.layers.0.self_attn.o_proj.bias"));
+    assert_eq!(w[1].bias.as_deref(), Some("model.layers.0.mlp.down_proj.bias"));
     let qwen2 = spec_of(base_config("qwen2"));
     assert!(qwen2.qkv_bias && !qwen2.o_proj_bias);
 }
@@ -147,13 +116,8 @@ fn architectures_field_is_used_when_model_type_is_missing() {
 fn unknown_architecture_lists_the_supported_ones() {
     let mut config = base_config("mamba");
     config["architectures"] = json!(["MambaForCausalLM"]);
-    let err = spec_from_config(&config, Path::new("m/config.json"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("mamba") && err.contains("m/config.json"),
-        "{err}"
-    );
+    let err = spec_from_config(&config, Path::new("m/config.json")).unwrap_err().to_string();
+    assert!(err.contains("mamba") && err.contains("m/config.json"), "{err}");
     for family in Family::ALL {
         assert!(err.contains(family.model_type()), "{err}");
     }
@@ -163,14 +127,10 @@ fn unknown_architecture_lists_the_supported_ones() {
 fn missing_fields_and_bad_head_counts_are_clear_errors() {
     let mut config = base_config("llama");
     config.as_object_mut().unwrap().remove("hidden_size");
-    let err = spec_from_config(&config, Path::new("config.json"))
-        .unwrap_err()
-        .to_string();
+    let err = spec_from_config(&config, Path::new("config.json")).unwrap_err().to_string();
     assert!(err.contains("hidden_size"), "{err}");
     let mut config = base_config("llama");
     config["num_key_value_heads"] = json!(3);
-    let err = spec_from_config(&config, Path::new("config.json"))
-        .unwrap_err()
-        .to_string();
+    let err = spec_from_config(&config, Path::new("config.json")).unwrap_err().to_string();
     assert!(err.contains("num_key_value_heads"), "{err}");
 }

@@ -25,9 +25,7 @@ impl EditableDtype {
             Dtype::BF16 => Ok(EditableDtype::BF16),
             other => Err(Error::bad_tensor(
                 tensor,
-                format!(
-                    "dtype {other:?} is not supported (scalpel reads and edits F32, F16 and BF16)"
-                ),
+                format!("dtype {other:?} is not supported (scalpel reads and edits F32, F16 and BF16)"),
             )),
         }
     }
@@ -48,28 +46,23 @@ pub fn decode_f32(dtype: Dtype, bytes: &[u8], tensor: &str) -> Result<Vec<f32>> 
     let dtype = EditableDtype::of(dtype, tensor)?;
     let size = dtype.size();
     if bytes.len() % size != 0 {
-        return Err(Error::bad_tensor(
-            tensor,
-            format!("{} bytes is not a whole number of elements", bytes.len()),
-        ));
+        return Err(Error::bad_tensor(tensor, format!("{} bytes is not a whole number of elements", bytes.len())));
     }
     let mut out = vec![0f32; bytes.len() / size];
-    out.par_chunks_mut(CHUNK)
-        .zip(bytes.par_chunks(CHUNK * size))
-        .for_each(|(dst, src)| {
-            let elems = src.chunks_exact(size);
-            match dtype {
-                EditableDtype::F32 => dst.iter_mut().zip(elems).for_each(|(d, s)| {
-                    *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                }),
-                EditableDtype::F16 => dst.iter_mut().zip(elems).for_each(|(d, s)| {
-                    *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
-                }),
-                EditableDtype::BF16 => dst.iter_mut().zip(elems).for_each(|(d, s)| {
-                    *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
-                }),
-            }
-        });
+    out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * size)).for_each(|(dst, src)| {
+        let elems = src.chunks_exact(size);
+        match dtype {
+            EditableDtype::F32 => dst.iter_mut().zip(elems).for_each(|(d, s)| {
+                *d = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+            }),
+            EditableDtype::F16 => dst.iter_mut().zip(elems).for_each(|(d, s)| {
+                *d = f16::from_le_bytes([s[0], s[1]]).to_f32();
+            }),
+            EditableDtype::BF16 => dst.iter_mut().zip(elems).for_each(|(d, s)| {
+                *d = bf16::from_le_bytes([s[0], s[1]]).to_f32();
+            }),
+        }
+    });
     Ok(out)
 }
 
@@ -77,22 +70,16 @@ pub fn decode_f32(dtype: Dtype, bytes: &[u8], tensor: &str) -> Result<Vec<f32>> 
 pub fn encode_f32(dtype: EditableDtype, values: &[f32]) -> Vec<u8> {
     let size = dtype.size();
     let mut out = vec![0u8; values.len() * size];
-    out.par_chunks_mut(CHUNK * size)
-        .zip(values.par_chunks(CHUNK))
-        .for_each(|(dst, src)| {
-            let slots = dst.chunks_exact_mut(size);
-            match dtype {
-                EditableDtype::F32 => slots
-                    .zip(src)
-                    .for_each(|(d, v)| d.copy_from_slice(&v.to_le_bytes())),
-                EditableDtype::F16 => slots
-                    .zip(src)
-                    .for_each(|(d, v)| d.copy_from_slice(&f16::from_f32(*v).to_le_bytes())),
-                EditableDtype::BF16 => slots
-                    .zip(src)
-                    .for_each(|(d, v)| d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes())),
+    out.par_chunks_mut(CHUNK * size).zip(values.par_chunks(CHUNK)).for_each(|(dst, src)| {
+        let slots = dst.chunks_exact_mut(size);
+        match dtype {
+            EditableDtype::F32 => slots.zip(src).for_each(|(d, v)| d.copy_from_slice(&v.to_le_bytes())),
+            EditableDtype::F16 => slots.zip(src).for_each(|(d, v)| d.copy_from_slice(&f16::from_f32(*v).to_le_bytes())),
+            EditableDtype::BF16 => {
+                slots.zip(src).for_each(|(d, v)| d.copy_from_slice(&bf16::from_f32(*v).to_le_bytes()))
             }
-        });
+        }
+    });
     out
 }
 
@@ -112,11 +99,9 @@ mod tests {
     #[test]
     fn round_trips_each_dtype_to_its_precision() {
         let values: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.0137).collect();
-        for (dtype, st) in [
-            (EditableDtype::F32, Dtype::F32),
-            (EditableDtype::F16, Dtype::F16),
-            (EditableDtype::BF16, Dtype::BF16),
-        ] {
+        for (dtype, st) in
+            [(EditableDtype::F32, Dtype::F32), (EditableDtype::F16, Dtype::F16), (EditableDtype::BF16, Dtype::BF16)]
+        {
             let bytes = encode_f32(dtype, &values);
             assert_eq!(bytes.len(), values.len() * dtype.size());
             let back = decode_f32(st, &bytes, "t").unwrap();
@@ -131,9 +116,7 @@ mod tests {
 
     #[test]
     fn refuses_integer_dtypes_naming_the_tensor() {
-        let err = decode_f32(Dtype::I8, &[0, 1], "model.x")
-            .unwrap_err()
-            .to_string();
+        let err = decode_f32(Dtype::I8, &[0, 1], "model.x").unwrap_err().to_string();
         assert!(err.contains("model.x") && err.contains("I8"), "{err}");
     }
 }

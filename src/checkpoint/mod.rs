@@ -18,4 +18,4 @@ pub use safetensors::Dtype;
 pub use shard::{Shard, TensorRef};
 pub use staging::StagedOutput;
 pub use summary::{ModelSummary, WriterSummary};
-pub use writer::{write_checkpoint, AddedTensor, TensorEdit, WriteOptions, WriteReport};
+pub use writer::{stage_checkpoint, write_checkpoint, AddedTensor, TensorEdit, WriteOptions, WriteReport};

@@ -23,26 +23,15 @@ impl ModelDir {
     /// and check that the embedding and every layer's writers are present.
     pub fn open(root: &Path) -> Result<ModelDir> {
         if !root.is_dir() {
-            return Err(Error::Invalid(format!(
-                "{} is not a model folder",
-                root.display()
-            )));
+            return Err(Error::Invalid(format!("{} is not a model folder", root.display())));
         }
         let config_path = root.join("config.json");
         let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
         let config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: config_path.clone(),
-                source,
-            })?;
+            serde_json::from_str(&text).map_err(|source| Error::Json { path: config_path.clone(), source })?;
         let spec = arch::spec_from_config(&config, &config_path)?;
         let checkpoint = Checkpoint::open(root)?;
-        let model = ModelDir {
-            root: root.to_path_buf(),
-            config,
-            spec,
-            checkpoint,
-        };
+        let model = ModelDir { root: root.to_path_buf(), config, spec, checkpoint };
         model.check_writers_present()?;
         Ok(model)
     }
@@ -50,15 +39,9 @@ impl ModelDir {
     fn check_writers_present(&self) -> Result<()> {
         let layers: Vec<usize> = (0..self.spec.num_layers).collect();
         for writer in self.spec.writers(&layers, &arch::WriterKind::ALL) {
-            for name in std::iter::once(&writer.weight)
-                .chain(&writer.bias)
-                .chain(&writer.post_norm)
-            {
+            for name in std::iter::once(&writer.weight).chain(&writer.bias).chain(&writer.post_norm) {
                 if !self.checkpoint.contains(name) {
-                    return Err(Error::MissingTensor {
-                        name: name.clone(),
-                        path: self.root.clone(),
-                    });
+                    return Err(Error::MissingTensor { name: name.clone(), path: self.root.clone() });
                 }
             }
         }
@@ -77,11 +60,6 @@ impl ModelDir {
 
     /// Parameter count (elements of every stored tensor).
     pub fn parameter_count(&self) -> u64 {
-        self.checkpoint
-            .names()
-            .iter()
-            .filter_map(|n| self.checkpoint.tensor(n).ok())
-            .map(|t| t.numel() as u64)
-            .sum()
+        self.checkpoint.names().iter().filter_map(|n| self.checkpoint.tensor(n).ok()).map(|t| t.numel() as u64).sum()
     }
 }

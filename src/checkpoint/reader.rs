@@ -30,23 +30,15 @@ impl Checkpoint {
         if single.is_file() {
             return Self::from_shards(dir, vec![Shard::open(&single)?], None);
         }
-        let mut others: Vec<PathBuf> = list_files(dir)?
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
+        let mut others: Vec<PathBuf> =
+            list_files(dir)?.into_iter().filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
         if !others.is_empty() {
             others.sort();
-            let shards = others
-                .iter()
-                .map(|p| Shard::open(p))
-                .collect::<Result<Vec<_>>>()?;
+            let shards = others.iter().map(|p| Shard::open(p)).collect::<Result<Vec<_>>>()?;
             return Self::from_shards(dir, shards, None);
         }
         let has_pickle = list_files(dir)?.iter().any(|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             name.ends_with(".bin") || name.ends_with(".pt") || name.ends_with(".pth")
         });
         let message = if has_pickle {
@@ -61,10 +53,7 @@ impl Checkpoint {
     fn open_sharded(dir: &Path, index_path: &Path) -> Result<Checkpoint> {
         let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
         let index: serde_json::Value =
-            serde_json::from_str(&text).map_err(|source| Error::Json {
-                path: index_path.to_path_buf(),
-                source,
-            })?;
+            serde_json::from_str(&text).map_err(|source| Error::Json { path: index_path.to_path_buf(), source })?;
         let weight_map = weight_map(&index, index_path)?;
         let mut files: Vec<&String> = weight_map.values().collect();
         files.sort();
@@ -72,60 +61,36 @@ impl Checkpoint {
         let mut shards = Vec::with_capacity(files.len());
         for file in files {
             if file.contains('/') || file.contains('\\') || file.starts_with('.') {
-                return Err(Error::bad_checkpoint(
-                    index_path,
-                    format!("shard name `{file}` is not a plain file name"),
-                ));
+                return Err(Error::bad_checkpoint(index_path, format!("shard name `{file}` is not a plain file name")));
             }
             let path = dir.join(file);
             if !path.is_file() {
-                return Err(Error::bad_checkpoint(
-                    index_path,
-                    format!("lists shard `{file}`, which does not exist"),
-                ));
+                return Err(Error::bad_checkpoint(index_path, format!("lists shard `{file}`, which does not exist")));
             }
             shards.push(Shard::open(&path)?);
         }
         for (name, file) in &weight_map {
-            let shard = shards
-                .iter()
-                .find(|s| &s.file_name() == file)
-                .expect("every listed shard was opened");
+            let shard = shards.iter().find(|s| &s.file_name() == file).expect("every listed shard was opened");
             if !shard.contains(name) {
-                return Err(Error::MissingTensor {
-                    name: name.clone(),
-                    path: shard.path().to_path_buf(),
-                });
+                return Err(Error::MissingTensor { name: name.clone(), path: shard.path().to_path_buf() });
             }
         }
         Self::from_shards(dir, shards, Some(index))
     }
 
-    fn from_shards(
-        dir: &Path,
-        shards: Vec<Shard>,
-        index: Option<serde_json::Value>,
-    ) -> Result<Checkpoint> {
+    fn from_shards(dir: &Path, shards: Vec<Shard>, index: Option<serde_json::Value>) -> Result<Checkpoint> {
         let mut location = HashMap::new();
         for (i, shard) in shards.iter().enumerate() {
             for name in shard.names_in_order() {
                 if let Some(previous) = location.insert(name.clone(), i) {
                     return Err(Error::bad_checkpoint(
                         shard.path(),
-                        format!(
-                            "tensor `{name}` is also stored in {}",
-                            shards[previous].path().display()
-                        ),
+                        format!("tensor `{name}` is also stored in {}", shards[previous].path().display()),
                     ));
                 }
             }
         }
-        Ok(Checkpoint {
-            dir: dir.to_path_buf(),
-            shards,
-            location,
-            index,
-        })
+        Ok(Checkpoint { dir: dir.to_path_buf(), shards, location, index })
     }
 
     /// The model folder.
@@ -165,13 +130,8 @@ impl Checkpoint {
         let shard = self
             .location
             .get(name)
-            .ok_or_else(|| Error::MissingTensor {
-                name: name.to_string(),
-                path: self.dir.clone(),
-            })?;
-        Ok(self.shards[*shard]
-            .tensor(name)
-            .expect("location map is built from the shards"))
+            .ok_or_else(|| Error::MissingTensor { name: name.to_string(), path: self.dir.clone() })?;
+        Ok(self.shards[*shard].tensor(name).expect("location map is built from the shards"))
     }
 
     /// One tensor as f32 values with its shape.
@@ -187,10 +147,7 @@ impl Checkpoint {
 }
 
 /// The `weight_map` of an index file.
-pub(super) fn weight_map(
-    index: &serde_json::Value,
-    path: &Path,
-) -> Result<BTreeMap<String, String>> {
+pub(super) fn weight_map(index: &serde_json::Value, path: &Path) -> Result<BTreeMap<String, String>> {
     let map = index
         .get("weight_map")
         .and_then(|m| m.as_object())
@@ -199,12 +156,7 @@ pub(super) fn weight_map(
         .map(|(k, v)| {
             v.as_str()
                 .map(|file| (k.clone(), file.to_string()))
-                .ok_or_else(|| {
-                    Error::bad_checkpoint(
-                        path,
-                        format!("weight_map entry `{k}` is not a file name"),
-                    )
-                })
+                .ok_or_else(|| Error::bad_checkpoint(path, format!("weight_map entry `{k}` is not a file name")))
         })
         .collect()
 }

@@ -38,19 +38,13 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
         return Ok(dir);
     }
     if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
-        return Err(Error::Invalid(format!(
-            "model `{id}` is not in the Hugging Face cache and HF_HUB_OFFLINE=1"
-        )));
+        return Err(Error::Invalid(format!("model `{id}` is not in the Hugging Face cache and HF_HUB_OFFLINE=1")));
     }
     download(id, &revision)
 }
 
 fn repo(id: &str, revision: &str) -> hf_hub::Repo {
-    hf_hub::Repo::with_revision(
-        id.to_string(),
-        hf_hub::RepoType::Model,
-        revision.to_string(),
-    )
+    hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, revision.to_string())
 }
 
 fn from_cache(id: &str, revision: &str) -> Option<PathBuf> {
@@ -71,12 +65,11 @@ fn from_cache(id: &str, revision: &str) -> Option<PathBuf> {
 
 fn download(id: &str, revision: &str) -> Result<PathBuf> {
     let unreachable = |e: hf_hub::api::sync::ApiError| {
-        Error::Invalid(format!("could not download `{id}` from the Hugging Face Hub ({e}); pass a local folder instead"))
+        Error::Invalid(format!(
+            "could not download `{id}` from the Hugging Face Hub ({e}); pass a local folder instead"
+        ))
     };
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(unreachable)?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(unreachable)?;
     let repo = api.repo(repo(id, revision));
     let config = repo.get("config.json").map_err(unreachable)?;
     for file in SIDE_FILES.iter().skip(1) {
@@ -87,13 +80,8 @@ fn download(id: &str, revision: &str) -> Result<PathBuf> {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
             let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| Error::Json {
-                    path: index.clone(),
-                    source,
-                })?;
-            let mut files: Vec<String> = super::reader::weight_map(&value, &index)?
-                .into_values()
-                .collect();
+                serde_json::from_str(&text).map_err(|source| Error::Json { path: index.clone(), source })?;
+            let mut files: Vec<String> = super::reader::weight_map(&value, &index)?.into_values().collect();
             files.sort();
             files.dedup();
             for file in files {
@@ -114,10 +102,7 @@ mod tests {
     #[test]
     fn existing_paths_are_used_as_is_and_nonsense_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(
-            resolve_model(dir.path().to_str().unwrap()).unwrap(),
-            dir.path()
-        );
+        assert_eq!(resolve_model(dir.path().to_str().unwrap()).unwrap(), dir.path());
         let err = resolve_model("no/such/thing/here").unwrap_err().to_string();
         assert!(err.contains("owner/name"), "{err}");
     }
@@ -131,9 +116,6 @@ mod tests {
             std::env::set_var("HF_HUB_OFFLINE", "1");
         }
         let err = resolve_model("someone/some-model").unwrap_err().to_string();
-        assert!(
-            err.contains("someone/some-model") && err.contains("HF_HUB_OFFLINE"),
-            "{err}"
-        );
+        assert!(err.contains("someone/some-model") && err.contains("HF_HUB_OFFLINE"), "{err}");
     }
 }

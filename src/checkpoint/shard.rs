@@ -46,10 +46,7 @@ impl TensorRef<'_> {
 
 impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shard")
-            .field("path", &self.path)
-            .field("tensors", &self.metadata.tensors().len())
-            .finish()
+        f.debug_struct("Shard").field("path", &self.path).field("tensors", &self.metadata.tensors().len()).finish()
     }
 }
 
@@ -60,15 +57,9 @@ impl Shard {
         // SAFETY: the map is read-only; scalpel never writes to its inputs. Like every
         // mmap-based reader, it assumes no other process truncates the file meanwhile.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| {
-            Error::bad_checkpoint(path, format!("invalid safetensors file: {}", describe(&e)))
-        })?;
-        Ok(Shard {
-            path: path.to_path_buf(),
-            mmap,
-            header_len,
-            metadata,
-        })
+        let (header_len, metadata) = SafeTensors::read_metadata(&mmap)
+            .map_err(|e| Error::bad_checkpoint(path, format!("invalid safetensors file: {}", describe(&e))))?;
+        Ok(Shard { path: path.to_path_buf(), mmap, header_len, metadata })
     }
 
     /// The file path.
@@ -78,10 +69,7 @@ impl Shard {
 
     /// The file name (as listed in an index's weight map).
     pub fn file_name(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// Tensor names in the order their bytes are stored.
@@ -99,13 +87,7 @@ impl Shard {
         let info = self.metadata.info(name)?;
         let start = 8 + self.header_len + info.data_offsets.0;
         let end = 8 + self.header_len + info.data_offsets.1;
-        Some(TensorRef {
-            name,
-            dtype: info.dtype,
-            shape: &info.shape,
-            data: &self.mmap[start..end],
-            file: &self.path,
-        })
+        Some(TensorRef { name, dtype: info.dtype, shape: &info.shape, data: &self.mmap[start..end], file: &self.path })
     }
 
     /// The file's `__metadata__` map (e.g. `{"format": "pt"}`).
@@ -129,9 +111,7 @@ fn describe(err: &safetensors::SafeTensorError) -> String {
     use safetensors::SafeTensorError as E;
     match err {
         E::HeaderTooSmall => "file is shorter than the 8-byte header length (truncated?)".into(),
-        E::InvalidHeaderLength => {
-            "header length points beyond the end of the file (truncated?)".into()
-        }
+        E::InvalidHeaderLength => "header length points beyond the end of the file (truncated?)".into(),
         E::HeaderTooLarge => "header length is implausibly large (corrupt file?)".into(),
         E::InvalidHeaderDeserialization(e) => {
             format!("header is not valid safetensors JSON ({e}); unknown dtype?")
@@ -139,9 +119,7 @@ fn describe(err: &safetensors::SafeTensorError) -> String {
         E::InvalidOffset(name) => {
             format!("tensor `{name}` has overlapping or non-contiguous data offsets")
         }
-        E::MetadataIncompleteBuffer => {
-            "tensor data does not end where the file ends (truncated or padded file)".into()
-        }
+        E::MetadataIncompleteBuffer => "tensor data does not end where the file ends (truncated or padded file)".into(),
         E::TensorInvalidInfo => "a tensor's byte range does not match its dtype and shape".into(),
         other => other.to_string(),
     }

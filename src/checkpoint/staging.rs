@@ -34,19 +34,12 @@ impl StagedOutput {
                 target.display()
             )));
         }
-        let parent = absolute
-            .parent()
-            .ok_or_else(|| Error::Invalid(format!("{} has no parent folder", target.display())))?;
+        let parent =
+            absolute.parent().ok_or_else(|| Error::Invalid(format!("{} has no parent folder", target.display())))?;
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        let temp = tempfile::Builder::new()
-            .prefix(".scalpel-tmp-")
-            .tempdir_in(parent)
-            .map_err(|e| Error::io(parent, e))?;
-        Ok(StagedOutput {
-            target: absolute,
-            temp,
-            force,
-        })
+        let temp =
+            tempfile::Builder::new().prefix(".scalpel-tmp-").tempdir_in(parent).map_err(|e| Error::io(parent, e))?;
+        Ok(StagedOutput { target: absolute, temp, force })
     }
 
     /// The temporary folder to write into.

@@ -58,28 +58,18 @@ impl ModelDir {
         let layers: Vec<usize> = (0..self.spec.num_layers).collect();
         let mut writers: BTreeMap<String, Vec<WriterSummary>> = BTreeMap::new();
         for w in self.spec.writers(&layers, &WriterKind::ALL) {
-            let shape = ckpt
-                .tensor(&w.weight)
-                .map(|t| t.shape.to_vec())
-                .unwrap_or_default();
-            writers
-                .entry(w.kind.name().to_string())
-                .or_default()
-                .push(WriterSummary {
-                    tensor: w.weight,
-                    shape,
-                    layer: w.layer,
-                    bias: w.bias,
-                    post_norm: w.post_norm,
-                });
+            let shape = ckpt.tensor(&w.weight).map(|t| t.shape.to_vec()).unwrap_or_default();
+            writers.entry(w.kind.name().to_string()).or_default().push(WriterSummary {
+                tensor: w.weight,
+                shape,
+                layer: w.layer,
+                bias: w.bias,
+                post_norm: w.post_norm,
+            });
         }
         let known = known_names(&self.spec);
-        let unrecognised_tensors = ckpt
-            .names()
-            .into_iter()
-            .filter(|n| !known.contains(&n.to_string()))
-            .map(String::from)
-            .collect();
+        let unrecognised_tensors =
+            ckpt.names().into_iter().filter(|n| !known.contains(&n.to_string())).map(String::from).collect();
         ModelSummary {
             path: self.root.display().to_string(),
             spec: self.spec.clone(),
@@ -97,34 +87,19 @@ impl ModelDir {
 
 /// Every tensor name the spec knows (so inspect can flag anything else).
 fn known_names(spec: &ModelSpec) -> Vec<String> {
-    let mut names = vec![
-        spec.embed_name(),
-        spec.final_norm_name(),
-        spec.lm_head_name(),
-    ];
+    let mut names = vec![spec.embed_name(), spec.final_norm_name(), spec.lm_head_name()];
     for layer in 0..spec.num_layers {
         let n: LayerNames = spec.layer_names(layer);
         names.extend(n.input_side());
         names.extend([n.attn_norm, n.mlp_norm, n.o_proj, n.down_proj]);
-        names.extend(
-            n.o_proj_bias
-                .into_iter()
-                .chain(n.down_proj_bias)
-                .chain(n.attn_post_norm)
-                .chain(n.mlp_post_norm),
-        );
+        names.extend(n.o_proj_bias.into_iter().chain(n.down_proj_bias).chain(n.attn_post_norm).chain(n.mlp_post_norm));
         names.extend(n.q_norm.into_iter().chain(n.k_norm));
         match n.attention {
-            crate::arch::AttentionLayout::Separate {
-                biases: Some(b), ..
-            } => names.extend(b),
+            crate::arch::AttentionLayout::Separate { biases: Some(b), .. } => names.extend(b),
             crate::arch::AttentionLayout::Fused { bias: Some(b), .. } => names.push(b),
             _ => {}
         }
-        if let crate::arch::MlpLayout::Gated {
-            biases: Some(b), ..
-        } = n.mlp
-        {
+        if let crate::arch::MlpLayout::Gated { biases: Some(b), .. } = n.mlp {
             names.extend(b);
         }
     }

@@ -76,15 +76,26 @@ pub fn write_checkpoint(
     progress: &ProgressBar,
     edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
 ) -> Result<WriteReport> {
+    let (staged, mut report) = stage_checkpoint(model, out, options, progress, edit)?;
+    report.out = staged.commit()?;
+    Ok(report)
+}
+
+/// Like [`write_checkpoint`], but leaves the finished copy in its temporary folder so the
+/// caller can check it (and add files) before [`StagedOutput::commit`] moves it into place.
+pub fn stage_checkpoint(
+    model: &ModelDir,
+    out: &Path,
+    options: &WriteOptions,
+    progress: &ProgressBar,
+    edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
+) -> Result<(StagedOutput, WriteReport)> {
     let started = Instant::now();
     let staged = StagedOutput::new(out, &[&model.root], options.force)?;
     let checkpoint = &model.checkpoint;
     for added in &options.added {
         if checkpoint.contains(&added.name) {
-            return Err(Error::Invalid(format!(
-                "cannot add tensor `{}`: the checkpoint already has it",
-                added.name
-            )));
+            return Err(Error::Invalid(format!("cannot add tensor `{}`: the checkpoint already has it", added.name)));
         }
         checkpoint.tensor(&added.copy_of)?;
     }
@@ -101,11 +112,8 @@ pub fn write_checkpoint(
     };
     let mut added_sizes = BTreeMap::new();
     for (i, shard) in checkpoint.shards().iter().enumerate() {
-        let added: Vec<&AddedTensor> = options
-            .added
-            .iter()
-            .filter(|a| checkpoint.shard_of(&a.copy_of) == Some(i))
-            .collect();
+        let added: Vec<&AddedTensor> =
+            options.added.iter().filter(|a| checkpoint.shard_of(&a.copy_of) == Some(i)).collect();
         for a in &added {
             added_sizes.insert(a.name.clone(), shard.file_name());
         }
@@ -121,17 +129,10 @@ pub fn write_checkpoint(
         )?;
     }
     if let Some(index) = checkpoint.index() {
-        write_index(
-            index,
-            checkpoint,
-            &staged.path().join(INDEX_FILE),
-            &added_sizes,
-            &options.added,
-        )?;
+        write_index(index, checkpoint, &staged.path().join(INDEX_FILE), &added_sizes, &options.added)?;
     }
-    staged.commit()?;
     report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok((staged, report))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -148,46 +149,27 @@ fn write_shard(
     shard.advise_sequential();
     let names = shard.names_in_order();
     let mut header = serde_json::Map::new();
-    let mut metadata: BTreeMap<String, String> = shard
-        .user_metadata()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let mut metadata: BTreeMap<String, String> =
+        shard.user_metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     metadata.extend(options.metadata.clone());
     if !metadata.is_empty() {
-        header.insert(
-            "__metadata__".into(),
-            serde_json::to_value(&metadata).expect("string map"),
-        );
+        header.insert("__metadata__".into(), serde_json::to_value(&metadata).expect("string map"));
     }
     let mut offset = 0usize;
     let mut entries = Vec::new();
     for name in &names {
         let view = shard.tensor(name).expect("name from this shard");
-        entries.push((
-            name.clone(),
-            view.dtype,
-            view.shape.to_vec(),
-            offset,
-            offset + view.data.len(),
-        ));
+        entries.push((name.clone(), view.dtype, view.shape.to_vec(), offset, offset + view.data.len()));
         offset += view.data.len();
     }
     for a in added {
         let view = checkpoint.tensor(&a.copy_of)?;
-        entries.push((
-            a.name.clone(),
-            view.dtype,
-            view.shape.to_vec(),
-            offset,
-            offset + view.data.len(),
-        ));
+        entries.push((a.name.clone(), view.dtype, view.shape.to_vec(), offset, offset + view.data.len()));
         offset += view.data.len();
     }
     for (name, dtype, shape, start, end) in &entries {
-        header.insert(
-            name.clone(),
-            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [start, end] }),
-        );
+        header
+            .insert(name.clone(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [start, end] }));
     }
     let mut header_bytes = serde_json::to_vec(&header).map_err(|e| Error::Other(e.to_string()))?;
     while header_bytes.len() % 8 != 0 {
@@ -196,8 +178,7 @@ fn write_shard(
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
     let mut w = BufWriter::with_capacity(8 << 20, file);
     let io = |e| Error::io(path, e);
-    w.write_all(&(header_bytes.len() as u64).to_le_bytes())
-        .map_err(io)?;
+    w.write_all(&(header_bytes.len() as u64).to_le_bytes()).map_err(io)?;
     w.write_all(&header_bytes).map_err(io)?;
     for name in &names {
         let view = shard.tensor(name).expect("name from this shard");
@@ -210,11 +191,7 @@ fn write_shard(
                 if bytes.len() != view.data.len() {
                     return Err(Error::bad_tensor(
                         name,
-                        format!(
-                            "edit produced {} bytes, expected {}",
-                            bytes.len(),
-                            view.data.len()
-                        ),
+                        format!("edit produced {} bytes, expected {}", bytes.len(), view.data.len()),
                     ));
                 }
                 w.write_all(&bytes).map_err(io)?;
@@ -229,9 +206,7 @@ fn write_shard(
         w.write_all(view.data).map_err(io)?;
         report.bytes_written += view.data.len() as u64;
     }
-    let file = w
-        .into_inner()
-        .map_err(|e| Error::io(path, e.into_error()))?;
+    let file = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
     file.sync_all().map_err(io)?;
     Ok(())
 }
@@ -253,11 +228,8 @@ fn write_index(
             map.insert(name.clone(), serde_json::Value::String(file.clone()));
         }
     }
-    let meta = index
-        .as_object_mut()
-        .expect("index is an object")
-        .entry("metadata")
-        .or_insert_with(|| serde_json::json!({}));
+    let meta =
+        index.as_object_mut().expect("index is an object").entry("metadata").or_insert_with(|| serde_json::json!({}));
     if let Some(meta) = meta.as_object_mut() {
         meta.insert("total_size".into(), total.into());
     }
@@ -273,32 +245,13 @@ pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 
 /// Weight files in other formats are not copied: a runtime could load them instead of the edit.
 fn is_other_weight_file(name: &str) -> bool {
-    [
-        ".safetensors",
-        ".bin",
-        ".pt",
-        ".pth",
-        ".gguf",
-        ".ckpt",
-        ".h5",
-        ".msgpack",
-        ".onnx",
-    ]
-    .iter()
-    .any(|ext| name.ends_with(ext))
+    [".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack", ".onnx"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
 }
 
-fn copy_side_files(
-    model: &ModelDir,
-    out: &Path,
-    options: &WriteOptions,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let shard_names: Vec<String> = model
-        .checkpoint
-        .shards()
-        .iter()
-        .map(|s| s.file_name())
-        .collect();
+fn copy_side_files(model: &ModelDir, out: &Path, options: &WriteOptions) -> Result<(Vec<String>, Vec<String>)> {
+    let shard_names: Vec<String> = model.checkpoint.shards().iter().map(|s| s.file_name()).collect();
     let mut copied = Vec::new();
     let mut skipped = Vec::new();
     let entries = std::fs::read_dir(&model.root).map_err(|e| Error::io(&model.root, e))?;

@@ -3,11 +3,9 @@
 use super::common::{bytes_progress, human_bytes, open_model};
 use super::selection::{describe, SelectionArgs};
 use super::verify::print_report;
-use anyhow::Context;
 use clap::Args as ClapArgs;
-use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
-use scalpel::surgery::{ablate, plan, verify};
+use scalpel::surgery::{ablate, plan};
 use std::path::PathBuf;
 
 /// Orthogonalize the embedding, attention-output and MLP-output matrices (and output biases)
@@ -15,7 +13,7 @@ use std::path::PathBuf;
 ///
 /// With nothing but --directions and --out, the direction probe recommended is removed from
 /// every layer and every writer. The input folder is never modified; the output is written to a
-/// temporary folder and renamed when complete, then read back and verified.
+/// temporary folder, read back and verified, and only then renamed into place, with a model card.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Model folder, or a Hugging Face id (owner/name).
@@ -31,7 +29,7 @@ pub struct Args {
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Skip reading the result back to verify it.
+    /// Skip reading the written files back to verify them before they are moved into place.
     #[arg(long)]
     pub no_verify: bool,
 }
@@ -44,10 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let plan = plan(&model, &directions, &options)?;
     eprintln!("ablate {} → {}", model.root.display(), args.out.display());
     eprintln!("{}", describe(&options, model.spec.num_layers));
-    eprintln!(
-        "  tensors       {} to edit, everything else copied byte for byte",
-        plan.edits.len()
-    );
+    eprintln!("  tensors       {} to edit, everything else copied byte for byte", plan.edits.len());
     if plan.edits.iter().any(|e| e.through_norm.is_some()) {
         eprintln!("  post-norms    attention/MLP outputs pass through norms: edited against γ ⊙ r (exact)");
     }
@@ -56,12 +51,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "  note          the output head is tied to the embedding, so editing the embedding also edits the head; pass --untie to keep the original head"
         );
     }
-    let record = plan.record(
-        &model.root.display().to_string(),
-        &args.directions.display().to_string(),
-    );
+    let command: Vec<String> = std::env::args().collect();
+    let record =
+        plan.record(&model.root.display().to_string(), &args.directions.display().to_string(), &command.join(" "));
     let progress = bytes_progress("writing");
-    let report = ablate(&model, &plan, &record, &args.out, args.force, &progress)?;
+    let report = ablate(&model, &plan, &record, &args.out, args.force, !args.no_verify, &progress)?;
     progress.finish_and_clear();
     let w = &report.write;
     eprintln!(
@@ -74,25 +68,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         w.files_copied.join(", ")
     );
     if !w.files_skipped.is_empty() {
-        eprintln!(
-            "not copied (other weight formats or folders): {}",
-            w.files_skipped.join(", ")
-        );
+        eprintln!("not copied (other weight formats or folders): {}", w.files_skipped.join(", "));
     }
     if report.untied {
         eprintln!("untied: lm_head.weight holds the original embedding; config.json has tie_word_embeddings: false");
     }
-    if args.no_verify {
-        return Ok(());
+    if let Some(verification) = &report.verification {
+        print_report(verification, false)?;
     }
-    let edited = ModelDir::open(&w.out).context("re-opening the edited model")?;
-    let reread = scalpel::surgery::plan(&edited, &directions, &options)?;
-    let verification = verify(&edited, &reread)?;
-    print_report(&verification, false)?;
-    anyhow::ensure!(
-        verification.all_pass(),
-        "verification failed: see the table above"
-    );
     println!("{}", w.out.display());
     Ok(())
 }

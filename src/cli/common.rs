@@ -16,11 +16,9 @@ pub fn open_model(model: &str) -> anyhow::Result<ModelDir> {
 pub fn bytes_progress(message: &str) -> ProgressBar {
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
     );
     bar.set_message(message.to_string());
     bar
@@ -30,17 +28,13 @@ pub fn bytes_progress(message: &str) -> ProgressBar {
 pub fn parse_targets(text: &str) -> anyhow::Result<Vec<WriterKind>> {
     let mut kinds = Vec::new();
     for part in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let kind = WriterKind::parse(part).with_context(|| {
-            format!("--targets: unknown target `{part}` (choose from embed, attn, mlp)")
-        })?;
+        let kind = WriterKind::parse(part)
+            .with_context(|| format!("--targets: unknown target `{part}` (choose from embed, attn, mlp)"))?;
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
     }
-    anyhow::ensure!(
-        !kinds.is_empty(),
-        "--targets is empty (choose from embed, attn, mlp)"
-    );
+    anyhow::ensure!(!kinds.is_empty(), "--targets is empty (choose from embed, attn, mlp)");
     kinds.sort();
     Ok(kinds)
 }

@@ -26,12 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("family       {} ({} layers)", spec.family, spec.num_layers);
     println!(
         "sizes        hidden {}, heads {} (kv {}, head_dim {}), mlp {}, vocab {}",
-        spec.hidden_size,
-        spec.num_heads,
-        spec.num_kv_heads,
-        spec.head_dim,
-        spec.intermediate_size,
-        spec.vocab_size
+        spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.intermediate_size, spec.vocab_size
     );
     println!(
         "norms        {:?}, eps {}; activation {:?}; rope θ {}",
@@ -40,12 +35,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let dtypes: Vec<String> = s.dtypes.iter().map(|(d, n)| format!("{d} × {n}")).collect();
     println!("dtypes       {}", dtypes.join(", "));
     println!("parameters   {:.1} M", s.parameters as f64 / 1e6);
-    println!(
-        "weights      {} shard(s), {}: {}",
-        s.shards.len(),
-        human_bytes(s.bytes),
-        s.shards.join(", ")
-    );
+    println!("weights      {} shard(s), {}: {}", s.shards.len(), human_bytes(s.bytes), s.shards.join(", "));
     if s.tied_head {
         println!("tied head    yes: editing the embedding also edits the output head (ablate --untie keeps the original head)");
     } else {
@@ -56,17 +46,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let first = &writers[0];
         let biases = writers.iter().filter(|w| w.bias.is_some()).count();
         let norms = writers.iter().filter(|w| w.post_norm.is_some()).count();
-        println!(
-            "  {kind:<6} ×{:<3} e.g. {} {:?}",
-            writers.len(),
-            first.tensor,
-            first.shape
-        );
+        println!("  {kind:<6} ×{:<3} e.g. {} {:?}", writers.len(), first.tensor, first.shape);
         if biases > 0 {
-            println!(
-                "         + {biases} output bias(es), e.g. {}",
-                first.bias.as_deref().unwrap_or("-")
-            );
+            println!("         + {biases} output bias(es), e.g. {}", first.bias.as_deref().unwrap_or("-"));
         }
         if norms > 0 {
             println!(
@@ -75,10 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    println!(
-        "never edited (input side), e.g. layer 0: {}",
-        s.input_side_example.join(", ")
-    );
+    println!("never edited (input side), e.g. layer 0: {}", s.input_side_example.join(", "));
     if !s.unrecognised_tensors.is_empty() {
         println!(
             "other tensors ({}), left untouched: {}",

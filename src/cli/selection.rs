@@ -44,11 +44,7 @@ pub struct SelectionArgs {
 
 impl SelectionArgs {
     /// Turn the flags into surgery options for this model and directions file.
-    pub fn options(
-        &self,
-        spec: &ModelSpec,
-        directions: &DirectionsFile,
-    ) -> anyhow::Result<SurgeryOptions> {
+    pub fn options(&self, spec: &ModelSpec, directions: &DirectionsFile) -> anyhow::Result<SurgeryOptions> {
         let layers = parse_layers(self.layers.as_deref().unwrap_or("all"), spec.num_layers)?;
         let direction = if self.per_layer {
             let stream = self
@@ -61,9 +57,7 @@ impl SelectionArgs {
             let chosen = directions
                 .select(self.stream.as_deref(), self.direction_layer)
                 .with_context(|| "choosing the direction")?;
-            DirectionChoice::Fixed {
-                name: chosen.name.clone(),
-            }
+            DirectionChoice::Fixed { name: chosen.name.clone() }
         };
         Ok(SurgeryOptions {
             layers,
@@ -92,11 +86,8 @@ impl SelectionArgs {
 
 /// One line per setting, so a user sees every default before work starts.
 pub fn describe(options: &SurgeryOptions, num_layers: usize) -> String {
-    let layers = if options.layers.len() == num_layers {
-        format!("all {num_layers}")
-    } else {
-        format!("{:?}", options.layers)
-    };
+    let layers =
+        if options.layers.len() == num_layers { format!("all {num_layers}") } else { format!("{:?}", options.layers) };
     let direction = match &options.direction {
         DirectionChoice::Fixed { name } => format!("`{name}` for every edit"),
         DirectionChoice::PerLayer { stream } => format!("each layer's own `{stream}.L`"),

@@ -34,8 +34,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let record_path = model.root.join(EDIT_RECORD_FILE);
     let options = if !args.selection.any_given() && record_path.is_file() {
         let text = std::fs::read_to_string(&record_path)?;
-        let record: SurgeryRecord = serde_json::from_str(&text)
-            .with_context(|| format!("reading {}", record_path.display()))?;
+        let record: SurgeryRecord =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", record_path.display()))?;
         let plan = plan(&model, &directions, &record.options)?;
         for (done, now) in record.edits.iter().zip(&plan.edits) {
             anyhow::ensure!(
@@ -52,19 +52,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.selection.options(&model.spec, &directions)?
     };
     if !args.json {
-        eprintln!(
-            "verify {}\n{}",
-            model.root.display(),
-            describe(&options, model.spec.num_layers)
-        );
+        eprintln!("verify {}\n{}", model.root.display(), describe(&options, model.spec.num_layers));
     }
     let plan = plan(&model, &directions, &options)?;
     let report = verify(&model, &plan)?;
     print_report(&report, args.json)?;
-    anyhow::ensure!(
-        report.all_pass(),
-        "verification failed: some tensors still write along the direction"
-    );
+    anyhow::ensure!(report.all_pass(), "verification failed: some tensors still write along the direction");
     Ok(())
 }
 

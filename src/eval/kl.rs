@@ -12,17 +12,7 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
 pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
     assert_eq!(p_logits.len(), q_logits.len(), "vocabularies differ");
     let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
-    lp.iter()
-        .zip(&lq)
-        .map(|(a, b)| {
-            if a.is_finite() {
-                a.exp() * (a - b)
-            } else {
-                0.0
-            }
-        })
-        .sum::<f64>()
-        .max(0.0)
+    lp.iter().zip(&lq).map(|(a, b)| if a.is_finite() { a.exp() * (a - b) } else { 0.0 }).sum::<f64>().max(0.0)
 }
 
 #[cfg(test)]

@@ -46,10 +46,7 @@ pub const REFUSAL_MARKERS: &[&str] = &[
 
 /// The marker that makes `answer` a refusal (`Some("")` for an empty answer), or None.
 pub fn refusal_marker(answer: &str) -> Option<&'static str> {
-    let text = answer
-        .trim()
-        .replace(['\u{2019}', '\u{2018}'], "'")
-        .to_lowercase();
+    let text = answer.trim().replace(['\u{2019}', '\u{2018}'], "'").to_lowercase();
     if text.is_empty() {
         return Some("");
     }

@@ -5,12 +5,7 @@ use super::stats::RunningStats;
 
 /// `μ_harmful − μ_harmless`.
 pub fn mean_difference(harmful: &RunningStats, harmless: &RunningStats) -> Vec<f64> {
-    harmful
-        .mean()
-        .iter()
-        .zip(harmless.mean())
-        .map(|(a, b)| a - b)
-        .collect()
+    harmful.mean().iter().zip(harmless.mean()).map(|(a, b)| a - b).collect()
 }
 
 /// `v / ‖v‖` in f32, or None for a zero vector.

@@ -105,9 +105,7 @@ mod tests {
         let m = &layer_metrics("resid_pre", &[5], &[h], &[b])[0];
         assert_eq!(m.layer, 5);
         assert!(m.cos_means.abs() < 1e-12, "orthogonal means");
-        assert!(
-            (m.mean_var_harmful - 0.5).abs() < 1e-12 && (m.max_var_harmful - 1.0).abs() < 1e-12
-        );
+        assert!((m.mean_var_harmful - 0.5).abs() < 1e-12 && (m.max_var_harmful - 1.0).abs() < 1e-12);
         assert!((m.diff_norm - 13f64.sqrt()).abs() < 1e-12);
         assert!((m.signal_to_noise - 13f64.sqrt() / 3.0).abs() < 1e-12);
         assert!((m.mean_norm_harmful - 3.0).abs() < 1e-12);

@@ -46,15 +46,8 @@ fn ranks(values: &[f64]) -> Vec<f64> {
 
 /// Rank the candidate layers of one stream. `directions[i]` is the (unnormalized) difference of
 /// means of `metrics[i]`, used by [`RankRule::MeanSimilarity`].
-pub fn rank(
-    metrics: &[LayerMetrics],
-    directions: &[Vec<f64>],
-    candidates: &[usize],
-    rule: RankRule,
-) -> Ranking {
-    let chosen: Vec<usize> = (0..metrics.len())
-        .filter(|&i| candidates.contains(&metrics[i].layer))
-        .collect();
+pub fn rank(metrics: &[LayerMetrics], directions: &[Vec<f64>], candidates: &[usize], rule: RankRule) -> Ranking {
+    let chosen: Vec<usize> = (0..metrics.len()).filter(|&i| candidates.contains(&metrics[i].layer)).collect();
     let mut order: Vec<(usize, f64)> = match rule {
         RankRule::ResearchNote => {
             let rel = |i: usize, v: f64| {
@@ -68,47 +61,24 @@ pub fn rank(
             };
             let mean_var: Vec<f64> = chosen
                 .iter()
-                .map(|&i| {
-                    rel(
-                        i,
-                        0.5 * (metrics[i].mean_var_harmful + metrics[i].mean_var_harmless),
-                    )
-                })
+                .map(|&i| rel(i, 0.5 * (metrics[i].mean_var_harmful + metrics[i].mean_var_harmless)))
                 .collect();
-            let max_var: Vec<f64> = chosen
-                .iter()
-                .map(|&i| {
-                    rel(
-                        i,
-                        metrics[i].max_var_harmful.max(metrics[i].max_var_harmless),
-                    )
-                })
-                .collect();
+            let max_var: Vec<f64> =
+                chosen.iter().map(|&i| rel(i, metrics[i].max_var_harmful.max(metrics[i].max_var_harmless))).collect();
             let cos: Vec<f64> = chosen.iter().map(|&i| metrics[i].cos_means).collect();
             let (a, b, c) = (ranks(&mean_var), ranks(&max_var), ranks(&cos));
-            let mut order: Vec<(usize, f64)> = chosen
-                .iter()
-                .enumerate()
-                .map(|(k, &i)| (metrics[i].layer, 3.0 * a[k] + 2.0 * b[k] + c[k]))
-                .collect();
+            let mut order: Vec<(usize, f64)> =
+                chosen.iter().enumerate().map(|(k, &i)| (metrics[i].layer, 3.0 * a[k] + 2.0 * b[k] + c[k])).collect();
             order.sort_by(|x, y| x.1.total_cmp(&y.1));
             return Ranking { rule, order };
         }
-        RankRule::MaxNorm => chosen
-            .iter()
-            .map(|&i| (metrics[i].layer, metrics[i].signal_to_noise))
-            .collect(),
+        RankRule::MaxNorm => chosen.iter().map(|&i| (metrics[i].layer, metrics[i].signal_to_noise)).collect(),
         RankRule::MeanSimilarity => chosen
             .iter()
             .map(|&i| {
-                let others: Vec<f64> = (0..directions.len())
-                    .filter(|&j| j != i)
-                    .map(|j| cosine(&directions[i], &directions[j]))
-                    .collect();
-                (
-                    metrics[i].layer,
-                    others.iter().sum::<f64>() / others.len().max(1) as f64,
-                )
+                let others: Vec<f64> =
+                    (0..directions.len()).filter(|&j| j != i).map(|j| cosine(&directions[i], &directions[j])).collect();
+                (metrics[i].layer, others.iter().sum::<f64>() / others.len().max(1) as f64)
             })
             .collect(),
     };
@@ -139,37 +109,18 @@ mod tests {
 
     #[test]
     fn research_note_rule_weighs_mean_variance_first() {
-        let metrics = vec![
-            m(0, 0.1, 9.0, 0.9, 0.1),
-            m(1, 0.2, 1.0, 0.1, 0.5),
-            m(2, 0.3, 2.0, 0.2, 0.9),
-        ];
-        let r = rank(
-            &metrics,
-            &[vec![1.0], vec![1.0], vec![1.0]],
-            &[0, 1, 2],
-            RankRule::ResearchNote,
-        );
+        let metrics = vec![m(0, 0.1, 9.0, 0.9, 0.1), m(1, 0.2, 1.0, 0.1, 0.5), m(2, 0.3, 2.0, 0.2, 0.9)];
+        let r = rank(&metrics, &[vec![1.0], vec![1.0], vec![1.0]], &[0, 1, 2], RankRule::ResearchNote);
         // Layer 0: ranks (0, 2, 2) → 4; layer 1: (1, 0, 0) → 3; layer 2: (2, 1, 1) → 9.
-        assert_eq!(
-            r.order.iter().map(|x| x.0).collect::<Vec<_>>(),
-            vec![1, 0, 2]
-        );
+        assert_eq!(r.order.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 0, 2]);
         let r = rank(&metrics, &[], &[0, 2], RankRule::MaxNorm);
         assert_eq!(r.best(), Some(2));
     }
 
     #[test]
     fn mean_similarity_prefers_the_consensus_direction() {
-        let metrics = vec![
-            m(0, 1.0, 1.0, 0.0, 0.0),
-            m(1, 1.0, 1.0, 0.0, 0.0),
-            m(2, 1.0, 1.0, 0.0, 0.0),
-        ];
+        let metrics = vec![m(0, 1.0, 1.0, 0.0, 0.0), m(1, 1.0, 1.0, 0.0, 0.0), m(2, 1.0, 1.0, 0.0, 0.0)];
         let dirs = vec![vec![1.0, 0.0], vec![1.0, 1.0], vec![0.0, 1.0]];
-        assert_eq!(
-            rank(&metrics, &dirs, &[0, 1, 2], RankRule::MeanSimilarity).best(),
-            Some(1)
-        );
+        assert_eq!(rank(&metrics, &dirs, &[0, 1, 2], RankRule::MeanSimilarity).best(), Some(1));
     }
 }

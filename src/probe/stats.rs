@@ -15,21 +15,12 @@ pub struct RunningStats {
 impl RunningStats {
     /// Empty statistics for vectors of length `hidden`.
     pub fn new(hidden: usize) -> RunningStats {
-        RunningStats {
-            count: 0,
-            mean: vec![0.0; hidden],
-            m2: vec![0.0; hidden],
-            norm_sum: 0.0,
-        }
+        RunningStats { count: 0, mean: vec![0.0; hidden], m2: vec![0.0; hidden], norm_sum: 0.0 }
     }
 
     /// Add one vector (Welford's update).
     pub fn push(&mut self, x: &[f32]) {
-        assert_eq!(
-            x.len(),
-            self.mean.len(),
-            "vector length does not match the statistics"
-        );
+        assert_eq!(x.len(), self.mean.len(), "vector length does not match the statistics");
         self.count += 1;
         let n = self.count as f64;
         let mut sq = 0.0;
@@ -103,17 +94,8 @@ mod tests {
     fn two_pass(rows: &[Vec<f32>]) -> (Vec<f64>, Vec<f64>) {
         let n = rows.len() as f64;
         let h = rows[0].len();
-        let mean: Vec<f64> = (0..h)
-            .map(|i| rows.iter().map(|r| f64::from(r[i])).sum::<f64>() / n)
-            .collect();
-        let var = (0..h)
-            .map(|i| {
-                rows.iter()
-                    .map(|r| (f64::from(r[i]) - mean[i]).powi(2))
-                    .sum::<f64>()
-                    / n
-            })
-            .collect();
+        let mean: Vec<f64> = (0..h).map(|i| rows.iter().map(|r| f64::from(r[i])).sum::<f64>() / n).collect();
+        let var = (0..h).map(|i| rows.iter().map(|r| (f64::from(r[i]) - mean[i]).powi(2)).sum::<f64>() / n).collect();
         (mean, var)
     }
 

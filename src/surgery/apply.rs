@@ -1,10 +1,11 @@
-//! `ablate`: stream the checkpoint through the plan into a new folder.
+//! `ablate`: stream the checkpoint through the plan into a new folder, verify it, add the card.
 
 use super::plan::{Layout, PlannedEdit, SurgeryPlan, SurgeryRecord};
 use super::projection::{edit_columns, edit_rows};
+use super::verify::{verify, VerifyReport};
 use crate::checkpoint::{
-    encode_f32, write_checkpoint, AddedTensor, EditableDtype, ModelDir, TensorEdit, TensorRef,
-    WriteOptions, WriteReport,
+    encode_f32, stage_checkpoint, AddedTensor, EditableDtype, ModelDir, TensorEdit, TensorRef, WriteOptions,
+    WriteReport,
 };
 use crate::{Error, Result};
 use indicatif::ProgressBar;
@@ -21,6 +22,8 @@ pub struct AblateReport {
     pub write: WriteReport,
     /// Whether `lm_head.weight` was written as the original embedding.
     pub untied: bool,
+    /// The read-back verification (None when skipped).
+    pub verification: Option<VerifyReport>,
 }
 
 /// Apply `plan` to `model` and write the edited checkpoint to `out`.
@@ -29,74 +32,78 @@ pub struct AblateReport {
 /// accumulation) and rounded once to their stored dtype. With `untie` and a tied head, the
 /// original embedding is written as `lm_head.weight` and config.json gets
 /// `tie_word_embeddings: false`. The provenance record goes into `scalpel_edit.json` and into
-/// every shard's metadata (`scalpel_edit`).
+/// every shard's metadata (`scalpel_edit`). With `check`, the written files are read back and
+/// verified *before* the output folder appears: a failed verification leaves nothing behind.
+/// A model card (`README.md`) is written last, embedding the original card.
 pub fn ablate(
     model: &ModelDir,
     plan: &SurgeryPlan,
     record: &SurgeryRecord,
     out: &Path,
     force: bool,
+    check: bool,
     progress: &ProgressBar,
 ) -> Result<AblateReport> {
-    let by_name: HashMap<&str, &PlannedEdit> =
-        plan.edits.iter().map(|e| (e.tensor.as_str(), e)).collect();
+    let by_name: HashMap<&str, &PlannedEdit> = plan.edits.iter().map(|e| (e.tensor.as_str(), e)).collect();
     let untie = plan.options.untie && plan.edits_tied_head;
-    let mut options = WriteOptions {
-        force,
-        ..WriteOptions::default()
-    };
+    let mut options = WriteOptions { force, ..WriteOptions::default() };
     let record_json = serde_json::to_string(record).map_err(|e| Error::Other(e.to_string()))?;
     options.metadata = BTreeMap::from([("scalpel_edit".to_string(), record_json)]);
     let pretty = serde_json::to_vec_pretty(record).map_err(|e| Error::Other(e.to_string()))?;
-    options
-        .extra_files
-        .push((EDIT_RECORD_FILE.to_string(), pretty));
+    options.extra_files.push((EDIT_RECORD_FILE.to_string(), pretty));
+    // The model card replaces README.md; it is written after verification, below.
+    options.extra_files.push(("README.md".to_string(), Vec::new()));
     if untie {
         let head = model.spec.lm_head_name();
         if !model.checkpoint.contains(&head) {
-            options.added.push(AddedTensor {
-                name: head,
-                copy_of: model.spec.embed_name(),
-            });
+            options.added.push(AddedTensor { name: head, copy_of: model.spec.embed_name() });
         }
         let mut config = model.config.clone();
         config["tie_word_embeddings"] = serde_json::Value::Bool(false);
-        if let Some(text) = config
-            .get_mut("text_config")
-            .and_then(|t| t.as_object_mut())
-        {
+        if let Some(text) = config.get_mut("text_config").and_then(|t| t.as_object_mut()) {
             text.insert("tie_word_embeddings".into(), serde_json::Value::Bool(false));
         }
         options.config = Some(config);
     }
     let edit = |view: TensorRef<'_>| -> Result<TensorEdit> {
         match by_name.get(view.name) {
-            Some(planned) => Ok(TensorEdit::Replace(apply_edit(
-                view,
-                planned,
-                plan.options.strength,
-                plan.options.norm_preserve,
-            )?)),
+            Some(planned) => {
+                Ok(TensorEdit::Replace(apply_edit(view, planned, plan.options.strength, plan.options.norm_preserve)?))
+            }
             None => Ok(TensorEdit::Keep),
         }
     };
-    let write = write_checkpoint(model, out, &options, progress, &edit)?;
-    let missing: Vec<&str> = plan
-        .edits
-        .iter()
-        .map(|e| e.tensor.as_str())
-        .filter(|t| !write.edited.iter().any(|w| w == t))
-        .collect();
+    let (staged, mut write) = stage_checkpoint(model, out, &options, progress, &edit)?;
+    let missing: Vec<&str> =
+        plan.edits.iter().map(|e| e.tensor.as_str()).filter(|t| !write.edited.iter().any(|w| w == t)).collect();
     if !missing.is_empty() {
-        return Err(Error::Other(format!(
-            "planned edits were not applied to: {}",
-            missing.join(", ")
-        )));
+        return Err(Error::Other(format!("planned edits were not applied to: {}", missing.join(", "))));
     }
-    Ok(AblateReport {
-        write,
-        untied: untie,
-    })
+    let verification = if check {
+        let written = ModelDir::open(staged.path())?;
+        let report = verify(&written, plan)?;
+        if !report.all_pass() {
+            let bad: Vec<String> = report
+                .rows
+                .iter()
+                .filter(|r| !r.pass)
+                .map(|r| format!("{} ({:.2e} > {:.1e})", r.tensor, r.ratio, r.threshold))
+                .collect();
+            return Err(Error::Other(format!(
+                "verification of the written files failed, nothing was written: {}",
+                bad.join(", ")
+            )));
+        }
+        Some(report)
+    } else {
+        None
+    };
+    let original_card = std::fs::read_to_string(model.root.join("README.md")).ok();
+    let card = crate::eval::model_card(record, verification.as_ref(), &[], original_card.as_deref());
+    let card_path = staged.path().join("README.md");
+    std::fs::write(&card_path, card).map_err(|e| Error::io(&card_path, e))?;
+    write.out = staged.commit()?;
+    Ok(AblateReport { write, untied: untie, verification })
 }
 
 /// Edit one tensor's bytes: decode to f32, project, round once to the stored dtype.
@@ -110,10 +117,7 @@ pub(crate) fn apply_edit(
     let mut values = view.to_f32()?;
     match edit.layout {
         Layout::Columns => {
-            let cols = *view
-                .shape
-                .get(1)
-                .ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?;
+            let cols = *view.shape.get(1).ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?;
             edit_columns(&mut values, cols, &edit.basis, strength, norm_preserve);
         }
         Layout::Rows => edit_rows(&mut values, &edit.basis, strength, norm_preserve),

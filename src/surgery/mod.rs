@@ -6,8 +6,6 @@ pub mod projection;
 mod verify;
 
 pub use apply::{ablate, AblateReport, EDIT_RECORD_FILE};
-pub use plan::{
-    plan, DirectionChoice, EditRecord, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord,
-};
+pub use plan::{plan, DirectionChoice, EditRecord, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
 pub use projection::Basis;
 pub use verify::{threshold_for, verify, VerifyReport, VerifyRow};

@@ -119,11 +119,14 @@ pub struct SurgeryRecord {
     pub edits: Vec<EditRecord>,
     /// Whether the tied head was edited along with the embedding.
     pub edits_tied_head: bool,
+    /// The command line that made the edit (empty when called as a library).
+    #[serde(default)]
+    pub command: String,
 }
 
 impl SurgeryPlan {
-    /// The provenance record of this plan.
-    pub fn record(&self, source_model: &str, directions_file: &str) -> SurgeryRecord {
+    /// The provenance record of this plan (`command`: how to reproduce it, may be empty).
+    pub fn record(&self, source_model: &str, directions_file: &str, command: &str) -> SurgeryRecord {
         SurgeryRecord {
             scalpel_version: env!("CARGO_PKG_VERSION").to_string(),
             source_model: source_model.to_string(),
@@ -142,23 +145,17 @@ impl SurgeryPlan {
                 })
                 .collect(),
             edits_tied_head: self.edits_tied_head,
+            command: command.to_string(),
         }
     }
 }
 
 /// Build the plan: pick each writer's direction, orthonormalize it, map it through Gemma 2/3
 /// post-norms, and check every shape against the model.
-pub fn plan(
-    model: &ModelDir,
-    directions: &DirectionsFile,
-    options: &SurgeryOptions,
-) -> Result<SurgeryPlan> {
+pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOptions) -> Result<SurgeryPlan> {
     let spec = &model.spec;
     if let Some(&bad) = options.layers.iter().find(|&&l| l >= spec.num_layers) {
-        return Err(Error::Invalid(format!(
-            "layer {bad} does not exist: the model has layers 0..{}",
-            spec.num_layers
-        )));
+        return Err(Error::Invalid(format!("layer {bad} does not exist: the model has layers 0..{}", spec.num_layers)));
     }
     if !options.strength.is_finite() {
         return Err(Error::Invalid("--strength must be a finite number".into()));
@@ -175,12 +172,7 @@ pub fn plan(
     }
     let mut edits = Vec::new();
     for writer in spec.writers(&options.layers, &options.targets) {
-        let direction = direction_for(
-            directions,
-            &options.direction,
-            writer.layer,
-            &options.layers,
-        )?;
+        let direction = direction_for(directions, &options.direction, writer.layer, &options.layers)?;
         let mut basis = Basis::orthonormal(&direction.rows).map_err(|e| Error::BadDirections {
             path: directions.path.clone(),
             message: format!("direction `{}`: {e}", direction.name),
@@ -189,22 +181,14 @@ pub fn plan(
             let (weights, _) = model.checkpoint.read_f32(norm)?;
             let offset = spec.norm_kind.offset();
             let gamma: Vec<f32> = weights.iter().map(|w| w + offset).collect();
-            basis = basis
-                .through_norm(&gamma)
-                .map_err(|e| Error::bad_tensor(norm, e.to_string()))?;
+            basis = basis.through_norm(&gamma).map_err(|e| Error::bad_tensor(norm, e.to_string()))?;
         }
         let view = model.checkpoint.tensor(&writer.weight)?;
         let layout = match (writer.kind, view.shape) {
             (WriterKind::Embed, [_, h]) if *h == spec.hidden_size => Layout::Rows,
-            (WriterKind::Attn | WriterKind::Mlp, [h, _]) if *h == spec.hidden_size => {
-                Layout::Columns
-            }
+            (WriterKind::Attn | WriterKind::Mlp, [h, _]) if *h == spec.hidden_size => Layout::Columns,
             (kind, shape) => {
-                let expected = if kind == WriterKind::Embed {
-                    "[vocab, hidden]"
-                } else {
-                    "[hidden, in]"
-                };
+                let expected = if kind == WriterKind::Embed { "[vocab, hidden]" } else { "[hidden, in]" };
                 return Err(Error::bad_tensor(
                     &writer.weight,
                     format!(
@@ -239,11 +223,7 @@ pub fn plan(
         }
     }
     let edits_tied_head = options.targets.contains(&WriterKind::Embed) && model.head_is_tied();
-    Ok(SurgeryPlan {
-        edits,
-        options: options.clone(),
-        edits_tied_head,
-    })
+    Ok(SurgeryPlan { edits, options: options.clone(), edits_tied_head })
 }
 
 fn direction_for<'a>(
@@ -253,15 +233,10 @@ fn direction_for<'a>(
     layers: &[usize],
 ) -> Result<&'a Direction> {
     match choice {
-        DirectionChoice::Fixed { name } => {
-            directions
-                .entries
-                .get(name)
-                .ok_or_else(|| Error::BadDirections {
-                    path: directions.path.clone(),
-                    message: format!("has no direction `{name}`"),
-                })
-        }
+        DirectionChoice::Fixed { name } => directions.entries.get(name).ok_or_else(|| Error::BadDirections {
+            path: directions.path.clone(),
+            message: format!("has no direction `{name}`"),
+        }),
         DirectionChoice::PerLayer { stream } => {
             let layer = match layer {
                 Some(l) => l,

@@ -30,16 +30,11 @@ impl Basis {
         let mut rows: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
         for (i, v) in vectors.iter().enumerate() {
             if v.len() != hidden {
-                return Err(Error::Invalid(format!(
-                    "direction {i} has length {}, expected {hidden}",
-                    v.len()
-                )));
+                return Err(Error::Invalid(format!("direction {i} has length {}, expected {hidden}", v.len())));
             }
             let mut x: Vec<f64> = v.iter().map(|&a| a.into()).collect();
             if x.iter().any(|a| !a.is_finite()) {
-                return Err(Error::Invalid(format!(
-                    "direction {i} contains NaN or infinite values"
-                )));
+                return Err(Error::Invalid(format!("direction {i} contains NaN or infinite values")));
             }
             let original = norm(&x);
             if original == 0.0 {
@@ -53,9 +48,7 @@ impl Basis {
             }
             let remaining = norm(&x);
             if remaining < RANK_TOLERANCE * original {
-                return Err(Error::Invalid(format!(
-                    "direction {i} is linearly dependent on the ones before it"
-                )));
+                return Err(Error::Invalid(format!("direction {i} is linearly dependent on the ones before it")));
             }
             x.iter_mut().for_each(|a| *a /= remaining);
             rows.push(x);
@@ -82,31 +75,16 @@ impl Basis {
     /// output `γ ⊙ x / rms(x)` is orthogonal to `q` iff `x` is orthogonal to `γ ⊙ q`.
     pub fn through_norm(&self, gamma: &[f32]) -> Result<Basis> {
         if gamma.len() != self.hidden() {
-            return Err(Error::Invalid(format!(
-                "norm weight has length {}, expected {}",
-                gamma.len(),
-                self.hidden()
-            )));
+            return Err(Error::Invalid(format!("norm weight has length {}, expected {}", gamma.len(), self.hidden())));
         }
-        let scaled: Vec<Vec<f64>> = self
-            .rows
-            .iter()
-            .map(|q| {
-                q.iter()
-                    .zip(gamma)
-                    .map(|(a, &g)| a * f64::from(g))
-                    .collect()
-            })
-            .collect();
+        let scaled: Vec<Vec<f64>> =
+            self.rows.iter().map(|q| q.iter().zip(gamma).map(|(a, &g)| a * f64::from(g)).collect()).collect();
         Basis::orthonormal(&scaled)
     }
 
     /// Coefficients `Q v` of one vector.
     fn coefficients(&self, v: &[f32]) -> Vec<f64> {
-        self.rows
-            .iter()
-            .map(|q| q.iter().zip(v).map(|(a, &b)| a * f64::from(b)).sum())
-            .collect()
+        self.rows.iter().map(|q| q.iter().zip(v).map(|(a, &b)| a * f64::from(b)).sum()).collect()
     }
 }
 
@@ -135,16 +113,10 @@ fn length_after(before_sq: f64, coeff_sq: f64, strength: f64) -> f64 {
 /// Edit each written **column** of `w` (`[hidden, cols]`, row-major) in place.
 pub fn edit_columns(w: &mut [f32], cols: usize, basis: &Basis, strength: f64, norm_preserve: bool) {
     let hidden = basis.hidden();
-    assert_eq!(
-        w.len(),
-        hidden * cols,
-        "writer buffer does not match [hidden, cols]"
-    );
+    assert_eq!(w.len(), hidden * cols, "writer buffer does not match [hidden, cols]");
     let k = basis.k();
     // Pass 1 (parallel over row blocks): C = Q W (k × cols) and column norms, in f64.
-    let block = hidden
-        .div_ceil(rayon::current_num_threads().max(1) * 4)
-        .max(1);
+    let block = hidden.div_ceil(rayon::current_num_threads().max(1) * 4).max(1);
     let (coeffs, norms_sq) = w
         .par_chunks(block * cols)
         .enumerate()
@@ -155,25 +127,16 @@ pub fn edit_columns(w: &mut [f32], cols: usize, basis: &Basis, strength: f64, no
                 let i = b * block + r;
                 for (q, ck) in basis.rows.iter().zip(c.chunks_exact_mut(cols)) {
                     let qi = q[i];
-                    ck.iter_mut()
-                        .zip(row)
-                        .for_each(|(acc, &x)| *acc += qi * f64::from(x));
+                    ck.iter_mut().zip(row).for_each(|(acc, &x)| *acc += qi * f64::from(x));
                 }
                 if norm_preserve {
-                    n.iter_mut()
-                        .zip(row)
-                        .for_each(|(acc, &x)| *acc += f64::from(x) * f64::from(x));
+                    n.iter_mut().zip(row).for_each(|(acc, &x)| *acc += f64::from(x) * f64::from(x));
                 }
             }
             (c, n)
         })
         .reduce(
-            || {
-                (
-                    vec![0f64; k * cols],
-                    vec![0f64; if norm_preserve { cols } else { 0 }],
-                )
-            },
+            || (vec![0f64; k * cols], vec![0f64; if norm_preserve { cols } else { 0 }]),
             |(mut c1, mut n1), (c2, n2)| {
                 c1.iter_mut().zip(c2).for_each(|(a, b)| *a += b);
                 n1.iter_mut().zip(n2).for_each(|(a, b)| *a += b);
@@ -210,19 +173,12 @@ pub fn edit_columns(w: &mut [f32], cols: usize, basis: &Basis, strength: f64, no
 /// Edit each written **row** of `e` (`[n, hidden]`: the embedding, or a bias as one row) in place.
 pub fn edit_rows(e: &mut [f32], basis: &Basis, strength: f64, norm_preserve: bool) {
     let hidden = basis.hidden();
-    assert_eq!(
-        e.len() % hidden,
-        0,
-        "row buffer is not a whole number of [hidden] rows"
-    );
+    assert_eq!(e.len() % hidden, 0, "row buffer is not a whole number of [hidden] rows");
     e.par_chunks_mut(hidden).for_each(|row| {
         let c = basis.coefficients(row);
         let before_sq: f64 = row.iter().map(|&x| f64::from(x).powi(2)).sum();
         let scale = if norm_preserve {
-            rescale(
-                before_sq,
-                length_after(before_sq, c.iter().map(|x| x * x).sum(), strength),
-            )
+            rescale(before_sq, length_after(before_sq, c.iter().map(|x| x * x).sum(), strength))
         } else {
             1.0
         };
@@ -244,9 +200,7 @@ pub fn column_residual(w: &[f32], cols: usize, basis: &Basis) -> (f64, f64) {
             || (vec![0f64; basis.k() * cols], 0f64),
             |(mut c, mut total), (i, row)| {
                 for (q, ck) in basis.rows.iter().zip(c.chunks_exact_mut(cols)) {
-                    ck.iter_mut()
-                        .zip(row)
-                        .for_each(|(acc, &x)| *acc += q[i] * f64::from(x));
+                    ck.iter_mut().zip(row).for_each(|(acc, &x)| *acc += q[i] * f64::from(x));
                 }
                 total += row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
                 (c, total)
@@ -268,10 +222,7 @@ pub fn row_residual(e: &[f32], basis: &Basis) -> (f64, f64) {
         .par_chunks(basis.hidden())
         .map(|row| {
             let c = basis.coefficients(row);
-            (
-                c.iter().map(|x| x * x).sum::<f64>(),
-                row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>(),
-            )
+            (c.iter().map(|x| x * x).sum::<f64>(), row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>())
         })
         .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     (along.sqrt(), total.sqrt())
@@ -281,9 +232,7 @@ pub fn row_residual(e: &[f32], basis: &Basis) -> (f64, f64) {
 pub fn column_norms(w: &[f32], cols: usize) -> Vec<f64> {
     let mut sums = vec![0f64; cols];
     for row in w.chunks_exact(cols) {
-        sums.iter_mut()
-            .zip(row)
-            .for_each(|(s, &x)| *s += f64::from(x).powi(2));
+        sums.iter_mut().zip(row).for_each(|(s, &x)| *s += f64::from(x).powi(2));
     }
     sums.into_iter().map(f64::sqrt).collect()
 }

@@ -74,25 +74,14 @@ pub fn verify(model: &ModelDir, plan: &SurgeryPlan) -> Result<VerifyReport> {
             let threshold = threshold_for(dtype);
             Ok(VerifyRow {
                 tensor: edit.tensor.clone(),
-                kind: if edit.is_bias {
-                    format!("{} bias", edit.kind.name())
-                } else {
-                    edit.kind.name().to_string()
-                },
+                kind: if edit.is_bias { format!("{} bias", edit.kind.name()) } else { edit.kind.name().to_string() },
                 layer: edit.layer,
                 dtype: format!("{:?}", view.dtype),
                 ratio,
                 threshold,
-                pass: if exact {
-                    ratio <= threshold
-                } else {
-                    ratio.is_finite()
-                },
+                pass: if exact { ratio <= threshold } else { ratio.is_finite() },
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(VerifyReport {
-        rows,
-        strength: plan.options.strength,
-    })
+    Ok(VerifyReport { rows, strength: plan.options.strength })
 }

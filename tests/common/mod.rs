@@ -30,20 +30,12 @@ pub fn unit_vector(hidden: usize, seed: u64) -> Vec<f32> {
 }
 
 /// A directions file with `resid_pre.L` for every layer (k rows each) recommending `recommended`.
-pub fn directions(
-    dir: &Path,
-    hidden: usize,
-    layers: usize,
-    k: usize,
-    recommended: usize,
-) -> PathBuf {
+pub fn directions(dir: &Path, hidden: usize, layers: usize, k: usize, recommended: usize) -> PathBuf {
     let path = dir.join(format!("directions-{hidden}-{layers}-{k}.safetensors"));
     let entries: Vec<Direction> = (0..layers)
         .map(|l| Direction {
             name: format!("resid_pre.{l}"),
-            rows: (0..k)
-                .map(|i| unit_vector(hidden, (l * 31 + i) as u64 + 1))
-                .collect(),
+            rows: (0..k).map(|i| unit_vector(hidden, (l * 31 + i) as u64 + 1)).collect(),
         })
         .collect();
     let meta = BTreeMap::from([
@@ -56,10 +48,8 @@ pub fn directions(
 
 /// Names of the entries of a folder (to check nothing was left behind).
 pub fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }

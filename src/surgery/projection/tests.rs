@@ -3,33 +3,21 @@ use proptest::prelude::*;
 
 fn matrix(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
     // Small deterministic generator, independent of the code under test.
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..rows * cols)
         .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         })
         .collect()
 }
 
 /// Dense reference: W' = W − λ Qᵀ Q W, column by column, in f64.
-fn reference_columns(
-    w: &[f32],
-    hidden: usize,
-    cols: usize,
-    q: &[Vec<f64>],
-    strength: f64,
-) -> Vec<f64> {
+fn reference_columns(w: &[f32], hidden: usize, cols: usize, q: &[Vec<f64>], strength: f64) -> Vec<f64> {
     let mut out: Vec<f64> = w.iter().map(|&x| f64::from(x)).collect();
     for j in 0..cols {
         for qk in q {
-            let c: f64 = (0..hidden)
-                .map(|i| qk[i] * f64::from(w[i * cols + j]))
-                .sum();
+            let c: f64 = (0..hidden).map(|i| qk[i] * f64::from(w[i * cols + j])).sum();
             for i in 0..hidden {
                 out[i * cols + j] -= strength * qk[i] * c;
             }
@@ -39,10 +27,7 @@ fn reference_columns(
 }
 
 fn dirs(hidden: usize, k: usize, seed: u64) -> Vec<Vec<f32>> {
-    matrix(k, hidden, seed)
-        .chunks(hidden)
-        .map(<[f32]>::to_vec)
-        .collect()
+    matrix(k, hidden, seed).chunks(hidden).map(<[f32]>::to_vec).collect()
 }
 
 proptest! {
@@ -136,20 +121,11 @@ fn without_the_gamma_correction_the_norm_output_is_not_orthogonal() {
     let hidden = 16;
     let cols = 8;
     let r = Basis::orthonormal(&dirs(hidden, 1, 42)).unwrap();
-    let gamma: Vec<f32> = matrix(1, hidden, 43)
-        .iter()
-        .map(|g| 1.0 + 3.0 * g)
-        .collect();
+    let gamma: Vec<f32> = matrix(1, hidden, 43).iter().map(|g| 1.0 + 3.0 * g).collect();
     let mut w = matrix(hidden, cols, 44);
     edit_columns(&mut w, cols, &r, 1.0, false);
-    let y: Vec<f64> = (0..hidden)
-        .map(|i| (0..cols).map(|j| f64::from(w[i * cols + j])).sum())
-        .collect();
-    let n: Vec<f64> = y
-        .iter()
-        .zip(&gamma)
-        .map(|(v, g)| v * f64::from(*g))
-        .collect();
+    let y: Vec<f64> = (0..hidden).map(|i| (0..cols).map(|j| f64::from(w[i * cols + j])).sum()).collect();
+    let n: Vec<f64> = y.iter().zip(&gamma).map(|(v, g)| v * f64::from(*g)).collect();
     assert!(dot(&r.rows()[0], &n).abs() > 1e-3 * norm(&n));
 }
 
