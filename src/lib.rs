@@ -11,7 +11,8 @@
 //! - [`import`]: GGUF → Hugging Face folder;
 //! - [`analysis`]: SVD of the residual-stream writers;
 //! - [`probe`], [`eval`]: activation statistics and evaluation;
-//! - [`plot`]: PNG and SVG charts (plotters, with an embedded font).
+//! - [`plot`]: PNG and SVG charts (plotters, with an embedded font);
+//! - [`recipe`]: TOML recipes for `scalpel run`.
 
 pub mod analysis;
 pub mod arch;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod plot;
 pub mod probe;
 pub mod prompts;
+pub mod recipe;
 pub mod surgery;
 
 pub use error::{Error, Result};

@@ -1,0 +1,292 @@
+//! Recipes: one TOML file that describes a whole experiment (model, prompts, probe, direction
+//! choice, surgery, evaluation, output), driven by `scalpel run`.
+
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Which model.
+    pub model: ModelSection,
+    /// Which prompts.
+    #[serde(default)]
+    pub prompts: PromptsSection,
+    /// How to capture activations.
+    #[serde(default)]
+    pub probe: ProbeSection,
+    /// Which layer and what kind of direction.
+    #[serde(default)]
+    pub direction: DirectionSection,
+    /// How to edit.
+    #[serde(default)]
+    pub ablate: AblateSection,
+    /// How to evaluate.
+    #[serde(default)]
+    pub eval: EvalSection,
+    /// Where everything goes.
+    pub output: OutputSection,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A local folder (relative to the recipe's folder's parent, i.e. the repository) or a hub id.
+    pub path: String,
+    /// Compute dtype for running the model: f32 (default), bf16, f16.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+}
+
+/// `[prompts]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptsSection {
+    /// Prompts the model refuses (training split).
+    pub harmful: String,
+    /// Everyday prompts (training split).
+    pub harmless: String,
+    /// Held-out refused prompts for evaluation.
+    pub harmful_test: String,
+    /// Held-out everyday prompts for evaluation.
+    pub harmless_test: String,
+    /// Field or column to read from json/jsonl/csv files.
+    pub field: Option<String>,
+    /// Use at most this many training prompts per set.
+    pub limit: Option<usize>,
+    /// Seed for shuffling before `limit`.
+    pub seed: u64,
+    /// System prompt for the chat template.
+    pub system: Option<String>,
+    /// Skip the chat template (the research note found this only half works).
+    pub raw: bool,
+}
+
+impl Default for PromptsSection {
+    fn default() -> Self {
+        PromptsSection {
+            harmful: "recipes/prompts/harmful_train.txt".into(),
+            harmless: "recipes/prompts/harmless_train.txt".into(),
+            harmful_test: "recipes/prompts/harmful_test.txt".into(),
+            harmless_test: "recipes/prompts/harmless_test.txt".into(),
+            field: None,
+            limit: None,
+            seed: 0,
+            system: None,
+            raw: false,
+        }
+    }
+}
+
+/// `[probe]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeSection {
+    /// Streams to capture.
+    pub streams: Vec<String>,
+    /// Token positions relative to the end of the prompt, e.g. "-1" or "-3..-1".
+    pub positions: String,
+    /// Prompts per forward pass.
+    pub batch: usize,
+}
+
+impl Default for ProbeSection {
+    fn default() -> Self {
+        ProbeSection {
+            streams: vec!["resid_pre".into(), "resid_mid".into(), "resid_post".into()],
+            positions: "-1".into(),
+            batch: 16,
+        }
+    }
+}
+
+/// `[direction]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectionSection {
+    /// "auto" (the ranking rule's best candidate) or a layer number.
+    pub layer: LayerChoice,
+    /// Stream the direction is taken from.
+    pub stream: String,
+    /// Ranking rule for "auto": research-note, max-norm, mean-similarity.
+    pub rule: String,
+    /// mean (difference of means), projected, iterative, pca.
+    pub kind: String,
+    /// Number of directions for iterative / pca.
+    pub count: usize,
+}
+
+impl Default for DirectionSection {
+    fn default() -> Self {
+        DirectionSection {
+            layer: LayerChoice::Word("auto".into()),
+            stream: "resid_pre".into(),
+            rule: "research-note".into(),
+            kind: "mean".into(),
+            count: 1,
+        }
+    }
+}
+
+/// A layer given as a number or as "auto".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LayerChoice {
+    /// A layer index.
+    Index(usize),
+    /// "auto", or a number written as a string.
+    Word(String),
+}
+
+impl LayerChoice {
+    /// The fixed layer, or None for "auto"; an error for anything else.
+    pub fn fixed(&self) -> Result<Option<usize>> {
+        match self {
+            LayerChoice::Index(l) => Ok(Some(*l)),
+            LayerChoice::Word(w) if w == "auto" => Ok(None),
+            LayerChoice::Word(w) => w
+                .parse()
+                .map(Some)
+                .map_err(|_| Error::Invalid(format!("direction.layer `{w}`: expected \"auto\" or a layer number"))),
+        }
+    }
+}
+
+/// `[ablate]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AblateSection {
+    /// Layer selection (see `--layers`).
+    pub layers: String,
+    /// Writers: embed, attn, mlp.
+    pub targets: Vec<String>,
+    /// λ.
+    pub strength: f64,
+    /// Keep column norms.
+    pub norm_preserve: bool,
+    /// Keep the original head when it is tied.
+    pub untie: bool,
+    /// Use each layer's own direction.
+    pub per_layer: bool,
+}
+
+impl Default for AblateSection {
+    fn default() -> Self {
+        AblateSection {
+            layers: "all".into(),
+            targets: vec!["embed".into(), "attn".into(), "mlp".into()],
+            strength: 1.0,
+            norm_preserve: false,
+            untie: false,
+            per_layer: false,
+        }
+    }
+}
+
+/// `[eval]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalSection {
+    /// Tokens generated per answer.
+    pub max_tokens: usize,
+    /// Held-out prompts per set (None: all).
+    pub limit: Option<usize>,
+    /// Side-by-side samples in the report.
+    pub samples: usize,
+    /// Prompts per generation batch.
+    pub batch: usize,
+}
+
+impl Default for EvalSection {
+    fn default() -> Self {
+        EvalSection { max_tokens: 64, limit: None, samples: 4, batch: 8 }
+    }
+}
+
+/// `[output]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    /// Folder for probe results, the edited model, evaluation and the report.
+    pub dir: PathBuf,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+impl Recipe {
+    /// Read a recipe, applying `key=value` overrides (dotted keys, TOML values; bare words are
+    /// strings), e.g. `probe.batch=8`, `direction.layer=12`, `model.path=/models/x`.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut value: toml::Value =
+            toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        for item in overrides {
+            apply_override(&mut value, item)?;
+        }
+        value.try_into().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    }
+}
+
+fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
+    let (key, raw) = item
+        .split_once('=')
+        .ok_or_else(|| Error::Invalid(format!("--set `{item}`: expected key=value, e.g. probe.batch=8")))?;
+    let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let mut node = root;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| Error::Invalid(format!("--set `{item}`: `{}` is not a table", parts[..i].join("."))))?;
+        if i + 1 == parts.len() {
+            table.insert(part.to_string(), parsed);
+            return Ok(());
+        }
+        node = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Err(Error::Invalid(format!("--set `{item}`: empty key")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_recipe_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Recipe::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                count += 1;
+            }
+        }
+        assert!(count >= 6, "found {count} recipes");
+    }
+
+    #[test]
+    fn overrides_set_nested_values_with_types() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("r.toml");
+        std::fs::write(&path, "[model]\npath = \"m\"\n[output]\ndir = \"out\"\n").unwrap();
+        let r = Recipe::load(&path, &["probe.batch=4".into(), "direction.layer=12".into(), "model.path=/x/y".into()])
+            .unwrap();
+        assert_eq!(r.probe.batch, 4);
+        assert_eq!(r.direction.layer.fixed().unwrap(), Some(12));
+        assert_eq!(DirectionSection::default().layer.fixed().unwrap(), None);
+        assert_eq!(r.model.path, "/x/y");
+        assert_eq!(r.ablate, AblateSection::default());
+        let err = Recipe::load(&path, &["probe.bogus=1".into()]).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+        assert!(Recipe::load(&path, &["nonsense".into()]).unwrap_err().to_string().contains("key=value"));
+    }
+}
