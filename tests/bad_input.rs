@@ -184,7 +184,7 @@ fn bad_directions_and_bad_requests_write_nothing() {
     // An existing output without --force.
     let existing = tmp.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
-    let err = ablate(&model, &p, &record, &existing, false, &ProgressBar::hidden()).unwrap_err().to_string();
+    let err = ablate(&model, &p, &record, &existing, false, true, &ProgressBar::hidden()).unwrap_err().to_string();
     assert!(err.contains("--force"), "{err}");
     std::fs::remove_dir(&existing).unwrap();
 

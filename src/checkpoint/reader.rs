@@ -126,12 +126,12 @@ impl Checkpoint {
     }
 
     /// A view of one tensor, or an error naming it.
-    pub fn tensor<'a>(&'a self, name: &'a str) -> Result<TensorRef<'a>> {
-        let shard = self
+    pub fn tensor<'a>(&'a self, name: &str) -> Result<TensorRef<'a>> {
+        let (key, shard) = self
             .location
-            .get(name)
+            .get_key_value(name)
             .ok_or_else(|| Error::MissingTensor { name: name.to_string(), path: self.dir.clone() })?;
-        Ok(self.shards[*shard].tensor(name).expect("location map is built from the shards"))
+        Ok(self.shards[*shard].tensor(key).expect("location map is built from the shards"))
     }
 
     /// One tensor as f32 values with its shape.

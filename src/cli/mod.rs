@@ -2,6 +2,7 @@
 
 mod ablate;
 mod common;
+mod fixture;
 mod inspect;
 mod selection;
 mod verify;
@@ -31,6 +32,8 @@ enum Command {
     Ablate(ablate::Args),
     /// Read an edited model back and check it no longer writes along the direction.
     Verify(verify::Args),
+    /// Write a tiny random model of a supported family (for trying scalpel and for tests).
+    Fixture(fixture::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
@@ -41,6 +44,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Ablate(args) => ablate::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Fixture(args) => fixture::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

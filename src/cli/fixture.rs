@@ -1,0 +1,75 @@
+//! `scalpel fixture`: write a tiny random model of a supported family.
+
+use clap::Args as ClapArgs;
+use scalpel::fixture::{write_fixture_into, FixtureDtype, FixtureOptions, FAMILIES};
+use std::path::PathBuf;
+
+/// Write a tiny random model (hidden 64, vocab ≈ 300) of a supported family: config.json,
+/// seeded safetensors weights, a byte-level tokenizer and a chat template in the family's style.
+/// Handy to try every subcommand in seconds; the test suite is built on these.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Family, by config.json model_type: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text (or gemma3), phi3, qwen.
+    #[arg(value_parser = family_name)]
+    pub family: String,
+    /// Output folder (must not exist, unless --force).
+    pub out: PathBuf,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of decoder layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Stored dtype: f32, f16 or bf16.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
+    /// Split the weights into this many shards (with model.safetensors.index.json).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
+    /// Tie the output head to the embedding (default: the family's usual choice).
+    #[arg(long, conflicts_with = "untied")]
+    pub tied: bool,
+    /// Give the model its own output head.
+    #[arg(long)]
+    pub untied: bool,
+    /// Add output biases to the attention and MLP writers (llama, qwen3, qwen).
+    #[arg(long)]
+    pub biases: bool,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn family_name(s: &str) -> Result<String, String> {
+    if FAMILIES.contains(&s) || s == "gemma3" {
+        Ok(s.to_string())
+    } else {
+        Err(format!("unknown family; choose one of: {}", FAMILIES.join(", ")))
+    }
+}
+
+/// Run `fixture`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let options = FixtureOptions {
+        seed: args.seed,
+        dtype: match args.dtype.as_str() {
+            "f16" => FixtureDtype::F16,
+            "bf16" => FixtureDtype::BF16,
+            _ => FixtureDtype::F32,
+        },
+        num_layers: args.layers,
+        tie_embeddings: if args.tied {
+            Some(true)
+        } else if args.untied {
+            Some(false)
+        } else {
+            None
+        },
+        shards: args.shards,
+        output_biases: args.biases,
+    };
+    anyhow::ensure!(args.layers > 0 && args.shards > 0, "--layers and --shards must be at least 1");
+    write_fixture_into(&args.family, &args.out, &options, args.force)?;
+    println!("{}", args.out.display());
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! The command line end to end: fixture → inspect → ablate (defaults) → verify, and errors.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn scalpel(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_scalpel")).args(args).output().expect("scalpel runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = scalpel(args);
+    assert!(out.status.success(), "scalpel {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = scalpel(args);
+    assert!(!out.status.success(), "scalpel {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn fixture_inspect_ablate_verify() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("gemma2");
+    ok(&["fixture", "gemma2", s(&model), "--layers", "3"]);
+    let inspect = ok(&["inspect", s(&model)]);
+    assert!(
+        inspect.contains("gemma2") && inspect.contains("tied head    yes") && inspect.contains("post-norms"),
+        "{inspect}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(&["inspect", s(&model), "--json"])).unwrap();
+    assert_eq!(json["spec"]["num_layers"], 3);
+    assert_eq!(json["writers"]["attn"].as_array().unwrap().len(), 3);
+
+    let dirs = common::directions(tmp.path(), 64, 3, 1, 2);
+    let out = tmp.path().join("edited");
+    let log = ok(&["ablate", s(&model), "--directions", s(&dirs), "--out", s(&out)]);
+    for default in ["all 3", "`resid_pre.2` for every edit", "embed, attn, mlp", "strength λ    1", "tied"] {
+        assert!(log.contains(default), "ablate should print `{default}`:\n{log}");
+    }
+    assert!(out.join("README.md").is_file() && out.join("scalpel_edit.json").is_file());
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("resid_pre.2") && card.contains("γ ⊙ r"), "{card}");
+    let verify = ok(&["verify", s(&out), "--directions", s(&dirs)]);
+    assert!(verify.contains("0 above threshold"), "{verify}");
+    // The original does not pass.
+    let err = fails(&["verify", s(&model), "--directions", s(&dirs)]);
+    assert!(err.contains("verification failed"), "{err}");
+    // Different directions than the edit's record are refused.
+    let other = tmp.path().join("other.safetensors");
+    let entry = scalpel::directions::Direction { name: "resid_pre.2".into(), rows: vec![common::unit_vector(64, 999)] };
+    let meta = std::collections::BTreeMap::from([("recommended_layer".to_string(), "2".to_string())]);
+    scalpel::directions::DirectionsFile::save(&other, &[entry], &meta).unwrap();
+    let err = fails(&["verify", s(&out), "--directions", s(&other)]);
+    assert!(err.contains("differs from the directions used"), "{err}");
+    // Existing output without --force; into the input folder.
+    assert!(fails(&["ablate", s(&model), "--directions", s(&dirs), "--out", s(&out)]).contains("--force"));
+    assert!(fails(&["ablate", s(&model), "--directions", s(&dirs), "--out", s(&model), "--force"]).contains("overlaps"));
+    // Selection flags.
+    let out2 = tmp.path().join("edited2");
+    let log = ok(&[
+        "ablate",
+        s(&model),
+        "--directions",
+        s(&dirs),
+        "--out",
+        s(&out2),
+        "--layers",
+        "1..",
+        "--targets",
+        "attn",
+        "--direction-layer",
+        "0",
+        "--norm-preserve",
+    ]);
+    assert!(log.contains("[1, 2]") && log.contains("`resid_pre.0`") && log.contains("norm preserve yes"), "{log}");
+    assert!(fails(&["ablate", s(&model), "--directions", s(&dirs), "--out", s(&out2), "--targets", "mlp,bogus"])
+        .contains("bogus"));
+}
+
+#[test]
+fn help_reads_well() {
+    let help = ok(&["--help"]);
+    for cmd in ["inspect", "ablate", "verify", "fixture"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let ablate = ok(&["ablate", "--help"]);
+    for flag in [
+        "--directions",
+        "--out",
+        "--layers",
+        "--direction-layer",
+        "--per-layer",
+        "--targets",
+        "--strength",
+        "--norm-preserve",
+        "--untie",
+        "--force",
+    ] {
+        assert!(ablate.contains(flag), "ablate --help lacks {flag}");
+    }
+    assert!(fails(&["fixture", "mamba", "x"]).contains("unknown family"));
+}
