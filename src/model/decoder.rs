@@ -1,0 +1,261 @@
+//! The instrumented decoder: an explicit per-layer loop with named hook points.
+
+use super::hooks::{CaptureSpec, Captures, HookPoint};
+use super::interventions::Interventions;
+use super::layer::{rms_norm, Layer};
+use super::mask::{attention_mask, positions};
+use super::rope::Rope;
+use super::weights::Loader;
+use crate::arch::{Family, ModelSpec};
+use crate::checkpoint::ModelDir;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor, D};
+
+/// Which logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsMode {
+    /// None: the final norm and head are skipped (capture only).
+    None,
+    /// The last position of each row: `[batch, vocab]`.
+    Last,
+    /// Every position: `[batch, tokens, vocab]`.
+    All,
+}
+
+/// What one forward pass should do besides running the layers.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardRequest<'a> {
+    /// Values to capture.
+    pub capture: Option<&'a CaptureSpec>,
+    /// Interventions at hook points.
+    pub interventions: &'a Interventions,
+    /// Which logits to return (f32).
+    pub logits: LogitsMode,
+}
+
+/// The result of a forward pass.
+#[derive(Debug)]
+pub struct ForwardOutput {
+    /// Logits (f32), as requested.
+    pub logits: Option<Tensor>,
+    /// Captured values.
+    pub captures: Captures,
+}
+
+/// Keys and values of every layer so far (for generation).
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new(num_layers: usize) -> KvCache {
+        KvCache { layers: vec![None; num_layers] }
+    }
+
+    /// Tokens cached so far.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A model ready to run: weights on a device, in a compute dtype.
+#[derive(Debug)]
+pub struct Decoder {
+    spec: ModelSpec,
+    device: Device,
+    dtype: DType,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    final_norm: Tensor,
+    lm_head: Tensor,
+    /// One rotary configuration per distinct (theta, scaling); `rope_of[layer]` indexes it.
+    ropes: Vec<Rope>,
+    rope_of: Vec<usize>,
+}
+
+impl Decoder {
+    /// Load every weight of `model` onto `device` in `dtype`.
+    pub fn load(model: &ModelDir, device: &Device, dtype: DType) -> Result<Decoder> {
+        let spec = model.spec.clone();
+        let loader = Loader { model, device, dtype };
+        let embed = loader.tensor(&spec.embed_name(), &[spec.vocab_size, spec.hidden_size])?;
+        let layers = (0..spec.num_layers).map(|l| Layer::load(&loader, &spec, l)).collect::<Result<Vec<_>>>()?;
+        let final_norm = loader.norm(&spec.final_norm_name(), spec.hidden_size)?;
+        let lm_head = if model.head_is_tied() {
+            embed.clone()
+        } else {
+            loader.tensor(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?
+        };
+        let rotary = ((spec.head_dim as f64 * spec.partial_rotary_factor) as usize) & !1;
+        if rotary == 0 {
+            return Err(Error::BadConfig {
+                path: model.root.join("config.json"),
+                message: "rotary dimension is 0".into(),
+            });
+        }
+        let mut ropes: Vec<Rope> = Vec::new();
+        let mut rope_of = Vec::new();
+        for l in 0..spec.num_layers {
+            // Gemma 3 scales only its global layers' rope.
+            let local = spec.family == Family::Gemma3 && spec.sliding_layers[l];
+            let rope = Rope::new(rotary, spec.rope_theta_for(l), if local { None } else { spec.rope_scaling.as_ref() });
+            let index = ropes.iter().position(|r| *r == rope).unwrap_or_else(|| {
+                ropes.push(rope);
+                ropes.len() - 1
+            });
+            rope_of.push(index);
+        }
+        Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes, rope_of })
+    }
+
+    /// The model description.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Run `ids` (`[batch][new]`, left-padded) whose attention mask over the whole sequence so
+    /// far is `attention` (`[batch][past + new]`, 1 = real token). With a cache, `past` tokens
+    /// are already in it and it is extended.
+    pub fn forward(
+        &self,
+        ids: &[Vec<u32>],
+        attention: &[Vec<u8>],
+        mut cache: Option<&mut KvCache>,
+        request: &ForwardRequest<'_>,
+    ) -> Result<ForwardOutput> {
+        let b = ids.len();
+        let t = ids.first().map_or(0, Vec::len);
+        if b == 0 || t == 0 || ids.iter().any(|r| r.len() != t) || attention.len() != b {
+            return Err(Error::Invalid("forward needs a non-empty rectangular batch".into()));
+        }
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        if attention.iter().any(|r| r.len() != past + t) {
+            return Err(Error::Invalid(format!("attention mask must cover past ({past}) + new ({t}) tokens")));
+        }
+        if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= self.spec.vocab_size) {
+            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary ({})", self.spec.vocab_size)));
+        }
+        let spec = &self.spec;
+        let iv = request.interventions;
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let ids_t = Tensor::from_vec(flat, (b * t,), &self.device)?;
+        let mut h = self.embed.index_select(&ids_t, 0)?.reshape((b, t, spec.hidden_size))?;
+        if let Some(scale) = spec.embedding_scale {
+            // Hugging Face multiplies by the normalizer cast to the model dtype.
+            let scale = Tensor::new(scale as f32, &self.device)?.to_dtype(self.dtype)?;
+            h = h.broadcast_mul(&scale)?;
+        }
+        let pos = positions(attention, t);
+        let tables = self
+            .ropes
+            .iter()
+            .map(|r| r.tables(&pos, &self.device, self.dtype))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let full_mask = attention_mask(attention, t, None, &self.device)?;
+        let mut window_masks: Vec<(usize, Tensor)> = Vec::new();
+        let mut captures = Captures::default();
+        let last_needed = match request.logits {
+            LogitsMode::None => request.capture.and_then(CaptureSpec::last_layer).map_or(spec.num_layers, |l| l + 1),
+            _ => spec.num_layers,
+        };
+        let capture = |captures: &mut Captures, point: HookPoint, layer: usize, x: &Tensor| -> Result<()> {
+            if let Some(c) = request.capture {
+                if c.points.contains(&point) && c.wants_layer(layer) {
+                    captures.values.insert((point, layer), select_positions(x, &c.from_end)?);
+                }
+            }
+            Ok(())
+        };
+        for (l, layer) in self.layers.iter().enumerate().take(last_needed) {
+            let mask = match spec.window_for(l) {
+                None => full_mask.clone(),
+                Some(w) => match window_masks.iter().find(|(ww, _)| *ww == w) {
+                    Some((_, m)) => m.clone(),
+                    None => {
+                        let m = attention_mask(attention, t, Some(w), &self.device)?;
+                        window_masks.push((w, m.clone()));
+                        m
+                    }
+                },
+            };
+            let (cos, sin) = &tables[self.rope_of[l]];
+            h = iv.apply(HookPoint::ResidPre, l, h)?;
+            capture(&mut captures, HookPoint::ResidPre, l, &h)?;
+            let x = rms_norm(&h, &layer.attn_norm, spec.norm_eps)?;
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            let raw = iv.apply(HookPoint::AttnRaw, l, layer.attention(spec, &x, cos, sin, &mask, slot)?)?;
+            capture(&mut captures, HookPoint::AttnRaw, l, &raw)?;
+            let out = match &layer.attn_post_norm {
+                Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
+                None => raw,
+            };
+            let out = iv.apply(HookPoint::AttnOut, l, out)?;
+            capture(&mut captures, HookPoint::AttnOut, l, &out)?;
+            h = iv.apply(HookPoint::ResidMid, l, (h + out)?)?;
+            capture(&mut captures, HookPoint::ResidMid, l, &h)?;
+            let x = rms_norm(&h, &layer.mlp_norm, spec.norm_eps)?;
+            let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(spec, &x)?)?;
+            capture(&mut captures, HookPoint::MlpRaw, l, &raw)?;
+            let out = match &layer.mlp_post_norm {
+                Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
+                None => raw,
+            };
+            let out = iv.apply(HookPoint::MlpOut, l, out)?;
+            capture(&mut captures, HookPoint::MlpOut, l, &out)?;
+            h = iv.apply(HookPoint::ResidPost, l, (h + out)?)?;
+            capture(&mut captures, HookPoint::ResidPost, l, &h)?;
+        }
+        let logits = match request.logits {
+            LogitsMode::None => None,
+            mode => {
+                let h = if mode == LogitsMode::Last { h.narrow(1, t - 1, 1)? } else { h };
+                let n = rms_norm(&h, &self.final_norm, spec.norm_eps)?;
+                let n = iv.apply(HookPoint::FinalNorm, spec.num_layers, n)?;
+                capture(&mut captures, HookPoint::FinalNorm, spec.num_layers, &n)?;
+                let (bb, tt, hh) = n.dims3()?;
+                let mut logits = n
+                    .reshape((bb * tt, hh))?
+                    .matmul(&self.lm_head.t()?)?
+                    .to_dtype(DType::F32)?
+                    .reshape((bb, tt, spec.vocab_size))?;
+                if let Some(cap) = spec.final_logit_softcapping {
+                    logits = ((logits / cap)?.tanh()? * cap)?;
+                }
+                Some(if mode == LogitsMode::Last { logits.squeeze(1)? } else { logits })
+            }
+        };
+        Ok(ForwardOutput { logits, captures })
+    }
+}
+
+/// `x[:, T - e, :]` for each `e` in `from_end`, as `[B, P, H]` f32.
+fn select_positions(x: &Tensor, from_end: &[usize]) -> Result<Tensor> {
+    let t = x.dim(1)?;
+    let parts = from_end
+        .iter()
+        .map(|&e| {
+            if e == 0 || e > t {
+                return Err(Error::Invalid(format!("position -{e} is outside a {t}-token prompt")));
+            }
+            Ok(x.narrow(1, t - e, 1)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 1)?.to_dtype(DType::F32)?.contiguous()?)
+}
+
+/// Softmax of one row of logits, in f32 (helper for samplers and evaluation).
+pub fn log_probs(logits: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::log_softmax(logits, D::Minus1)
+}

@@ -1,0 +1,73 @@
+//! Loading weights from a memory-mapped checkpoint into candle tensors.
+
+use crate::checkpoint::ModelDir;
+use crate::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+
+/// `y = x Wᵀ + b` with `W` stored `[out, in]`.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    pub w: Tensor,
+    pub b: Option<Tensor>,
+}
+
+impl Linear {
+    /// Apply to `x` `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inner = *dims.last().expect("at least one dim");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, inner))?.matmul(&self.w.t()?)?;
+        let y = match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        *out.last_mut().expect("at least one dim") = y.dim(1)?;
+        y.reshape(out)
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        self.w.dims()[0]
+    }
+}
+
+/// Reads named tensors of a model onto a device in the compute dtype.
+pub(crate) struct Loader<'a> {
+    pub model: &'a ModelDir,
+    pub device: &'a Device,
+    pub dtype: DType,
+}
+
+impl Loader<'_> {
+    /// One tensor, converted to the compute dtype, with its shape checked.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let view = self.model.checkpoint.tensor(name)?;
+        if view.shape != shape {
+            return Err(Error::bad_tensor(name, format!("shape {:?}, expected {shape:?}", view.shape)));
+        }
+        let dtype = match view.dtype {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(Error::bad_tensor(name, format!("dtype {other:?} cannot be run (F32, F16, BF16 only)")))
+            }
+        };
+        let t = Tensor::from_raw_buffer(view.data, dtype, view.shape, &Device::Cpu)?;
+        Ok(t.to_dtype(self.dtype)?.to_device(self.device)?)
+    }
+
+    /// A linear layer `[out, in]` with an optional bias.
+    pub fn linear(&self, weight: &str, bias: Option<&String>, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear { w: self.tensor(weight, &[out, inp])?, b: bias.map(|b| self.tensor(b, &[out])).transpose()? })
+    }
+
+    /// A norm's scale `γ` (stored weight plus the family's offset), in f32.
+    pub fn norm(&self, name: &str, size: usize) -> Result<Tensor> {
+        let offset = f64::from(self.model.spec.norm_kind.offset());
+        let w = self.tensor(name, &[size])?.to_dtype(DType::F32)?;
+        Ok((w + offset)?)
+    }
+}
