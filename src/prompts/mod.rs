@@ -1,1 +1,10 @@
-//! prompts (in progress).
+//! Prompts: prompt sets from files or the hub, chat-template rendering, tokenization and
+//! left-padded batches.
+
+mod encode;
+mod sets;
+mod template;
+
+pub use encode::{left_pad, Batch, PromptEncoder};
+pub use sets::{PromptSet, DEFAULT_FIELDS};
+pub use template::{format_prompt, ChatTemplate, Message, PromptFormat};
