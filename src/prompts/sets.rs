@@ -226,3 +226,27 @@ mod tests {
         assert_ne!(set.hash(), a.hash());
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::PromptSet;
+    use std::path::Path;
+
+    #[test]
+    fn default_sets_are_large_distinct_and_held_out() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/prompts");
+        for set in ["harmful", "harmless"] {
+            let load =
+                |split: &str| PromptSet::load(&dir.join(format!("{set}_{split}.txt")).to_string_lossy(), None).unwrap();
+            let (train, test) = (load("train"), load("test"));
+            assert!(train.prompts.len() + test.prompts.len() >= 128, "{set}");
+            assert!(test.prompts.len() >= 16, "{set}: held-out split");
+            let mut all = [train.prompts.clone(), test.prompts.clone()].concat();
+            let n = all.len();
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), n, "{set}: duplicates");
+            assert!(test.prompts.iter().all(|p| !train.prompts.contains(p)), "{set}: train/test overlap");
+        }
+    }
+}
