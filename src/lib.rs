@@ -23,6 +23,7 @@ pub mod eval;
 pub mod fixture;
 pub mod import;
 pub mod layers;
+pub mod linalg;
 pub mod model;
 pub mod plot;
 pub mod probe;

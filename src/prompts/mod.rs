@@ -1,6 +1,7 @@
 //! Prompts: prompt sets from files or the hub, chat-template rendering, tokenization and
 //! left-padded batches.
 
+pub mod builtin;
 mod encode;
 mod sets;
 mod template;

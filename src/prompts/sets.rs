@@ -19,9 +19,18 @@ pub struct PromptSet {
 }
 
 impl PromptSet {
-    /// Load `spec`: a file path, or `hf://owner/name[:split][#column]`. `field` picks the JSON
+    /// Load `spec`: a file path, `builtin:NAME` (the project's sets), or
+    /// `hf://owner/name[:split][#column]`. `field` picks the JSON
     /// field or CSV column (default: the first of [`DEFAULT_FIELDS`] present).
     pub fn load(spec: &str, field: Option<&str>) -> Result<PromptSet> {
+        if let Some(name) = spec.strip_prefix("builtin:") {
+            let text = super::builtin::builtin(name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown built-in prompt set `{name}` (harmful_train, harmful_test, harmless_train, harmless_test)"
+                ))
+            })?;
+            return Ok(PromptSet { source: spec.to_string(), prompts: clean(text.lines().map(String::from).collect()) });
+        }
         let path = match spec.strip_prefix("hf://") {
             Some(rest) => hub_file(rest)?,
             None => PathBuf::from(spec),
