@@ -52,7 +52,14 @@ pub fn thin_svd(rows: usize, cols: usize, data: &[f64]) -> Result<Svd> {
 
 /// Top-`k` SVD by the randomized range finder (Halko et al.): sketch `Y = (A Aᵀ)^q A Ω` with
 /// `k + oversample` Gaussian columns, orthonormalize, and take the exact SVD of the small `Qᵀ A`.
-pub fn randomized_svd(rows: usize, cols: usize, data: &[f64], k: usize, power_iterations: usize, seed: u64) -> Result<Svd> {
+pub fn randomized_svd(
+    rows: usize,
+    cols: usize,
+    data: &[f64],
+    k: usize,
+    power_iterations: usize,
+    seed: u64,
+) -> Result<Svd> {
     let sketch = (k + 10).min(rows.min(cols));
     if sketch >= rows.min(cols) {
         return Ok(thin_svd(rows, cols, data)?.truncate(k));
@@ -69,7 +76,11 @@ pub fn randomized_svd(rows: usize, cols: usize, data: &[f64], k: usize, power_it
     }
     let q = orthonormal_columns(&y);
     let b = q.transpose() * &a; // sketch × cols
-    let small = thin_svd(sketch, cols, &(0..sketch).flat_map(|i| (0..cols).map(move |j| (i, j))).map(|(i, j)| b[(i, j)]).collect::<Vec<_>>())?;
+    let small = thin_svd(
+        sketch,
+        cols,
+        &(0..sketch).flat_map(|i| (0..cols).map(move |j| (i, j))).map(|(i, j)| b[(i, j)]).collect::<Vec<_>>(),
+    )?;
     let u_small = &small.u;
     let u: Vec<Vec<f64>> =
         (0..rows).map(|i| (0..k).map(|c| (0..sketch).map(|t| q[(i, t)] * u_small[t][c]).sum()).collect()).collect();

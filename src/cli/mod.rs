@@ -7,6 +7,7 @@ mod fixture;
 mod generate;
 mod import;
 mod inspect;
+mod probe;
 mod runtime;
 mod selection;
 mod verify;
@@ -30,6 +31,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Find the layers and directions that separate harmful from harmless prompts.
+    Probe(probe::Args),
     /// Show a model's architecture, sizes, dtypes, and the tensors scalpel would edit.
     Inspect(inspect::Args),
     /// Write an edited copy of a model with a direction projected out of its writers.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.verbose);
     let result: anyhow::Result<()> = match cli.command {
         Command::Inspect(args) => inspect::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::Ablate(args) => ablate::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Fixture(args) => fixture::run(args),

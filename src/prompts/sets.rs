@@ -29,7 +29,10 @@ impl PromptSet {
                     "unknown built-in prompt set `{name}` (harmful_train, harmful_test, harmless_train, harmless_test)"
                 ))
             })?;
-            return Ok(PromptSet { source: spec.to_string(), prompts: clean(text.lines().map(String::from).collect()) });
+            return Ok(PromptSet {
+                source: spec.to_string(),
+                prompts: clean(text.lines().map(String::from).collect()),
+            });
         }
         let path = match spec.strip_prefix("hf://") {
             Some(rest) => hub_file(rest)?,

@@ -1,0 +1,156 @@
+//! `scalpel probe`: find the layers and directions that separate two prompt sets.
+
+use super::common::open_model;
+use super::runtime::RunArgs;
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use scalpel::checkpoint::StagedOutput;
+use scalpel::layers::parse_layers;
+use scalpel::probe::{
+    default_candidates, parse_positions, parse_stream, run_probe, write_probe_outputs, CaptureSettings,
+    ExtraDirections, ProbeProvenance, ProbeSettings, RankRule,
+};
+use scalpel::prompts::PromptSet;
+use std::path::PathBuf;
+
+/// Run two contrasting prompt sets (default: the built-in harmful / harmless training sets)
+/// through the model, capture the residual stream at every layer, and write the layer metrics,
+/// plots, a report, and directions (difference of means) for `scalpel ablate`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id.
+    pub model: String,
+    /// Prompts the model refuses: a .txt/.jsonl/.json/.csv file, builtin:NAME, or hf://owner/name[:split][#column].
+    #[arg(long, default_value = "builtin:harmful_train")]
+    pub harmful: String,
+    /// Everyday prompts, same formats.
+    #[arg(long, default_value = "builtin:harmless_train")]
+    pub harmless: String,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// JSON field / CSV column holding the prompt.
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Use at most N prompts of each set (after a seeded shuffle).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Seed of the shuffle.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Streams to capture, comma separated: pre, mid, post (resid_*), attn_out, mlp_out.
+    #[arg(long, default_value = "pre,mid,post")]
+    pub streams: String,
+    /// Token positions from the end of the prompt: -1 (last), -3..-1, -5,-1 (averaged per prompt).
+    #[arg(long, default_value = "-1", allow_hyphen_values = true)]
+    pub positions: String,
+    /// Prompts per forward pass.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Rule for the recommended layer.
+    #[arg(long, value_enum, default_value = "research-note")]
+    pub rule: RankRule,
+    /// Layers the recommendation may pick from (default: 20 %–80 % of the depth).
+    #[arg(long, value_name = "LAYERS")]
+    pub candidates: Option<String>,
+    /// Use this layer instead of the ranking's choice.
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Extract K directions at the recommended layer by iterating (extract, ablate, re-extract).
+    #[arg(long, value_name = "K", conflicts_with = "pca")]
+    pub directions: Option<usize>,
+    /// Extract the top K principal components of the paired differences instead.
+    #[arg(long, value_name = "K")]
+    pub pca: Option<usize>,
+    /// Also save directions orthogonal to the harmless mean (`{stream}_projected.{layer}`).
+    #[arg(long)]
+    pub projected: bool,
+    /// Also save every prompt's activations (activations.safetensors; large for big models).
+    #[arg(long)]
+    pub save_activations: bool,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Run `probe`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    let staged = StagedOutput::new(&args.out, &[&model.root], args.force)?;
+    let load = |spec: &str| -> anyhow::Result<PromptSet> {
+        Ok(PromptSet::load(spec, args.field.as_deref())?.shuffled_limited(args.limit.map(|_| args.seed), args.limit))
+    };
+    let harmful = load(&args.harmful).context("loading --harmful")?;
+    let harmless = load(&args.harmless).context("loading --harmless")?;
+    let (decoder, encoder) = args.run.load(&model)?;
+    let n = decoder.spec().num_layers;
+    let streams = args.streams.split(',').map(parse_stream).collect::<Result<Vec<_>, _>>()?;
+    let from_end = parse_positions(&args.positions)?;
+    let candidates = match &args.candidates {
+        Some(c) => parse_layers(c, n)?,
+        None => default_candidates(n),
+    };
+    if let Some(l) = args.layer {
+        anyhow::ensure!(l < n, "--layer {l} is outside 0..{n}");
+    }
+    let extra = match (args.directions, args.pca) {
+        (Some(k), _) if k > 1 => ExtraDirections::Iterative(k),
+        (_, Some(k)) if k > 0 => ExtraDirections::Pca(k),
+        _ => ExtraDirections::None,
+    };
+    let settings = ProbeSettings {
+        capture: CaptureSettings {
+            streams,
+            layers: (0..n).collect(),
+            from_end: from_end.clone(),
+            batch: args.batch,
+            keep: args.save_activations,
+        },
+        rule: args.rule,
+        candidates,
+        fixed_layer: args.layer,
+        extra,
+        projected: args.projected,
+    };
+    eprintln!(
+        "probe {}: {} harmful × {} harmless prompts ({} / {}), streams {}, positions {}, batch {}, {} layers, rule {:?}, format {:?}",
+        model.root.display(),
+        harmful.prompts.len(),
+        harmless.prompts.len(),
+        harmful.source,
+        harmless.source,
+        args.streams,
+        args.positions,
+        args.batch,
+        n,
+        args.rule,
+        encoder.format()
+    );
+    let progress = ProgressBar::new((harmful.prompts.len() + harmless.prompts.len()) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("capturing [{bar:30}] {pos}/{len} prompts {per_sec} eta {eta}").expect("template"),
+    );
+    let outcome = run_probe(&decoder, &encoder, &harmful.prompts, &harmless.prompts, &settings, &progress)?;
+    progress.finish_and_clear();
+    let prov = ProbeProvenance {
+        model: model.root.display().to_string(),
+        harmful: (harmful.source.clone(), harmful.prompts.len(), harmful.hash()),
+        harmless: (harmless.source.clone(), harmless.prompts.len(), harmless.hash()),
+        positions: from_end,
+        format: format!("{:?}", encoder.format()),
+    };
+    let files = write_probe_outputs(staged.path(), &outcome, &prov)?;
+    let out = staged.commit()?;
+    let (stream, layer) = &outcome.analysis.recommended;
+    eprintln!(
+        "{:.1} prompts/s; recommended layer {layer} ({stream}); wrote {} files: {}",
+        outcome.prompts_per_second,
+        files.len(),
+        files.iter().filter(|f| !f.ends_with(".svg")).cloned().collect::<Vec<_>>().join(", ")
+    );
+    println!("{}", out.join("report.md").display());
+    Ok(())
+}

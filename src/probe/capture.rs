@@ -1,0 +1,81 @@
+//! Running a prompt set through the model and folding the captured activations into
+//! streaming statistics (nothing else is kept unless asked).
+
+use super::stats::RunningStats;
+use crate::model::{CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
+use crate::prompts::PromptEncoder;
+use crate::Result;
+use indicatif::ProgressBar;
+use std::collections::BTreeMap;
+
+/// Statistics of one prompt set: for each stream, one [`RunningStats`] per captured layer.
+#[derive(Debug, Clone)]
+pub struct SetStats {
+    /// Stream → layer → statistics.
+    pub streams: BTreeMap<HookPoint, BTreeMap<usize, RunningStats>>,
+    /// Per-prompt vectors, when asked for (stream, layer) → rows.
+    pub kept: BTreeMap<(HookPoint, usize), Vec<Vec<f32>>>,
+}
+
+impl SetStats {
+    /// The statistics of `stream` at `layer`.
+    pub fn get(&self, stream: HookPoint, layer: usize) -> &RunningStats {
+        &self.streams[&stream][&layer]
+    }
+}
+
+/// What to capture and how.
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    /// Streams.
+    pub streams: Vec<HookPoint>,
+    /// Layers.
+    pub layers: Vec<usize>,
+    /// Positions from the end of each prompt (1 = last); the vectors at these positions are
+    /// averaged into one vector per prompt.
+    pub from_end: Vec<usize>,
+    /// Prompts per forward pass.
+    pub batch: usize,
+    /// Keep each prompt's vector (for `--save-activations` and PCA).
+    pub keep: bool,
+}
+
+/// Run `prompts` and accumulate statistics of the captured activations.
+pub fn capture_set(
+    decoder: &Decoder,
+    encoder: &PromptEncoder,
+    prompts: &[String],
+    settings: &CaptureSettings,
+    interventions: &Interventions,
+    progress: &ProgressBar,
+) -> Result<SetStats> {
+    let hidden = decoder.spec().hidden_size;
+    let spec = CaptureSpec {
+        points: settings.streams.clone(),
+        layers: settings.layers.clone(),
+        from_end: settings.from_end.clone(),
+    };
+    let mut stats = SetStats { streams: BTreeMap::new(), kept: BTreeMap::new() };
+    for &s in &settings.streams {
+        stats.streams.insert(s, settings.layers.iter().map(|&l| (l, RunningStats::new(hidden))).collect());
+    }
+    let request = ForwardRequest { capture: Some(&spec), interventions, logits: LogitsMode::None };
+    for chunk in prompts.chunks(settings.batch.max(1)) {
+        let batch = encoder.batch(chunk)?;
+        let out = decoder.forward(&batch.ids, &batch.mask, None, &request)?;
+        for ((point, layer), value) in out.captures.values {
+            // [B, P, H] → mean over the positions → [B, H]
+            let rows: Vec<Vec<f32>> = value.mean(1)?.to_vec2()?;
+            let target =
+                stats.streams.get_mut(&point).and_then(|m| m.get_mut(&layer)).expect("captured what was asked");
+            for row in &rows {
+                target.push(row);
+            }
+            if settings.keep {
+                stats.kept.entry((point, layer)).or_default().extend(rows);
+            }
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    Ok(stats)
+}

@@ -1,0 +1,176 @@
+//! The whole probe: capture both sets, analyse, extract one or more directions.
+
+use super::analysis::{analyse, directions, ProbeAnalysis};
+use super::capture::{capture_set, CaptureSettings, SetStats};
+use super::extract::mean_difference;
+use super::ranking::RankRule;
+use crate::directions::{entry_name, Direction};
+use crate::linalg::thin_svd;
+use crate::model::{basis_tensor, Decoder, HookPoint, Interventions};
+use crate::prompts::PromptEncoder;
+use crate::surgery::Basis;
+use crate::{Error, Result};
+use indicatif::ProgressBar;
+use std::time::Instant;
+
+/// How many directions to extract at the recommended layer, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraDirections {
+    /// One: the difference of means.
+    None,
+    /// K by iterating: extract, ablate what was found at runtime, extract again.
+    Iterative(usize),
+    /// The top K principal components of the paired differences `h_i − b_i`.
+    Pca(usize),
+}
+
+/// Probe settings.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// What to capture.
+    pub capture: CaptureSettings,
+    /// Ranking rule for the recommendation.
+    pub rule: RankRule,
+    /// Layers the ranking may recommend.
+    pub candidates: Vec<usize>,
+    /// A layer to use instead of the ranking's choice.
+    pub fixed_layer: Option<usize>,
+    /// Extra directions at the recommended layer.
+    pub extra: ExtraDirections,
+    /// Also write the variants orthogonal to the harmless mean.
+    pub projected: bool,
+}
+
+/// The result of a probe.
+#[derive(Debug, Clone)]
+pub struct ProbeOutcome {
+    /// Metrics, rankings, recommendation.
+    pub analysis: ProbeAnalysis,
+    /// Directions to save.
+    pub directions: Vec<Direction>,
+    /// The harmful set's statistics.
+    pub harmful: SetStats,
+    /// The harmless set's statistics.
+    pub harmless: SetStats,
+    /// Prompts per second over the first capture.
+    pub prompts_per_second: f64,
+}
+
+/// Probe `harmful` against `harmless`.
+pub fn run_probe(
+    decoder: &Decoder,
+    encoder: &PromptEncoder,
+    harmful: &[String],
+    harmless: &[String],
+    settings: &ProbeSettings,
+    progress: &ProgressBar,
+) -> Result<ProbeOutcome> {
+    if harmful.is_empty() || harmless.is_empty() {
+        return Err(Error::Invalid("both prompt sets need at least one prompt".into()));
+    }
+    let started = Instant::now();
+    let none = Interventions::none();
+    let h = capture_set(decoder, encoder, harmful, &settings.capture, &none, progress)?;
+    let b = capture_set(decoder, encoder, harmless, &settings.capture, &none, progress)?;
+    let prompts_per_second = (harmful.len() + harmless.len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    let mut analysis = analyse(&h, &b, &settings.candidates, settings.rule);
+    if let Some(layer) = settings.fixed_layer {
+        analysis.recommended.1 = layer;
+    }
+    let mut dirs = directions(&h, &b, settings.projected);
+    let (stream_name, layer) = analysis.recommended.clone();
+    let stream = HookPoint::parse(&stream_name).expect("recommended stream was captured");
+    let extra = match settings.extra {
+        ExtraDirections::None => None,
+        ExtraDirections::Iterative(k) => {
+            Some(iterative(decoder, encoder, harmful, harmless, settings, stream, layer, k, &h, &b, progress)?)
+        }
+        ExtraDirections::Pca(k) => {
+            Some(pca(decoder, encoder, harmful, harmless, settings, stream, layer, k, &h, &b, progress)?)
+        }
+    };
+    if let Some(rows) = extra {
+        let name = entry_name(stream.name(), layer);
+        dirs.retain(|d| d.name != name);
+        dirs.push(Direction { name, rows });
+    }
+    Ok(ProbeOutcome { analysis, directions: dirs, harmful: h, harmless: b, prompts_per_second })
+}
+
+fn orthonormal_rows(rows: &[Vec<f64>]) -> Result<Vec<Vec<f32>>> {
+    let basis = Basis::orthonormal(rows)?;
+    Ok(basis.rows().iter().map(|r| r.iter().map(|&x| x as f32).collect()).collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn iterative(
+    decoder: &Decoder,
+    encoder: &PromptEncoder,
+    harmful: &[String],
+    harmless: &[String],
+    settings: &ProbeSettings,
+    stream: HookPoint,
+    layer: usize,
+    k: usize,
+    h: &SetStats,
+    b: &SetStats,
+    progress: &ProgressBar,
+) -> Result<Vec<Vec<f32>>> {
+    let mut found: Vec<Vec<f64>> = vec![mean_difference(h.get(stream, layer), b.get(stream, layer))];
+    let capture =
+        CaptureSettings { streams: vec![stream], layers: vec![layer], keep: false, ..settings.capture.clone() };
+    progress.inc_length(((k.saturating_sub(1)) * (harmful.len() + harmless.len())) as u64);
+    while found.len() < k {
+        let rows = orthonormal_rows(&found)?;
+        let basis = basis_tensor(&rows, decoder.device())?;
+        let iv = Interventions::ablate_everywhere(basis, decoder.spec().num_layers, &HookPoint::STREAMS);
+        let h2 = capture_set(decoder, encoder, harmful, &capture, &iv, progress)?;
+        let b2 = capture_set(decoder, encoder, harmless, &capture, &iv, progress)?;
+        found.push(mean_difference(h2.get(stream, layer), b2.get(stream, layer)));
+    }
+    orthonormal_rows(&found)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pca(
+    decoder: &Decoder,
+    encoder: &PromptEncoder,
+    harmful: &[String],
+    harmless: &[String],
+    settings: &ProbeSettings,
+    stream: HookPoint,
+    layer: usize,
+    k: usize,
+    h: &SetStats,
+    b: &SetStats,
+    progress: &ProgressBar,
+) -> Result<Vec<Vec<f32>>> {
+    let capture =
+        CaptureSettings { streams: vec![stream], layers: vec![layer], keep: true, ..settings.capture.clone() };
+    progress.inc_length((harmful.len() + harmless.len()) as u64);
+    let none = Interventions::none();
+    let hk = capture_set(decoder, encoder, harmful, &capture, &none, progress)?;
+    let bk = capture_set(decoder, encoder, harmless, &capture, &none, progress)?;
+    let (hv, bv) = (&hk.kept[&(stream, layer)], &bk.kept[&(stream, layer)]);
+    let n = hv.len().min(bv.len());
+    let hidden = decoder.spec().hidden_size;
+    if k > n.min(hidden) {
+        return Err(Error::Invalid(format!("--pca {k} needs at least {k} prompt pairs (have {n})")));
+    }
+    let data: Vec<f64> = (0..n)
+        .flat_map(|i| hv[i].iter().zip(&bv[i]).map(|(x, y)| f64::from(*x) - f64::from(*y)).collect::<Vec<_>>())
+        .collect();
+    let svd = thin_svd(n, hidden, &data)?;
+    let mean = mean_difference(h.get(stream, layer), b.get(stream, layer));
+    let rows: Vec<Vec<f64>> = svd
+        .v
+        .iter()
+        .take(k)
+        .map(|v| {
+            // Orient each component along the mean difference.
+            let sign = if v.iter().zip(&mean).map(|(a, b)| a * b).sum::<f64>() < 0.0 { -1.0 } else { 1.0 };
+            v.iter().map(|x| x * sign).collect()
+        })
+        .collect();
+    orthonormal_rows(&rows)
+}
