@@ -7,6 +7,7 @@ mod reader;
 mod resolve;
 mod shard;
 mod staging;
+mod stream;
 mod summary;
 mod writer;
 
@@ -17,5 +18,6 @@ pub use resolve::resolve_model;
 pub use safetensors::Dtype;
 pub use shard::{Shard, TensorRef};
 pub use staging::StagedOutput;
+pub use stream::{SafetensorsStream, TensorEntry};
 pub use summary::{ModelSummary, WriterSummary};
 pub use writer::{stage_checkpoint, write_checkpoint, AddedTensor, TensorEdit, WriteOptions, WriteReport};

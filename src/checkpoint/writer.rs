@@ -4,11 +4,10 @@ use super::model_dir::ModelDir;
 use super::reader::INDEX_FILE;
 use super::shard::{Shard, TensorRef};
 use super::staging::StagedOutput;
+use super::stream::{SafetensorsStream, TensorEntry};
 use crate::{Error, Result};
 use indicatif::ProgressBar;
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -148,43 +147,23 @@ fn write_shard(
 ) -> Result<()> {
     shard.advise_sequential();
     let names = shard.names_in_order();
-    let mut header = serde_json::Map::new();
     let mut metadata: BTreeMap<String, String> =
         shard.user_metadata().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     metadata.extend(options.metadata.clone());
-    if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(&metadata).expect("string map"));
-    }
-    let mut offset = 0usize;
     let mut entries = Vec::new();
-    for name in &names {
-        let view = shard.tensor(name).expect("name from this shard");
-        entries.push((name.clone(), view.dtype, view.shape.to_vec(), offset, offset + view.data.len()));
-        offset += view.data.len();
+    for name in names.iter().chain(added.iter().map(|a| &a.copy_of)) {
+        let view = checkpoint.tensor(name)?;
+        entries.push(TensorEntry { name: name.clone(), dtype: view.dtype, shape: view.shape.to_vec() });
     }
-    for a in added {
-        let view = checkpoint.tensor(&a.copy_of)?;
-        entries.push((a.name.clone(), view.dtype, view.shape.to_vec(), offset, offset + view.data.len()));
-        offset += view.data.len();
+    for (entry, a) in entries[names.len()..].iter_mut().zip(added) {
+        entry.name = a.name.clone();
     }
-    for (name, dtype, shape, start, end) in &entries {
-        header
-            .insert(name.clone(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [start, end] }));
-    }
-    let mut header_bytes = serde_json::to_vec(&header).map_err(|e| Error::Other(e.to_string()))?;
-    while header_bytes.len() % 8 != 0 {
-        header_bytes.push(b' ');
-    }
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = BufWriter::with_capacity(8 << 20, file);
-    let io = |e| Error::io(path, e);
-    w.write_all(&(header_bytes.len() as u64).to_le_bytes()).map_err(io)?;
-    w.write_all(&header_bytes).map_err(io)?;
+    let mut w = SafetensorsStream::create(path, &metadata, entries)?;
     for name in &names {
         let view = shard.tensor(name).expect("name from this shard");
         match edit(view)? {
             TensorEdit::Keep => {
-                w.write_all(view.data).map_err(io)?;
+                w.write_next(view.data)?;
                 report.copied += 1;
             }
             TensorEdit::Replace(bytes) => {
@@ -194,7 +173,7 @@ fn write_shard(
                         format!("edit produced {} bytes, expected {}", bytes.len(), view.data.len()),
                     ));
                 }
-                w.write_all(&bytes).map_err(io)?;
+                w.write_next(&bytes)?;
                 report.edited.push(name.clone());
             }
         }
@@ -203,12 +182,10 @@ fn write_shard(
     }
     for a in added {
         let view = checkpoint.tensor(&a.copy_of)?;
-        w.write_all(view.data).map_err(io)?;
+        w.write_next(view.data)?;
         report.bytes_written += view.data.len() as u64;
     }
-    let file = w.into_inner().map_err(|e| Error::io(path, e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    Ok(())
+    w.finish()
 }
 
 fn write_index(

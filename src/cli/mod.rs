@@ -1,9 +1,13 @@
 //! clap subcommands. Each subcommand has its own file with an `Args` struct and a `run` function.
 
 mod ablate;
+mod chat;
 mod common;
 mod fixture;
+mod generate;
+mod import;
 mod inspect;
+mod runtime;
 mod selection;
 mod verify;
 
@@ -34,6 +38,12 @@ enum Command {
     Verify(verify::Args),
     /// Write a tiny random model of a supported family (for trying scalpel and for tests).
     Fixture(fixture::Args),
+    /// Turn a GGUF file into a Hugging Face model folder.
+    Import(import::Args),
+    /// Generate an answer to one prompt (optionally with a runtime intervention).
+    Generate(generate::Args),
+    /// Chat with a model in the terminal (optionally with a runtime intervention).
+    Chat(chat::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
@@ -45,6 +55,9 @@ pub fn main() -> ExitCode {
         Command::Ablate(args) => ablate::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Fixture(args) => fixture::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Chat(args) => chat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

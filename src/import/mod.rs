@@ -1,1 +1,149 @@
-//! import (in progress).
+//! GGUF → Hugging Face folder: dequantize every tensor (any type candle reads: F32, F16, BF16,
+//! Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K-quants), rename it, undo llama.cpp's changes (q/k row
+//! permutation for llama, `1 + w` Gemma norms), and write config.json, tokenizer.json,
+//! tokenizer_config.json (chat template, special tokens), generation_config.json and
+//! model.safetensors — streamed one tensor at a time, into a temporary folder renamed at the end.
+
+mod metadata;
+mod names;
+mod tokenizer;
+
+pub use metadata::SUPPORTED;
+pub use names::{permute_rows, unpermute_rows};
+
+use crate::checkpoint::{encode_f32, EditableDtype, SafetensorsStream, StagedOutput, TensorEntry, SINGLE_FILE};
+use crate::{Error, Result};
+use candle_core::quantized::gguf_file::Content;
+use candle_core::Device;
+use indicatif::ProgressBar;
+use names::Fix;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Options of an import.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Stored dtype of the output (dequantized values are f32; F32 keeps them exactly).
+    pub dtype: EditableDtype,
+    /// Replace an existing output folder.
+    pub force: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions { dtype: EditableDtype::F32, force: false }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportReport {
+    /// The output folder.
+    pub out: PathBuf,
+    /// GGUF architecture.
+    pub architecture: String,
+    /// Tensors written.
+    pub tensors: usize,
+    /// GGUF tensors with no Hugging Face counterpart (not written).
+    pub skipped: Vec<String>,
+    /// Quantization types seen, with counts.
+    pub source_types: BTreeMap<String, usize>,
+}
+
+fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
+    let mut s = serde_json::to_string_pretty(value).expect("JSON");
+    s.push('\n');
+    s.into_bytes()
+}
+
+/// Import `gguf` into a new Hugging Face folder `out`.
+pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &ProgressBar) -> Result<ImportReport> {
+    let mut file = std::fs::File::open(gguf).map_err(|e| Error::io(gguf, e))?;
+    let content =
+        Content::read(&mut file).map_err(|e| Error::bad_checkpoint(gguf, format!("not a readable GGUF file: {e}")))?;
+    let meta = metadata::Meta::new(&content, gguf)?;
+    let tok = tokenizer::build(&meta)?;
+    let tied = !content.tensor_infos.contains_key("output.weight");
+    let (st_dtype, torch) = match options.dtype {
+        EditableDtype::F32 => (safetensors::Dtype::F32, "float32"),
+        EditableDtype::F16 => (safetensors::Dtype::F16, "float16"),
+        EditableDtype::BF16 => (safetensors::Dtype::BF16, "bfloat16"),
+    };
+    let config = metadata::config(&meta, tok.vocab_size, tied, torch)?;
+    let heads = meta.usize("attention.head_count")?;
+    let kv_heads = meta.opt_usize("attention.head_count_kv").unwrap_or(heads);
+    let staged = StagedOutput::new(out, &[], options.force)?;
+    let dir = staged.path();
+    for (name, value) in [
+        ("config.json", &config),
+        ("generation_config.json", &metadata::generation_config(&meta, &tok.eos_ids)),
+        ("tokenizer.json", &tok.tokenizer),
+        ("tokenizer_config.json", &tok.config),
+        ("special_tokens_map.json", &tok.special_tokens_map),
+    ] {
+        std::fs::write(dir.join(name), json_bytes(value)).map_err(|e| Error::io(dir.join(name), e))?;
+    }
+    let mut skipped = Vec::new();
+    let mut plan: Vec<(String, String)> = Vec::new();
+    for name in content.tensor_infos.keys() {
+        match names::hf_name(&meta.arch, name) {
+            Some(hf) => plan.push((hf, name.clone())),
+            None => skipped.push(name.clone()),
+        }
+    }
+    plan.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    skipped.sort();
+    let entries: Vec<TensorEntry> = plan
+        .iter()
+        .map(|(hf, gg)| TensorEntry {
+            name: hf.clone(),
+            dtype: st_dtype,
+            shape: content.tensor_infos[gg].shape.dims().to_vec(),
+        })
+        .collect();
+    let meta_map = BTreeMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (
+            "source".to_string(),
+            format!("imported from {} by scalpel", gguf.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()),
+        ),
+    ]);
+    let mut stream = SafetensorsStream::create(&dir.join(SINGLE_FILE), &meta_map, entries)?;
+    progress.set_length(plan.len() as u64);
+    let mut source_types = BTreeMap::new();
+    for (_, gg) in &plan {
+        let info = &content.tensor_infos[gg];
+        *source_types.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += 1;
+        let q = content
+            .tensor(&mut file, gg, &Device::Cpu)
+            .map_err(|e| Error::bad_checkpoint(gguf, format!("tensor `{gg}`: {e}")))?;
+        let dims = info.shape.dims().to_vec();
+        let values: Vec<f32> = q
+            .dequantize(&Device::Cpu)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .map_err(|e| Error::bad_checkpoint(gguf, format!("tensor `{gg}`: {e}")))?;
+        let values = match names::fix_for(&meta.arch, gg, heads, kv_heads) {
+            Fix::None => values,
+            Fix::MinusOne => values.iter().map(|v| v - 1.0).collect(),
+            Fix::Unpermute(h) => {
+                let (rows, cols) = (dims[0], dims.get(1).copied().unwrap_or(1));
+                if h == 0 || rows % (2 * h) != 0 {
+                    return Err(Error::bad_tensor(gg, format!("{rows} rows do not split into {h} heads")));
+                }
+                unpermute_rows(&values, rows, cols, h)
+            }
+        };
+        stream.write_next(&encode_f32(options.dtype, &values))?;
+        progress.inc(1);
+    }
+    stream.finish()?;
+    // The folder must open as a model before it is moved into place.
+    crate::checkpoint::ModelDir::open(dir)?;
+    let out = staged.commit()?;
+    Ok(ImportReport { out, architecture: meta.arch.clone(), tensors: plan.len(), skipped, source_types })
+}
+
+/// Sort key that orders `layers.10` after `layers.9`.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    name.split('.').map(|p| p.parse::<u64>().map_or((p.to_string(), 0), |n| (String::new(), n))).collect()
+}

@@ -3,16 +3,20 @@
 //! positions, runtime interventions, a KV cache, sampling and generation.
 
 mod decoder;
+mod generate;
 pub mod hooks;
 pub mod interventions;
 mod layer;
 mod mask;
 mod rope;
+mod sampling;
 mod weights;
 
 pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};
+pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{CaptureSpec, Captures, HookPoint};
 pub use interventions::{basis_tensor, Intervention, Interventions};
+pub use sampling::{argmax, Sampler, Sampling};
 
 use crate::{Error, Result};
 use candle_core::{DType, Device};

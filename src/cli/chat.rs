@@ -1,0 +1,80 @@
+//! `scalpel chat`: an interactive conversation in the terminal.
+
+use super::common::open_model;
+use super::generate::SamplingArgs;
+use super::runtime::{InterventionArgs, RunArgs};
+use clap::Args as ClapArgs;
+use scalpel::model::{generate, GenerateOptions};
+use scalpel::prompts::Message;
+use std::io::{BufRead, Write};
+
+/// Chat with a model in the terminal (multi-turn, with the chat template). Commands:
+/// /reset clears the history, /quit (or end of input) leaves. Runtime interventions work here too,
+/// so an edit can be tried before it is written.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id.
+    pub model: String,
+    /// New tokens at most per answer.
+    #[arg(long, default_value_t = 512)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub intervene: InterventionArgs,
+}
+
+/// Run `chat`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    let (decoder, encoder) = args.run.load(&model)?;
+    let interventions = args.intervene.build(&decoder)?;
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: args.sampling.settings(),
+        stop_ids: encoder.eos_ids().to_vec(),
+    };
+    let mut history: Vec<Message> = Vec::new();
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout();
+    eprintln!("chatting with {} — /reset clears the history, /quit leaves", model.root.display());
+    loop {
+        write!(stdout, "\n> ")?;
+        stdout.flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/quit" | "/exit" => break,
+            "/reset" => {
+                history.clear();
+                eprintln!("(history cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(Message::new("user", line));
+        let ids = encoder.tokenize(&encoder.render_conversation(&history)?)?;
+        let mut answer: Vec<u32> = Vec::new();
+        let mut printed = 0usize;
+        generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| {
+            answer.push(token);
+            if let Ok(text) = encoder.decode(&answer) {
+                if text.len() > printed && text.is_char_boundary(printed) {
+                    let _ = write!(stdout, "{}", &text[printed..]);
+                    let _ = stdout.flush();
+                    printed = text.len();
+                }
+            }
+            false
+        })?;
+        writeln!(stdout)?;
+        history.push(Message::new("assistant", encoder.decode(&answer)?.trim()));
+    }
+    Ok(())
+}

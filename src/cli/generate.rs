@@ -1,0 +1,89 @@
+//! `scalpel generate`: one answer, streamed to the terminal.
+
+use super::common::open_model;
+use super::runtime::{InterventionArgs, RunArgs};
+use clap::Args as ClapArgs;
+use scalpel::model::{generate, GenerateOptions, Sampling};
+use std::io::Write;
+
+/// Generate an answer to one prompt, with the model's chat template, optionally with a runtime
+/// intervention (ablation, activation addition, rotation) from a directions file.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id.
+    pub model: String,
+    /// The user message.
+    #[arg(long, short)]
+    pub prompt: String,
+    /// New tokens at most.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub intervene: InterventionArgs,
+}
+
+/// Sampling flags (greedy unless --temperature > 0).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    /// Nucleus sampling threshold.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// Keep only the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Penalise tokens already present (1: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    /// The library's sampling settings.
+    pub fn settings(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Run `generate`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    let (decoder, encoder) = args.run.load(&model)?;
+    let interventions = args.intervene.build(&decoder)?;
+    let ids = encoder.encode(&args.prompt)?;
+    let options = GenerateOptions {
+        max_tokens: args.max_tokens,
+        sampling: args.sampling.settings(),
+        stop_ids: encoder.eos_ids().to_vec(),
+    };
+    let mut so_far: Vec<u32> = Vec::new();
+    let mut printed = 0usize;
+    let mut stdout = std::io::stdout();
+    generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| {
+        so_far.push(token);
+        if let Ok(text) = encoder.decode(&so_far) {
+            if text.len() > printed && text.is_char_boundary(printed) {
+                let _ = write!(stdout, "{}", &text[printed..]);
+                let _ = stdout.flush();
+                printed = text.len();
+            }
+        }
+        false
+    })?;
+    println!();
+    Ok(())
+}

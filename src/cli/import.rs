@@ -1,0 +1,53 @@
+//! `scalpel import`: turn a GGUF file into a Hugging Face model folder.
+
+use clap::Args as ClapArgs;
+use scalpel::checkpoint::EditableDtype;
+use scalpel::import::{import_gguf, ImportOptions};
+use std::path::PathBuf;
+
+/// Dequantize a GGUF file (llama incl. SmolLM2, qwen2, gemma2, gemma3) into a Hugging Face
+/// folder that scalpel, candle and transformers load: config.json, model.safetensors,
+/// tokenizer.json and tokenizer_config.json (with the chat template), generation_config.json.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The .gguf file.
+    pub gguf: PathBuf,
+    /// Output folder (must not exist, unless --force).
+    pub out: PathBuf,
+    /// Stored dtype: f32 keeps dequantized values exactly; bf16/f16 halve the size.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: String,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Run `import`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let dtype = match args.dtype.as_str() {
+        "bf16" => EditableDtype::BF16,
+        "f16" => EditableDtype::F16,
+        _ => EditableDtype::F32,
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("importing [{bar:30}] {pos}/{len} tensors").expect("template"),
+    );
+    let started = std::time::Instant::now();
+    let report = import_gguf(&args.gguf, &args.out, &ImportOptions { dtype, force: args.force }, &bar)?;
+    bar.finish_and_clear();
+    let types: Vec<String> = report.source_types.iter().map(|(t, n)| format!("{t} × {n}")).collect();
+    eprintln!(
+        "imported {} ({}, {} tensors from {}) in {:.1}s",
+        args.gguf.display(),
+        report.architecture,
+        report.tensors,
+        types.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    if !report.skipped.is_empty() {
+        eprintln!("not imported (no Hugging Face counterpart): {}", report.skipped.join(", "));
+    }
+    println!("{}", report.out.display());
+    Ok(())
+}

@@ -1,0 +1,140 @@
+//! Options shared by the commands that run a model: device and dtype, prompt format, and
+//! runtime interventions from a directions file.
+
+use anyhow::Context;
+use clap::Args as ClapArgs;
+use scalpel::checkpoint::ModelDir;
+use scalpel::directions::DirectionsFile;
+use scalpel::layers::parse_layers;
+use scalpel::model::{basis_tensor, default_device, parse_dtype, Decoder, HookPoint, Intervention, Interventions};
+use scalpel::prompts::{PromptEncoder, PromptFormat};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How to run the model and format prompts.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct RunArgs {
+    /// Compute dtype: f32 (default on CPU), bf16, f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// System prompt for the chat template.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Feed prompts as plain text, without the chat template.
+    #[arg(long)]
+    pub raw: bool,
+    /// With --raw, do not end the prompt with a newline.
+    #[arg(long, requires = "raw")]
+    pub no_newline: bool,
+}
+
+impl RunArgs {
+    /// The prompt format these flags describe.
+    pub fn format(&self) -> PromptFormat {
+        if self.raw {
+            PromptFormat::Raw { trailing_newline: !self.no_newline }
+        } else {
+            PromptFormat::Chat { system: self.system.clone() }
+        }
+    }
+
+    /// Load the decoder and the prompt encoder of `model`.
+    pub fn load(&self, model: &ModelDir) -> anyhow::Result<(Decoder, PromptEncoder)> {
+        let dtype = parse_dtype(&self.dtype)?;
+        let decoder = Decoder::load(model, &default_device(), dtype).context("loading the model")?;
+        let encoder = PromptEncoder::from_model_dir(&model.root, self.format())?;
+        Ok((decoder, encoder))
+    }
+}
+
+/// Runtime interventions (no weights are changed).
+#[derive(Debug, Clone, ClapArgs)]
+pub struct InterventionArgs {
+    /// Ablate a direction from this directions file at every residual hook point of the
+    /// selected layers (preview of `scalpel ablate` without writing weights).
+    #[arg(long, value_name = "FILE")]
+    pub ablate: Option<PathBuf>,
+    /// Add α·r to the residual stream at --layer (activation addition), r from this file.
+    #[arg(long, value_name = "FILE")]
+    pub add: Option<PathBuf>,
+    /// α for --add (negative values steer away).
+    #[arg(long, default_value_t = 4.0, allow_hyphen_values = true)]
+    pub alpha: f64,
+    /// Layer for --add.
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Rotate activations by --angle in the plane of r and a second direction (angular steering).
+    #[arg(long, value_name = "FILE")]
+    pub rotate: Option<PathBuf>,
+    /// Rotation angle in degrees for --rotate.
+    #[arg(long, default_value_t = 180.0, allow_hyphen_values = true)]
+    pub angle: f64,
+    /// With --rotate, only rotate activations that point along r (h·r > 0).
+    #[arg(long)]
+    pub adaptive: bool,
+    /// Layers for --ablate and --rotate (default: all).
+    #[arg(long = "intervene-layers", value_name = "LAYERS")]
+    pub layers: Option<String>,
+    /// Which direction of the file (default: the recommended one).
+    #[arg(long = "intervene-direction-layer", value_name = "L")]
+    pub direction_layer: Option<usize>,
+}
+
+impl InterventionArgs {
+    /// Build the interventions for a model with `num_layers` layers and width `hidden`.
+    pub fn build(&self, decoder: &Decoder) -> anyhow::Result<Interventions> {
+        let spec = decoder.spec();
+        let device = decoder.device();
+        let layers = parse_layers(self.layers.as_deref().unwrap_or("all"), spec.num_layers)?;
+        let load = |path: &PathBuf| -> anyhow::Result<Vec<Vec<f32>>> {
+            let file = DirectionsFile::load(path)?;
+            anyhow::ensure!(
+                file.hidden() == spec.hidden_size,
+                "{}: directions have length {}, the model's hidden size is {}",
+                path.display(),
+                file.hidden(),
+                spec.hidden_size
+            );
+            let chosen = file.select(None, self.direction_layer)?;
+            eprintln!("intervention direction: `{}` from {}", chosen.name, path.display());
+            Ok(chosen.rows.clone())
+        };
+        let mut items = Vec::new();
+        if let Some(path) = &self.ablate {
+            let basis = basis_tensor(&load(path)?, device)?;
+            let bases: BTreeMap<usize, _> = layers.iter().map(|&l| (l, basis.clone())).collect();
+            items.push(Intervention::Ablate { points: HookPoint::STREAMS.to_vec(), bases });
+        }
+        if let Some(path) = &self.add {
+            let layer = self.layer.context("--add needs --layer")?;
+            anyhow::ensure!(layer < spec.num_layers, "--layer {layer} is outside 0..{}", spec.num_layers);
+            let rows = load(path)?;
+            let r = basis_tensor(&rows[..1], device)?.squeeze(0)?;
+            items.push(Intervention::Add {
+                point: HookPoint::ResidPre,
+                layers: vec![layer],
+                vector: r,
+                alpha: self.alpha,
+            });
+        }
+        if let Some(path) = &self.rotate {
+            let rows = load(path)?;
+            let plane = match rows.len() {
+                1 => anyhow::bail!(
+                    "{}: rotation needs a plane; store two directions in the entry ([2, hidden], e.g. probe --directions 2)",
+                    path.display()
+                ),
+                _ => basis_tensor(&rows[..2], device)?,
+            };
+            items.push(Intervention::Rotate {
+                point: HookPoint::ResidPre,
+                layers: layers.clone(),
+                b1: plane.get(0)?,
+                b2: plane.get(1)?,
+                angle: self.angle.to_radians(),
+                adaptive: self.adaptive,
+            });
+        }
+        Ok(Interventions { items })
+    }
+}

@@ -1,0 +1,125 @@
+//! GGUF metadata → Hugging Face config.json and generation_config.json.
+
+use crate::{Error, Result};
+use candle_core::quantized::gguf_file::{Content, Value};
+use serde_json::{json, Value as Json};
+use std::path::Path;
+
+/// The GGUF architectures scalpel imports and their Hugging Face names.
+pub const SUPPORTED: &[&str] = &["llama", "qwen2", "gemma2", "gemma3"];
+
+/// Typed access to GGUF metadata with errors that name the key.
+pub(super) struct Meta<'a> {
+    pub content: &'a Content,
+    pub path: &'a Path,
+    pub arch: String,
+}
+
+impl<'a> Meta<'a> {
+    pub fn new(content: &'a Content, path: &'a Path) -> Result<Meta<'a>> {
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .ok_or_else(|| Error::bad_checkpoint(path, "GGUF has no general.architecture"))?;
+        if !SUPPORTED.contains(&arch.as_str()) {
+            return Err(Error::UnsupportedArchitecture {
+                found: format!("GGUF architecture `{arch}`"),
+                path: path.to_path_buf(),
+                supported: SUPPORTED.join(", "),
+            });
+        }
+        Ok(Meta { content, path, arch })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a Value> {
+        self.content.metadata.get(key)
+    }
+
+    fn arch_key(&self, key: &str) -> String {
+        format!("{}.{key}", self.arch)
+    }
+
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        let full = self.arch_key(key);
+        self.get(&full)
+            .and_then(|v| {
+                v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)).or_else(|| v.to_i32().ok().map(|x| x as u64))
+            })
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::bad_checkpoint(self.path, format!("GGUF metadata lacks `{full}`")))
+    }
+
+    pub fn opt_usize(&self, key: &str) -> Option<usize> {
+        self.usize(key).ok()
+    }
+
+    pub fn opt_f64(&self, key: &str) -> Option<f64> {
+        // f32 values are widened through their shortest decimal form (1e-5, not 9.99999974e-6).
+        self.get(&self.arch_key(key))
+            .and_then(|v| v.to_f32().ok().and_then(|x| x.to_string().parse().ok()).or_else(|| v.to_f64().ok()))
+    }
+
+    pub fn token_id(&self, key: &str) -> Option<u32> {
+        self.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.to_u32().ok())
+    }
+}
+
+/// config.json for the imported model.
+pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype: &str) -> Result<Json> {
+    let hidden = meta.usize("embedding_length")?;
+    let heads = meta.usize("attention.head_count")?;
+    let kv = meta.opt_usize("attention.head_count_kv").unwrap_or(heads);
+    let head_dim = meta.opt_usize("attention.key_length").unwrap_or(hidden / heads);
+    let mut c = json!({
+        "hidden_size": hidden,
+        "intermediate_size": meta.usize("feed_forward_length")?,
+        "num_hidden_layers": meta.usize("block_count")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "head_dim": head_dim,
+        "vocab_size": vocab_size,
+        "max_position_embeddings": meta.opt_usize("context_length").unwrap_or(4096),
+        "rms_norm_eps": meta.opt_f64("attention.layer_norm_rms_epsilon").unwrap_or(1e-6),
+        "rope_theta": meta.opt_f64("rope.freq_base").unwrap_or(10_000.0),
+        "tie_word_embeddings": tied,
+        "torch_dtype": torch_dtype,
+        "bos_token_id": meta.token_id("bos_token_id"),
+        "eos_token_id": meta.token_id("eos_token_id"),
+        "pad_token_id": meta.token_id("padding_token_id"),
+    });
+    let extra = match meta.arch.as_str() {
+        "llama" => json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+                          "attention_bias": false, "mlp_bias": false}),
+        "qwen2" => json!({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
+                          "use_sliding_window": false, "sliding_window": 32768}),
+        "gemma2" => json!({
+            "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": head_dim, "sliding_window": meta.opt_usize("attention.sliding_window").unwrap_or(4096),
+            "attn_logit_softcapping": meta.opt_f64("attn_logit_softcapping"),
+            "final_logit_softcapping": meta.opt_f64("final_logit_softcapping"),
+        }),
+        _ => json!({
+            "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
+            "query_pre_attn_scalar": head_dim, "sliding_window": meta.opt_usize("attention.sliding_window").unwrap_or(512),
+            "sliding_window_pattern": 6, "rope_local_base_freq": 10_000.0,
+            "rope_theta": meta.opt_f64("rope.freq_base").unwrap_or(1_000_000.0),
+            "rope_scaling": meta.opt_f64("rope.scaling.factor").filter(|f| *f > 1.0).map(|f| json!({"rope_type": "linear", "factor": f})),
+        }),
+    };
+    if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
+        c.extend(extra.clone());
+    }
+    Ok(c)
+}
+
+/// generation_config.json.
+pub(super) fn generation_config(meta: &Meta<'_>, eos_ids: &[u32]) -> Json {
+    json!({
+        "bos_token_id": meta.token_id("bos_token_id"),
+        "eos_token_id": eos_ids,
+        "pad_token_id": meta.token_id("padding_token_id"),
+        "do_sample": false,
+    })
+}

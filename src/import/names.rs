@@ -1,0 +1,125 @@
+//! GGUF tensor names → Hugging Face names, and the value changes llama.cpp's converter made.
+
+/// What to do to a tensor's values on the way back to Hugging Face layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fix {
+    /// Nothing.
+    None,
+    /// Undo llama.cpp's q/k row permutation with this many heads.
+    Unpermute(usize),
+    /// llama.cpp stores Gemma norms as `1 + w`; Hugging Face stores `w`.
+    MinusOne,
+}
+
+/// The Hugging Face name of a GGUF tensor (None for tensors with no Hugging Face counterpart,
+/// such as llama.cpp's precomputed `rope_freqs`).
+pub(super) fn hf_name(arch: &str, gguf: &str) -> Option<String> {
+    let gemma = arch.starts_with("gemma");
+    Some(match gguf {
+        "token_embd.weight" => "model.embed_tokens.weight".into(),
+        "output_norm.weight" => "model.norm.weight".into(),
+        "output.weight" => "lm_head.weight".into(),
+        "rope_freqs.weight" => return None,
+        _ => {
+            let rest = gguf.strip_prefix("blk.")?;
+            let (layer, part) = rest.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let (base, suffix) = part.rsplit_once('.')?;
+            let mapped = match base {
+                "attn_norm" => "input_layernorm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
+                "ffn_norm" if gemma => "pre_feedforward_layernorm",
+                "ffn_norm" => "post_attention_layernorm",
+                "post_attention_norm" => "post_attention_layernorm",
+                "post_ffw_norm" => "post_feedforward_layernorm",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                _ => return None,
+            };
+            format!("model.layers.{layer}.{mapped}.{suffix}")
+        }
+    })
+}
+
+/// The fix a tensor needs.
+pub(super) fn fix_for(arch: &str, gguf: &str, heads: usize, kv_heads: usize) -> Fix {
+    if arch == "llama" && gguf.ends_with("attn_q.weight") {
+        Fix::Unpermute(heads)
+    } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
+        Fix::Unpermute(kv_heads)
+    } else if arch.starts_with("gemma") && gguf.ends_with("norm.weight") {
+        Fix::MinusOne
+    } else {
+        Fix::None
+    }
+}
+
+/// llama.cpp's permutation of q/k rows (`convert_hf_to_gguf.py`'s `permute`), for tests and export.
+pub fn permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    remap_rows(values, rows, cols, heads, true)
+}
+
+/// The inverse of [`permute_rows`].
+pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    remap_rows(values, rows, cols, heads, false)
+}
+
+/// Within each head of `head_dim = rows / heads` rows, Hugging Face row `s·half + j`
+/// (s ∈ {0, 1}, j < half) is GGUF row `2j + s`.
+fn remap_rows(values: &[f32], rows: usize, cols: usize, heads: usize, to_gguf: bool) -> Vec<f32> {
+    let head_dim = rows / heads.max(1);
+    let half = head_dim / 2;
+    let mut out = vec![0f32; values.len()];
+    for h in 0..heads {
+        for s in 0..2 {
+            for j in 0..half {
+                let hf = h * head_dim + s * half + j;
+                let gg = h * head_dim + 2 * j + s;
+                let (src, dst) = if to_gguf { (hf, gg) } else { (gg, hf) };
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permutation_round_trips_and_matches_llama_cpp() {
+        // 2 heads of dim 4, one column: HF rows [a0 a1 b0 b1 | c0 c1 d0 d1] interleave pairwise.
+        let hf: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let gg = permute_rows(&hf, 8, 1, 2);
+        assert_eq!(gg, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(unpermute_rows(&gg, 8, 1, 2), hf);
+    }
+
+    #[test]
+    fn names_map_per_family() {
+        assert_eq!(
+            hf_name("llama", "blk.3.ffn_norm.weight").unwrap(),
+            "model.layers.3.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("gemma3", "blk.3.ffn_norm.weight").unwrap(),
+            "model.layers.3.pre_feedforward_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("gemma3", "blk.0.post_ffw_norm.weight").unwrap(),
+            "model.layers.0.post_feedforward_layernorm.weight"
+        );
+        assert_eq!(hf_name("qwen2", "blk.1.attn_q.bias").unwrap(), "model.layers.1.self_attn.q_proj.bias");
+        assert!(hf_name("llama", "rope_freqs.weight").is_none());
+        assert_eq!(fix_for("llama", "blk.0.attn_k.weight", 9, 3), Fix::Unpermute(3));
+        assert_eq!(fix_for("gemma3", "blk.0.attn_norm.weight", 9, 3), Fix::MinusOne);
+        assert_eq!(fix_for("qwen2", "blk.0.attn_q.weight", 9, 3), Fix::None);
+    }
+}

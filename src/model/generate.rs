@@ -1,0 +1,89 @@
+//! Generation with a KV cache, for one prompt or a left-padded batch.
+
+use super::decoder::{Decoder, ForwardRequest, KvCache, LogitsMode};
+use super::interventions::Interventions;
+use super::sampling::{Sampler, Sampling};
+use crate::prompts::left_pad;
+use crate::Result;
+
+/// How to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// New tokens at most.
+    pub max_tokens: usize,
+    /// Sampling settings (greedy by default).
+    pub sampling: Sampling,
+    /// Token ids that end an answer (not included in it).
+    pub stop_ids: Vec<u32>,
+}
+
+/// One generated answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The new tokens (without the stop token).
+    pub ids: Vec<u32>,
+    /// Logits of the first generated position (f32), e.g. for KL divergence.
+    pub first_logits: Vec<f32>,
+    /// Whether a stop token ended it (false: the token limit did).
+    pub stopped: bool,
+}
+
+/// Generate for every prompt of a batch. `on_token(row, id)` is called for each new token and
+/// returns `true` to stop that row (e.g. when a stop string appeared).
+pub fn generate(
+    decoder: &Decoder,
+    prompts: &[Vec<u32>],
+    pad: u32,
+    options: &GenerateOptions,
+    interventions: &Interventions,
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
+) -> Result<Vec<Generation>> {
+    let batch = left_pad(prompts, pad);
+    let mut mask = batch.mask.clone();
+    let mut cache = KvCache::new(decoder.spec().num_layers);
+    let request = ForwardRequest { capture: None, interventions, logits: LogitsMode::Last };
+    let mut samplers: Vec<Sampler> = (0..prompts.len())
+        .map(|i| {
+            Sampler::new(Sampling { seed: options.sampling.seed.wrapping_add(i as u64), ..options.sampling.clone() })
+        })
+        .collect();
+    let mut out: Vec<Generation> =
+        prompts.iter().map(|_| Generation { ids: Vec::new(), first_logits: Vec::new(), stopped: false }).collect();
+    let mut done = vec![false; prompts.len()];
+    let mut input = batch.ids.clone();
+    for step in 0..options.max_tokens {
+        let logits = decoder.forward(&input, &mask, Some(&mut cache), &request)?.logits.expect("logits requested");
+        let rows: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut next = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if step == 0 {
+                out[i].first_logits = row.clone();
+            }
+            if done[i] {
+                next.push(pad);
+                continue;
+            }
+            let history: Vec<u32> = prompts[i].iter().chain(&out[i].ids).copied().collect();
+            let token = samplers[i].next(row, &history);
+            if options.stop_ids.contains(&token) {
+                done[i] = true;
+                out[i].stopped = true;
+            } else {
+                out[i].ids.push(token);
+                if on_token(i, token) {
+                    done[i] = true;
+                    out[i].stopped = true;
+                }
+            }
+            next.push(token);
+        }
+        if done.iter().all(|d| *d) {
+            break;
+        }
+        for row in &mut mask {
+            row.push(1);
+        }
+        input = next.into_iter().map(|t| vec![t]).collect();
+    }
+    Ok(out)
+}
