@@ -91,7 +91,7 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
             None => skipped.push(name.clone()),
         }
     }
-    plan.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+    plan.sort_by_key(|a| natural_key(&a.0));
     skipped.sort();
     let entries: Vec<TensorEntry> = plan
         .iter()

@@ -244,7 +244,7 @@ fn report_markdown(a: &ProbeAnalysis, prov: &ProbeProvenance, outcome: &ProbeOut
     let _ = writeln!(s, "**Recommended: layer {layer}, stream `{stream}`** (rule: {:?}, candidates {}–{}). \
         Its direction is `{stream}.{layer}` in `directions.safetensors`; `scalpel ablate MODEL --directions directions.safetensors --out DIR` uses it by default.\n",
         a.rule, a.candidates.first().unwrap_or(&0), a.candidates.last().unwrap_or(&0));
-    if let Some(d) = outcome.directions.iter().find(|d| &d.name == &format!("{stream}.{layer}")) {
+    if let Some(d) = outcome.directions.iter().find(|d| d.name == format!("{stream}.{layer}")) {
         if d.rows.len() > 1 {
             let _ = writeln!(s, "That entry holds {} orthonormal directions.\n", d.rows.len());
         }

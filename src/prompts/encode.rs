@@ -1,91 +1,56 @@
-//! Turning instructions into token ids: chat template (or raw), tokenizer, left-padded batches.
+//! A model's prompt pipeline in one value: chat template (or raw), tokenizer, special ids,
+//! left-padded batches.
 
+use super::batch::{encode_texts, load_tokenizer, Batch};
+use super::special_tokens::SpecialTokens;
 use super::template::{format_prompt, ChatTemplate, Message, PromptFormat};
 use crate::{Error, Result};
 use std::path::Path;
 use tokenizers::Tokenizer;
-
-/// A left-padded batch: `ids[b]` and `mask[b]` (1 = real token) all of one length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    /// Token ids.
-    pub ids: Vec<Vec<u32>>,
-    /// Attention mask.
-    pub mask: Vec<Vec<u8>>,
-}
-
-/// Left-pad `sequences` with `pad` to a common length.
-pub fn left_pad(sequences: &[Vec<u32>], pad: u32) -> Batch {
-    let len = sequences.iter().map(Vec::len).max().unwrap_or(0);
-    let ids = sequences.iter().map(|s| [vec![pad; len - s.len()], s.clone()].concat()).collect();
-    let mask = sequences.iter().map(|s| [vec![0u8; len - s.len()], vec![1u8; s.len()]].concat()).collect();
-    Batch { ids, mask }
-}
 
 /// A model's tokenizer with its chat template and prompt format.
 pub struct PromptEncoder {
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     format: PromptFormat,
-    pad_id: u32,
-    eos_ids: Vec<u32>,
+    special: SpecialTokens,
 }
 
 impl std::fmt::Debug for PromptEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PromptEncoder").field("format", &self.format).field("pad_id", &self.pad_id).finish()
-    }
-}
-
-fn read_json(path: &Path) -> Option<serde_json::Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn token_name(value: Option<&serde_json::Value>) -> Option<String> {
-    match value? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
-        _ => None,
-    }
-}
-
-fn ids_of(value: Option<&serde_json::Value>) -> Vec<u32> {
-    match value {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32).into_iter().collect(),
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
-        _ => Vec::new(),
+        f.debug_struct("PromptEncoder")
+            .field("format", &self.format)
+            .field("template", &self.template.as_ref().map(ChatTemplate::origin))
+            .field("special", &self.special)
+            .finish()
     }
 }
 
 impl PromptEncoder {
     /// Load `tokenizer.json`, the chat template (unless raw) and the special token ids of a model folder.
     pub fn from_model_dir(dir: &Path, format: PromptFormat) -> Result<PromptEncoder> {
-        let path = dir.join("tokenizer.json");
-        if !path.is_file() {
-            return Err(Error::Invalid(format!(
-                "{} has no tokenizer.json (scalpel needs the Hugging Face fast-tokenizer file)",
-                dir.display()
-            )));
-        }
-        let tokenizer = Tokenizer::from_file(&path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let tokenizer = load_tokenizer(dir)?;
         let template = match format {
             PromptFormat::Chat { .. } => Some(ChatTemplate::from_model_dir(dir)?),
             PromptFormat::Raw { .. } => None,
         };
-        let tok_config = read_json(&dir.join("tokenizer_config.json")).unwrap_or_default();
-        let generation = read_json(&dir.join("generation_config.json")).unwrap_or_default();
-        let config = read_json(&dir.join("config.json")).unwrap_or_default();
-        let id = |name: Option<String>| name.and_then(|n| tokenizer.token_to_id(&n));
-        let mut eos_ids = ids_of(generation.get("eos_token_id"));
-        eos_ids.extend(ids_of(config.get("eos_token_id")));
-        eos_ids.extend(id(token_name(tok_config.get("eos_token"))));
-        eos_ids.sort_unstable();
-        eos_ids.dedup();
-        let pad_id = id(token_name(tok_config.get("pad_token")))
-            .or_else(|| ids_of(generation.get("pad_token_id")).first().copied())
-            .or_else(|| eos_ids.first().copied())
-            .unwrap_or(0);
-        Ok(PromptEncoder { tokenizer, template, format, pad_id, eos_ids })
+        let special = SpecialTokens::from_model_dir(dir, &tokenizer)?;
+        Ok(PromptEncoder { tokenizer, template, format, special })
+    }
+
+    /// An encoder from parts already loaded (a chat format needs a template).
+    pub fn new(
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+        format: PromptFormat,
+        special: SpecialTokens,
+    ) -> Result<PromptEncoder> {
+        if format.uses_template() && template.is_none() {
+            return Err(Error::Invalid(
+                "chat format asked for, but no chat template was given; use raw prompts".into(),
+            ));
+        }
+        Ok(PromptEncoder { tokenizer, template, format, special })
     }
 
     /// The prompt format in use.
@@ -93,14 +58,29 @@ impl PromptEncoder {
         &self.format
     }
 
+    /// The chat template, in chat format.
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The special token ids.
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.special
+    }
+
     /// Token ids that end a generated answer.
     pub fn eos_ids(&self) -> &[u32] {
-        &self.eos_ids
+        &self.special.eos_ids
     }
 
     /// The padding id.
     pub fn pad_id(&self) -> u32 {
-        self.pad_id
+        self.special.pad_id
     }
 
     /// The text the model sees for one instruction.
@@ -108,31 +88,27 @@ impl PromptEncoder {
         format_prompt(self.template.as_ref(), &self.format, user)
     }
 
-    /// Render a whole conversation (chat mode), ending with the assistant's turn header.
+    /// Render a whole conversation (chat mode), ending with the assistant's turn header; in raw
+    /// mode the contents joined by newlines.
     pub fn render_conversation(&self, messages: &[Message]) -> Result<String> {
         match (&self.template, &self.format) {
             (Some(t), PromptFormat::Chat { system }) => {
                 let mut all = Vec::new();
                 if let Some(s) = system {
-                    all.push(Message::new("system", s));
+                    all.push(Message::system(s));
                 }
                 all.extend_from_slice(messages);
                 t.render(&all, true)
             }
-            _ => Ok(messages.iter().map(|m| m.content.clone()).collect::<Vec<_>>().join("\n")),
+            _ => Ok(messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")),
         }
     }
 
-    /// Tokenize rendered text. Templates write their own special tokens; raw text gets the
-    /// tokenizer's usual ones.
+    /// Tokenize rendered text. Templates write their own special tokens, so chat text is encoded
+    /// without adding any; raw text gets the tokenizer's usual ones (e.g. BOS).
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
-        let add_special = matches!(self.format, PromptFormat::Raw { .. });
-        let encoding = self.tokenizer.encode(text, add_special).map_err(|e| Error::Other(format!("tokenizer: {e}")))?;
-        let ids = encoding.get_ids().to_vec();
-        if ids.is_empty() {
-            return Err(Error::Invalid(format!("prompt {text:?} encodes to no tokens")));
-        }
-        Ok(ids)
+        let mut ids = encode_texts(&self.tokenizer, &[text.to_string()], self.format.add_special_tokens())?;
+        Ok(ids.pop().unwrap_or_default())
     }
 
     /// Render and tokenize one instruction.
@@ -143,7 +119,7 @@ impl PromptEncoder {
     /// Encode instructions into a left-padded batch.
     pub fn batch(&self, users: &[String]) -> Result<Batch> {
         let encoded = users.iter().map(|u| self.encode(u)).collect::<Result<Vec<_>>>()?;
-        Ok(left_pad(&encoded, self.pad_id))
+        Batch::from_sequences(&encoded, self.special.pad_id)
     }
 
     /// Decode ids to text, skipping special tokens.
@@ -155,13 +131,6 @@ impl PromptEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn left_padding_aligns_the_ends() {
-        let b = left_pad(&[vec![5, 6], vec![1, 2, 3, 4]], 0);
-        assert_eq!(b.ids, vec![vec![0, 0, 5, 6], vec![1, 2, 3, 4]]);
-        assert_eq!(b.mask, vec![vec![0, 0, 1, 1], vec![1, 1, 1, 1]]);
-    }
 
     #[test]
     fn encodes_fixture_prompts_through_the_template() {

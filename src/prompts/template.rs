@@ -1,12 +1,18 @@
-//! Chat templates (minijinja, with Python string methods), from tokenizer_config.json or
-//! chat_template.jinja, and the raw alternative.
+//! Chat templates: the Jinja source a model ships (tokenizer_config.json `chat_template`,
+//! chat_template.jinja or chat_template.json), rendered with minijinja the way Hugging Face
+//! `transformers` renders it (`trim_blocks`, `lstrip_blocks`, Python string methods,
+//! `raise_exception`, `strftime_now`), and the raw alternative.
 
+use super::special_tokens::{read_json_if_present, TokenizerConfig};
+use super::strftime::TemplateDate;
 use crate::{Error, Result};
 use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// One chat message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Message {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -19,164 +25,289 @@ impl Message {
     pub fn new(role: &str, content: &str) -> Message {
         Message { role: role.into(), content: content.into() }
     }
+
+    /// A system message.
+    pub fn system(content: &str) -> Message {
+        Message::new("system", content)
+    }
+
+    /// A user message.
+    pub fn user(content: &str) -> Message {
+        Message::new("user", content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: &str) -> Message {
+        Message::new("assistant", content)
+    }
 }
+
+/// The name the template is registered under in its minijinja environment.
+const TEMPLATE_NAME: &str = "chat_template";
+
+/// A ChatML template, for models that ship none when the user asks for a fallback.
+pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
 /// A model's chat template, ready to render.
-#[derive(Debug)]
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: minijinja::Environment<'static>,
-    bos: String,
-    eos: String,
+    source: String,
+    origin: String,
+    special: BTreeMap<&'static str, String>,
+    date: TemplateDate,
 }
 
-fn token_text(value: Option<&serde_json::Value>) -> Option<String> {
-    match value? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
-        _ => None,
+impl std::fmt::Debug for ChatTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatTemplate")
+            .field("origin", &self.origin)
+            .field("special_tokens", &self.special)
+            .field("date", &self.date)
+            .finish()
     }
+}
+
+/// Pick the template text out of a `chat_template` value: a string, or a list of
+/// `{name, template}` of which the one named `default` is used (as `transformers` does).
+fn template_from_config_value(value: &Value, path: &Path) -> Result<String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(list) => {
+            let named = |name: &str| list.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(name));
+            let entry = named("default").ok_or_else(|| {
+                let names: Vec<&str> = list.iter().filter_map(|t| t.get("name").and_then(Value::as_str)).collect();
+                Error::Invalid(format!(
+                    "{}: `chat_template` is a list of named templates ({}) without one named `default`",
+                    path.display(),
+                    names.join(", ")
+                ))
+            })?;
+            entry.get("template").and_then(Value::as_str).map(String::from).ok_or_else(|| {
+                Error::Invalid(format!("{}: the `default` chat template has no `template` string", path.display()))
+            })
+        }
+        _ => Err(Error::Invalid(format!(
+            "{}: `chat_template` must be a string or a list of {{name, template}} objects",
+            path.display()
+        ))),
+    }
+}
+
+/// Python-style `raise_exception(message)`: stop rendering with the template's own message.
+fn raise_exception(message: String) -> std::result::Result<String, minijinja::Error> {
+    Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("the template raised: {message}")))
 }
 
 impl ChatTemplate {
-    /// The template of a model folder: `tokenizer_config.json`'s `chat_template` (a string, or a
-    /// list of named templates, of which `default` is used), else `chat_template.jinja`.
+    /// The chat template of a model folder, looked up in this order:
+    /// `tokenizer_config.json` `chat_template` (a string, or the list entry named `default`),
+    /// `chat_template.jinja`, `chat_template.json` (`{"chat_template": ...}`).
+    /// Special tokens (`bos_token`, `eos_token`, `pad_token`, `unk_token`) come from
+    /// tokenizer_config.json. Errors name the files looked at; use raw mode for models without a template.
     pub fn from_model_dir(dir: &Path) -> Result<ChatTemplate> {
-        let config_path = dir.join("tokenizer_config.json");
-        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => {
-                serde_json::from_str(&text).map_err(|source| Error::Json { path: config_path.clone(), source })?
-            }
-            Err(_) => serde_json::Value::Null,
-        };
-        let from_config = match config.get("chat_template") {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                .or_else(|| list.first())
-                .and_then(|t| t.get("template"))
-                .and_then(|t| t.as_str())
-                .map(String::from),
-            _ => None,
-        };
-        let jinja = dir.join("chat_template.jinja");
-        let source = match from_config {
-            Some(s) => s,
-            None if jinja.is_file() => std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?,
+        ChatTemplate::find_in_model_dir(dir)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no chat template found (no `chat_template` in tokenizer_config.json, no chat_template.jinja, \
+                 no chat_template.json); use raw prompts (--raw) or a fallback template",
+                dir.display()
+            ))
+        })
+    }
+
+    /// Like [`ChatTemplate::from_model_dir`], but `Ok(None)` when the folder has no template at all.
+    /// A template that exists but cannot be read or parsed is still an error.
+    pub fn find_in_model_dir(dir: &Path) -> Result<Option<ChatTemplate>> {
+        let config = TokenizerConfig::from_model_dir(dir)?;
+        let (source, origin) = match config.as_ref().and_then(|c| c.chat_template.as_ref().map(|t| (c, t))) {
+            Some((config, value)) => (template_from_config_value(value, &config.path)?, config.path.clone()),
             None => {
-                return Err(Error::Invalid(format!(
-                    "{} has no chat template (no `chat_template` in tokenizer_config.json, no chat_template.jinja); use --raw",
-                    dir.display()
-                )))
+                let jinja = dir.join("chat_template.jinja");
+                let json = dir.join("chat_template.json");
+                if jinja.is_file() {
+                    (std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?, jinja)
+                } else if let Some(value) = read_json_if_present(&json)? {
+                    let inner = value
+                        .get("chat_template")
+                        .ok_or_else(|| Error::Invalid(format!("{}: no `chat_template` field", json.display())))?;
+                    (template_from_config_value(inner, &json)?, json)
+                } else {
+                    return Ok(None);
+                }
             }
         };
-        ChatTemplate::from_source(source, token_text(config.get("bos_token")), token_text(config.get("eos_token")))
+        let config = config.unwrap_or_default();
+        let mut template = ChatTemplate::compile(source, origin.display().to_string())?;
+        for (name, value) in [
+            ("bos_token", config.bos_token),
+            ("eos_token", config.eos_token),
+            ("pad_token", config.pad_token),
+            ("unk_token", config.unk_token),
+        ] {
+            if let Some(value) = value {
+                template.special.insert(name, value);
+            }
+        }
+        Ok(Some(template))
     }
 
-    /// A template from its Jinja source.
+    /// A template from its Jinja source, with the given beginning- and end-of-sequence tokens.
     pub fn from_source(source: String, bos: Option<String>, eos: Option<String>) -> Result<ChatTemplate> {
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        env.add_function("strftime_now", |format: String| -> String {
-            // Templates use this to print today's date; a fixed, format-independent date keeps
-            // renders reproducible.
-            let _ = format;
-            "26 Jul 2024".to_string()
-        });
-        env.add_template_owned("chat", source)
-            .map_err(|e| Error::Invalid(format!("chat template does not parse: {e}")))?;
-        Ok(ChatTemplate { env, bos: bos.unwrap_or_default(), eos: eos.unwrap_or_default() })
+        let mut template = ChatTemplate::compile(source, "inline template".into())?;
+        if let Some(bos) = bos {
+            template.special.insert("bos_token", bos);
+        }
+        if let Some(eos) = eos {
+            template.special.insert("eos_token", eos);
+        }
+        Ok(template)
     }
 
-    /// Render `messages`, ending with the assistant's turn header when `add_generation_prompt`.
+    /// A plain ChatML template (`<|im_start|>role\n...<|im_end|>`), a fallback for models
+    /// without their own. Only sensible when the tokenizer knows these markers.
+    pub fn chatml() -> ChatTemplate {
+        // CHATML_TEMPLATE is a constant known to parse; a failure here is a bug in scalpel.
+        ChatTemplate::compile(CHATML_TEMPLATE.into(), "built-in ChatML template".into())
+            .expect("the built-in ChatML template parses")
+    }
+
+    fn compile(source: String, origin: String) -> Result<ChatTemplate> {
+        let mut env = minijinja::Environment::new();
+        // transformers renders with trim_blocks and lstrip_blocks; without them, templates written
+        // over several lines emit stray newlines and spaces.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
+            .map_err(|e| Error::Invalid(format!("{origin}: the chat template does not parse: {e}")))?;
+        let mut template =
+            ChatTemplate { env, source, origin, special: BTreeMap::new(), date: TemplateDate::REPRODUCIBLE };
+        template.set_date(TemplateDate::REPRODUCIBLE);
+        Ok(template)
+    }
+
+    /// Use `date` for `strftime_now` (default: [`TemplateDate::REPRODUCIBLE`], so renders do not
+    /// change from day to day; pass [`TemplateDate::now()`] for today's date).
+    pub fn with_date(mut self, date: TemplateDate) -> ChatTemplate {
+        self.set_date(date);
+        self
+    }
+
+    fn set_date(&mut self, date: TemplateDate) {
+        self.date = date;
+        self.env.add_function("strftime_now", move |format: String| date.format(&format));
+    }
+
+    /// Set or replace a special token variable (`bos_token`, `eos_token`, `pad_token`, `unk_token`).
+    pub fn with_special_token(mut self, name: &'static str, value: &str) -> ChatTemplate {
+        self.special.insert(name, value.to_string());
+        self
+    }
+
+    /// The Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Where the template came from (a file path, or a description).
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The beginning-of-sequence token text, when known.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.special.get("bos_token").map(String::as_str)
+    }
+
+    /// The end-of-sequence token text, when known.
+    pub fn eos_token(&self) -> Option<&str> {
+        self.special.get("eos_token").map(String::as_str)
+    }
+
+    /// Render `messages`; with `add_generation_prompt` the text ends with the assistant's turn
+    /// header, ready for the model to answer. The variables are `messages`,
+    /// `add_generation_prompt` and the known special tokens; unknown variables are undefined
+    /// (false in tests, empty when printed), as in `transformers`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template("chat").map_err(|e| Error::Other(e.to_string()))?;
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| Error::Other(e.to_string()))?;
+        let mut context: BTreeMap<&str, minijinja::Value> = BTreeMap::new();
+        context.insert("messages", minijinja::Value::from_serialize(messages));
+        context.insert("add_generation_prompt", minijinja::Value::from(add_generation_prompt));
+        for (name, value) in &self.special {
+            context.insert(name, minijinja::Value::from(value.as_str()));
+        }
         template
-            .render(minijinja::context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => self.bos,
-                eos_token => self.eos,
-            })
-            .map_err(|e| Error::Invalid(format!("chat template failed: {e}")))
+            .render(context)
+            .map_err(|e| Error::Invalid(format!("{}: rendering the chat template failed: {e}", self.origin)))
     }
 }
 
 /// How a user instruction becomes model input.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromptFormat {
     /// Through the chat template, with an optional system prompt.
     Chat {
         /// System prompt.
         system: Option<String>,
     },
-    /// The instruction as is (the research note found this half works), optionally with a
-    /// trailing newline.
+    /// The instruction as is (no template, the tokenizer adds its usual special tokens),
+    /// optionally with a trailing newline.
     Raw {
         /// Append "\n".
         trailing_newline: bool,
     },
 }
 
+impl PromptFormat {
+    /// Whether this format renders through a chat template.
+    pub fn uses_template(&self) -> bool {
+        matches!(self, PromptFormat::Chat { .. })
+    }
+
+    /// Whether the tokenizer should add its own special tokens (BOS) when encoding text of this
+    /// format. Templates write their special tokens themselves, so this is false for chat
+    /// (as `apply_chat_template(tokenize=True)` does); a second BOS would change activations.
+    pub fn add_special_tokens(&self) -> bool {
+        !self.uses_template()
+    }
+}
+
 /// Format one user instruction for the model.
+///
+/// Chat format: `[system?, user]` rendered with the generation prompt. When the template refuses
+/// a system message (Gemma's raise "System role not supported"), the system prompt is put in
+/// front of the user message instead, with a warning.
 pub fn format_prompt(template: Option<&ChatTemplate>, format: &PromptFormat, user: &str) -> Result<String> {
     match format {
         PromptFormat::Raw { trailing_newline } => {
             Ok(if *trailing_newline { format!("{user}\n") } else { user.to_string() })
         }
         PromptFormat::Chat { system } => {
-            let template = template.ok_or_else(|| Error::Invalid("no chat template available; use --raw".into()))?;
-            let mut messages = Vec::new();
-            if let Some(system) = system {
-                messages.push(Message::new("system", system));
+            let template = template.ok_or_else(|| {
+                Error::Invalid(
+                    "chat format asked for, but no chat template is available; use raw prompts (--raw)".into(),
+                )
+            })?;
+            let Some(system) = system else {
+                return template.render(&[Message::user(user)], true);
+            };
+            match template.render(&[Message::system(system), Message::user(user)], true) {
+                Ok(text) => Ok(text),
+                Err(first) => {
+                    let merged = format!("{system}\n\n{user}");
+                    match template.render(&[Message::user(&merged)], true) {
+                        Ok(text) => {
+                            tracing::warn!(
+                                "{}: the template rejects system messages ({first}); the system prompt is prepended to the user message",
+                                template.origin()
+                            );
+                            Ok(text)
+                        }
+                        Err(_) => Err(first),
+                    }
+                }
             }
-            messages.push(Message::new("user", user));
-            template.render(&messages, true)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_chatml_with_system_and_generation_prompt() {
-        let t = ChatTemplate::from_source(
-            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content.strip() }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}".into(),
-            None,
-            None,
-        )
-        .unwrap();
-        let text = format_prompt(Some(&t), &PromptFormat::Chat { system: Some("Be brief.".into()) }, " hi ").unwrap();
-        assert_eq!(
-            text,
-            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
-        );
-        assert_eq!(format_prompt(None, &PromptFormat::Raw { trailing_newline: true }, "hi").unwrap(), "hi\n");
-    }
-
-    #[test]
-    fn list_form_templates_and_token_objects_are_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = serde_json::json!({
-            "bos_token": {"content": "<s>"},
-            "chat_template": [{"name": "tool_use", "template": "TOOLS"}, {"name": "default", "template": "{{ bos_token }}{{ messages[0].content }}"}]
-        });
-        std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
-        let t = ChatTemplate::from_model_dir(dir.path()).unwrap();
-        assert_eq!(t.render(&[Message::new("user", "x")], true).unwrap(), "<s>x");
-    }
-
-    #[test]
-    fn missing_and_raising_templates_are_clear_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = ChatTemplate::from_model_dir(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("--raw"), "{err}");
-        let t = ChatTemplate::from_source("{{ raise_exception('no system role') }}".into(), None, None).unwrap();
-        assert!(t.render(&[], true).unwrap_err().to_string().contains("no system role"));
     }
 }
