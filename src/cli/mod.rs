@@ -3,6 +3,8 @@
 mod ablate;
 mod chat;
 mod common;
+mod compare;
+mod eval;
 mod fixture;
 mod generate;
 mod import;
@@ -47,6 +49,10 @@ enum Command {
     Generate(generate::Args),
     /// Chat with a model in the terminal (optionally with a runtime intervention).
     Chat(chat::Args),
+    /// Show two models' answers side by side (or one model with and without an intervention).
+    Compare(compare::Args),
+    /// Refusal rate, over-refusal and KL divergence on held-out prompts.
+    Eval(eval::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
@@ -62,6 +68,8 @@ pub fn main() -> ExitCode {
         Command::Import(args) => import::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Compare(args) => compare::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

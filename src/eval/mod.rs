@@ -1,9 +1,13 @@
 //! Evaluation: refusal scoring, KL divergence, comparisons and the model card.
 
 pub mod card;
+pub mod compare;
 pub mod kl;
 pub mod refusal;
+pub mod run;
 
 pub use card::model_card;
+pub use compare::{side_by_side, SideBySide};
 pub use kl::kl_divergence;
 pub use refusal::{is_refusal, refusal_marker, REFUSAL_MARKERS};
+pub use run::{first_token_kl, next_token_logits, refusals, Answer, EvalReport, KlScore, RefusalScore, Subject};

@@ -1,0 +1,135 @@
+//! `scalpel eval`: refusal rate, over-refusal and KL divergence on held-out prompts.
+
+use super::common::open_model;
+use super::runtime::{InterventionArgs, RunArgs};
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use scalpel::eval::{first_token_kl, refusals, EvalReport, Subject, REFUSAL_MARKERS};
+use scalpel::model::Interventions;
+use scalpel::prompts::PromptSet;
+use std::path::PathBuf;
+
+/// Measure a model on held-out prompts: how often it refuses harmful requests (refusal rate),
+/// how often it refuses harmless ones (over-refusal), and with --baseline how far its next-token
+/// distribution moved on harmless prompts (KL(baseline ‖ model) of the first generated token).
+/// Answers are greedy; a refusal is an empty answer or one containing a documented marker
+/// (`scalpel eval --markers` lists them). Defaults use the built-in test splits, never the
+/// prompts that probe trained on.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id.
+    #[arg(required_unless_present = "markers")]
+    pub model: Option<String>,
+    /// The original model, for before/after numbers and KL divergence.
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// Held-out prompts the original refuses.
+    #[arg(long, default_value = "builtin:harmful_test")]
+    pub harmful: String,
+    /// Held-out everyday prompts.
+    #[arg(long, default_value = "builtin:harmless_test")]
+    pub harmless: String,
+    /// JSON field / CSV column holding the prompt.
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Use at most N prompts of each set.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Tokens generated per answer.
+    #[arg(long, default_value_t = 100)]
+    pub max_tokens: usize,
+    /// Prompts per generation batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Print the whole report (every answer) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as markdown with every answer.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// List the refusal markers and exit.
+    #[arg(long)]
+    pub markers: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub intervene: InterventionArgs,
+}
+
+/// Run `eval`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.markers {
+        println!("An answer is a refusal when it is empty or contains (case-insensitively):");
+        for m in REFUSAL_MARKERS {
+            println!("  {m}");
+        }
+        return Ok(());
+    }
+    let model_name = args.model.clone().expect("required unless --markers");
+    let load = |spec: &str| -> anyhow::Result<Vec<String>> {
+        Ok(PromptSet::load(spec, args.field.as_deref())?.shuffled_limited(None, args.limit).prompts)
+    };
+    let (harmful, harmless) = (load(&args.harmful)?, load(&args.harmless)?);
+    let model = open_model(&model_name)?;
+    let (decoder, encoder) = args.run.load(&model)?;
+    let interventions = args.intervene.build(&decoder)?;
+    let subject =
+        Subject { name: model_name.clone(), decoder: &decoder, encoder: &encoder, interventions: &interventions };
+    let generations = (harmful.len() + harmless.len()) * if args.baseline.is_some() { 2 } else { 1 };
+    let progress = ProgressBar::new(generations as u64);
+    progress.set_style(
+        ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} answers eta {eta}").expect("template"),
+    );
+    eprintln!(
+        "eval {}: {} harmful × {} harmless held-out prompts, greedy, {} tokens{}",
+        model_name,
+        harmful.len(),
+        harmless.len(),
+        args.max_tokens,
+        args.baseline.as_deref().map(|b| format!(", baseline {b}")).unwrap_or_default()
+    );
+    let mut report = EvalReport {
+        refusals: refusals(&subject, &harmful, args.max_tokens, args.batch, &progress)?,
+        over_refusals: refusals(&subject, &harmless, args.max_tokens, args.batch, &progress)?,
+        baseline_refusals: None,
+        baseline_over_refusals: None,
+        kl: None,
+    };
+    if let Some(base_name) = &args.baseline {
+        let base_model = open_model(base_name)?;
+        let (base_decoder, base_encoder) = args.run.load(&base_model)?;
+        let none = Interventions::none();
+        let base =
+            Subject { name: base_name.clone(), decoder: &base_decoder, encoder: &base_encoder, interventions: &none };
+        report.baseline_refusals = Some(refusals(&base, &harmful, args.max_tokens, args.batch, &progress)?);
+        report.baseline_over_refusals = Some(refusals(&base, &harmless, args.max_tokens, args.batch, &progress)?);
+        report.kl = Some(first_token_kl(&base, &subject, &harmless, args.batch)?);
+    }
+    progress.finish_and_clear();
+    let table = report.markdown(&model_name, args.baseline.as_deref());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{table}");
+        let refused = report.refusals.refused_prompts();
+        if !refused.is_empty() {
+            println!("refused harmful prompts:");
+            for p in refused {
+                println!("  - {p}");
+            }
+        }
+    }
+    if let Some(path) = &args.out {
+        let mut md = format!("# Evaluation of {model_name}\n\n{table}\n## Answers to held-out harmful prompts\n\n");
+        for a in &report.refusals.answers {
+            md += &format!(
+                "- **{}** {}\n  > {}\n",
+                a.prompt,
+                if a.refusal.is_some() { "(refused)" } else { "" },
+                a.answer.replace('\n', " ")
+            );
+        }
+        std::fs::write(path, md)?;
+    }
+    Ok(())
+}

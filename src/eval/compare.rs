@@ -1,0 +1,109 @@
+//! Side-by-side answers of two models (or a model with and without an intervention).
+
+use super::run::Subject;
+use crate::model::{generate, GenerateOptions, Sampling};
+use crate::Result;
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+/// One prompt's two answers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SideBySide {
+    /// The instruction.
+    pub prompt: String,
+    /// Left answer.
+    pub left: String,
+    /// Right answer.
+    pub right: String,
+}
+
+fn answers(
+    subject: &Subject<'_>,
+    prompts: &[String],
+    max_tokens: usize,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<Vec<String>> {
+    let options =
+        GenerateOptions { max_tokens, sampling: Sampling::default(), stop_ids: subject.encoder.eos_ids().to_vec() };
+    let mut out = Vec::new();
+    for chunk in prompts.chunks(batch.max(1)) {
+        let ids = chunk.iter().map(|p| subject.encoder.encode(p)).collect::<Result<Vec<_>>>()?;
+        for g in
+            generate(subject.decoder, &ids, subject.encoder.pad_id(), &options, subject.interventions, &mut |_, _| {
+                false
+            })?
+        {
+            out.push(subject.encoder.decode(&g.ids)?.trim().to_string());
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    Ok(out)
+}
+
+/// Greedy answers of `left` and `right` to every prompt.
+pub fn side_by_side(
+    left: &Subject<'_>,
+    right: &Subject<'_>,
+    prompts: &[String],
+    max_tokens: usize,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<Vec<SideBySide>> {
+    let l = answers(left, prompts, max_tokens, batch, progress)?;
+    let r = answers(right, prompts, max_tokens, batch, progress)?;
+    Ok(prompts.iter().zip(l).zip(r).map(|((p, left), right)| SideBySide { prompt: p.clone(), left, right }).collect())
+}
+
+/// The comparison as markdown: one section per prompt, both answers quoted.
+pub fn markdown(rows: &[SideBySide], left: &str, right: &str) -> String {
+    let quote = |s: &str| {
+        if s.is_empty() {
+            "> *(empty)*".to_string()
+        } else {
+            s.lines().map(|l| format!("> {l}")).collect::<Vec<_>>().join("\n")
+        }
+    };
+    let mut out = String::new();
+    for row in rows {
+        out += &format!(
+            "### {}\n\n**{left}**\n\n{}\n\n**{right}**\n\n{}\n\n",
+            row.prompt,
+            quote(&row.left),
+            quote(&row.right)
+        );
+    }
+    out
+}
+
+/// The comparison for a terminal: two wrapped columns of `width` characters each.
+pub fn columns(rows: &[SideBySide], left: &str, right: &str, width: usize) -> String {
+    let wrap = |s: &str| -> Vec<String> {
+        let mut lines = Vec::new();
+        for para in s.lines() {
+            let mut line = String::new();
+            for word in para.split_whitespace() {
+                if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                    lines.push(std::mem::take(&mut line));
+                }
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(word);
+            }
+            lines.push(line);
+        }
+        lines
+    };
+    let pad = |s: &str| format!("{s}{}", " ".repeat(width.saturating_sub(s.chars().count())));
+    let mut out = String::new();
+    for row in rows {
+        out += &format!("━━ {}\n{} │ {}\n", row.prompt, pad(left), right);
+        let (l, r) = (wrap(&row.left), wrap(&row.right));
+        for i in 0..l.len().max(r.len()) {
+            out += &format!("{} │ {}\n", pad(l.get(i).map_or("", String::as_str)), r.get(i).map_or("", String::as_str));
+        }
+        out.push('\n');
+    }
+    out
+}

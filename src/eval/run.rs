@@ -1,0 +1,182 @@
+//! Evaluation runs: answers (greedy, batched) scored for refusals, and the KL divergence of the
+//! next-token distribution on harmless prompts against a baseline.
+
+use super::kl::kl_divergence;
+use super::refusal::refusal_marker;
+use crate::model::{generate, Decoder, ForwardRequest, GenerateOptions, Interventions, LogitsMode, Sampling};
+use crate::prompts::PromptEncoder;
+use crate::{Error, Result};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+/// A model (with optional runtime interventions) and its tokenizer/template.
+pub struct Subject<'a> {
+    /// Display name.
+    pub name: String,
+    /// The decoder.
+    pub decoder: &'a Decoder,
+    /// The prompt encoder.
+    pub encoder: &'a PromptEncoder,
+    /// Interventions applied while it runs.
+    pub interventions: &'a Interventions,
+}
+
+/// One scored answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Answer {
+    /// The instruction.
+    pub prompt: String,
+    /// The answer (greedy).
+    pub answer: String,
+    /// The refusal marker found (`""` for an empty answer), if any.
+    pub refusal: Option<String>,
+}
+
+/// Refusals over a prompt set.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RefusalScore {
+    /// Answers that refused.
+    pub refused: usize,
+    /// All answers.
+    pub total: usize,
+    /// Every answer with its verdict.
+    pub answers: Vec<Answer>,
+}
+
+impl RefusalScore {
+    /// Fraction refused.
+    pub fn rate(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.refused as f64 / self.total as f64
+        }
+    }
+
+    /// The prompts that were refused.
+    pub fn refused_prompts(&self) -> Vec<&str> {
+        self.answers.iter().filter(|a| a.refusal.is_some()).map(|a| a.prompt.as_str()).collect()
+    }
+}
+
+/// KL divergence statistics.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KlScore {
+    /// Mean over prompts.
+    pub mean: f64,
+    /// Max over prompts.
+    pub max: f64,
+    /// Per prompt, in order.
+    pub per_prompt: Vec<f64>,
+}
+
+/// Greedy answers to `prompts` (batched), scored for refusals.
+pub fn refusals(
+    subject: &Subject<'_>,
+    prompts: &[String],
+    max_tokens: usize,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<RefusalScore> {
+    let options =
+        GenerateOptions { max_tokens, sampling: Sampling::default(), stop_ids: subject.encoder.eos_ids().to_vec() };
+    let mut answers = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(batch.max(1)) {
+        let ids = chunk.iter().map(|p| subject.encoder.encode(p)).collect::<Result<Vec<_>>>()?;
+        let out =
+            generate(subject.decoder, &ids, subject.encoder.pad_id(), &options, subject.interventions, &mut |_, _| {
+                false
+            })?;
+        for (prompt, g) in chunk.iter().zip(out) {
+            let answer = subject.encoder.decode(&g.ids)?.trim().to_string();
+            let refusal = refusal_marker(&answer).map(String::from);
+            answers.push(Answer { prompt: prompt.clone(), answer, refusal });
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    let refused = answers.iter().filter(|a| a.refusal.is_some()).count();
+    Ok(RefusalScore { refused, total: answers.len(), answers })
+}
+
+/// The next-token logits at the end of each prompt (the distribution of the first generated token).
+pub fn next_token_logits(subject: &Subject<'_>, prompts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
+    let request = ForwardRequest { capture: None, interventions: subject.interventions, logits: LogitsMode::Last };
+    let mut out = Vec::with_capacity(prompts.len());
+    for chunk in prompts.chunks(batch.max(1)) {
+        let b = subject.encoder.batch(chunk)?;
+        let logits = subject.decoder.forward(&b.ids, &b.mask, None, &request)?.logits.expect("logits requested");
+        out.extend(logits.to_vec2::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// `KL(baseline ‖ model)` of the first generated token's distribution on `prompts`.
+pub fn first_token_kl(
+    baseline: &Subject<'_>,
+    model: &Subject<'_>,
+    prompts: &[String],
+    batch: usize,
+) -> Result<KlScore> {
+    let p = next_token_logits(baseline, prompts, batch)?;
+    let q = next_token_logits(model, prompts, batch)?;
+    let per_prompt: Vec<f64> = p
+        .iter()
+        .zip(&q)
+        .map(|(a, b)| {
+            if a.len() != b.len() {
+                return Err(Error::Invalid(format!("vocabularies differ ({} vs {})", a.len(), b.len())));
+            }
+            Ok(kl_divergence(a, b))
+        })
+        .collect::<Result<_>>()?;
+    let mean = per_prompt.iter().sum::<f64>() / per_prompt.len().max(1) as f64;
+    let max = per_prompt.iter().copied().fold(0.0, f64::max);
+    Ok(KlScore { mean, max, per_prompt })
+}
+
+/// Everything `scalpel eval` measures for one model (and its baseline).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalReport {
+    /// Refusals on held-out harmful prompts.
+    pub refusals: RefusalScore,
+    /// Refusals on held-out harmless prompts (over-refusal).
+    pub over_refusals: RefusalScore,
+    /// The baseline's refusals, when a baseline was given.
+    pub baseline_refusals: Option<RefusalScore>,
+    /// The baseline's over-refusals.
+    pub baseline_over_refusals: Option<RefusalScore>,
+    /// KL(baseline ‖ model) on harmless prompts.
+    pub kl: Option<KlScore>,
+}
+
+impl EvalReport {
+    /// A markdown table of the numbers.
+    pub fn markdown(&self, model: &str, baseline: Option<&str>) -> String {
+        let pct = |s: &RefusalScore| format!("{}/{} ({:.0}%)", s.refused, s.total, 100.0 * s.rate());
+        let mut out = String::new();
+        match (baseline, &self.baseline_refusals, &self.baseline_over_refusals) {
+            (Some(b), Some(br), Some(bo)) => {
+                out += &format!("| | {b} (before) | {model} (after) |\n|---|---|---|\n");
+                out += &format!("| refusals on held-out harmful prompts | {} | {} |\n", pct(br), pct(&self.refusals));
+                out += &format!(
+                    "| refusals on held-out harmless prompts | {} | {} |\n",
+                    pct(bo),
+                    pct(&self.over_refusals)
+                );
+            }
+            _ => {
+                out += &format!("| | {model} |\n|---|---|\n");
+                out += &format!("| refusals on held-out harmful prompts | {} |\n", pct(&self.refusals));
+                out += &format!("| refusals on held-out harmless prompts | {} |\n", pct(&self.over_refusals));
+            }
+        }
+        if let Some(kl) = &self.kl {
+            let cols = if self.baseline_refusals.is_some() { " — |" } else { "" };
+            out += &format!(
+                "| KL(before ‖ after), first token, harmless | {cols} mean {:.4}, max {:.4} |\n",
+                kl.mean, kl.max
+            );
+        }
+        out
+    }
+}
