@@ -12,6 +12,7 @@ mod inspect;
 mod probe;
 mod runtime;
 mod selection;
+mod svd;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,8 @@ enum Command {
     Compare(compare::Args),
     /// Refusal rate, over-refusal and KL divergence on held-out prompts.
     Eval(eval::Args),
+    /// SVD of the writers: which directions do the layers share?
+    Svd(svd::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
@@ -70,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Svd(args) => svd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

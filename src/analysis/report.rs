@@ -1,0 +1,190 @@
+//! SVD analysis outputs: svd.json, heatmaps, alignment and consensus plots, report.md.
+
+use super::SvdAnalysis;
+use crate::arch::WriterKind;
+use crate::plot::{save_heatmap, save_line_chart, Heatmap, LineChart, Series};
+use crate::{Error, Result};
+use std::fmt::Write;
+use std::path::Path;
+
+fn indices(a: &SvdAnalysis, kind: WriterKind) -> Vec<usize> {
+    (0..a.writers.len()).filter(|&i| a.writers[i].kind == kind).collect()
+}
+
+fn mean_off_diagonal(a: &SvdAnalysis, rows: &[usize], cols: &[usize]) -> f64 {
+    let mut sum = 0.0;
+    let mut n = 0;
+    for &i in rows {
+        for &j in cols {
+            if i != j {
+                sum += a.overlap[i][j];
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        f64::NAN
+    } else {
+        sum / n as f64
+    }
+}
+
+/// Write every output into `dir`; returns the file names.
+pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let path = dir.join("svd.json");
+    std::fs::write(&path, serde_json::to_string_pretty(a).map_err(|e| Error::Other(e.to_string()))?)
+        .map_err(|e| Error::io(&path, e))?;
+    files.push("svd.json".to_string());
+    let attn = indices(a, WriterKind::Attn);
+    let mlp = indices(a, WriterKind::Mlp);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Weight-direction analysis\n\nModel: `{model}`; hidden {}, top-k {} per writer, {} writers.\n",
+        a.hidden,
+        a.top_k,
+        a.writers.len()
+    );
+    let _ = writeln!(md, "The overlap of two writers is the mean squared cosine of the principal angles between their top-{} writing subspaces: 1 means they write into the same subspace; two random subspaces score about k/hidden = **{:.3}**.\n", a.top_k, a.random_baseline);
+    let _ = writeln!(md, "## What the numbers say\n");
+    for (name, rows, cols) in
+        [("attention writers", &attn, &attn), ("MLP writers", &mlp, &mlp), ("attention vs MLP writers", &attn, &mlp)]
+    {
+        let m = mean_off_diagonal(a, rows, cols);
+        if m.is_finite() {
+            let _ =
+                writeln!(md, "- {name}: mean overlap **{m:.3}**, {:.1}× the random baseline.", m / a.random_baseline);
+        }
+    }
+    // The most similar pair of distinct writers.
+    let mut best = (0, 0, -1.0);
+    for i in 0..a.writers.len() {
+        for j in i + 1..a.writers.len() {
+            if a.overlap[i][j] > best.2 {
+                best = (i, j, a.overlap[i][j]);
+            }
+        }
+    }
+    if best.2 >= 0.0 {
+        let _ = writeln!(
+            md,
+            "- Most shared pair: `{}` and `{}` ({:.3}).",
+            a.writers[best.0].tensor, a.writers[best.1].tensor, best.2
+        );
+    }
+    if let Some(c) = a.consensus.first() {
+        let users: Vec<String> = a
+            .writers
+            .iter()
+            .zip(&c.usage)
+            .filter(|(_, u)| **u > 0.5)
+            .map(|(w, u)| format!("{} {} ({u:.2})", w.kind.name(), w.layer.map_or("-".into(), |l| l.to_string())))
+            .collect();
+        let _ = writeln!(md, "- The most shared direction has strength {:.2} (√{} = {:.2} would mean every writer contains it); writers that can write it strongly (‖Uᵀv‖ > 0.5): {}.",
+            c.strength, a.writers.len(), (a.writers.len() as f64).sqrt(), if users.is_empty() { "none".into() } else { users.join(", ") });
+    }
+    for d in &a.alignments {
+        let mut order: Vec<usize> = (0..a.writers.len()).collect();
+        order.sort_by(|&x, &y| d.per_writer[y].total_cmp(&d.per_writer[x]));
+        let top: Vec<String> = order
+            .iter()
+            .take(5)
+            .map(|&i| {
+                format!(
+                    "{} {} ({:.2})",
+                    a.writers[i].kind.name(),
+                    a.writers[i].layer.map_or("-".into(), |l| l.to_string()),
+                    d.per_writer[i]
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "- Direction `{}` is most writable by: {} (random ≈ {:.2}).",
+            d.direction,
+            top.join(", "),
+            a.random_baseline.sqrt()
+        );
+    }
+    let _ = writeln!(md);
+    for (stem, title, rows, cols, label) in [
+        ("overlap_attn", "Overlap of attention writers", &attn, &attn, ("attn layer", "attn layer")),
+        ("overlap_mlp", "Overlap of MLP writers", &mlp, &mlp, ("mlp layer", "mlp layer")),
+        ("overlap_attn_mlp", "Overlap: attention (rows) vs MLP (columns)", &attn, &mlp, ("attn layer", "mlp layer")),
+    ] {
+        if rows.is_empty() || cols.is_empty() {
+            continue;
+        }
+        let values: Vec<Vec<f64>> = rows.iter().map(|&i| cols.iter().map(|&j| a.overlap[i][j]).collect()).collect();
+        let hi = values.iter().flatten().copied().filter(|v| *v < 0.999).fold(a.random_baseline * 2.0, f64::max);
+        save_heatmap(
+            &dir.join(stem),
+            &Heatmap {
+                title: title.into(),
+                values,
+                row_label: label.0.into(),
+                col_label: label.1.into(),
+                range: (0.0, hi.min(1.0)),
+            },
+        )?;
+        files.extend([format!("{stem}.png"), format!("{stem}.svg")]);
+        let _ = writeln!(md, "![{stem}]({stem}.png)\n");
+    }
+    let by_kind = |values: &[f64], prefix: &str| -> Vec<Series> {
+        [WriterKind::Attn, WriterKind::Mlp]
+            .iter()
+            .map(|&k| Series {
+                name: format!("{prefix}{}", k.name()),
+                points: a
+                    .writers
+                    .iter()
+                    .zip(values)
+                    .filter(|(w, _)| w.kind == k)
+                    .map(|(w, v)| (w.layer.unwrap_or(0) as f64, *v))
+                    .collect(),
+            })
+            .collect()
+    };
+    if !a.alignments.is_empty() {
+        let series: Vec<Series> =
+            a.alignments.iter().take(4).flat_map(|d| by_kind(&d.per_writer, &format!("{} ", d.direction))).collect();
+        save_line_chart(
+            &dir.join("alignment"),
+            &LineChart {
+                title: "How strongly each writer can write along the direction".into(),
+                x_label: "layer".into(),
+                y_label: "‖Uᵀ r‖".into(),
+                log_y: false,
+                series,
+                marker: None,
+            },
+        )?;
+        files.extend(["alignment.png".into(), "alignment.svg".into()]);
+        let _ = writeln!(md, "![alignment](alignment.png)\n");
+    }
+    if let Some(c) = a.consensus.first() {
+        save_line_chart(
+            &dir.join("consensus"),
+            &LineChart {
+                title: "Use of the most shared direction per writer".into(),
+                x_label: "layer".into(),
+                y_label: "‖Uᵀ v‖".into(),
+                log_y: false,
+                series: by_kind(&c.usage, ""),
+                marker: None,
+            },
+        )?;
+        files.extend(["consensus.png".into(), "consensus.svg".into()]);
+        let _ = writeln!(md, "![consensus](consensus.png)\n");
+    }
+    let _ = writeln!(md, "## Writers\n\n| tensor | top singular values | energy in top {} |\n|---|---|---|", a.top_k);
+    for w in &a.writers {
+        let sv: Vec<String> = w.singular_values.iter().take(4).map(|s| format!("{s:.2}")).collect();
+        let _ = writeln!(md, "| {} | {} … | {:.1}% |", w.tensor, sv.join(", "), 100.0 * w.energy);
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, md).map_err(|e| Error::io(&path, e))?;
+    files.push("report.md".into());
+    Ok(files)
+}

@@ -1,0 +1,70 @@
+//! `scalpel svd`: which directions do the layers' writers share?
+
+use super::common::{open_model, parse_targets};
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use scalpel::analysis::{analyse_writers, write_svd_outputs, SvdSettings};
+use scalpel::checkpoint::StagedOutput;
+use scalpel::directions::DirectionsFile;
+use scalpel::layers::parse_layers;
+use std::path::PathBuf;
+
+/// SVD of every output-side writer (attention and MLP outputs, the embedding): the top-k
+/// directions each layer writes, how much layers share them (principal angles, heatmaps), the
+/// directions most shared across layers, and how well each layer can write along given
+/// directions. Reads weights through memory maps; no model run is needed.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id.
+    pub model: String,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Singular vectors kept per writer.
+    #[arg(long, default_value_t = 32)]
+    pub top_k: usize,
+    /// Layers (default: all).
+    #[arg(long, value_name = "LAYERS")]
+    pub layers: Option<String>,
+    /// Writers, comma separated: attn, mlp, embed.
+    #[arg(long, default_value = "attn,mlp")]
+    pub writers: String,
+    /// Directions file (from probe): report each direction's alignment with every writer.
+    #[arg(long, value_name = "FILE")]
+    pub directions: Option<PathBuf>,
+    /// Exact thin SVD instead of the randomized one.
+    #[arg(long)]
+    pub exact: bool,
+    /// Replace the output folder if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Run `svd`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let model = open_model(&args.model)?;
+    let staged = StagedOutput::new(&args.out, &[&model.root], args.force)?;
+    let settings = SvdSettings {
+        top_k: args.top_k.max(1),
+        layers: parse_layers(args.layers.as_deref().unwrap_or("all"), model.spec.num_layers)?,
+        writers: parse_targets(&args.writers)?,
+        exact: args.exact,
+        consensus: 3,
+    };
+    let directions = args.directions.as_deref().map(DirectionsFile::load).transpose()?;
+    let started = std::time::Instant::now();
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("svd [{bar:30}] {pos}/{len} writers eta {eta}").expect("template"));
+    let analysis = analyse_writers(&model, &settings, directions.as_ref(), &bar)?;
+    bar.finish_and_clear();
+    let files = write_svd_outputs(staged.path(), &analysis, &model.root.display().to_string())?;
+    let out = staged.commit()?;
+    eprintln!(
+        "analysed {} writers in {:.1}s; wrote {}",
+        analysis.writers.len(),
+        started.elapsed().as_secs_f64(),
+        files.join(", ")
+    );
+    println!("{}", out.join("report.md").display());
+    Ok(())
+}
