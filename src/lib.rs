@@ -25,6 +25,7 @@ pub mod import;
 pub mod layers;
 pub mod linalg;
 pub mod model;
+pub mod pipeline;
 pub mod plot;
 pub mod probe;
 pub mod prompts;

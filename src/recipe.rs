@@ -228,7 +228,40 @@ impl Recipe {
         for item in overrides {
             apply_override(&mut value, item)?;
         }
-        value.try_into().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+        let mut recipe: Recipe = value.try_into().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        recipe.resolve_paths(path);
+        Ok(recipe)
+    }
+
+    /// Relative paths in a recipe are relative to the repository the recipe lives in (the
+    /// parent of its folder, e.g. `recipes/..`), so a recipe runs the same from any folder.
+    /// A model path that does not exist there is left alone (it may be a hub id).
+    fn resolve_paths(&mut self, recipe_path: &Path) {
+        let base = recipe_path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
+            .unwrap_or_default();
+        let rebase = |p: &str| -> Option<String> {
+            let candidate = base.join(p);
+            (Path::new(p).is_relative() && candidate.exists()).then(|| candidate.display().to_string())
+        };
+        if let Some(p) = rebase(&self.model.path) {
+            self.model.path = p;
+        }
+        for spec in [
+            &mut self.prompts.harmful,
+            &mut self.prompts.harmless,
+            &mut self.prompts.harmful_test,
+            &mut self.prompts.harmless_test,
+        ] {
+            if let Some(p) = rebase(spec) {
+                *spec = p;
+            }
+        }
+        if self.output.dir.is_relative() {
+            self.output.dir = base.join(&self.output.dir);
+        }
     }
 }
 
@@ -284,6 +317,7 @@ mod tests {
         assert_eq!(r.direction.layer.fixed().unwrap(), Some(12));
         assert_eq!(DirectionSection::default().layer.fixed().unwrap(), None);
         assert_eq!(r.model.path, "/x/y");
+        assert!(r.output.dir.is_absolute(), "relative output folders are rebased on the repository");
         assert_eq!(r.ablate, AblateSection::default());
         let err = Recipe::load(&path, &["probe.bogus=1".into()]).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");

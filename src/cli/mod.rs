@@ -10,6 +10,7 @@ mod generate;
 mod import;
 mod inspect;
 mod probe;
+mod run;
 mod runtime;
 mod selection;
 mod svd;
@@ -34,6 +35,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole experiment from a recipe: probe, ablate, verify, eval, report.
+    Run(run::Args),
     /// Find the layers and directions that separate harmful from harmless prompts.
     Probe(probe::Args),
     /// Show a model's architecture, sizes, dtypes, and the tensors scalpel would edit.
@@ -63,6 +66,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result: anyhow::Result<()> = match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Ablate(args) => ablate::run(args),

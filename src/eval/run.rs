@@ -22,7 +22,7 @@ pub struct Subject<'a> {
 }
 
 /// One scored answer.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Answer {
     /// The instruction.
     pub prompt: String,
@@ -33,7 +33,7 @@ pub struct Answer {
 }
 
 /// Refusals over a prompt set.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct RefusalScore {
     /// Answers that refused.
     pub refused: usize,
@@ -60,7 +60,7 @@ impl RefusalScore {
 }
 
 /// KL divergence statistics.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct KlScore {
     /// Mean over prompts.
     pub mean: f64,
@@ -135,7 +135,7 @@ pub fn first_token_kl(
 }
 
 /// Everything `scalpel eval` measures for one model (and its baseline).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct EvalReport {
     /// Refusals on held-out harmful prompts.
     pub refusals: RefusalScore,

@@ -1,0 +1,32 @@
+//! `scalpel run`: a whole experiment from a recipe.
+
+use clap::Args as ClapArgs;
+use scalpel::pipeline::run_recipe;
+use scalpel::recipe::Recipe;
+use std::path::PathBuf;
+
+/// Run a recipe end to end: probe → choose the layer → ablate → verify → eval (before/after)
+/// → report.md with plots, tables and side-by-side samples. Steps whose outputs exist and whose
+/// recipe settings did not change are skipped, so a run can be resumed or refined cheaply.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// The recipe (TOML), e.g. recipes/smollm2-135m-instruct.toml.
+    pub recipe: PathBuf,
+    /// Override recipe values: --set probe.batch=8 --set direction.layer=12 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Run `run`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let recipe = Recipe::load(&args.recipe, &args.set)?;
+    eprintln!("run {} → {}", args.recipe.display(), recipe.output.dir.display());
+    let summary = run_recipe(&recipe, &|step| eprintln!("• {step}"))?;
+    eprintln!(
+        "done: direction `{}`; steps run: {}",
+        summary.direction,
+        if summary.ran.is_empty() { "none (up to date)".to_string() } else { summary.ran.join(", ") }
+    );
+    println!("{}", summary.report.display());
+    Ok(())
+}
