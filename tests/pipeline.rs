@@ -1,0 +1,65 @@
+//! `scalpel run` end to end: on a fixture recipe (fast, always) and on the demo model when it
+//! is installed (scripts/fetch-demo-model.sh; CI installs it).
+
+mod common;
+
+use scalpel::fixture::FixtureOptions;
+use scalpel::pipeline::run_recipe;
+use scalpel::recipe::Recipe;
+use std::path::Path;
+
+fn recipe(dir: &Path, model: &Path, out: &Path, extra: &str) -> Recipe {
+    let text = format!(
+        "[model]\npath = {:?}\n[prompts]\nlimit = 8\n[probe]\nbatch = 4\n[eval]\nmax_tokens = 6\nlimit = 4\nsamples = 2\nbatch = 4\n[output]\ndir = {:?}\n{extra}",
+        model.display().to_string(),
+        out.display().to_string()
+    );
+    let path = dir.join("recipe.toml");
+    std::fs::write(&path, text).unwrap();
+    Recipe::load(&path, &[]).unwrap()
+}
+
+#[test]
+fn run_on_a_fixture_recipe_end_to_end_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions { num_layers: 3, ..Default::default() });
+    let out = tmp.path().join("out");
+    let r = recipe(tmp.path(), &model, &out, "[direction]\nlayer = 1\n");
+    let summary = run_recipe(&r, &|_| {}).unwrap();
+    assert_eq!(summary.ran, vec!["probe", "ablate", "eval"]);
+    assert_eq!(summary.direction, "resid_pre.1");
+    for file in ["probe/directions.safetensors", "probe/cosine.png", "probe/report.md", "model/model.safetensors", "model/README.md", "eval.json", "report.md"] {
+        assert!(out.join(file).is_file(), "{file}");
+    }
+    let report = std::fs::read_to_string(&summary.report).unwrap();
+    for section in ["Layer metrics", "Chosen direction", "verification", "Evaluation", "Side by side", "KL(before"] {
+        assert!(report.contains(section), "report lacks {section}");
+    }
+    assert!(std::fs::read_to_string(out.join("model/README.md")).unwrap().contains("## Evaluation"));
+    // Nothing changed: nothing runs again; a changed eval setting re-runs eval only.
+    assert!(run_recipe(&r, &|_| {}).unwrap().ran.is_empty());
+    let r2 = recipe(tmp.path(), &model, &out, "[direction]\nlayer = 1\n[ablate]\nnorm_preserve = true\n");
+    assert_eq!(run_recipe(&r2, &|_| {}).unwrap().ran, vec!["ablate", "eval"]);
+}
+
+#[test]
+fn run_on_the_demo_model_when_present() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("models/smollm2-135m-instruct");
+    if !model.join("config.json").is_file() {
+        eprintln!("skipped: the demo model is not installed (run scripts/fetch-demo-model.sh)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut r = Recipe::load(&root.join("recipes/smollm2-135m-instruct.toml"), &[]).unwrap();
+    r.output.dir = tmp.path().join("out");
+    r.prompts.limit = Some(16);
+    r.eval.limit = Some(8);
+    r.eval.max_tokens = 16;
+    r.eval.samples = 2;
+    let summary = run_recipe(&r, &|_| {}).unwrap();
+    let report = std::fs::read_to_string(&summary.report).unwrap();
+    assert!(report.contains("0 of 61 tensors above"), "every edited tensor verifies:\n{report}");
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.output.dir.join("eval.json")).unwrap()).unwrap();
+    assert!(eval["report"]["kl"]["mean"].as_f64().unwrap() > 0.0, "the edit changes the model");
+}
