@@ -28,7 +28,15 @@ fn run_on_a_fixture_recipe_end_to_end_and_resume() {
     let summary = run_recipe(&r, &|_| {}).unwrap();
     assert_eq!(summary.ran, vec!["probe", "ablate", "eval"]);
     assert_eq!(summary.direction, "resid_pre.1");
-    for file in ["probe/directions.safetensors", "probe/cosine.png", "probe/report.md", "model/model.safetensors", "model/README.md", "eval.json", "report.md"] {
+    for file in [
+        "probe/directions.safetensors",
+        "probe/cosine.png",
+        "probe/report.md",
+        "model/model.safetensors",
+        "model/README.md",
+        "eval.json",
+        "report.md",
+    ] {
         assert!(out.join(file).is_file(), "{file}");
     }
     let report = std::fs::read_to_string(&summary.report).unwrap();
@@ -60,6 +68,7 @@ fn run_on_the_demo_model_when_present() {
     let summary = run_recipe(&r, &|_| {}).unwrap();
     let report = std::fs::read_to_string(&summary.report).unwrap();
     assert!(report.contains("0 of 61 tensors above"), "every edited tensor verifies:\n{report}");
-    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(r.output.dir.join("eval.json")).unwrap()).unwrap();
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(r.output.dir.join("eval.json")).unwrap()).unwrap();
     assert!(eval["report"]["kl"]["mean"].as_f64().unwrap() > 0.0, "the edit changes the model");
 }

@@ -1,0 +1,187 @@
+//! Import round trip: a fixture exported to GGUF (candle's writer, llama.cpp's naming and q/k
+//! permutation) and imported back gives identical tensors (F32), F16-exact tensors (F16), the
+//! same tokenization and identical logits. Bad GGUF input is a clear error with nothing written.
+
+mod common;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use indicatif::ProgressBar;
+use scalpel::checkpoint::{EditableDtype, ModelDir};
+use scalpel::fixture::FixtureOptions;
+use scalpel::import::{import_gguf, permute_rows, ImportOptions};
+use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
+use std::path::Path;
+
+fn gguf_name(hf: &str) -> String {
+    let map = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = map.iter().find(|(h, _)| *h == hf) {
+        return g.to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").unwrap();
+    let (layer, part) = rest.split_once('.').unwrap();
+    let part = part
+        .replace("input_layernorm", "attn_norm")
+        .replace("self_attn.q_proj", "attn_q")
+        .replace("self_attn.k_proj", "attn_k")
+        .replace("self_attn.v_proj", "attn_v")
+        .replace("self_attn.o_proj", "attn_output")
+        .replace("post_attention_layernorm", "ffn_norm")
+        .replace("mlp.gate_proj", "ffn_gate")
+        .replace("mlp.up_proj", "ffn_up")
+        .replace("mlp.down_proj", "ffn_down");
+    format!("blk.{layer}.{part}")
+}
+
+/// Export a llama fixture as llama.cpp would.
+fn export(model: &ModelDir, path: &Path, dtype: GgmlDType) {
+    let spec = &model.spec;
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.root.join("tokenizer.json")).unwrap()).unwrap();
+    let vocab = tok["model"]["vocab"].as_object().unwrap();
+    let mut tokens = vec![String::new(); vocab.len()];
+    for (t, id) in vocab {
+        tokens[id.as_u64().unwrap() as usize] = t.clone();
+    }
+    let special: Vec<usize> =
+        tok["added_tokens"].as_array().unwrap().iter().map(|t| t["id"].as_u64().unwrap() as usize).collect();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.root.join("config.json")).unwrap()).unwrap();
+    let tok_config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.root.join("tokenizer_config.json")).unwrap()).unwrap();
+    let u32v = |v: usize| Value::U32(v as u32);
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.block_count", u32v(spec.num_layers)),
+        ("llama.embedding_length", u32v(spec.hidden_size)),
+        ("llama.feed_forward_length", u32v(spec.intermediate_size)),
+        ("llama.attention.head_count", u32v(spec.num_heads)),
+        ("llama.attention.head_count_kv", u32v(spec.num_kv_heads)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(spec.norm_eps as f32)),
+        ("llama.rope.freq_base", Value::F32(spec.rope_theta as f32)),
+        ("llama.context_length", u32v(spec.max_position_embeddings)),
+        ("tokenizer.ggml.model", Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre", Value::String("default".into())),
+        ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect())),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array((0..tokens.len()).map(|i| Value::I32(if special.contains(&i) { 3 } else { 1 })).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges",
+            Value::Array(
+                tok["model"]["merges"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| Value::String(m.as_str().unwrap().into()))
+                    .collect(),
+            ),
+        ),
+        ("tokenizer.ggml.bos_token_id", u32v(config["bos_token_id"].as_u64().unwrap() as usize)),
+        ("tokenizer.ggml.eos_token_id", u32v(config["eos_token_id"].as_u64().unwrap() as usize)),
+        ("tokenizer.chat_template", Value::String(tok_config["chat_template"].as_str().unwrap().into())),
+    ];
+    let mut tensors = Vec::new();
+    for name in model.checkpoint.names() {
+        let (mut values, shape) = model.checkpoint.read_f32(name).unwrap();
+        if name.ends_with("q_proj.weight") {
+            values = permute_rows(&values, shape[0], shape[1], spec.num_heads);
+        } else if name.ends_with("k_proj.weight") {
+            values = permute_rows(&values, shape[0], shape[1], spec.num_kv_heads);
+        }
+        let t = Tensor::from_vec(values, shape.as_slice(), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, if shape.len() == 1 { GgmlDType::F32 } else { dtype }).unwrap();
+        tensors.push((gguf_name(name), q));
+    }
+    let mut file = std::fs::File::create(path).unwrap();
+    let meta: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut file, &meta, &ts).unwrap();
+}
+
+fn logits(model: &ModelDir, ids: &[u32]) -> Vec<f32> {
+    let d = Decoder::load(model, &Device::Cpu, DType::F32).unwrap();
+    let iv = Interventions::none();
+    let req = ForwardRequest { capture: None, interventions: &iv, logits: LogitsMode::Last };
+    d.forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req)
+        .unwrap()
+        .logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+#[test]
+fn llama_fixture_round_trips_through_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture(
+        tmp.path(),
+        "llama",
+        "llama",
+        &FixtureOptions { tie_embeddings: Some(false), ..Default::default() },
+    );
+    let original = ModelDir::open(&src).unwrap();
+    for (dtype, name) in [(GgmlDType::F32, "f32"), (GgmlDType::F16, "f16")] {
+        let gguf = tmp.path().join(format!("{name}.gguf"));
+        export(&original, &gguf, dtype);
+        let out = tmp.path().join(format!("imported-{name}"));
+        import_gguf(&gguf, &out, &ImportOptions { dtype: EditableDtype::F32, force: false }, &ProgressBar::hidden())
+            .unwrap();
+        let imported = ModelDir::open(&out).unwrap();
+        assert_eq!(imported.spec.num_layers, original.spec.num_layers);
+        assert_eq!(imported.spec.num_kv_heads, original.spec.num_kv_heads);
+        assert_eq!(original.checkpoint.names(), imported.checkpoint.names());
+        for t in original.checkpoint.names() {
+            let (a, _) = original.checkpoint.read_f32(t).unwrap();
+            let (b, _) = imported.checkpoint.read_f32(t).unwrap();
+            let expected: Vec<f32> = if name == "f16" && !t.ends_with("norm.weight") {
+                a.iter().map(|x| half::f16::from_f32(*x).to_f32()).collect()
+            } else {
+                a
+            };
+            assert_eq!(expected, b, "{name}: {t}");
+        }
+        // Same tokenization and template.
+        let ta = tokenizers::Tokenizer::from_file(src.join("tokenizer.json")).unwrap();
+        let tb = tokenizers::Tokenizer::from_file(out.join("tokenizer.json")).unwrap();
+        let text = "<|start_header_id|>user<|end_header_id|>\n\nHow is the weather? 123 tests!<|eot_id|>";
+        assert_eq!(ta.encode(text, false).unwrap().get_ids(), tb.encode(text, false).unwrap().get_ids());
+        let tc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap()).unwrap();
+        assert!(tc["chat_template"].as_str().unwrap().contains("start_header_id"));
+        if name == "f32" {
+            let ids: Vec<u32> = ta.encode(text, false).unwrap().get_ids().to_vec();
+            assert_eq!(logits(&original, &ids), logits(&imported, &ids), "identical logits");
+        }
+    }
+}
+
+#[test]
+fn bad_gguf_files_are_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let junk = tmp.path().join("junk.gguf");
+    std::fs::write(&junk, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+    let err = import_gguf(&junk, &out, &ImportOptions::default(), &ProgressBar::hidden()).unwrap_err().to_string();
+    assert!(err.contains("junk.gguf"), "{err}");
+    // An architecture scalpel does not import.
+    let mamba = tmp.path().join("mamba.gguf");
+    let arch = Value::String("mamba".into());
+    gguf_file::write(&mut std::fs::File::create(&mamba).unwrap(), &[("general.architecture", &arch)], &[]).unwrap();
+    let err = import_gguf(&mamba, &out, &ImportOptions::default(), &ProgressBar::hidden()).unwrap_err().to_string();
+    assert!(err.contains("mamba") && err.contains("llama"), "{err}");
+    assert!(!out.exists());
+    assert!(std::fs::read_dir(tmp.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".scalpel-tmp")));
+}
