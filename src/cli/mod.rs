@@ -24,7 +24,7 @@ use std::process::ExitCode;
 /// Typical session: `scalpel probe` (find directions) → `scalpel ablate` (edit the weights)
 /// → `scalpel verify` / `scalpel eval` (check the result). `scalpel run RECIPE` does it all.
 #[derive(Debug, Parser)]
-#[command(name = "scalpel", version, about, long_about = None, propagate_version = true)]
+#[command(name = "scalpel", version, propagate_version = true)]
 pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -39,26 +39,26 @@ enum Command {
     Run(run::Args),
     /// Find the layers and directions that separate harmful from harmless prompts.
     Probe(probe::Args),
-    /// Show a model's architecture, sizes, dtypes, and the tensors scalpel would edit.
-    Inspect(inspect::Args),
     /// Write an edited copy of a model with a direction projected out of its writers.
     Ablate(ablate::Args),
     /// Read an edited model back and check it no longer writes along the direction.
     Verify(verify::Args),
-    /// Write a tiny random model of a supported family (for trying scalpel and for tests).
-    Fixture(fixture::Args),
-    /// Turn a GGUF file into a Hugging Face model folder.
-    Import(import::Args),
+    /// Refusal rate, over-refusal and KL divergence on held-out prompts.
+    Eval(eval::Args),
+    /// Show two models' answers side by side (or one model with and without an intervention).
+    Compare(compare::Args),
     /// Generate an answer to one prompt (optionally with a runtime intervention).
     Generate(generate::Args),
     /// Chat with a model in the terminal (optionally with a runtime intervention).
     Chat(chat::Args),
-    /// Show two models' answers side by side (or one model with and without an intervention).
-    Compare(compare::Args),
-    /// Refusal rate, over-refusal and KL divergence on held-out prompts.
-    Eval(eval::Args),
+    /// Show a model's architecture, sizes, dtypes, and the tensors scalpel would edit.
+    Inspect(inspect::Args),
     /// SVD of the writers: which directions do the layers share?
     Svd(svd::Args),
+    /// Turn a GGUF file into a Hugging Face model folder.
+    Import(import::Args),
+    /// Write a tiny random model of a supported family (for trying scalpel and for tests).
+    Fixture(fixture::Args),
 }
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
