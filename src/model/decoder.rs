@@ -3,11 +3,11 @@
 use super::hooks::{CaptureSpec, Captures, HookPoint};
 use super::interventions::Interventions;
 use super::layer::{rms_norm, Layer};
-use super::mask::{attention_mask, positions};
 use super::rope::Rope;
 use super::weights::Loader;
 use crate::arch::{Family, ModelSpec};
 use crate::checkpoint::ModelDir;
+use crate::prompts::{attention_bias, position_ids};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 
@@ -157,13 +157,13 @@ impl Decoder {
             let scale = Tensor::new(scale as f32, &self.device)?.to_dtype(self.dtype)?;
             h = h.broadcast_mul(&scale)?;
         }
-        let pos = positions(attention, t);
+        let pos = position_ids(attention, t)?;
         let tables = self
             .ropes
             .iter()
             .map(|r| r.tables(&pos, &self.device, self.dtype))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let full_mask = attention_mask(attention, t, None, &self.device)?;
+        let full_mask = attention_bias(attention, t, None, &self.device)?;
         let mut window_masks: Vec<(usize, Tensor)> = Vec::new();
         let mut captures = Captures::default();
         let last_needed = match request.logits {
@@ -184,7 +184,7 @@ impl Decoder {
                 Some(w) => match window_masks.iter().find(|(ww, _)| *ww == w) {
                     Some((_, m)) => m.clone(),
                     None => {
-                        let m = attention_mask(attention, t, Some(w), &self.device)?;
+                        let m = attention_bias(attention, t, Some(w), &self.device)?;
                         window_masks.push((w, m.clone()));
                         m
                     }

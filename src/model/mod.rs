@@ -7,7 +7,6 @@ mod generate;
 pub mod hooks;
 pub mod interventions;
 mod layer;
-mod mask;
 mod rope;
 mod sampling;
 mod weights;
