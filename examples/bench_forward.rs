@@ -19,7 +19,11 @@ fn main() -> anyhow::Result<()> {
     // ~64-token prompts: two held-out instructions joined, through the chat template.
     let set = PromptSet::load("builtin:harmless_train", None)?.prompts;
     let prompts: Vec<String> = set.chunks(2).map(|c| c.join(" And also: ")).collect();
-    let spec = CaptureSpec { points: HookPoint::STREAMS.to_vec(), layers: (0..model.spec.num_layers).collect(), from_end: vec![1] };
+    let spec = CaptureSpec {
+        points: HookPoint::STREAMS.to_vec(),
+        layers: (0..model.spec.num_layers).collect(),
+        from_end: vec![1],
+    };
     let iv = Interventions::none();
     let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::None };
     let mut tokens = 0usize;

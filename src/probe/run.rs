@@ -80,14 +80,12 @@ pub fn run_probe(
     let mut dirs = directions(&h, &b, settings.projected);
     let (stream_name, layer) = analysis.recommended.clone();
     let stream = HookPoint::parse(&stream_name).expect("recommended stream was captured");
+    let again = Recapture { decoder, encoder, harmful, harmless, settings, progress };
+    let mean = mean_difference(h.get(stream, layer), b.get(stream, layer));
     let extra = match settings.extra {
         ExtraDirections::None => None,
-        ExtraDirections::Iterative(k) => {
-            Some(iterative(decoder, encoder, harmful, harmless, settings, stream, layer, k, &h, &b, progress)?)
-        }
-        ExtraDirections::Pca(k) => {
-            Some(pca(decoder, encoder, harmful, harmless, settings, stream, layer, k, &h, &b, progress)?)
-        }
+        ExtraDirections::Iterative(k) => Some(iterative(&again, stream, layer, k, mean)?),
+        ExtraDirections::Pca(k) => Some(pca(&again, stream, layer, k, &mean)?),
     };
     if let Some(rows) = extra {
         let name = entry_name(stream.name(), layer);
@@ -102,58 +100,58 @@ fn orthonormal_rows(rows: &[Vec<f64>]) -> Result<Vec<Vec<f32>>> {
     Ok(basis.rows().iter().map(|r| r.iter().map(|&x| x as f32).collect()).collect())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Everything needed to capture both sets again at one stream and layer.
+struct Recapture<'a> {
+    decoder: &'a Decoder,
+    encoder: &'a PromptEncoder,
+    harmful: &'a [String],
+    harmless: &'a [String],
+    settings: &'a ProbeSettings,
+    progress: &'a ProgressBar,
+}
+
+impl Recapture<'_> {
+    /// Both sets' statistics at `stream`/`layer` under `interventions` (keeping each prompt's vector if `keep`).
+    fn both(
+        &self,
+        stream: HookPoint,
+        layer: usize,
+        keep: bool,
+        interventions: &Interventions,
+    ) -> Result<(SetStats, SetStats)> {
+        let capture =
+            CaptureSettings { streams: vec![stream], layers: vec![layer], keep, ..self.settings.capture.clone() };
+        self.progress.inc_length((self.harmful.len() + self.harmless.len()) as u64);
+        let h = capture_set(self.decoder, self.encoder, self.harmful, &capture, interventions, self.progress)?;
+        let b = capture_set(self.decoder, self.encoder, self.harmless, &capture, interventions, self.progress)?;
+        Ok((h, b))
+    }
+}
+
+/// K directions by iterating: ablate what was found at every layer, take the new difference of means.
 fn iterative(
-    decoder: &Decoder,
-    encoder: &PromptEncoder,
-    harmful: &[String],
-    harmless: &[String],
-    settings: &ProbeSettings,
+    again: &Recapture<'_>,
     stream: HookPoint,
     layer: usize,
     k: usize,
-    h: &SetStats,
-    b: &SetStats,
-    progress: &ProgressBar,
+    first: Vec<f64>,
 ) -> Result<Vec<Vec<f32>>> {
-    let mut found: Vec<Vec<f64>> = vec![mean_difference(h.get(stream, layer), b.get(stream, layer))];
-    let capture =
-        CaptureSettings { streams: vec![stream], layers: vec![layer], keep: false, ..settings.capture.clone() };
-    progress.inc_length(((k.saturating_sub(1)) * (harmful.len() + harmless.len())) as u64);
+    let mut found = vec![first];
     while found.len() < k {
-        let rows = orthonormal_rows(&found)?;
-        let basis = basis_tensor(&rows, decoder.device())?;
-        let iv = Interventions::ablate_everywhere(basis, decoder.spec().num_layers, &HookPoint::STREAMS);
-        let h2 = capture_set(decoder, encoder, harmful, &capture, &iv, progress)?;
-        let b2 = capture_set(decoder, encoder, harmless, &capture, &iv, progress)?;
-        found.push(mean_difference(h2.get(stream, layer), b2.get(stream, layer)));
+        let basis = basis_tensor(&orthonormal_rows(&found)?, again.decoder.device())?;
+        let iv = Interventions::ablate_everywhere(basis, again.decoder.spec().num_layers, &HookPoint::STREAMS);
+        let (h, b) = again.both(stream, layer, false, &iv)?;
+        found.push(mean_difference(h.get(stream, layer), b.get(stream, layer)));
     }
     orthonormal_rows(&found)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn pca(
-    decoder: &Decoder,
-    encoder: &PromptEncoder,
-    harmful: &[String],
-    harmless: &[String],
-    settings: &ProbeSettings,
-    stream: HookPoint,
-    layer: usize,
-    k: usize,
-    h: &SetStats,
-    b: &SetStats,
-    progress: &ProgressBar,
-) -> Result<Vec<Vec<f32>>> {
-    let capture =
-        CaptureSettings { streams: vec![stream], layers: vec![layer], keep: true, ..settings.capture.clone() };
-    progress.inc_length((harmful.len() + harmless.len()) as u64);
-    let none = Interventions::none();
-    let hk = capture_set(decoder, encoder, harmful, &capture, &none, progress)?;
-    let bk = capture_set(decoder, encoder, harmless, &capture, &none, progress)?;
+/// The top K principal components of the paired differences `h_i − b_i`, oriented along the mean difference.
+fn pca(again: &Recapture<'_>, stream: HookPoint, layer: usize, k: usize, mean: &[f64]) -> Result<Vec<Vec<f32>>> {
+    let (hk, bk) = again.both(stream, layer, true, &Interventions::none())?;
     let (hv, bv) = (&hk.kept[&(stream, layer)], &bk.kept[&(stream, layer)]);
     let n = hv.len().min(bv.len());
-    let hidden = decoder.spec().hidden_size;
+    let hidden = again.decoder.spec().hidden_size;
     if k > n.min(hidden) {
         return Err(Error::Invalid(format!("--pca {k} needs at least {k} prompt pairs (have {n})")));
     }
@@ -161,14 +159,12 @@ fn pca(
         .flat_map(|i| hv[i].iter().zip(&bv[i]).map(|(x, y)| f64::from(*x) - f64::from(*y)).collect::<Vec<_>>())
         .collect();
     let svd = thin_svd(n, hidden, &data)?;
-    let mean = mean_difference(h.get(stream, layer), b.get(stream, layer));
     let rows: Vec<Vec<f64>> = svd
         .v
         .iter()
         .take(k)
         .map(|v| {
-            // Orient each component along the mean difference.
-            let sign = if v.iter().zip(&mean).map(|(a, b)| a * b).sum::<f64>() < 0.0 { -1.0 } else { 1.0 };
+            let sign = if v.iter().zip(mean).map(|(a, b)| a * b).sum::<f64>() < 0.0 { -1.0 } else { 1.0 };
             v.iter().map(|x| x * sign).collect()
         })
         .collect();

@@ -1,0 +1,108 @@
+//! Probe on a fixture with a planted direction: harmful and harmless prompts are built from two
+//! disjoint token sets whose embeddings differ along a known `r`; probe must recover `r` at
+//! layer 0 (cosine > 0.99), and the outputs must be complete.
+
+mod common;
+
+use candle_core::{DType, Device};
+use indicatif::ProgressBar;
+use scalpel::checkpoint::{write_checkpoint, ModelDir, TensorEdit, WriteOptions};
+use scalpel::directions::DirectionsFile;
+use scalpel::fixture::FixtureOptions;
+use scalpel::model::{Decoder, HookPoint};
+use scalpel::probe::{run_probe, write_probe_outputs, CaptureSettings, ExtraDirections, ProbeProvenance, ProbeSettings, RankRule};
+use scalpel::prompts::{PromptEncoder, PromptFormat};
+
+const HARMFUL_LETTERS: &[char] = &['q', 'x', 'z', 'j', 'k'];
+const HARMLESS_LETTERS: &[char] = &['v', 'y', 'g', 'f', 'p'];
+
+fn prompts(letters: &[char], n: usize, seed: usize) -> Vec<String> {
+    (0..n).map(|i| (0..6).map(|j| letters[(i * 7 + j * 3 + seed) % letters.len()]).collect()).collect()
+}
+
+fn planted_model(dir: &std::path::Path) -> (ModelDir, Vec<f32>) {
+    let src = common::fixture(dir, "llama", "llama", &FixtureOptions { num_layers: 3, ..Default::default() });
+    let model = ModelDir::open(&src).unwrap();
+    let tok = tokenizers::Tokenizer::from_file(src.join("tokenizer.json")).unwrap();
+    let hidden = model.spec.hidden_size;
+    let r = common::unit_vector(hidden, 77);
+    let (mut embed, _) = model.checkpoint.read_f32(&model.spec.embed_name()).unwrap();
+    for (letters, sign) in [(HARMFUL_LETTERS, 1.0f32), (HARMLESS_LETTERS, -1.0)] {
+        for c in letters {
+            let id = tok.token_to_id(&c.to_string()).unwrap() as usize;
+            for (e, x) in embed[id * hidden..(id + 1) * hidden].iter_mut().zip(&r) {
+                *e += sign * 20.0 * x;
+            }
+        }
+    }
+    let bytes: Vec<u8> = embed.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let name = model.spec.embed_name();
+    let out = dir.join("planted");
+    let edit = |v: scalpel::checkpoint::TensorRef<'_>| Ok(if v.name == name { TensorEdit::Replace(bytes.clone()) } else { TensorEdit::Keep });
+    write_checkpoint(&model, &out, &WriteOptions::default(), &ProgressBar::hidden(), &edit).unwrap();
+    (ModelDir::open(&out).unwrap(), r)
+}
+
+fn settings(extra: ExtraDirections) -> ProbeSettings {
+    ProbeSettings {
+        capture: CaptureSettings { streams: HookPoint::STREAMS.to_vec(), layers: vec![0, 1, 2], from_end: vec![1], batch: 8, keep: false },
+        rule: RankRule::ResearchNote,
+        candidates: vec![0, 1, 2],
+        fixed_layer: Some(0),
+        extra,
+        projected: true,
+    }
+}
+
+#[test]
+fn probe_recovers_a_planted_direction() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, r) = planted_model(tmp.path());
+    let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Raw { trailing_newline: false }).unwrap();
+    let (harmful, harmless) = (prompts(HARMFUL_LETTERS, 40, 0), prompts(HARMLESS_LETTERS, 40, 1));
+    let outcome = run_probe(&decoder, &encoder, &harmful, &harmless, &settings(ExtraDirections::None), &ProgressBar::hidden()).unwrap();
+    let found = &outcome.directions.iter().find(|d| d.name == "resid_pre.0").unwrap().rows[0];
+    let cos: f32 = found.iter().zip(&r).map(|(a, b)| a * b).sum();
+    assert!(cos > 0.99, "recovered direction has cosine {cos}");
+    // The metrics agree with the math: at layer 0 the means point apart along r.
+    let m0 = outcome.analysis.metrics.iter().find(|m| m.stream == "resid_pre" && m.layer == 0).unwrap();
+    assert!(m0.cos_means < 0.0, "means pulled apart: {}", m0.cos_means);
+    assert!(m0.diff_norm > 30.0 && m0.signal_to_noise > 1.0, "{m0:?}");
+    assert_eq!(outcome.analysis.recommended, ("resid_pre".to_string(), 0));
+
+    // Outputs: a directions file ablate can use, metrics, plots, report.
+    let out = tmp.path().join("probe-out");
+    std::fs::create_dir(&out).unwrap();
+    let files = write_probe_outputs(&out, &outcome, &ProbeProvenance { model: "planted".into(), ..Default::default() }).unwrap();
+    for f in ["directions.safetensors", "metrics.json", "metrics.csv", "cosine.png", "mean_variance.svg", "max_variance.png", "report.md"] {
+        assert!(files.contains(&f.to_string()) && out.join(f).is_file(), "{f}");
+    }
+    let file = DirectionsFile::load(&out.join("directions.safetensors")).unwrap();
+    assert_eq!(file.recommended(), Some(("resid_pre".to_string(), 0)));
+    assert!(file.entries.contains_key("resid_pre_projected.0") && file.entries.contains_key("resid_post.2"));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 3, "a row per stream and layer");
+}
+
+#[test]
+fn iterative_and_pca_directions_are_orthonormal_and_lead_with_r() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, r) = planted_model(tmp.path());
+    let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Raw { trailing_newline: false }).unwrap();
+    let (harmful, harmless) = (prompts(HARMFUL_LETTERS, 24, 0), prompts(HARMLESS_LETTERS, 24, 1));
+    for extra in [ExtraDirections::Iterative(3), ExtraDirections::Pca(3)] {
+        let outcome = run_probe(&decoder, &encoder, &harmful, &harmless, &settings(extra), &ProgressBar::hidden()).unwrap();
+        let rows = &outcome.directions.iter().find(|d| d.name == "resid_pre.0").unwrap().rows;
+        assert_eq!(rows.len(), 3, "{extra:?}");
+        for (i, a) in rows.iter().enumerate() {
+            for (j, b) in rows.iter().enumerate() {
+                let d: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+                assert!((d - if i == j { 1.0 } else { 0.0 }).abs() < 1e-4, "{extra:?}: rows {i},{j}: {d}");
+            }
+        }
+        let cos: f32 = rows[0].iter().zip(&r).map(|(a, b)| a * b).sum();
+        assert!(cos > 0.98, "{extra:?}: first direction cosine {cos}");
+    }
+}
