@@ -10,7 +10,9 @@ use scalpel::checkpoint::{write_checkpoint, ModelDir, TensorEdit, WriteOptions};
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::FixtureOptions;
 use scalpel::model::{Decoder, HookPoint};
-use scalpel::probe::{run_probe, write_probe_outputs, CaptureSettings, ExtraDirections, ProbeProvenance, ProbeSettings, RankRule};
+use scalpel::probe::{
+    run_probe, write_probe_outputs, CaptureSettings, ExtraDirections, ProbeProvenance, ProbeSettings, RankRule,
+};
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 
 const HARMFUL_LETTERS: &[char] = &['q', 'x', 'z', 'j', 'k'];
@@ -38,14 +40,22 @@ fn planted_model(dir: &std::path::Path) -> (ModelDir, Vec<f32>) {
     let bytes: Vec<u8> = embed.iter().flat_map(|v| v.to_le_bytes()).collect();
     let name = model.spec.embed_name();
     let out = dir.join("planted");
-    let edit = |v: scalpel::checkpoint::TensorRef<'_>| Ok(if v.name == name { TensorEdit::Replace(bytes.clone()) } else { TensorEdit::Keep });
+    let edit = |v: scalpel::checkpoint::TensorRef<'_>| {
+        Ok(if v.name == name { TensorEdit::Replace(bytes.clone()) } else { TensorEdit::Keep })
+    };
     write_checkpoint(&model, &out, &WriteOptions::default(), &ProgressBar::hidden(), &edit).unwrap();
     (ModelDir::open(&out).unwrap(), r)
 }
 
 fn settings(extra: ExtraDirections) -> ProbeSettings {
     ProbeSettings {
-        capture: CaptureSettings { streams: HookPoint::STREAMS.to_vec(), layers: vec![0, 1, 2], from_end: vec![1], batch: 8, keep: false },
+        capture: CaptureSettings {
+            streams: HookPoint::STREAMS.to_vec(),
+            layers: vec![0, 1, 2],
+            from_end: vec![1],
+            batch: 8,
+            keep: false,
+        },
         rule: RankRule::ResearchNote,
         candidates: vec![0, 1, 2],
         fixed_layer: Some(0),
@@ -61,7 +71,9 @@ fn probe_recovers_a_planted_direction() {
     let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
     let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Raw { trailing_newline: false }).unwrap();
     let (harmful, harmless) = (prompts(HARMFUL_LETTERS, 40, 0), prompts(HARMLESS_LETTERS, 40, 1));
-    let outcome = run_probe(&decoder, &encoder, &harmful, &harmless, &settings(ExtraDirections::None), &ProgressBar::hidden()).unwrap();
+    let outcome =
+        run_probe(&decoder, &encoder, &harmful, &harmless, &settings(ExtraDirections::None), &ProgressBar::hidden())
+            .unwrap();
     let found = &outcome.directions.iter().find(|d| d.name == "resid_pre.0").unwrap().rows[0];
     let cos: f32 = found.iter().zip(&r).map(|(a, b)| a * b).sum();
     assert!(cos > 0.99, "recovered direction has cosine {cos}");
@@ -74,8 +86,17 @@ fn probe_recovers_a_planted_direction() {
     // Outputs: a directions file ablate can use, metrics, plots, report.
     let out = tmp.path().join("probe-out");
     std::fs::create_dir(&out).unwrap();
-    let files = write_probe_outputs(&out, &outcome, &ProbeProvenance { model: "planted".into(), ..Default::default() }).unwrap();
-    for f in ["directions.safetensors", "metrics.json", "metrics.csv", "cosine.png", "mean_variance.svg", "max_variance.png", "report.md"] {
+    let files = write_probe_outputs(&out, &outcome, &ProbeProvenance { model: "planted".into(), ..Default::default() })
+        .unwrap();
+    for f in [
+        "directions.safetensors",
+        "metrics.json",
+        "metrics.csv",
+        "cosine.png",
+        "mean_variance.svg",
+        "max_variance.png",
+        "report.md",
+    ] {
         assert!(files.contains(&f.to_string()) && out.join(f).is_file(), "{f}");
     }
     let file = DirectionsFile::load(&out.join("directions.safetensors")).unwrap();
@@ -93,7 +114,8 @@ fn iterative_and_pca_directions_are_orthonormal_and_lead_with_r() {
     let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Raw { trailing_newline: false }).unwrap();
     let (harmful, harmless) = (prompts(HARMFUL_LETTERS, 24, 0), prompts(HARMLESS_LETTERS, 24, 1));
     for extra in [ExtraDirections::Iterative(3), ExtraDirections::Pca(3)] {
-        let outcome = run_probe(&decoder, &encoder, &harmful, &harmless, &settings(extra), &ProgressBar::hidden()).unwrap();
+        let outcome =
+            run_probe(&decoder, &encoder, &harmful, &harmless, &settings(extra), &ProgressBar::hidden()).unwrap();
         let rows = &outcome.directions.iter().find(|d| d.name == "resid_pre.0").unwrap().rows;
         assert_eq!(rows.len(), 3, "{extra:?}");
         for (i, a) in rows.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! `scalpel chat`: an interactive conversation in the terminal.
 
-use super::common::open_model;
+use super::common::{open_model, print_as_generated};
 use super::generate::SamplingArgs;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
@@ -61,18 +61,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         history.push(Message::new("user", line));
         let ids = encoder.tokenize(&encoder.render_conversation(&history)?)?;
         let mut answer: Vec<u32> = Vec::new();
-        let mut printed = 0usize;
-        generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| {
-            answer.push(token);
-            if let Ok(text) = encoder.decode(&answer) {
-                if text.len() > printed && text.is_char_boundary(printed) {
-                    let _ = write!(stdout, "{}", &text[printed..]);
-                    let _ = stdout.flush();
-                    printed = text.len();
-                }
-            }
-            false
-        })?;
+        generate(
+            &decoder,
+            &[ids],
+            encoder.pad_id(),
+            &options,
+            &interventions,
+            &mut print_as_generated(&encoder, &mut answer),
+        )?;
         writeln!(stdout)?;
         history.push(Message::new("assistant", encoder.decode(&answer)?.trim()));
     }

@@ -50,3 +50,26 @@ pub fn human_bytes(bytes: u64) -> String {
     }
     format!("{value:.1} {}", units[unit])
 }
+
+/// A token callback for `generate` that prints the decoded text as it grows (decoding the whole
+/// answer each time, so multi-byte characters split across tokens print correctly); it collects
+/// the answer's ids in `ids`.
+pub fn print_as_generated<'a>(
+    encoder: &'a scalpel::prompts::PromptEncoder,
+    ids: &'a mut Vec<u32>,
+) -> impl FnMut(usize, u32) -> bool + 'a {
+    use std::io::Write;
+    let mut printed = 0usize;
+    move |_, token| {
+        ids.push(token);
+        if let Ok(text) = encoder.decode(ids) {
+            if text.len() > printed && text.is_char_boundary(printed) {
+                let mut out = std::io::stdout();
+                let _ = write!(out, "{}", &text[printed..]);
+                let _ = out.flush();
+                printed = text.len();
+            }
+        }
+        false
+    }
+}

@@ -1,10 +1,9 @@
 //! `scalpel generate`: one answer, streamed to the terminal.
 
-use super::common::open_model;
+use super::common::{open_model, print_as_generated};
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
 use scalpel::model::{generate, GenerateOptions, Sampling};
-use std::io::Write;
 
 /// Generate an answer to one prompt, with the model's chat template, optionally with a runtime
 /// intervention (ablation, activation addition, rotation) from a directions file.
@@ -71,19 +70,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         stop_ids: encoder.eos_ids().to_vec(),
     };
     let mut so_far: Vec<u32> = Vec::new();
-    let mut printed = 0usize;
-    let mut stdout = std::io::stdout();
-    generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| {
-        so_far.push(token);
-        if let Ok(text) = encoder.decode(&so_far) {
-            if text.len() > printed && text.is_char_boundary(printed) {
-                let _ = write!(stdout, "{}", &text[printed..]);
-                let _ = stdout.flush();
-                printed = text.len();
-            }
-        }
-        false
-    })?;
+    generate(
+        &decoder,
+        &[ids],
+        encoder.pad_id(),
+        &options,
+        &interventions,
+        &mut print_as_generated(&encoder, &mut so_far),
+    )?;
     println!();
     Ok(())
 }

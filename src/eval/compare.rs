@@ -1,7 +1,6 @@
 //! Side-by-side answers of two models (or a model with and without an intervention).
 
-use super::run::Subject;
-use crate::model::{generate, GenerateOptions, Sampling};
+use super::run::{greedy_answers, Subject};
 use crate::Result;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -17,30 +16,6 @@ pub struct SideBySide {
     pub right: String,
 }
 
-fn answers(
-    subject: &Subject<'_>,
-    prompts: &[String],
-    max_tokens: usize,
-    batch: usize,
-    progress: &ProgressBar,
-) -> Result<Vec<String>> {
-    let options =
-        GenerateOptions { max_tokens, sampling: Sampling::default(), stop_ids: subject.encoder.eos_ids().to_vec() };
-    let mut out = Vec::new();
-    for chunk in prompts.chunks(batch.max(1)) {
-        let ids = chunk.iter().map(|p| subject.encoder.encode(p)).collect::<Result<Vec<_>>>()?;
-        for g in
-            generate(subject.decoder, &ids, subject.encoder.pad_id(), &options, subject.interventions, &mut |_, _| {
-                false
-            })?
-        {
-            out.push(subject.encoder.decode(&g.ids)?.trim().to_string());
-        }
-        progress.inc(chunk.len() as u64);
-    }
-    Ok(out)
-}
-
 /// Greedy answers of `left` and `right` to every prompt.
 pub fn side_by_side(
     left: &Subject<'_>,
@@ -50,8 +25,8 @@ pub fn side_by_side(
     batch: usize,
     progress: &ProgressBar,
 ) -> Result<Vec<SideBySide>> {
-    let l = answers(left, prompts, max_tokens, batch, progress)?;
-    let r = answers(right, prompts, max_tokens, batch, progress)?;
+    let l = greedy_answers(left, prompts, max_tokens, batch, progress)?;
+    let r = greedy_answers(right, prompts, max_tokens, batch, progress)?;
     Ok(prompts.iter().zip(l).zip(r).map(|((p, left), right)| SideBySide { prompt: p.clone(), left, right }).collect())
 }
 

@@ -10,4 +10,6 @@ pub use card::model_card;
 pub use compare::{side_by_side, SideBySide};
 pub use kl::kl_divergence;
 pub use refusal::{is_refusal, refusal_marker, REFUSAL_MARKERS};
-pub use run::{first_token_kl, next_token_logits, refusals, Answer, EvalReport, KlScore, RefusalScore, Subject};
+pub use run::{
+    first_token_kl, greedy_answers, next_token_logits, refusals, Answer, EvalReport, KlScore, RefusalScore, Subject,
+};

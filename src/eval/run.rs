@@ -70,14 +70,14 @@ pub struct KlScore {
     pub per_prompt: Vec<f64>,
 }
 
-/// Greedy answers to `prompts` (batched), scored for refusals.
-pub fn refusals(
+/// Greedy answers to `prompts`, generated in batches.
+pub fn greedy_answers(
     subject: &Subject<'_>,
     prompts: &[String],
     max_tokens: usize,
     batch: usize,
     progress: &ProgressBar,
-) -> Result<RefusalScore> {
+) -> Result<Vec<String>> {
     let options =
         GenerateOptions { max_tokens, sampling: Sampling::default(), stop_ids: subject.encoder.eos_ids().to_vec() };
     let mut answers = Vec::with_capacity(prompts.len());
@@ -87,13 +87,31 @@ pub fn refusals(
             generate(subject.decoder, &ids, subject.encoder.pad_id(), &options, subject.interventions, &mut |_, _| {
                 false
             })?;
-        for (prompt, g) in chunk.iter().zip(out) {
-            let answer = subject.encoder.decode(&g.ids)?.trim().to_string();
-            let refusal = refusal_marker(&answer).map(String::from);
-            answers.push(Answer { prompt: prompt.clone(), answer, refusal });
+        for g in out {
+            answers.push(subject.encoder.decode(&g.ids)?.trim().to_string());
         }
         progress.inc(chunk.len() as u64);
     }
+    Ok(answers)
+}
+
+/// Greedy answers to `prompts` (batched), scored for refusals.
+pub fn refusals(
+    subject: &Subject<'_>,
+    prompts: &[String],
+    max_tokens: usize,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<RefusalScore> {
+    let answers: Vec<Answer> = greedy_answers(subject, prompts, max_tokens, batch, progress)?
+        .into_iter()
+        .zip(prompts)
+        .map(|(answer, prompt)| Answer {
+            prompt: prompt.clone(),
+            refusal: refusal_marker(&answer).map(String::from),
+            answer,
+        })
+        .collect();
     let refused = answers.iter().filter(|a| a.refusal.is_some()).count();
     Ok(RefusalScore { refused, total: answers.len(), answers })
 }
