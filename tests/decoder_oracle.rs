@@ -1,5 +1,5 @@
 //! Oracle 1 of DESIGN.md: our decoder's logits match candle-transformers' own implementations
-//! (an independent implementation) on the tiny fixtures, and batching with left padding or a
+//! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent), and batching with left padding or a
 //! KV cache does not change them.
 
 mod common;
@@ -99,6 +99,75 @@ fn logits_match_candle_transformers_for_every_family_it_has() {
         let diff = max_diff(&a, &b);
         assert!(diff < 1e-4, "{family}: max |Δlogit| = {diff}");
     }
+}
+
+/// Qwen-1 has no candle-transformers model, but it is Qwen 2 with fused, renamed tensors (HF's
+/// `QWenMLP` computes `w1(x) * silu(w2(x))`, so `w2` is the gate). Rewrite the fixture's tensors
+/// into Qwen 2's layout and compare our Qwen-1 path with candle's Qwen 2.
+#[test]
+fn qwen1_matches_candle_qwen2_on_the_same_weights() {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    let tmp = tempfile::tempdir().unwrap();
+    let qwen = common::fixture(tmp.path(), "qwen", "qwen", &FixtureOptions::default());
+    let bytes = std::fs::read(qwen.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(qwen.join("config.json")).unwrap()).unwrap();
+    let hidden = config["hidden_size"].as_u64().unwrap() as usize;
+
+    let mut renamed: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        assert_eq!(view.dtype(), Dtype::F32);
+        let data = view.data().to_vec();
+        let shape = view.shape().to_vec();
+        let target = name
+            .replace("transformer.wte.", "model.embed_tokens.")
+            .replace("transformer.ln_f.", "model.norm.")
+            .replace("transformer.h.", "model.layers.")
+            .replace(".ln_1.", ".input_layernorm.")
+            .replace(".ln_2.", ".post_attention_layernorm.")
+            .replace(".attn.c_proj.", ".self_attn.o_proj.")
+            .replace(".mlp.w1.", ".mlp.up_proj.")
+            .replace(".mlp.w2.", ".mlp.gate_proj.")
+            .replace(".mlp.c_proj.", ".mlp.down_proj.");
+        if let Some(prefix) = target.strip_suffix(".attn.c_attn.weight").or(target.strip_suffix(".attn.c_attn.bias")) {
+            // Rows [q; k; v], each `hidden` rows (Qwen-1 has as many KV heads as query heads).
+            let kind = if target.ends_with("weight") { "weight" } else { "bias" };
+            let part = data.len() / 3;
+            for (i, proj) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+                let mut part_shape = shape.clone();
+                part_shape[0] = hidden;
+                renamed.push((
+                    format!("{prefix}.self_attn.{proj}.{kind}"),
+                    part_shape,
+                    data[i * part..(i + 1) * part].to_vec(),
+                ));
+            }
+        } else {
+            renamed.push((target, shape, data));
+        }
+    }
+    let qwen2 = tmp.path().join("as-qwen2");
+    std::fs::create_dir(&qwen2).unwrap();
+    let views: Vec<(String, TensorView<'_>)> =
+        renamed.iter().map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &qwen2.join("model.safetensors")).unwrap();
+    let qwen2_config = serde_json::json!({
+        "vocab_size": config["vocab_size"], "hidden_size": hidden,
+        "intermediate_size": config["intermediate_size"].as_u64().unwrap() / 2,
+        "num_hidden_layers": config["num_hidden_layers"], "num_attention_heads": config["num_attention_heads"],
+        "num_key_value_heads": config["num_attention_heads"], "max_position_embeddings": 512,
+        "sliding_window": 512, "max_window_layers": config["num_hidden_layers"], "use_sliding_window": false,
+        "tie_word_embeddings": false, "rope_theta": config["rotary_emb_base"],
+        "rms_norm_eps": config["layer_norm_epsilon"], "hidden_act": "silu",
+    });
+    std::fs::write(qwen2.join("config.json"), qwen2_config.to_string()).unwrap();
+
+    let a = ours(&ModelDir::open(&qwen).unwrap(), &PROMPT);
+    let b = theirs("qwen2", &qwen2, &PROMPT);
+    assert!(a.iter().fold(0f32, |m, x| m.max(x.abs())) > 0.1, "logits are not degenerate");
+    let diff = max_diff(&a, &b);
+    assert!(diff < 1e-4, "Qwen-1 vs candle Qwen 2 on the same weights: max |Δlogit| = {diff}");
 }
 
 #[test]

@@ -13,16 +13,10 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use indicatif::ProgressBar;
-use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::{FixtureOptions, FAMILIES};
-use scalpel::model::{
-    basis_tensor, CaptureSpec, Decoder, ForwardRequest, HookPoint, Intervention, Interventions, LogitsMode,
-};
-use scalpel::surgery::{ablate, plan, Basis, DirectionChoice, SurgeryOptions};
-use std::collections::BTreeMap;
+use scalpel::model::{CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
 
 const IDS: [u32; 9] = [3, 50, 120, 7, 260, 99, 14, 33, 201];
 
@@ -37,55 +31,8 @@ fn logits(
     (out.logits.unwrap().squeeze(0).unwrap().to_vec2().unwrap(), out.captures)
 }
 
-/// The runtime ablation equivalent to the weight edit of `model` against `r`.
-fn runtime_equivalent(model: &ModelDir, r: &[f32], ablate_head_input: bool) -> Interventions {
-    let spec = &model.spec;
-    let q = basis_tensor(&[r.to_vec()], &Device::Cpu).unwrap();
-    let mut items =
-        vec![Intervention::Ablate { points: vec![HookPoint::ResidPre], bases: BTreeMap::from([(0, q.clone())]) }];
-    if ablate_head_input {
-        items.push(Intervention::Ablate {
-            points: vec![HookPoint::FinalNorm],
-            bases: BTreeMap::from([(spec.num_layers, q.clone())]),
-        });
-    }
-    let layers: Vec<usize> = (0..spec.num_layers).collect();
-    for writer in spec.writers(&layers, &[WriterKind::Attn, WriterKind::Mlp]) {
-        let layer = writer.layer.unwrap();
-        let (point, basis) = match &writer.post_norm {
-            None => (if writer.kind == WriterKind::Attn { HookPoint::AttnOut } else { HookPoint::MlpOut }, q.clone()),
-            Some(norm) => {
-                let (w, _) = model.checkpoint.read_f32(norm).unwrap();
-                let gamma: Vec<f32> = w.iter().map(|x| x + spec.norm_kind.offset()).collect();
-                let u = Basis::orthonormal(&[r.to_vec()]).unwrap().through_norm(&gamma).unwrap();
-                let u: Vec<f32> = u.rows()[0].iter().map(|&x| x as f32).collect();
-                let raw = if writer.kind == WriterKind::Attn { HookPoint::AttnRaw } else { HookPoint::MlpRaw };
-                (raw, basis_tensor(&[u], &Device::Cpu).unwrap())
-            }
-        };
-        items.push(Intervention::Ablate { points: vec![point], bases: BTreeMap::from([(layer, basis)]) });
-    }
-    Interventions { items }
-}
-
 fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-fn edit(src: &ModelDir, dirs: &std::path::Path, out: &std::path::Path, untie: bool) -> ModelDir {
-    let directions = DirectionsFile::load(dirs).unwrap();
-    let options = SurgeryOptions {
-        layers: (0..src.spec.num_layers).collect(),
-        targets: WriterKind::ALL.to_vec(),
-        direction: DirectionChoice::Fixed { name: "resid_pre.1".into() },
-        strength: 1.0,
-        norm_preserve: false,
-        untie,
-        biases: true,
-    };
-    let p = plan(src, &directions, &options).unwrap();
-    ablate(src, &p, &p.record("", "", ""), out, false, true, &ProgressBar::hidden()).unwrap();
-    ModelDir::open(out).unwrap()
 }
 
 #[test]
@@ -105,11 +52,11 @@ fn weight_edit_equals_runtime_ablation_for_every_family() {
         let tied = src.head_is_tied();
         let variants: &[bool] = if tied { &[false, true] } else { &[false] };
         for &untie in variants {
-            let edited = edit(&src, &dirs, &tmp.path().join(format!("{family}-{untie}")), untie);
+            let edited = common::ablate_everything(&src, &dirs, &tmp.path().join(format!("{family}-{untie}")), untie);
             let streams =
                 CaptureSpec { points: HookPoint::STREAMS.to_vec(), layers: (0..3).collect(), from_end: vec![1, 4] };
             let (after, captured) = logits(&edited, &Interventions::none(), Some(&streams));
-            let (runtime, _) = logits(&src, &runtime_equivalent(&src, &r, tied && !untie), None);
+            let (runtime, _) = logits(&src, &common::runtime_equivalent(&src, &r, tied && !untie), None);
             let (before, _) = logits(&src, &Interventions::none(), None);
             let diff = max_diff(&after, &runtime);
             assert!(diff < 1e-4, "{family} (untie: {untie}): edited vs runtime ablation differ by {diff}");

@@ -1,8 +1,14 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use candle_core::Device;
+use indicatif::ProgressBar;
+use scalpel::arch::WriterKind;
+use scalpel::checkpoint::ModelDir;
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::fixture::{write_fixture, FixtureOptions};
+use scalpel::model::{basis_tensor, HookPoint, Intervention, Interventions};
+use scalpel::surgery::{ablate, plan, Basis, DirectionChoice, SurgeryOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -52,4 +58,52 @@ pub fn entries(dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
+}
+
+/// The runtime ablation equivalent to the weight edit of `model` against `r`.
+pub fn runtime_equivalent(model: &ModelDir, r: &[f32], ablate_head_input: bool) -> Interventions {
+    let spec = &model.spec;
+    let q = basis_tensor(&[r.to_vec()], &Device::Cpu).unwrap();
+    let mut items =
+        vec![Intervention::Ablate { points: vec![HookPoint::ResidPre], bases: BTreeMap::from([(0, q.clone())]) }];
+    if ablate_head_input {
+        items.push(Intervention::Ablate {
+            points: vec![HookPoint::FinalNorm],
+            bases: BTreeMap::from([(spec.num_layers, q.clone())]),
+        });
+    }
+    let layers: Vec<usize> = (0..spec.num_layers).collect();
+    for writer in spec.writers(&layers, &[WriterKind::Attn, WriterKind::Mlp]) {
+        let layer = writer.layer.unwrap();
+        let (point, basis) = match &writer.post_norm {
+            None => (if writer.kind == WriterKind::Attn { HookPoint::AttnOut } else { HookPoint::MlpOut }, q.clone()),
+            Some(norm) => {
+                let (w, _) = model.checkpoint.read_f32(norm).unwrap();
+                let gamma: Vec<f32> = w.iter().map(|x| x + spec.norm_kind.offset()).collect();
+                let u = Basis::orthonormal(&[r.to_vec()]).unwrap().through_norm(&gamma).unwrap();
+                let u: Vec<f32> = u.rows()[0].iter().map(|&x| x as f32).collect();
+                let raw = if writer.kind == WriterKind::Attn { HookPoint::AttnRaw } else { HookPoint::MlpRaw };
+                (raw, basis_tensor(&[u], &Device::Cpu).unwrap())
+            }
+        };
+        items.push(Intervention::Ablate { points: vec![point], bases: BTreeMap::from([(layer, basis)]) });
+    }
+    Interventions { items }
+}
+
+/// `model` edited by `ablate` against `resid_pre.1` of `dirs` (embedding + every writer of every layer).
+pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path::Path, untie: bool) -> ModelDir {
+    let directions = DirectionsFile::load(dirs).unwrap();
+    let options = SurgeryOptions {
+        layers: (0..src.spec.num_layers).collect(),
+        targets: WriterKind::ALL.to_vec(),
+        direction: DirectionChoice::Fixed { name: "resid_pre.1".into() },
+        strength: 1.0,
+        norm_preserve: false,
+        untie,
+        biases: true,
+    };
+    let p = plan(src, &directions, &options).unwrap();
+    ablate(src, &p, &p.record("", "", ""), out, false, true, &ProgressBar::hidden()).unwrap();
+    ModelDir::open(out).unwrap()
 }

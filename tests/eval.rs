@@ -1,0 +1,99 @@
+//! The measurements of `scalpel eval` on fixtures: the KL divergence of a model against itself is
+//! zero; against an edited checkpoint it is positive and equals the KL against the same edit done
+//! at runtime; greedy answers are deterministic and do not depend on the batch size.
+
+mod common;
+
+use candle_core::{DType, Device};
+use indicatif::ProgressBar;
+use scalpel::checkpoint::ModelDir;
+use scalpel::directions::DirectionsFile;
+use scalpel::eval::{first_token_kl, greedy_answers, refusals, Subject};
+use scalpel::fixture::FixtureOptions;
+use scalpel::model::{Decoder, Interventions};
+use scalpel::prompts::{PromptEncoder, PromptFormat};
+
+fn prompts() -> Vec<String> {
+    [
+        "Write a short poem about the sea.",
+        "How do I bake bread?",
+        "Name three prime numbers",
+        "Explain photosynthesis to a child, please.",
+        "What is the capital of France?",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn load(model: &ModelDir) -> (Decoder, PromptEncoder) {
+    let decoder = Decoder::load(model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Chat { system: None }).unwrap();
+    (decoder, encoder)
+}
+
+fn subject<'a>(name: &str, d: &'a Decoder, e: &'a PromptEncoder, iv: &'a Interventions) -> Subject<'a> {
+    Subject { name: name.into(), decoder: d, encoder: e, interventions: iv }
+}
+
+#[test]
+fn kl_is_zero_against_itself_and_equal_for_weight_and_runtime_edits() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One family without post-norms (with output biases) and one with them (γ-aware edit).
+    for (family, biases) in [("qwen2", false), ("llama", true), ("gemma2", false)] {
+        let options = FixtureOptions { num_layers: 3, output_biases: biases, ..Default::default() };
+        let src = ModelDir::open(&common::fixture(tmp.path(), family, family, &options)).unwrap();
+        let dirs = common::directions(tmp.path(), src.spec.hidden_size, 3, 1, 1);
+        let r = DirectionsFile::load(&dirs).unwrap().entries["resid_pre.1"].rows[0].clone();
+        let edited = common::ablate_everything(&src, &dirs, &tmp.path().join(format!("{family}-edited")), false);
+        let runtime = common::runtime_equivalent(&src, &r, src.head_is_tied());
+        let none = Interventions::none();
+
+        let (d0, e0) = load(&src);
+        let (d1, e1) = load(&edited);
+        let original = subject("original", &d0, &e0, &none);
+        let ablated_at_runtime = subject("runtime", &d0, &e0, &runtime);
+        let ablated_in_weights = subject("edited", &d1, &e1, &none);
+        let prompts = prompts();
+
+        let own = first_token_kl(&original, &original, &prompts, 2).unwrap();
+        assert_eq!(own.per_prompt.len(), prompts.len());
+        assert!(own.max.abs() < 1e-9, "{family}: KL of the model against itself is {}", own.max);
+
+        let weights = first_token_kl(&original, &ablated_in_weights, &prompts, 2).unwrap();
+        let at_runtime = first_token_kl(&original, &ablated_at_runtime, &prompts, 3).unwrap();
+        assert!(weights.mean > 1e-6, "{family}: the edit does not change the distribution ({})", weights.mean);
+        for (i, (w, rt)) in weights.per_prompt.iter().zip(&at_runtime.per_prompt).enumerate() {
+            assert!((w - rt).abs() <= 1e-3 * w.max(1e-3), "{family} prompt {i}: KL edited {w} vs runtime {rt}");
+        }
+        let mean = weights.per_prompt.iter().sum::<f64>() / prompts.len() as f64;
+        assert!((weights.mean - mean).abs() < 1e-12);
+        assert_eq!(weights.max, weights.per_prompt.iter().copied().fold(0.0, f64::max));
+    }
+}
+
+#[test]
+fn greedy_answers_are_deterministic_and_independent_of_batch_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = ModelDir::open(&common::fixture(tmp.path(), "m", "llama", &FixtureOptions::default())).unwrap();
+    let (decoder, encoder) = load(&src);
+    let none = Interventions::none();
+    let model = subject("m", &decoder, &encoder, &none);
+    let prompts = prompts();
+    let one_by_one = greedy_answers(&model, &prompts, 6, 1, &ProgressBar::hidden()).unwrap();
+    let batched = greedy_answers(&model, &prompts, 6, 4, &ProgressBar::hidden()).unwrap();
+    assert_eq!(one_by_one.len(), prompts.len());
+    assert!(one_by_one.iter().any(|a| !a.is_empty()), "the fixture answers something");
+    assert_eq!(one_by_one, batched, "left-padded batches change greedy answers");
+
+    let first = refusals(&model, &prompts, 6, 3, &ProgressBar::hidden()).unwrap();
+    let again = refusals(&model, &prompts, 6, 3, &ProgressBar::hidden()).unwrap();
+    assert_eq!(first, again);
+    assert_eq!(first.total, prompts.len());
+    assert_eq!(first.answers.iter().map(|a| a.answer.clone()).collect::<Vec<_>>(), batched);
+    // The verdicts are the scorer's on the answers.
+    for a in &first.answers {
+        assert_eq!(a.refusal.as_deref(), scalpel::eval::refusal_marker(&a.answer));
+    }
+    assert_eq!(first.refused, first.refused_prompts().len());
+}
