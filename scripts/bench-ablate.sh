@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: edit a synthetic checkpoint of >= 1 GiB and compare with a plain `cp` of the same files.
-# Prints seconds, GB/s and peak anonymous RSS (sampled from /proc) for both.
+# Prints seconds, GB/s and peak anonymous RSS (sampled from /proc) for each, and cp followed by sync
+# (scalpel syncs what it writes).
 #   scripts/bench-ablate.sh [WORKDIR]        (default: a temp folder, removed afterwards)
 # Environment: HIDDEN, LAYERS, INTERMEDIATE, VOCAB, DTYPE (bf16), SHARDS (2) size the checkpoint.
 set -euo pipefail
@@ -37,10 +38,15 @@ run() { # run LABEL CMD...
 }
 echo "checkpoint: $(python3 -c "print(f'{$bytes/2**30:.2f}')") GiB in $src"
 cat "$src"/*.safetensors > /dev/null   # warm the page cache so both runs read from memory
-rm -rf "$work/copy" "$work/edited"
+# Each run starts with no dirty pages (sync), so none pays for another's writeback. scalpel syncs
+# its output before renaming it into place; plain cp does not, so cp+sync is the like-for-like time.
+rm -rf "$work/copy" "$work/edited"; sync
 run cp cp -r "$src" "$work/copy"
+rm -rf "$work/copy"; sync
+run cp+sync sh -c 'cp -r "$1" "$2" && sync' sh "$src" "$work/copy"
+rm -rf "$work/copy"; sync
 run ablate "$bin" ablate "$src" --directions "$work/dirs.safetensors" --out "$work/edited" --no-verify
-rm -rf "$work/copy"; run cp cp -r "$src" "$work/copy"
+rm -rf "$work/edited"
 largest=$(python3 -c "
 import json,glob,struct
 m=0

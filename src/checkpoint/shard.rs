@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// (header length, JSON, dtypes, contiguous in-bounds offsets); tensor bytes are read lazily.
 pub struct Shard {
     path: PathBuf,
+    file: File,
     mmap: Mmap,
     header_len: usize,
     metadata: Metadata,
@@ -59,7 +60,7 @@ impl Shard {
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let (header_len, metadata) = SafeTensors::read_metadata(&mmap)
             .map_err(|e| Error::bad_checkpoint(path, format!("invalid safetensors file: {}", describe(&e))))?;
-        Ok(Shard { path: path.to_path_buf(), mmap, header_len, metadata })
+        Ok(Shard { path: path.to_path_buf(), file, mmap, header_len, metadata })
     }
 
     /// The file path.
@@ -82,11 +83,21 @@ impl Shard {
         self.metadata.info(name).is_some()
     }
 
+    /// The open file (for kernel-side copies of stored bytes).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Where `name`'s bytes start in the file, if present.
+    pub fn file_offset(&self, name: &str) -> Option<u64> {
+        self.metadata.info(name).map(|info| (8 + self.header_len + info.data_offsets.0) as u64)
+    }
+
     /// A view of one tensor, if present.
     pub fn tensor<'a>(&'a self, name: &'a str) -> Option<TensorRef<'a>> {
         let info = self.metadata.info(name)?;
         let start = 8 + self.header_len + info.data_offsets.0;
-        let end = 8 + self.header_len + info.data_offsets.1;
+        let end = start + (info.data_offsets.1 - info.data_offsets.0);
         Some(TensorRef { name, dtype: info.dtype, shape: &info.shape, data: &self.mmap[start..end], file: &self.path })
     }
 

@@ -53,7 +53,12 @@ impl StagedOutput {
     }
 
     /// Move the finished folder into place (replacing an existing one only with `force`).
+    ///
+    /// Every file is synced to disk first and the parent folder after the rename, so a crash
+    /// leaves either no output or a complete one. (Syncing once here, rather than per file as it
+    /// is written, lets the kernel write earlier shards back while later ones are computed.)
     pub fn commit(self) -> Result<PathBuf> {
+        sync_files(self.temp.path())?;
         if self.target.exists() {
             if !self.force {
                 return Err(Error::Invalid(format!(
@@ -69,8 +74,32 @@ impl StagedOutput {
         }
         let temp = self.temp.keep();
         std::fs::rename(&temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+        if let Some(parent) = self.target.parent() {
+            sync_folder(parent)?;
+        }
         Ok(self.target)
     }
+}
+
+/// `fsync` every regular file in `dir` (not recursive: outputs are flat) and `dir` itself.
+fn sync_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_file() {
+            std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    sync_folder(dir)
+}
+
+/// `fsync` a folder so renames and new entries in it are durable (a no-op where folders cannot
+/// be opened, as on Windows).
+fn sync_folder(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

@@ -158,34 +158,120 @@ fn write_shard(
     for (entry, a) in entries[names.len()..].iter_mut().zip(added) {
         entry.name = a.name.clone();
     }
-    let mut w = SafetensorsStream::create(path, &metadata, entries)?;
-    for name in &names {
+    let w = SafetensorsStream::create(path, &metadata, entries)?;
+    // The writing runs on its own thread, so the next edit is computed while the last one (and
+    // the kept tensors before it) go to disk; the channel holds one finished edit at most.
+    let (send, receive) = std::sync::mpsc::sync_channel::<Chunk>(1);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || write_chunks(w, shard, receive, progress));
+        let computed = compute_chunks(shard, &names, added, edit, &send, report);
+        drop(send);
+        let written =
+            writer.join().map_err(|_| Error::Other(format!("{}: the writer thread panicked", path.display())))?;
+        // A failed write closes the channel, which stops the computing side: report the write
+        // error then; otherwise the computing side's.
+        written.and(computed)
+    })
+}
+
+/// Work for the writer thread, in file order.
+enum Chunk {
+    /// Copy consecutive kept tensors from the shard.
+    Kept(KeptRun),
+    /// Write an edited tensor's bytes.
+    Edited(Vec<u8>),
+    /// Everything was sent: finish the file.
+    Done,
+}
+
+/// Consecutive kept tensors: where the first starts in the shard file, how many, how many bytes.
+struct KeptRun {
+    start: u64,
+    tensors: usize,
+    bytes: u64,
+}
+
+/// Kept tensors are copied in runs of at most this many bytes (so the progress bar moves).
+const KEPT_RUN_LIMIT: u64 = 256 << 20;
+
+/// Decide every tensor of `shard` (plus the added copies) and send the chunks to write.
+fn compute_chunks(
+    shard: &Shard,
+    names: &[String],
+    added: &[&AddedTensor],
+    edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
+    send: &std::sync::mpsc::SyncSender<Chunk>,
+    report: &mut WriteReport,
+) -> Result<()> {
+    let closed = || Error::Other(format!("{}: writing stopped", shard.path().display()));
+    // Kept tensors are stored back to back, so each run of them between edits is one kernel copy.
+    let mut run: Option<KeptRun> = None;
+    let flush = |run: &mut Option<KeptRun>| match run.take() {
+        Some(kept) => send.send(Chunk::Kept(kept)).map_err(|_| closed()),
+        None => Ok(()),
+    };
+    for name in names {
         let view = shard.tensor(name).expect("name from this shard");
+        let len = view.data.len() as u64;
         match edit(view)? {
             TensorEdit::Keep => {
-                w.write_next(view.data)?;
+                let offset = shard.file_offset(name).expect("name from this shard");
+                let kept = run.get_or_insert(KeptRun { start: offset, tensors: 0, bytes: 0 });
+                kept.tensors += 1;
+                kept.bytes += len;
+                if kept.bytes >= KEPT_RUN_LIMIT {
+                    flush(&mut run)?;
+                }
                 report.copied += 1;
             }
             TensorEdit::Replace(bytes) => {
-                if bytes.len() != view.data.len() {
+                if bytes.len() as u64 != len {
                     return Err(Error::bad_tensor(
                         name,
-                        format!("edit produced {} bytes, expected {}", bytes.len(), view.data.len()),
+                        format!("edit produced {} bytes, expected {len}", bytes.len()),
                     ));
                 }
-                w.write_next(&bytes)?;
+                flush(&mut run)?;
+                send.send(Chunk::Edited(bytes)).map_err(|_| closed())?;
                 report.edited.push(name.clone());
             }
         }
-        report.bytes_written += view.data.len() as u64;
-        progress.inc(view.data.len() as u64);
+        report.bytes_written += len;
     }
+    flush(&mut run)?;
     for a in added {
-        let view = checkpoint.tensor(&a.copy_of)?;
-        w.write_next(view.data)?;
-        report.bytes_written += view.data.len() as u64;
+        let view = shard.tensor(&a.copy_of).expect("added tensors copy from this shard");
+        let start = shard.file_offset(&a.copy_of).expect("added tensors copy from this shard");
+        let bytes = view.data.len() as u64;
+        send.send(Chunk::Kept(KeptRun { start, tensors: 1, bytes })).map_err(|_| closed())?;
+        report.bytes_written += bytes;
     }
-    w.finish()
+    send.send(Chunk::Done).map_err(|_| closed())
+}
+
+/// The writer thread: write the chunks in order and finish the file. When the computing side
+/// stops early (its error is the one reported) the unfinished file is left for the staging
+/// folder's cleanup.
+fn write_chunks(
+    mut w: SafetensorsStream,
+    shard: &Shard,
+    receive: std::sync::mpsc::Receiver<Chunk>,
+    progress: &ProgressBar,
+) -> Result<()> {
+    for chunk in receive {
+        match chunk {
+            Chunk::Kept(kept) => {
+                w.copy_next(shard.file(), shard.path(), kept.start, kept.tensors)?;
+                progress.inc(kept.bytes);
+            }
+            Chunk::Edited(bytes) => {
+                w.write_next(&bytes)?;
+                progress.inc(bytes.len() as u64);
+            }
+            Chunk::Done => return w.finish(),
+        }
+    }
+    Ok(())
 }
 
 fn write_index(

@@ -153,21 +153,22 @@ pub fn edit_columns(w: &mut [f32], cols: usize, basis: &Basis, strength: f64, no
     } else {
         Vec::new()
     };
-    // Pass 2 (parallel over rows): w_ij ← s_j (w_ij − λ Σ_k q_ki c_kj), rounded once to f32.
-    w.par_chunks_mut(cols).enumerate().for_each(|(i, row)| {
-        let qs: Vec<f64> = basis.rows.iter().map(|q| strength * q[i]).collect();
-        for (j, x) in row.iter_mut().enumerate() {
-            let mut update = 0f64;
-            for (kk, qi) in qs.iter().enumerate() {
-                update += qi * coeffs[kk * cols + j];
+    // Pass 2 (parallel over rows): w_ij ← s_j (w_ij − λ Σ_k q_ki c_kj) in f64, rounded once to
+    // f32; loops run along the row so they vectorize.
+    w.par_chunks_mut(cols).enumerate().for_each_init(
+        || vec![0f64; cols],
+        |acc, (i, row)| {
+            acc.iter_mut().zip(row.iter()).for_each(|(a, &x)| *a = f64::from(x));
+            for (q, ck) in basis.rows.iter().zip(coeffs.chunks_exact(cols)) {
+                let qi = strength * q[i];
+                acc.iter_mut().zip(ck).for_each(|(a, &c)| *a -= qi * c);
             }
-            let mut value = f64::from(*x) - update;
             if norm_preserve {
-                value *= scale[j];
+                acc.iter_mut().zip(&scale).for_each(|(a, &s)| *a *= s);
             }
-            *x = value as f32;
-        }
-    });
+            row.iter_mut().zip(acc.iter()).for_each(|(x, &a)| *x = a as f32);
+        },
+    );
 }
 
 /// Edit each written **row** of `e` (`[n, hidden]`: the embedding, or a bias as one row) in place.
