@@ -91,7 +91,7 @@ fn errors_name_the_file_and_the_problem() {
         ("nocol.csv", "a,b\n1,2\n", None, "--field"),
         ("nocol.csv", "a,b\n1,2\n", Some("prompt"), "no field `prompt`"),
         ("ragged.csv", "prompt,b\n1,2\n3\n", None, "ragged.csv"),
-        ("data.parquet", "PAR1", None, "convert"),
+        ("data.parquet", "PAR1", None, "not a readable parquet file"),
     ] {
         let err = error(&write(t, name, text), field);
         assert!(err.contains(name) && err.contains(expect), "{name}: {err}");
@@ -183,8 +183,12 @@ fn hub_split_files_are_chosen_by_name() {
     assert_eq!(pick("hf://o/n", &["behaviors.csv", "README.md"]).unwrap(), ["behaviors.csv"]);
     // "latest" must not pass for the split "test".
     assert!(pick("hf://o/n:test", &["latest.jsonl", "other.jsonl"]).is_err());
-    let err = pick("hf://o/n", &["data/train-00000-of-00001.parquet"]).unwrap_err().to_string();
-    assert!(err.contains("parquet") && err.contains("o/n"), "{err}");
+    // Parquet (how `push_to_hub` stores datasets), after the text formats.
+    let parquet = ["data/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"];
+    assert_eq!(pick("hf://o/n", &parquet).unwrap(), ["data/train-00000-of-00001.parquet"]);
+    assert_eq!(pick("hf://o/n", &["train.parquet", "train.jsonl"]).unwrap(), ["train.jsonl"]);
+    let err = pick("hf://o/n:validation", &parquet).unwrap_err().to_string();
+    assert!(err.contains("validation") && err.contains("o/n"), "{err}");
 }
 
 #[test]

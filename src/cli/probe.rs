@@ -21,7 +21,7 @@ use std::path::PathBuf;
 pub struct Args {
     /// Model folder, or a Hugging Face id.
     pub model: String,
-    /// Prompts the model refuses: a .txt/.jsonl/.json/.csv file, builtin:NAME, or hf://owner/name[:split][#column].
+    /// Prompts the model refuses: a .txt/.jsonl/.json/.csv/.parquet file, builtin:NAME, or hf://owner/name[:split][#column].
     #[arg(long, default_value = "builtin:harmful_train")]
     pub harmful: String,
     /// Everyday prompts, same formats.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 pub const HUB_PREFIX: &str = "hf://";
 
 /// Data file extensions scalpel reads, in order of preference.
-const READABLE: &[&str] = &["jsonl", "json", "csv", "tsv"];
+const READABLE: &[&str] = &["jsonl", "json", "csv", "tsv", "parquet"];
 
 /// A parsed `hf://owner/name[:split][#column]` reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ impl HubDatasetRef {
     /// path mentions the split (a folder named after it, or a file name that is the split or
     /// starts/ends with it, e.g. `data/train-00000-of-00001.jsonl`, `test.csv`). With the
     /// default split `train` and a single readable file, that file. Shards of the split are all
-    /// returned, sorted; one format only (jsonl before json before csv).
+    /// returned, sorted; one format only (jsonl before json before csv before tsv before parquet).
     pub fn pick_files(&self, names: &[String]) -> Result<Vec<String>> {
         let extension = |f: &str| f.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
         let in_split = |f: &str| {
@@ -129,19 +129,11 @@ impl HubDatasetRef {
         if self.split == "train" && readable.len() == 1 {
             return Ok(vec![readable[0].clone()]);
         }
-        let has_parquet = names.iter().any(|f| extension(f) == "parquet");
-        Err(Error::Invalid(if has_parquet {
-            format!(
-                "hf://{}: the dataset is stored as parquet, which scalpel does not read; convert the split to \
-                 .jsonl or .csv (e.g. `datasets.load_dataset(\"{}\", split=\"{}\").to_json(\"prompts.jsonl\")`) \
-                 and pass that file",
-                self.name(),
-                self.repo,
-                self.split
-            )
-        } else {
-            format!("hf://{}: no .jsonl, .json or .csv file for split `{}`", self.name(), self.split)
-        }))
+        Err(Error::Invalid(format!(
+            "hf://{}: no .jsonl, .json, .csv, .tsv or .parquet file for split `{}`",
+            self.name(),
+            self.split
+        )))
     }
 }
 

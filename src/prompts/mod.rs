@@ -1,7 +1,7 @@
 //! Prompts: prompt sets from files or the hub, chat-template rendering, tokenization and
 //! left-padded batches with their attention masks.
 //!
-//! - [`sets`]: [`PromptSet`] from .txt / .jsonl / .json / .csv / `hf://owner/name[:split][#column]`;
+//! - [`sets`]: [`PromptSet`] from .txt / .jsonl / .json / .csv / .tsv / .parquet / `hf://owner/name[:split][#column]`;
 //!   limits, seeded shuffles and splits, a hash for provenance;
 //! - [`template`]: [`ChatTemplate`] (minijinja, rendered like `transformers`), [`PromptFormat`];
 //! - [`batch`]: tokenizer loading, encoding, [`Batch`] (left padding, positions) and
@@ -12,6 +12,7 @@ pub mod batch;
 pub mod builtin;
 pub mod encode;
 pub mod hub;
+mod parquet;
 pub mod sets;
 pub mod special_tokens;
 pub mod strftime;

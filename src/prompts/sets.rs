@@ -41,10 +41,11 @@ impl PromptSet {
     /// - `.jsonl`: one JSON value per line; `.json`: an array. Values are strings, or objects
     ///   whose `field` is read.
     /// - `.csv` / `.tsv`: a header row; the column `field` is read.
+    /// - `.parquet`: the string column `field` (snappy, gzip, lz4 or uncompressed pages).
     ///
     /// `field` defaults to the `#column` of a hub reference, else the first of
     /// [`DEFAULT_FIELDS`] present, else the only field/column when there is exactly one.
-    /// Parquet is not read (convert it). An empty set is an error naming the file.
+    /// An empty set is an error naming the file.
     pub fn load(spec: &str, field: Option<&str>) -> Result<PromptSet> {
         if let Some(name) = spec.strip_prefix("builtin:") {
             let text = super::builtin::builtin(name).ok_or_else(|| {
@@ -153,7 +154,7 @@ impl PromptSet {
 }
 
 /// The field to read among `keys`: the requested one, else a default, else the only one.
-fn pick_field<'a>(keys: &[&'a str], field: Option<&'a str>, path: &Path, what: &str) -> Result<&'a str> {
+pub(crate) fn pick_field<'a>(keys: &[&'a str], field: Option<&'a str>, path: &Path, what: &str) -> Result<&'a str> {
     if let Some(f) = field {
         return if keys.contains(&f) {
             Ok(f)
@@ -212,15 +213,11 @@ fn load_delimited(text: &str, delimiter: u8, field: Option<&str>, path: &Path) -
 /// The prompts of one local file (not yet checked for emptiness).
 pub(crate) fn load_file(path: &Path, field: Option<&str>) -> Result<Vec<String>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    if ext == "parquet" {
-        return Err(Error::Invalid(format!(
-            "{}: parquet is not read directly; convert it to .jsonl or .csv \
-             (e.g. pandas.read_parquet(f).to_json(out, orient='records', lines=True))",
-            path.display()
-        )));
-    }
     if path.is_dir() {
         return Err(Error::Invalid(format!("{}: is a folder, not a prompt file", path.display())));
+    }
+    if ext == "parquet" {
+        return Ok(clean(super::parquet::load_parquet(path, field)?));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
