@@ -4,7 +4,7 @@ use super::common::{open_model, print_as_generated};
 use super::generate::SamplingArgs;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
-use scalpel::model::{generate, GenerateOptions};
+use scalpel::model::generate;
 use scalpel::prompts::Message;
 use std::io::{BufRead, Write};
 
@@ -31,11 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = open_model(&args.model)?;
     let (decoder, encoder) = args.run.load(&model)?;
     let interventions = args.intervene.build(&decoder)?;
-    let options = GenerateOptions {
-        max_tokens: args.max_tokens,
-        sampling: args.sampling.settings(),
-        stop_ids: encoder.eos_ids().to_vec(),
-    };
+    let options = args.sampling.options(args.max_tokens, &encoder);
     let mut history: Vec<Message> = Vec::new();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();

@@ -47,7 +47,7 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     /// The library's sampling settings.
-    pub fn settings(&self) -> Sampling {
+    fn settings(&self) -> Sampling {
         Sampling {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -55,6 +55,11 @@ impl SamplingArgs {
             repeat_penalty: self.repeat_penalty,
             seed: self.seed,
         }
+    }
+
+    /// Generation options: these settings, up to `max_tokens`, stopping at the model's end tokens.
+    pub fn options(&self, max_tokens: usize, encoder: &scalpel::prompts::PromptEncoder) -> GenerateOptions {
+        GenerateOptions { max_tokens, sampling: self.settings(), stop_ids: encoder.eos_ids().to_vec() }
     }
 }
 
@@ -64,11 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (decoder, encoder) = args.run.load(&model)?;
     let interventions = args.intervene.build(&decoder)?;
     let ids = encoder.encode(&args.prompt)?;
-    let options = GenerateOptions {
-        max_tokens: args.max_tokens,
-        sampling: args.sampling.settings(),
-        stop_ids: encoder.eos_ids().to_vec(),
-    };
+    let options = args.sampling.options(args.max_tokens, &encoder);
     let mut so_far: Vec<u32> = Vec::new();
     generate(
         &decoder,
