@@ -5,7 +5,7 @@
 use crate::arch::WriterKind;
 use crate::checkpoint::{resolve_model, ModelDir};
 use crate::directions::{entry_name, DirectionsFile};
-use crate::eval::{compare, first_token_kl, refusals, side_by_side, EvalReport, Subject};
+use crate::eval::{compare, cross_entropy, first_token_kl, refusals, side_by_side, EvalReport, Subject};
 use crate::layers::parse_layers;
 use crate::model::{default_device, parse_dtype, Decoder, Interventions};
 use crate::probe::{
@@ -257,13 +257,20 @@ pub fn run_recipe(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<RunSummary
             harmless_test.len()
         ));
         let bar = ProgressBar::hidden();
-        let report = EvalReport {
+        let mut report = EvalReport {
             refusals: refusals(&after, &harmful_test, e.max_tokens, e.batch, &bar)?,
             over_refusals: refusals(&after, &harmless_test, e.max_tokens, e.batch, &bar)?,
             baseline_refusals: Some(refusals(&before, &harmful_test, e.max_tokens, e.batch, &bar)?),
             baseline_over_refusals: Some(refusals(&before, &harmless_test, e.max_tokens, e.batch, &bar)?),
             kl: Some(first_token_kl(&before, &after, &harmless_test, e.batch)?),
+            cross_entropy: None,
+            baseline_cross_entropy: None,
         };
+        if let Some(text) = &e.text {
+            let texts = load_set(text, recipe, None)?.prompts;
+            report.cross_entropy = Some(cross_entropy(&after, &texts, e.batch)?);
+            report.baseline_cross_entropy = Some(cross_entropy(&before, &texts, e.batch)?);
+        }
         let picks: Vec<String> = harmful_test
             .iter()
             .take(e.samples)

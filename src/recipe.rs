@@ -198,11 +198,14 @@ pub struct EvalSection {
     pub samples: usize,
     /// Prompts per generation batch.
     pub batch: usize,
+    /// A text set (any prompt-set file: one text per line of a .txt, ...) whose cross-entropy is
+    /// measured under both models, to show the edit left language modelling alone.
+    pub text: Option<String>,
 }
 
 impl Default for EvalSection {
     fn default() -> Self {
-        EvalSection { max_tokens: 64, limit: None, samples: 4, batch: 8 }
+        EvalSection { max_tokens: 64, limit: None, samples: 4, batch: 8, text: None }
     }
 }
 
@@ -258,6 +261,9 @@ impl Recipe {
             if let Some(p) = rebase(spec) {
                 *spec = p;
             }
+        }
+        if let Some(p) = self.eval.text.as_deref().and_then(rebase) {
+            self.eval.text = Some(p);
         }
         if self.output.dir.is_relative() {
             self.output.dir = base.join(&self.output.dir);

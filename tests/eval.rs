@@ -1,6 +1,7 @@
 //! The measurements of `scalpel eval` on fixtures: the KL divergence of a model against itself is
 //! zero; against an edited checkpoint it is positive and equals the KL against the same edit done
-//! at runtime; greedy answers are deterministic and do not depend on the batch size.
+//! at runtime; greedy answers are deterministic and do not depend on the batch size; the
+//! cross-entropy of a text set is the mean next-token loss.
 
 mod common;
 
@@ -8,10 +9,10 @@ use candle_core::{DType, Device};
 use indicatif::ProgressBar;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
-use scalpel::eval::{first_token_kl, greedy_answers, refusals, Subject};
+use scalpel::eval::{cross_entropy, first_token_kl, greedy_answers, refusals, Subject};
 use scalpel::fixture::FixtureOptions;
-use scalpel::model::{Decoder, Interventions};
-use scalpel::prompts::{PromptEncoder, PromptFormat};
+use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
+use scalpel::prompts::{encode_texts, PromptEncoder, PromptFormat};
 
 fn prompts() -> Vec<String> {
     [
@@ -96,4 +97,49 @@ fn greedy_answers_are_deterministic_and_independent_of_batch_size() {
         assert_eq!(a.refusal.as_deref(), scalpel::eval::refusal_marker(&a.answer));
     }
     assert_eq!(first.refused, first.refused_prompts().len());
+}
+
+#[test]
+fn cross_entropy_is_the_mean_next_token_loss_and_independent_of_batch_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = ModelDir::open(&common::fixture(tmp.path(), "m", "qwen2", &FixtureOptions::default())).unwrap();
+    let (decoder, encoder) = load(&src);
+    let none = Interventions::none();
+    let model = subject("m", &decoder, &encoder, &none);
+    let texts = prompts();
+    let batched = cross_entropy(&model, &texts, 4).unwrap();
+    let single = cross_entropy(&model, &texts, 1).unwrap();
+    assert_eq!(batched.per_text.len(), texts.len());
+    for (a, b) in batched.per_text.iter().zip(&single.per_text) {
+        assert!((a - b).abs() < 1e-4, "padding changes the loss: {a} vs {b}");
+    }
+    // Reference: one text at a time, the loss of each next token from the full logits.
+    let request = ForwardRequest { capture: None, interventions: &none, logits: LogitsMode::All };
+    let (mut total, mut count) = (0f64, 0usize);
+    for (text, per_text) in texts.iter().zip(&single.per_text) {
+        let ids = encode_texts(encoder.tokenizer(), std::slice::from_ref(text), true).unwrap().remove(0);
+        let logits: Vec<Vec<f32>> = decoder
+            .forward(std::slice::from_ref(&ids), &[vec![1; ids.len()]], None, &request)
+            .unwrap()
+            .logits
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let losses: Vec<f64> = (0..ids.len() - 1)
+            .map(|t| {
+                let z: f64 = logits[t].iter().map(|&x| f64::from(x).exp()).sum();
+                -(f64::from(logits[t][ids[t + 1] as usize]).exp() / z).ln()
+            })
+            .collect();
+        let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+        assert!((mean - per_text).abs() < 1e-6, "{text}: {mean} vs {per_text}");
+        total += losses.iter().sum::<f64>();
+        count += losses.len();
+    }
+    assert_eq!(single.tokens, count);
+    assert!((single.nats_per_token - total / count as f64).abs() < 1e-9);
+    assert!((single.perplexity() - single.nats_per_token.exp()).abs() < 1e-9);
+    assert!(single.nats_per_token > 1.0, "a random fixture is far from certain ({})", single.nats_per_token);
 }

@@ -9,9 +9,12 @@ use scalpel::recipe::Recipe;
 use std::path::Path;
 
 fn recipe(dir: &Path, model: &Path, out: &Path, extra: &str) -> Recipe {
+    let texts = dir.join("texts.txt");
+    std::fs::write(&texts, "The sea was calm that morning.\nBread needs flour, water and time.\n").unwrap();
     let text = format!(
-        "[model]\npath = {:?}\n[prompts]\nlimit = 8\n[probe]\nbatch = 4\n[eval]\nmax_tokens = 6\nlimit = 4\nsamples = 2\nbatch = 4\n[output]\ndir = {:?}\n{extra}",
+        "[model]\npath = {:?}\n[prompts]\nlimit = 8\n[probe]\nbatch = 4\n[eval]\nmax_tokens = 6\nlimit = 4\nsamples = 2\nbatch = 4\ntext = {:?}\n[output]\ndir = {:?}\n{extra}",
         model.display().to_string(),
+        texts.display().to_string(),
         out.display().to_string()
     );
     let path = dir.join("recipe.toml");
@@ -40,7 +43,15 @@ fn run_on_a_fixture_recipe_end_to_end_and_resume() {
         assert!(out.join(file).is_file(), "{file}");
     }
     let report = std::fs::read_to_string(&summary.report).unwrap();
-    for section in ["Layer metrics", "Chosen direction", "verification", "Evaluation", "Side by side", "KL(before"] {
+    for section in [
+        "Layer metrics",
+        "Chosen direction",
+        "verification",
+        "Evaluation",
+        "Side by side",
+        "KL(before",
+        "cross-entropy",
+    ] {
         assert!(report.contains(section), "report lacks {section}");
     }
     assert!(std::fs::read_to_string(out.join("model/README.md")).unwrap().contains("## Evaluation"));

@@ -1,10 +1,11 @@
-//! `scalpel eval`: refusal rate, over-refusal and KL divergence on held-out prompts.
+//! `scalpel eval`: refusal rate, over-refusal and KL divergence on held-out prompts, and
+//! optionally the cross-entropy of a text set.
 
 use super::common::open_model;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use scalpel::eval::{first_token_kl, refusals, EvalReport, Subject, REFUSAL_MARKERS};
+use scalpel::eval::{cross_entropy, first_token_kl, refusals, EvalReport, Subject, REFUSAL_MARKERS};
 use scalpel::model::Interventions;
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
@@ -29,6 +30,10 @@ pub struct Args {
     /// Held-out everyday prompts.
     #[arg(long, default_value = "builtin:harmless_test")]
     pub harmless: String,
+    /// Also measure the cross-entropy (nats/token, and perplexity) of these texts (any prompt-set
+    /// file: one text per line of a .txt, a .jsonl field, ...) under the model and the baseline.
+    #[arg(long, value_name = "FILE")]
+    pub text: Option<String>,
     /// JSON field / CSV column holding the prompt.
     #[arg(long)]
     pub field: Option<String>,
@@ -94,7 +99,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         baseline_refusals: None,
         baseline_over_refusals: None,
         kl: None,
+        cross_entropy: None,
+        baseline_cross_entropy: None,
     };
+    let texts = args.text.as_deref().map(load).transpose()?;
+    if let Some(texts) = &texts {
+        report.cross_entropy = Some(cross_entropy(&subject, texts, args.batch)?);
+    }
     if let Some(base_name) = &args.baseline {
         let base_model = open_model(base_name)?;
         let (base_decoder, base_encoder) = args.run.load(&base_model)?;
@@ -104,6 +115,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.baseline_refusals = Some(refusals(&base, &harmful, args.max_tokens, args.batch, &progress)?);
         report.baseline_over_refusals = Some(refusals(&base, &harmless, args.max_tokens, args.batch, &progress)?);
         report.kl = Some(first_token_kl(&base, &subject, &harmless, args.batch)?);
+        if let Some(texts) = &texts {
+            report.baseline_cross_entropy = Some(cross_entropy(&base, texts, args.batch)?);
+        }
     }
     progress.finish_and_clear();
     let table = report.markdown(&model_name, args.baseline.as_deref());

@@ -1,10 +1,15 @@
 //! KL divergence between next-token distributions given as logits.
 
-/// `log_softmax` in f64.
-pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+/// `log Σ exp(x)` in f64, stable for large logits.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = logits.iter().map(|&x| (f64::from(x) - max).exp()).sum();
-    let log_z = max + sum.ln();
+    max + sum.ln()
+}
+
+/// `log_softmax` in f64.
+pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
+    let log_z = log_sum_exp(logits);
     logits.iter().map(|&x| f64::from(x) - log_z).collect()
 }
 

@@ -1,13 +1,15 @@
-//! Evaluation: refusal scoring, KL divergence, comparisons and the model card.
+//! Evaluation: refusal scoring, KL divergence, cross-entropy of text, comparisons and the model card.
 
 pub mod card;
 pub mod compare;
+pub mod cross_entropy;
 pub mod kl;
 pub mod refusal;
 pub mod run;
 
 pub use card::model_card;
 pub use compare::{side_by_side, SideBySide};
+pub use cross_entropy::{cross_entropy, CrossEntropy};
 pub use kl::kl_divergence;
 pub use refusal::{is_refusal, refusal_marker, REFUSAL_MARKERS};
 pub use run::{

@@ -1,6 +1,7 @@
 //! Evaluation runs: answers (greedy, batched) scored for refusals, and the KL divergence of the
 //! next-token distribution on harmless prompts against a baseline.
 
+use super::cross_entropy::CrossEntropy;
 use super::kl::kl_divergence;
 use super::refusal::refusal_marker;
 use crate::model::{generate, Decoder, ForwardRequest, GenerateOptions, Interventions, LogitsMode, Sampling};
@@ -165,6 +166,12 @@ pub struct EvalReport {
     pub baseline_over_refusals: Option<RefusalScore>,
     /// KL(baseline ‖ model) on harmless prompts.
     pub kl: Option<KlScore>,
+    /// Cross-entropy of a text set under the model, when one was given.
+    #[serde(default)]
+    pub cross_entropy: Option<CrossEntropy>,
+    /// The same under the baseline.
+    #[serde(default)]
+    pub baseline_cross_entropy: Option<CrossEntropy>,
 }
 
 impl EvalReport {
@@ -193,6 +200,19 @@ impl EvalReport {
             out += &format!(
                 "| KL(before ‖ after), first token, harmless | {cols} mean {:.4}, max {:.4} |\n",
                 kl.mean, kl.max
+            );
+        }
+        if let Some(ce) = &self.cross_entropy {
+            let show = |c: &CrossEntropy| format!("{:.4} (perplexity {:.2})", c.nats_per_token, c.perplexity());
+            let before = match &self.baseline_cross_entropy {
+                Some(b) => format!(" {} |", show(b)),
+                None if self.baseline_refusals.is_some() => " — |".to_string(),
+                None => String::new(),
+            };
+            out += &format!(
+                "| cross-entropy of the text set, nats/token ({} tokens) |{before} {} |\n",
+                ce.tokens,
+                show(ce)
             );
         }
         out
