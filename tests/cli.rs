@@ -108,3 +108,41 @@ fn help_reads_well() {
     }
     assert!(fails(&["fixture", "mamba", "x"]).contains("unknown family"));
 }
+
+#[test]
+fn generate_and_chat_stream_answers_and_stop_at_stop_strings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    ok(&["fixture", "llama", s(&model)]);
+    let answer = |extra: &[&str]| {
+        let mut args = vec!["generate", s(&model), "--prompt", "Tell me a story", "--max-tokens", "16"];
+        args.extend_from_slice(extra);
+        let out = scalpel(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().strip_suffix('\n').expect("a final newline").to_string()
+    };
+    let full = answer(&[]);
+    assert!(full.chars().count() >= 4, "the fixture answers something: {full:?}");
+    assert_eq!(answer(&[]), full, "greedy generation is deterministic");
+    // A stop string from the middle of the answer: the answer ends just before its first occurrence.
+    let chars: Vec<char> = full.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let expected = &full[..full.find(&stop).unwrap()];
+    assert_eq!(answer(&["--stop", &stop]), expected);
+    assert_eq!(answer(&["--stop", "text that never appears"]), full);
+
+    // chat: one turn from stdin, then /quit; the answer is the same greedy text.
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scalpel"))
+        .args(["chat", s(&model), "--max-tokens", "16", "--stop", &stop])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Tell me a story\n/quit\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout, format!("\n> {expected}\n\n> "), "chat output");
+}

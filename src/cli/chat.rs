@@ -1,6 +1,6 @@
 //! `scalpel chat`: an interactive conversation in the terminal.
 
-use super::common::{open_model, print_as_generated};
+use super::common::{open_model, StreamPrinter};
 use super::generate::SamplingArgs;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
@@ -56,17 +56,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         history.push(Message::new("user", line));
         let ids = encoder.tokenize(&encoder.render_conversation(&history)?)?;
-        let mut answer: Vec<u32> = Vec::new();
-        generate(
-            &decoder,
-            &[ids],
-            encoder.pad_id(),
-            &options,
-            &interventions,
-            &mut print_as_generated(&encoder, &mut answer),
-        )?;
+        let mut printer = StreamPrinter::new(&encoder, &args.sampling.stops);
+        generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| {
+            printer.on_token(token)
+        })?;
+        let answer = printer.finish();
         writeln!(stdout)?;
-        history.push(Message::new("assistant", encoder.decode(&answer)?.trim()));
+        history.push(Message::new("assistant", answer.trim()));
     }
     Ok(())
 }

@@ -51,25 +51,84 @@ pub fn human_bytes(bytes: u64) -> String {
     format!("{value:.1} {}", units[unit])
 }
 
-/// A token callback for `generate` that prints the decoded text as it grows (decoding the whole
-/// answer each time, so multi-byte characters split across tokens print correctly); it collects
-/// the answer's ids in `ids`.
-pub fn print_as_generated<'a>(
+/// Prints an answer to the terminal as it is generated and stops it at a stop string.
+///
+/// The whole answer is decoded after every token (so characters split across tokens print
+/// correctly); the last few bytes are held back while they could still begin a stop string, and
+/// nothing from a stop string on is printed.
+pub struct StreamPrinter<'a> {
     encoder: &'a scalpel::prompts::PromptEncoder,
-    ids: &'a mut Vec<u32>,
-) -> impl FnMut(usize, u32) -> bool + 'a {
-    use std::io::Write;
-    let mut printed = 0usize;
-    move |_, token| {
-        ids.push(token);
-        if let Ok(text) = encoder.decode(ids) {
-            if text.len() > printed && text.is_char_boundary(printed) {
-                let mut out = std::io::stdout();
-                let _ = write!(out, "{}", &text[printed..]);
-                let _ = out.flush();
-                printed = text.len();
-            }
+    stops: &'a [String],
+    ids: Vec<u32>,
+    text: String,
+    printed: usize,
+    stopped: bool,
+}
+
+impl<'a> StreamPrinter<'a> {
+    /// A printer for `encoder`'s tokens that stops at any of `stops`.
+    pub fn new(encoder: &'a scalpel::prompts::PromptEncoder, stops: &'a [String]) -> Self {
+        StreamPrinter { encoder, stops, ids: Vec::new(), text: String::new(), printed: 0, stopped: false }
+    }
+
+    /// The token callback for `generate`: returns `true` (stop) once a stop string appeared.
+    pub fn on_token(&mut self, token: u32) -> bool {
+        self.ids.push(token);
+        if let Ok(text) = self.encoder.decode(&self.ids) {
+            self.text = text;
         }
-        false
+        let (end, stopped) = printable(&self.text, self.stops);
+        self.print_to(end);
+        self.stopped = stopped;
+        stopped
+    }
+
+    /// Print what was held back and return the answer (cut before a stop string).
+    pub fn finish(mut self) -> String {
+        let end = if self.stopped { printable(&self.text, self.stops).0 } else { self.text.len() };
+        self.print_to(end);
+        self.text.truncate(end);
+        self.text
+    }
+
+    fn print_to(&mut self, end: usize) {
+        use std::io::Write;
+        if end > self.printed && self.text.is_char_boundary(self.printed) && self.text.is_char_boundary(end) {
+            let mut out = std::io::stdout();
+            let _ = write!(out, "{}", &self.text[self.printed..end]);
+            let _ = out.flush();
+            self.printed = end;
+        }
+    }
+}
+
+/// How much of `text` can be shown, and whether a stop string was found: up to the first stop
+/// string, else all but a tail that could still grow into one (cut back to a character boundary).
+fn printable(text: &str, stops: &[String]) -> (usize, bool) {
+    if let Some(at) = stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min() {
+        return (at, true);
+    }
+    let hold = stops.iter().map(String::len).max().unwrap_or(0).saturating_sub(1);
+    let mut end = text.len().saturating_sub(hold);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    (end, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn stops_before_a_stop_string_and_holds_back_a_possible_start() {
+        let stops = vec!["\nUser:".to_string(), "###".to_string()];
+        // "\nUser:" is 6 bytes, so the last 5 wait.
+        assert_eq!(printable("Hello there", &stops), ("Hello ".len(), false));
+        assert_eq!(printable("Hello\nUser: hi", &stops), (5, true));
+        assert_eq!(printable("a ### b \nUser:", &stops), (2, true));
+        assert_eq!(printable("abc", &[]), (3, false));
+        // Never cuts inside a character.
+        assert_eq!(printable("ééééé", &stops), (4, false));
     }
 }

@@ -1,6 +1,6 @@
 //! `scalpel generate`: one answer, streamed to the terminal.
 
-use super::common::{open_model, print_as_generated};
+use super::common::{open_model, StreamPrinter};
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
 use scalpel::model::{generate, GenerateOptions, Sampling};
@@ -43,6 +43,9 @@ pub struct SamplingArgs {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Stop the answer where this text appears (not printed); repeat for several.
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stops: Vec<String>,
 }
 
 impl SamplingArgs {
@@ -70,15 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let interventions = args.intervene.build(&decoder)?;
     let ids = encoder.encode(&args.prompt)?;
     let options = args.sampling.options(args.max_tokens, &encoder);
-    let mut so_far: Vec<u32> = Vec::new();
-    generate(
-        &decoder,
-        &[ids],
-        encoder.pad_id(),
-        &options,
-        &interventions,
-        &mut print_as_generated(&encoder, &mut so_far),
-    )?;
+    let mut printer = StreamPrinter::new(&encoder, &args.sampling.stops);
+    generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| printer.on_token(token))?;
+    printer.finish();
     println!();
     Ok(())
 }
