@@ -1,6 +1,7 @@
 //! Import round trip: a fixture exported to GGUF (candle's writer, llama.cpp's naming and q/k
 //! permutation) and imported back gives identical tensors (F32), F16-exact tensors (F16), the
-//! same tokenization and identical logits. Bad GGUF input is a clear error with nothing written.
+//! same tokenization and identical logits, Llama 3's rope scaling included (llama.cpp stores it
+//! as the tensor `rope_freqs.weight`). Bad GGUF input is a clear error with nothing written.
 
 mod common;
 
@@ -8,6 +9,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use indicatif::ProgressBar;
+use scalpel::arch::RopeScaling;
 use scalpel::checkpoint::{EditableDtype, ModelDir};
 use scalpel::fixture::FixtureOptions;
 use scalpel::import::{import_gguf, permute_rows, ImportOptions};
@@ -99,6 +101,31 @@ fn export(model: &ModelDir, path: &Path, dtype: GgmlDType) {
         let q = QTensor::quantize(&t, if shape.len() == 1 { GgmlDType::F32 } else { dtype }).unwrap();
         tensors.push((gguf_name(name), q));
     }
+    if let Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) =
+        spec.rope_scaling
+    {
+        // llama.cpp's convert_hf_to_gguf.py: one divisor per rotated pair.
+        let (low_wavelen, high_wavelen) =
+            (original_max_position_embeddings / low_freq_factor, original_max_position_embeddings / high_freq_factor);
+        let divisors: Vec<f32> = (0..spec.head_dim / 2)
+            .map(|i| {
+                let freq = 1.0 / spec.rope_theta.powf(2.0 * i as f64 / spec.head_dim as f64);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                let d = if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    factor
+                } else {
+                    let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                d as f32
+            })
+            .collect();
+        let t = Tensor::from_vec(divisors, spec.head_dim / 2, &Device::Cpu).unwrap();
+        tensors.push(("rope_freqs.weight".to_string(), QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    }
     let mut file = std::fs::File::create(path).unwrap();
     let meta: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
@@ -162,6 +189,33 @@ fn llama_fixture_round_trips_through_gguf() {
             assert_eq!(logits(&original, &ids), logits(&imported, &ids), "identical logits");
         }
     }
+}
+
+#[test]
+fn llama3_rope_scaling_survives_the_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture(tmp.path(), "llama", "llama", &FixtureOptions::default());
+    let path = src.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    // With head_dim 16 and theta 10000 the rotated pairs fall in all three bands of the scaling.
+    let scaling = serde_json::json!({"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    config["rope_scaling"] = scaling.clone();
+    std::fs::write(&path, config.to_string()).unwrap();
+    let original = ModelDir::open(&src).unwrap();
+    let gguf = tmp.path().join("scaled.gguf");
+    export(&original, &gguf, GgmlDType::F32);
+    let out = tmp.path().join("imported");
+    let report = import_gguf(&gguf, &out, &ImportOptions::default(), &ProgressBar::hidden()).unwrap();
+    assert!(report.skipped.contains(&"rope_freqs.weight".to_string()), "not written as a weight");
+    let imported = ModelDir::open(&out).unwrap();
+    assert_eq!(imported.config["rope_scaling"], scaling);
+    let ids = [5u32, 77, 200, 13, 90, 91, 92, 15];
+    assert_eq!(logits(&original, &ids), logits(&imported, &ids), "identical logits");
+    // The scaling matters here: without it the logits differ.
+    config.as_object_mut().unwrap().remove("rope_scaling");
+    std::fs::write(&path, config.to_string()).unwrap();
+    assert_ne!(logits(&ModelDir::open(&src).unwrap(), &ids), logits(&imported, &ids));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 
 mod metadata;
 mod names;
+mod rope;
 mod tokenizer;
 
 pub use metadata::SUPPORTED;
@@ -69,7 +70,10 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
         EditableDtype::F16 => (safetensors::Dtype::F16, "float16"),
         EditableDtype::BF16 => (safetensors::Dtype::BF16, "bfloat16"),
     };
-    let config = metadata::config(&meta, tok.vocab_size, tied, torch)?;
+    let mut config = metadata::config(&meta, tok.vocab_size, tied, torch)?;
+    if let Some(scaling) = rope_scaling_from_tensor(&content, &mut file, &config, gguf)? {
+        config["rope_scaling"] = scaling;
+    }
     let heads = meta.usize("attention.head_count")?;
     let kv_heads = meta.opt_usize("attention.head_count_kv").unwrap_or(heads);
     let staged = StagedOutput::new(out, &[], options.force)?;
@@ -141,6 +145,26 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
     crate::checkpoint::ModelDir::open(dir)?;
     let out = staged.commit()?;
     Ok(ImportReport { out, architecture: meta.arch.clone(), tensors: plan.len(), skipped, source_types })
+}
+
+/// Llama 3.1+ GGUF files carry their rope scaling as the tensor `rope_freqs.weight`; recover the
+/// config's `rope_scaling` from it.
+fn rope_scaling_from_tensor(
+    content: &Content,
+    file: &mut std::fs::File,
+    config: &serde_json::Value,
+    gguf: &Path,
+) -> Result<Option<serde_json::Value>> {
+    const NAME: &str = "rope_freqs.weight";
+    if !content.tensor_infos.contains_key(NAME) {
+        return Ok(None);
+    }
+    let divisors: Vec<f32> = content
+        .tensor(file, NAME, &Device::Cpu)
+        .and_then(|q| q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1())
+        .map_err(|e| Error::bad_checkpoint(gguf, format!("tensor `{NAME}`: {e}")))?;
+    let theta = config["rope_theta"].as_f64().unwrap_or(10_000.0);
+    rope::llama3_scaling(&divisors, theta, NAME)
 }
 
 /// Sort key that orders `layers.10` after `layers.9`.

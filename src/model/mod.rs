@@ -7,7 +7,7 @@ mod generate;
 pub mod hooks;
 pub mod interventions;
 mod layer;
-mod rope;
+pub(crate) mod rope;
 mod sampling;
 mod weights;
 

@@ -45,6 +45,11 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// The inverse frequency of each rotated pair of dimensions.
+    pub fn inverse_frequencies(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
     /// `(cos, sin)`, each `[batch, tokens, rotary_dim / 2]`, for `positions[b][t]`.
     pub fn tables(
         &self,
