@@ -62,13 +62,12 @@ pub struct StreamPrinter<'a> {
     ids: Vec<u32>,
     text: String,
     printed: usize,
-    stopped: bool,
 }
 
 impl<'a> StreamPrinter<'a> {
     /// A printer for `encoder`'s tokens that stops at any of `stops`.
     pub fn new(encoder: &'a scalpel::prompts::PromptEncoder, stops: &'a [String]) -> Self {
-        StreamPrinter { encoder, stops, ids: Vec::new(), text: String::new(), printed: 0, stopped: false }
+        StreamPrinter { encoder, stops, ids: Vec::new(), text: String::new(), printed: 0 }
     }
 
     /// The token callback for `generate`: returns `true` (stop) once a stop string appeared.
@@ -79,13 +78,15 @@ impl<'a> StreamPrinter<'a> {
         }
         let (end, stopped) = printable(&self.text, self.stops);
         self.print_to(end);
-        self.stopped = stopped;
         stopped
     }
 
     /// Print what was held back and return the answer (cut before a stop string).
     pub fn finish(mut self) -> String {
-        let end = if self.stopped { printable(&self.text, self.stops).0 } else { self.text.len() };
+        let end = match printable(&self.text, self.stops) {
+            (at, true) => at,
+            (_, false) => self.text.len(),
+        };
         self.print_to(end);
         self.text.truncate(end);
         self.text
