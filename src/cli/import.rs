@@ -13,10 +13,12 @@ pub struct Args {
     /// The .gguf file.
     pub gguf: PathBuf,
     /// Output folder (must not exist, unless --force).
+    #[arg(long, short)]
     pub out: PathBuf,
-    /// Stored dtype: f32 keeps dequantized values exactly; bf16/f16 halve the size.
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
-    pub dtype: String,
+    /// Stored dtype. f32 keeps dequantized values exactly; bf16 and f16 halve the size.
+    /// Default: bf16 for a quantized GGUF, else the file's own float type.
+    #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: Option<String>,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -24,11 +26,11 @@ pub struct Args {
 
 /// Run `import`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dtype = match args.dtype.as_str() {
+    let dtype = args.dtype.as_deref().map(|d| match d {
         "bf16" => EditableDtype::BF16,
         "f16" => EditableDtype::F16,
         _ => EditableDtype::F32,
-    };
+    });
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("importing [{bar:30}] {pos}/{len} tensors").expect("template"),

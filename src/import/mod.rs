@@ -24,15 +24,16 @@ use std::path::{Path, PathBuf};
 /// Options of an import.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// Stored dtype of the output (dequantized values are f32; F32 keeps them exactly).
-    pub dtype: EditableDtype,
+    /// Stored dtype of the output (dequantized values are f32; F32 keeps them exactly). None:
+    /// [`default_dtype`] of the file.
+    pub dtype: Option<EditableDtype>,
     /// Replace an existing output folder.
     pub force: bool,
 }
 
 impl Default for ImportOptions {
     fn default() -> Self {
-        ImportOptions { dtype: EditableDtype::F32, force: false }
+        ImportOptions { dtype: None, force: false }
     }
 }
 
@@ -57,6 +58,25 @@ fn json_bytes(value: &serde_json::Value) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// The stored dtype an import chooses when none is asked for: the file's own float type when
+/// every tensor is F32, F16 or BF16 (the widest of them), else BF16 — a quantized model's
+/// dequantized values do not need f32 (it would double the size), and BF16 is what the
+/// upstream checkpoints of the supported families are published in, so runtimes that compute
+/// in the stored dtype keep their range (see the README for the measured difference to F16).
+pub fn default_dtype(content: &Content) -> EditableDtype {
+    use candle_core::quantized::GgmlDType;
+    let types: Vec<GgmlDType> = content.tensor_infos.values().map(|i| i.ggml_dtype).collect();
+    if types.iter().any(|t| !matches!(t, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)) {
+        EditableDtype::BF16
+    } else if types.contains(&GgmlDType::F32) {
+        EditableDtype::F32
+    } else if types.contains(&GgmlDType::F16) {
+        EditableDtype::F16
+    } else {
+        EditableDtype::BF16
+    }
+}
+
 /// Import `gguf` into a new Hugging Face folder `out`.
 pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &ProgressBar) -> Result<ImportReport> {
     let mut file = std::fs::File::open(gguf).map_err(|e| Error::io(gguf, e))?;
@@ -65,7 +85,8 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
     let meta = metadata::Meta::new(&content, gguf)?;
     let tok = tokenizer::build(&meta)?;
     let tied = !content.tensor_infos.contains_key("output.weight");
-    let (st_dtype, torch) = match options.dtype {
+    let dtype = options.dtype.unwrap_or_else(|| default_dtype(&content));
+    let (st_dtype, torch) = match dtype {
         EditableDtype::F32 => (safetensors::Dtype::F32, "float32"),
         EditableDtype::F16 => (safetensors::Dtype::F16, "float16"),
         EditableDtype::BF16 => (safetensors::Dtype::BF16, "bfloat16"),
@@ -137,7 +158,7 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
                 unpermute_rows(&values, rows, cols, h)
             }
         };
-        stream.write_next(&encode_f32(options.dtype, &values))?;
+        stream.write_next(&encode_f32(dtype, &values))?;
         progress.inc(1);
     }
     stream.finish()?;

@@ -1,6 +1,6 @@
 //! The command line end to end: fixture → inspect → ablate (defaults) → verify, and errors.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

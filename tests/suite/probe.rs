@@ -2,7 +2,7 @@
 //! disjoint token sets whose embeddings differ along a known `r`; probe must recover `r` at
 //! layer 0 (cosine > 0.99), and the outputs must be complete.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use indicatif::ProgressBar;

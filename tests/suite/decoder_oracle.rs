@@ -2,7 +2,7 @@
 //! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent), and batching with left padding or a
 //! KV cache does not change them.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;

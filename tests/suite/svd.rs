@@ -1,7 +1,7 @@
 //! SVD analysis on planted structure: shared subspaces score near 1, unrelated ones near the
 //! random baseline k/hidden, and a planted direction's alignment is recovered.
 
-mod common;
+use crate::common;
 
 use indicatif::ProgressBar;
 use scalpel::analysis::{alignment, analyse_writers, overlap, writer_subspace, SvdSettings};

@@ -1,7 +1,7 @@
 //! Oracles 3 and 4 of DESIGN.md on every family: orthogonality read back, untouched bytes,
 //! norm preservation, the γ-aware Gemma 2/3 edit, tied heads, biases, shards and dtypes.
 
-mod common;
+use crate::common;
 
 use common::{directions, fixture};
 use indicatif::ProgressBar;

@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
 
 use candle_core::Device;
 use indicatif::ProgressBar;

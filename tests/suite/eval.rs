@@ -3,7 +3,7 @@
 //! at runtime; greedy answers are deterministic and do not depend on the batch size; the
 //! cross-entropy of a text set is the mean next-token loss.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device};
 use indicatif::ProgressBar;

@@ -1,6 +1,6 @@
 //! Oracle 6 of DESIGN.md: bad input is a clear error naming the file or tensor, and nothing is written.
 
-mod common;
+use crate::common;
 
 use common::{directions, entries, fixture};
 use indicatif::ProgressBar;

@@ -1,7 +1,7 @@
 //! `scalpel run` end to end: on a fixture recipe (fast, always) and on the demo model when it
 //! is installed (scripts/fetch-demo-model.sh; CI installs it).
 
-mod common;
+use crate::common;
 
 use scalpel::fixture::FixtureOptions;
 use scalpel::pipeline::run_recipe;

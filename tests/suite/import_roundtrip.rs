@@ -3,7 +3,7 @@
 //! same tokenization and identical logits, Llama 3's rope scaling included (llama.cpp stores it
 //! as the tensor `rope_freqs.weight`). Bad GGUF input is a clear error with nothing written.
 
-mod common;
+use crate::common;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -160,7 +160,7 @@ fn llama_fixture_round_trips_through_gguf() {
         let gguf = tmp.path().join(format!("{name}.gguf"));
         export(&original, &gguf, dtype);
         let out = tmp.path().join(format!("imported-{name}"));
-        import_gguf(&gguf, &out, &ImportOptions { dtype: EditableDtype::F32, force: false }, &ProgressBar::hidden())
+        import_gguf(&gguf, &out, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &ProgressBar::hidden())
             .unwrap();
         let imported = ModelDir::open(&out).unwrap();
         assert_eq!(imported.spec.num_layers, original.spec.num_layers);

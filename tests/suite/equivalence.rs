@@ -10,7 +10,7 @@
 //! With a tied head the edited head computes `E (I − r rᵀ) n`; the runtime side then also
 //! ablates `r` from the final-norm output, unless the head was untied.
 
-mod common;
+use crate::common;
 
 use candle_core::{DType, Device, Tensor};
 use scalpel::checkpoint::ModelDir;
