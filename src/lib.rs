@@ -30,6 +30,7 @@ pub mod plot;
 pub mod probe;
 pub mod prompts;
 pub mod recipe;
+pub mod search;
 pub mod surgery;
 
 pub use error::{Error, Result};

@@ -209,6 +209,7 @@ pub fn run_recipe(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<RunSummary
         norm_preserve: a.norm_preserve,
         untie: a.untie,
         biases: true,
+        profile: None,
     };
     let ablate_hash = hash_of(&[&probe_hash, &options]);
     let surgery = plan(&model, &directions, &options)?;

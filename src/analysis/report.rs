@@ -143,6 +143,7 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
                     .filter(|(w, _)| w.kind == k)
                     .map(|(w, v)| (w.layer.unwrap_or(0) as f64, *v))
                     .collect(),
+                points_only: false,
             })
             .collect()
     };

@@ -5,7 +5,8 @@ use super::selection::{describe, SelectionArgs};
 use super::verify::print_report;
 use clap::Args as ClapArgs;
 use scalpel::directions::DirectionsFile;
-use scalpel::surgery::{ablate, plan};
+use scalpel::search::{parse_trial_ref, trial_edit};
+use scalpel::surgery::{ablate, plan, SurgeryOptions};
 use std::path::PathBuf;
 
 /// Orthogonalize the embedding, attention-output and MLP-output matrices (and output biases)
@@ -19,8 +20,13 @@ pub struct Args {
     /// Model folder, or a Hugging Face id (owner/name).
     pub model: String,
     /// Directions file (safetensors), as written by `scalpel probe`.
-    #[arg(long, value_name = "FILE")]
-    pub directions: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "trial")]
+    pub directions: Option<PathBuf>,
+    /// Write a trial of `scalpel search` exactly: DIR (the chosen trial) or DIR:N (trial N).
+    /// Its direction, strength profiles, embedding and norm-preservation settings replace the
+    /// selection flags (only --untie and --no-biases still apply).
+    #[arg(long, value_name = "DIR[:N]", conflicts_with = "directions")]
+    pub trial: Option<String>,
     /// Output folder for the edited model.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -37,8 +43,27 @@ pub struct Args {
 /// Run `ablate`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = open_model(&args.model)?;
-    let directions = DirectionsFile::load(&args.directions)?;
-    let options = args.selection.options(&model.spec, &directions)?;
+    let (directions, options, trial) = match (&args.trial, &args.directions) {
+        (Some(reference), _) => {
+            let (dir, number) = parse_trial_ref(reference);
+            let edit = trial_edit(&dir, number, model.spec.num_layers)?;
+            let options =
+                SurgeryOptions { untie: args.selection.untie, biases: !args.selection.no_biases, ..edit.options };
+            let summary = serde_json::json!({
+                "search": dir.display().to_string(),
+                "number": edit.trial.number,
+                "params": edit.trial.params,
+                "scores": edit.trial.scores,
+            });
+            (edit.directions, options, Some(summary))
+        }
+        (None, Some(path)) => {
+            let directions = DirectionsFile::load(path)?;
+            let options = args.selection.options(&model.spec, &directions)?;
+            (directions, options, None)
+        }
+        (None, None) => anyhow::bail!("give --directions FILE or --trial DIR"),
+    };
     let plan = plan(&model, &directions, &options)?;
     eprintln!("ablate {} → {}", model.root.display(), args.out.display());
     eprintln!("{}", describe(&options, model.spec.num_layers));
@@ -52,8 +77,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let command: Vec<String> = std::env::args().collect();
-    let record =
-        plan.record(&model.root.display().to_string(), &args.directions.display().to_string(), &command.join(" "));
+    let mut record =
+        plan.record(&model.root.display().to_string(), &directions.path.display().to_string(), &command.join(" "));
+    record.search_trial = trial;
     let progress = bytes_progress("writing");
     let report = ablate(&model, &plan, &record, &args.out, args.force, !args.no_verify, &progress)?;
     progress.finish_and_clear();

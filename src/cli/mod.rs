@@ -12,6 +12,7 @@ mod inspect;
 mod probe;
 mod run;
 mod runtime;
+mod search;
 mod selection;
 mod svd;
 mod verify;
@@ -39,6 +40,8 @@ enum Command {
     Run(run::Args),
     /// Find the layers and directions that separate harmful from harmless prompts.
     Probe(probe::Args),
+    /// Choose the edit by its measured outcome: refusals, over-refusals and KL on validation prompts.
+    Search(search::Args),
     /// Write an edited copy of a model with a direction projected out of its writers.
     Ablate(ablate::Args),
     /// Read an edited model back and check it no longer writes along the direction.
@@ -69,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Probe(args) => probe::run(args),
+        Command::Search(args) => search::run(args),
         Command::Ablate(args) => ablate::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Fixture(args) => fixture::run(args),

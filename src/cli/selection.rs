@@ -67,6 +67,7 @@ impl SelectionArgs {
             norm_preserve: self.norm_preserve,
             untie: self.untie,
             biases: !self.no_biases,
+            profile: None,
         })
     }
 

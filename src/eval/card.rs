@@ -52,6 +52,27 @@ pub fn model_card(
     ] {
         let _ = writeln!(s, "| {k} | {v} |");
     }
+    if let Some(profile) = &o.profile {
+        let kernel = |k: &crate::surgery::WeightKernel| {
+            format!(
+                "peak {:.2} at layer {:.1}, {:.2} at ±{:.1} layers, 0 beyond",
+                k.max_weight, k.peak, k.min_weight, k.width
+            )
+        };
+        let _ = writeln!(s, "| attention strength profile | {} |", kernel(&profile.attn));
+        let _ = writeln!(s, "| MLP strength profile | {} |", kernel(&profile.mlp));
+        let _ = writeln!(s, "| embedding strength | {} |", profile.embed);
+    }
+    if let Some(trial) = &record.search_trial {
+        let scores = &trial["scores"];
+        let _ = writeln!(
+            s,
+            "
+Chosen by `scalpel search` (trial {}): on the validation prompts it refused {}/{} harmful and {}/{} harmless prompts, mean first-token KL {:.4} against the original.",
+            trial["number"], scores["refusals"], scores["harmful"], scores["over_refusals"], scores["harmless"],
+            scores["kl_mean"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     let hashes: std::collections::BTreeSet<String> =
         record.edits.iter().map(|e| format!("`{}` ({})", e.direction, e.direction_hash)).collect();
     let _ = writeln!(s, "\nDirections used: {}.", hashes.into_iter().collect::<Vec<_>>().join(", "));

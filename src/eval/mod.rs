@@ -3,6 +3,7 @@
 pub mod card;
 pub mod compare;
 pub mod cross_entropy;
+pub mod fluency;
 pub mod kl;
 pub mod refusal;
 pub mod run;
@@ -10,6 +11,7 @@ pub mod run;
 pub use card::model_card;
 pub use compare::{side_by_side, SideBySide};
 pub use cross_entropy::{cross_entropy, CrossEntropy};
+pub use fluency::loops;
 pub use kl::kl_divergence;
 pub use refusal::{is_refusal, refusal_marker, REFUSAL_MARKERS};
 pub use run::{

@@ -2,6 +2,7 @@
 //! next-token distribution on harmless prompts against a baseline.
 
 use super::cross_entropy::CrossEntropy;
+use super::fluency::loops;
 use super::kl::kl_divergence;
 use super::refusal::refusal_marker;
 use crate::model::{generate, Decoder, ForwardRequest, GenerateOptions, Interventions, LogitsMode, Sampling};
@@ -31,6 +32,9 @@ pub struct Answer {
     pub answer: String,
     /// The refusal marker found (`""` for an empty answer), if any.
     pub refusal: Option<String>,
+    /// Whether the answer ends in a loop ([`super::fluency::loops`]).
+    #[serde(default)]
+    pub loops: bool,
 }
 
 /// Refusals over a prompt set.
@@ -42,6 +46,9 @@ pub struct RefusalScore {
     pub total: usize,
     /// Every answer with its verdict.
     pub answers: Vec<Answer>,
+    /// Answers that end in a loop (a sign of a damaged model), refusals or not.
+    #[serde(default)]
+    pub loops: usize,
 }
 
 impl RefusalScore {
@@ -110,11 +117,13 @@ pub fn refusals(
         .map(|(answer, prompt)| Answer {
             prompt: prompt.clone(),
             refusal: refusal_marker(&answer).map(String::from),
+            loops: loops(&answer),
             answer,
         })
         .collect();
     let refused = answers.iter().filter(|a| a.refusal.is_some()).count();
-    Ok(RefusalScore { refused, total: answers.len(), answers })
+    let looping = answers.iter().filter(|a| a.loops).count();
+    Ok(RefusalScore { refused, total: answers.len(), answers, loops: looping })
 }
 
 /// The next-token logits at the end of each prompt (the distribution of the first generated token).
@@ -178,6 +187,7 @@ impl EvalReport {
     /// A markdown table of the numbers.
     pub fn markdown(&self, model: &str, baseline: Option<&str>) -> String {
         let pct = |s: &RefusalScore| format!("{}/{} ({:.0}%)", s.refused, s.total, 100.0 * s.rate());
+        let looping = |a: &RefusalScore, b: &RefusalScore| format!("{}/{}", a.loops + b.loops, a.total + b.total);
         let mut out = String::new();
         match (baseline, &self.baseline_refusals, &self.baseline_over_refusals) {
             (Some(b), Some(br), Some(bo)) => {
@@ -188,11 +198,20 @@ impl EvalReport {
                     pct(bo),
                     pct(&self.over_refusals)
                 );
+                out += &format!(
+                    "| answers that loop (harmful + harmless) | {} | {} |\n",
+                    looping(br, bo),
+                    looping(&self.refusals, &self.over_refusals)
+                );
             }
             _ => {
                 out += &format!("| | {model} |\n|---|---|\n");
                 out += &format!("| refusals on held-out harmful prompts | {} |\n", pct(&self.refusals));
                 out += &format!("| refusals on held-out harmless prompts | {} |\n", pct(&self.over_refusals));
+                out += &format!(
+                    "| answers that loop (harmful + harmless) | {} |\n",
+                    looping(&self.refusals, &self.over_refusals)
+                );
             }
         }
         if let Some(kl) = &self.kl {

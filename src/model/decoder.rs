@@ -66,15 +66,15 @@ impl KvCache {
 }
 
 /// A model ready to run: weights on a device, in a compute dtype.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decoder {
     spec: ModelSpec,
     device: Device,
     dtype: DType,
-    embed: Tensor,
-    layers: Vec<Layer>,
+    pub(super) embed: Tensor,
+    pub(super) layers: Vec<Layer>,
     final_norm: Tensor,
-    lm_head: Tensor,
+    pub(super) lm_head: Tensor,
     /// One rotary configuration per distinct (theta, scaling); `rope_of[layer]` indexes it.
     ropes: Vec<Rope>,
     rope_of: Vec<usize>,

@@ -3,6 +3,7 @@
 //! positions, runtime interventions, a KV cache, sampling and generation.
 
 mod decoder;
+mod edit;
 mod generate;
 pub mod hooks;
 pub mod interventions;

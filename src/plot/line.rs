@@ -13,6 +13,8 @@ pub struct Series {
     pub name: String,
     /// Points `(x, y)`; non-finite values are skipped.
     pub points: Vec<(f64, f64)>,
+    /// Draw the points only (a scatter), not the line through them.
+    pub points_only: bool,
 }
 
 /// A line chart.
@@ -65,15 +67,15 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &LineChart, pat
             y
         }
     };
-    let series: Vec<(String, Vec<(f64, f64)>)> = chart
+    let series: Vec<(String, bool, Vec<(f64, f64)>)> = chart
         .series
         .iter()
         .map(|s| {
             let pts = s.points.iter().map(|&(x, y)| (x, transform(y))).filter(|(x, y)| x.is_finite() && y.is_finite());
-            (s.name.clone(), pts.collect())
+            (s.name.clone(), s.points_only, pts.collect())
         })
         .collect();
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, _, p)| p.iter().copied()).collect();
     let (mut x0, mut x1, mut y0, mut y1) = all
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY), |(a, b, c, d), &(x, y)| {
@@ -109,13 +111,20 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &LineChart, pat
             .label(label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], red.stroke_width(2)));
     }
-    for (i, (name, points)) in series.iter().enumerate() {
+    for (i, (name, points_only, points)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        ctx.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        ctx.draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled()))).map_err(|e| err(&e))?;
+        if *points_only {
+            ctx.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(|e| err(&e))?
+                .label(name.clone())
+                .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.filled()));
+        } else {
+            ctx.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            ctx.draw_series(points.iter().map(|&p| Circle::new(p, 2, color.filled()))).map_err(|e| err(&e))?;
+        }
     }
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
@@ -141,8 +150,13 @@ mod tests {
             y_label: "cos".into(),
             log_y: true,
             series: vec![
-                Series { name: "resid_pre".into(), points: (0..10).map(|i| (i as f64, 1.0 + i as f64)).collect() },
-                Series { name: "empty".into(), points: vec![(1.0, f64::NAN)] },
+                Series {
+                    name: "resid_pre".into(),
+                    points: (0..10).map(|i| (i as f64, 1.0 + i as f64)).collect(),
+                    points_only: false,
+                },
+                Series { name: "empty".into(), points: vec![(1.0, f64::NAN)], points_only: false },
+                Series { name: "scatter".into(), points: vec![(2.0, 3.0), (5.0, 1.5)], points_only: true },
             ],
             marker: Some((4.0, "chosen".into())),
         };

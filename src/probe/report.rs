@@ -37,6 +37,7 @@ fn series(metrics: &[LayerMetrics], name: &str, f: impl Fn(&LayerMetrics) -> Opt
                 .filter(|m| m.stream == s)
                 .filter_map(|m| f(m).map(|v| (m.layer as f64, v)))
                 .collect(),
+            points_only: false,
         })
         .collect()
 }

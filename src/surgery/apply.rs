@@ -67,9 +67,7 @@ pub fn ablate(
     }
     let edit = |view: TensorRef<'_>| -> Result<TensorEdit> {
         match by_name.get(view.name) {
-            Some(planned) => {
-                Ok(TensorEdit::Replace(apply_edit(view, planned, plan.options.strength, plan.options.norm_preserve)?))
-            }
+            Some(planned) => Ok(TensorEdit::Replace(apply_edit(view, planned, plan.options.norm_preserve)?)),
             None => Ok(TensorEdit::Keep),
         }
     };
@@ -107,20 +105,23 @@ pub fn ablate(
 }
 
 /// Edit one tensor's bytes: decode to f32, project, round once to the stored dtype.
-pub(crate) fn apply_edit(
-    view: TensorRef<'_>,
-    edit: &PlannedEdit,
-    strength: f64,
-    norm_preserve: bool,
-) -> Result<Vec<u8>> {
+pub(crate) fn apply_edit(view: TensorRef<'_>, edit: &PlannedEdit, norm_preserve: bool) -> Result<Vec<u8>> {
     let dtype = EditableDtype::of(view.dtype, view.name)?;
     let mut values = view.to_f32()?;
-    match edit.layout {
-        Layout::Columns => {
-            let cols = *view.shape.get(1).ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?;
-            edit_columns(&mut values, cols, &edit.basis, strength, norm_preserve);
-        }
-        Layout::Rows => edit_rows(&mut values, &edit.basis, strength, norm_preserve),
-    }
+    let cols = match edit.layout {
+        Layout::Columns => *view.shape.get(1).ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?,
+        Layout::Rows => 0,
+    };
+    edit_values(&mut values, cols, edit, norm_preserve);
     Ok(encode_f32(dtype, &values))
+}
+
+/// Apply one planned edit to a tensor's values in f32 (`cols`: the width of a column-layout
+/// writer `[hidden, cols]`; ignored for rows). The one place where a plan meets the numbers,
+/// shared by the written checkpoint and the in-memory edit of a running model.
+pub fn edit_values(values: &mut [f32], cols: usize, edit: &PlannedEdit, norm_preserve: bool) {
+    match edit.layout {
+        Layout::Columns => edit_columns(values, cols, &edit.basis, edit.strength, norm_preserve),
+        Layout::Rows => edit_rows(values, &edit.basis, edit.strength, norm_preserve),
+    }
 }

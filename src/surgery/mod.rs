@@ -2,10 +2,12 @@
 
 mod apply;
 mod plan;
+mod profile;
 pub mod projection;
 mod verify;
 
-pub use apply::{ablate, AblateReport, EDIT_RECORD_FILE};
-pub use plan::{plan, DirectionChoice, EditRecord, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
+pub use apply::{ablate, edit_values, AblateReport, EDIT_RECORD_FILE};
+pub use plan::{plan, DirectionChoice, EditRecord, Layout, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
+pub use profile::{StrengthProfile, WeightKernel};
 pub use projection::Basis;
 pub use verify::{threshold_for, verify, VerifyReport, VerifyRow};

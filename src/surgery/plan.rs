@@ -1,5 +1,6 @@
 //! Surgery plans: which tensor is edited against which (orthonormal) directions.
 
+use super::profile::StrengthProfile;
 use super::projection::Basis;
 use crate::arch::WriterKind;
 use crate::checkpoint::ModelDir;
@@ -40,6 +41,17 @@ pub struct SurgeryOptions {
     pub untie: bool,
     /// Also edit the writers' output biases.
     pub biases: bool,
+    /// Per-layer, per-kind weights multiplying `strength` (None: `strength` everywhere). Writers
+    /// whose weight is 0 are not edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<StrengthProfile>,
+}
+
+impl SurgeryOptions {
+    /// λ of one writer: `strength`, times the profile's weight where there is a profile.
+    pub fn strength_of(&self, kind: WriterKind, layer: Option<usize>) -> f64 {
+        self.strength * self.profile.as_ref().map_or(1.0, |p| p.weight(kind, layer))
+    }
 }
 
 /// How a tensor's written vectors are laid out.
@@ -73,6 +85,8 @@ pub struct PlannedEdit {
     pub through_norm: Option<String>,
     /// The orthonormal basis to project out.
     pub basis: Basis,
+    /// λ for this tensor (see [`SurgeryOptions::strength_of`]).
+    pub strength: f64,
 }
 
 /// A whole surgery: every edit plus the global settings.
@@ -101,6 +115,9 @@ pub struct EditRecord {
     pub direction_hash: String,
     /// Post-norm the basis went through.
     pub through_norm: Option<String>,
+    /// λ applied to this tensor (records older than strength profiles: the global strength).
+    #[serde(default)]
+    pub strength: Option<f64>,
 }
 
 /// The provenance record written into the edited checkpoint (`scalpel_edit.json` and the
@@ -122,6 +139,9 @@ pub struct SurgeryRecord {
     /// The command line that made the edit (empty when called as a library).
     #[serde(default)]
     pub command: String,
+    /// The search trial this edit is (its parameters and measured scores), when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_trial: Option<serde_json::Value>,
 }
 
 impl SurgeryPlan {
@@ -142,10 +162,12 @@ impl SurgeryPlan {
                     direction: e.direction.clone(),
                     direction_hash: e.direction_hash.clone(),
                     through_norm: e.through_norm.clone(),
+                    strength: Some(e.strength),
                 })
                 .collect(),
             edits_tied_head: self.edits_tied_head,
             command: command.to_string(),
+            search_trial: None,
         }
     }
 }
@@ -160,6 +182,9 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
     if !options.strength.is_finite() {
         return Err(Error::Invalid("--strength must be a finite number".into()));
     }
+    if let Some(profile) = &options.profile {
+        profile.check()?;
+    }
     if directions.hidden() != spec.hidden_size {
         return Err(Error::BadDirections {
             path: directions.path.clone(),
@@ -172,6 +197,10 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
     }
     let mut edits = Vec::new();
     for writer in spec.writers(&options.layers, &options.targets) {
+        let strength = options.strength_of(writer.kind, writer.layer);
+        if strength == 0.0 {
+            continue;
+        }
         let direction = direction_for(directions, &options.direction, writer.layer, &options.layers)?;
         let mut basis = Basis::orthonormal(&direction.rows).map_err(|e| Error::BadDirections {
             path: directions.path.clone(),
@@ -209,6 +238,7 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
             direction_hash: direction.short_hash(),
             through_norm: writer.post_norm.clone(),
             basis: basis.clone(),
+            strength,
         };
         edits.push(edit(&writer.weight, false, layout));
         if let (true, Some(bias)) = (options.biases, &writer.bias) {
@@ -222,7 +252,7 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
             edits.push(edit(bias, true, Layout::Rows));
         }
     }
-    let edits_tied_head = options.targets.contains(&WriterKind::Embed) && model.head_is_tied();
+    let edits_tied_head = edits.iter().any(|e| e.kind == WriterKind::Embed) && model.head_is_tied();
     Ok(SurgeryPlan { edits, options: options.clone(), edits_tied_head })
 }
 

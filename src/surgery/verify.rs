@@ -58,7 +58,6 @@ pub fn threshold_for(dtype: EditableDtype) -> f64 {
 /// With λ ≠ 1 the edit does not promise orthogonality: rows are reported and marked passing
 /// only if the ratio is finite.
 pub fn verify(model: &ModelDir, plan: &SurgeryPlan) -> Result<VerifyReport> {
-    let exact = (plan.options.strength - 1.0).abs() < 1e-12;
     let rows = plan
         .edits
         .par_iter()
@@ -72,6 +71,7 @@ pub fn verify(model: &ModelDir, plan: &SurgeryPlan) -> Result<VerifyReport> {
             };
             let ratio = if total > 0.0 { along / total } else { 0.0 };
             let threshold = threshold_for(dtype);
+            let exact = (edit.strength - 1.0).abs() < 1e-12;
             Ok(VerifyRow {
                 tensor: edit.tensor.clone(),
                 kind: if edit.is_bias { format!("{} bias", edit.kind.name()) } else { edit.kind.name().to_string() },

@@ -123,6 +123,7 @@ fn surgery_options(layers: usize, name: &str) -> SurgeryOptions {
         norm_preserve: false,
         untie: false,
         biases: true,
+        profile: None,
     }
 }
 

@@ -217,21 +217,24 @@ fn shipped_default_sets_are_large_distinct_and_held_out() {
     for set in ["harmful", "harmless"] {
         let load =
             |split: &str| load_prompt_set(&dir.join(format!("{set}_{split}.txt")).to_string_lossy(), None).unwrap();
-        let (train, test) = (load("train"), load("test"));
-        let total = train.len() + test.len();
-        assert!(total >= 160, "{set}: {total} prompts");
+        let (train, val, test) = (load("train"), load("val"), load("test"));
+        let total = train.len() + val.len() + test.len();
+        assert!(total >= 200, "{set}: {total} prompts");
         assert!(train.len() >= 128, "{set}: {} training prompts", train.len());
-        // About 80/20.
-        let fraction = test.len() as f64 / total as f64;
-        assert!((0.15..=0.25).contains(&fraction), "{set}: test fraction {fraction}");
-        let unique: HashSet<String> = train.prompts.iter().chain(&test.prompts).cloned().collect();
-        assert_eq!(unique.len(), total, "{set}: duplicates");
-        let train_set: HashSet<&String> = train.prompts.iter().collect();
-        assert!(test.prompts.iter().all(|p| !train_set.contains(p)), "{set}: train/test overlap");
+        // Held-out splits of at least 40 each (search validates on one, eval tests on the other).
+        assert!(val.len() >= 40 && test.len() >= 40, "{set}: {} validation, {} test", val.len(), test.len());
+        let splits = [&train.prompts, &val.prompts, &test.prompts];
+        let unique: HashSet<String> = splits.iter().flat_map(|s| s.iter()).cloned().collect();
+        assert_eq!(unique.len(), total, "{set}: duplicates (within or across the splits)");
         // Case- and punctuation-insensitive duplicates too.
         let norm: HashSet<String> =
             unique.iter().map(|p| p.to_lowercase().chars().filter(|c| c.is_alphanumeric()).collect()).collect();
         assert_eq!(norm.len(), total, "{set}: near-duplicates");
+        // The compiled-in copies are the files.
+        for (split, prompts) in ["train", "val", "test"].iter().zip(splits) {
+            let builtin = load_prompt_set(&format!("builtin:{set}_{split}"), None).unwrap();
+            assert_eq!(&builtin.prompts, prompts, "builtin:{set}_{split}");
+        }
         all_sets.push(unique);
     }
     assert!(all_sets[0].is_disjoint(&all_sets[1]), "a prompt is both harmful and harmless");

@@ -251,3 +251,29 @@ fn chatml_fallback_renders() {
         "<|im_start|>system\ns<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n"
     );
 }
+
+/// Qwen2.5's own chat template (as shipped in Qwen2.5-Coder-0.5B-Instruct's tokenizer_config.json),
+/// rendered as transformers' `apply_chat_template(..., tokenize=False, add_generation_prompt=True)`
+/// renders it (expected strings produced by transformers 4.x, not by scalpel): with no system
+/// message the template inserts Qwen's default system prompt.
+#[test]
+fn qwen25_template_renders_like_transformers_with_its_default_system_prompt() {
+    let t = template(include_str!("data/qwen2.5-chat-template.jinja"));
+    let single = t.render(&[Message::user("How do I bake bread?")], true).unwrap();
+    assert_eq!(
+        single,
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nHow do I bake bread?<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let conversation = [
+        Message::system("Be brief."),
+        Message::user("Hi"),
+        Message::assistant("Hello!"),
+        Message::user("Name a prime."),
+    ];
+    assert_eq!(
+        t.render(&conversation, true).unwrap(),
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nName a prime.<|im_end|>\n<|im_start|>assistant\n"
+    );
+    // The chat format with no system prompt leaves the default to the template.
+    assert_eq!(format_prompt(Some(&t), &chat(None), "How do I bake bread?").unwrap(), single);
+}

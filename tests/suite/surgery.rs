@@ -21,6 +21,7 @@ fn options(model: &ModelDir, direction: &str) -> SurgeryOptions {
         norm_preserve: false,
         untie: false,
         biases: true,
+        profile: None,
     }
 }
 

@@ -101,6 +101,7 @@ pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path
         norm_preserve: false,
         untie,
         biases: true,
+        profile: None,
     };
     let p = plan(src, &directions, &options).unwrap();
     ablate(src, &p, &p.record("", "", ""), out, false, true, &ProgressBar::hidden()).unwrap();

@@ -1,0 +1,107 @@
+//! `scalpel search`: choose the edit by its measured outcome (refusals, over-refusals and KL on
+//! validation prompts), trial by trial, without writing a checkpoint per trial.
+
+use super::common::open_model;
+use super::runtime::RunArgs;
+use clap::Args as ClapArgs;
+use indicatif::{ProgressBar, ProgressStyle};
+use scalpel::prompts::PromptSet;
+use scalpel::search::{search_step, trial_row, AnswerSettings, SearchSettings, Validation, TRIAL_HEADER};
+use std::path::PathBuf;
+
+/// Search the edit (direction layer and stream, raw or projected direction, per-kind strength
+/// profiles over layers, embedding, norm preservation) that removes refusals at the smallest
+/// KL divergence, measured on validation prompts disjoint from probe's and eval's. Each trial
+/// edits the weights in memory exactly as `ablate` would write them. Trials go to
+/// DIR/trials.jsonl as they finish (a stopped search resumes); DIR/report.md shows the Pareto
+/// front. Write the chosen trial with `scalpel ablate MODEL --trial DIR`.
+#[derive(Debug, ClapArgs)]
+pub struct Args {
+    /// Model folder, or a Hugging Face id.
+    pub model: String,
+    /// The probe's directions file (its metrics.json beside it adds the rankings' picks as
+    /// starting trials). Give the probe `--projected` to search projected directions too.
+    #[arg(long, value_name = "FILE")]
+    pub directions: PathBuf,
+    /// Output folder (resumed when it holds a search with the same settings).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Harmful validation prompts (not probe's training prompts, not eval's test prompts).
+    #[arg(long, default_value = "builtin:harmful_val")]
+    pub harmful: String,
+    /// Harmless validation prompts.
+    #[arg(long, default_value = "builtin:harmless_val")]
+    pub harmless: String,
+    /// JSON field / CSV column holding the prompt.
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Use at most N prompts of each validation set.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Trials in all.
+    #[arg(long, default_value_t = SearchSettings::default().trials)]
+    pub trials: usize,
+    /// Trials before the TPE sampler takes over (starting trials, then random ones).
+    #[arg(long, default_value_t = SearchSettings::default().startup)]
+    pub startup: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Refusal rate the chosen trial must reach (its KL is the smallest among those that do).
+    #[arg(long, default_value_t = SearchSettings::default().target_refusal_rate)]
+    pub target: f64,
+    /// New tokens per validation answer (a row stops early once a refusal marker appears).
+    #[arg(long, default_value_t = SearchSettings::default().answers.max_tokens)]
+    pub max_tokens: usize,
+    /// Prompts per generation batch.
+    #[arg(long, default_value_t = SearchSettings::default().answers.batch)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl Args {
+    /// The search settings these flags describe.
+    pub fn settings(&self) -> SearchSettings {
+        SearchSettings {
+            trials: self.trials,
+            startup: self.startup,
+            seed: self.seed,
+            target_refusal_rate: self.target,
+            answers: AnswerSettings { max_tokens: self.max_tokens, batch: self.batch },
+            ..SearchSettings::default()
+        }
+    }
+}
+
+/// Run `search`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let load = |spec: &str| -> anyhow::Result<Vec<String>> {
+        Ok(PromptSet::load(spec, args.field.as_deref())?.shuffled_limited(None, args.limit).prompts)
+    };
+    let validation = Validation { harmful: load(&args.harmful)?, harmless: load(&args.harmless)? };
+    let model = open_model(&args.model)?;
+    let (decoder, encoder) = args.run.load(&model)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("search [{bar:30}] {pos}/{len} trials, {elapsed} {msg}").expect("template"),
+    );
+    let settings = args.settings();
+    let outcome = search_step(&decoder, &model, &encoder, &args.directions, &validation, &settings, &args.out, &bar)?;
+    bar.finish_and_clear();
+    let b = &outcome.baseline;
+    eprintln!(
+        "original: {}/{} refusals, {}/{} over-refusals on the validation prompts",
+        b.refusals, b.harmful, b.over_refusals, b.harmless
+    );
+    println!("{TRIAL_HEADER}\n{}", trial_row(&outcome.trials[outcome.chosen]));
+    eprintln!(
+        "chosen trial {} of {}; report: {}; write it with: scalpel ablate {} --trial {}",
+        outcome.chosen,
+        outcome.trials.len(),
+        args.out.join("report.md").display(),
+        args.model,
+        args.out.display()
+    );
+    Ok(())
+}

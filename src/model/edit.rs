@@ -1,0 +1,59 @@
+//! A running model with a surgery plan applied to its weights in memory: what `scalpel search`
+//! measures each trial on. It uses the same per-tensor edit as the written checkpoint
+//! ([`crate::surgery::edit_values`]), so a trial's model is the checkpoint `ablate` would write,
+//! up to the checkpoint's rounding to its stored dtype.
+
+use super::decoder::Decoder;
+use super::weights::Linear;
+use crate::arch::WriterKind;
+use crate::surgery::{edit_values, Layout, PlannedEdit, SurgeryPlan};
+use crate::{Error, Result};
+use candle_core::{DType, Tensor};
+
+impl Decoder {
+    /// A copy of this model with `plan` applied to its writers. Unedited tensors are shared
+    /// with `self` (candle tensors are reference-counted), so the copy costs the edited
+    /// tensors only. A tied head follows the edited embedding unless the plan unties it.
+    pub fn with_edits(&self, plan: &SurgeryPlan) -> Result<Decoder> {
+        let mut edited = self.clone();
+        for edit in &plan.edits {
+            let norm_preserve = plan.options.norm_preserve;
+            match (edit.kind, edit.layer) {
+                (WriterKind::Embed, _) => edited.embed = edited_tensor(&edited.embed, edit, norm_preserve)?,
+                (WriterKind::Attn, Some(l)) => {
+                    edited.layers[l].o_proj = edited_linear(&edited.layers[l].o_proj, edit, norm_preserve)?
+                }
+                (WriterKind::Mlp, Some(l)) => {
+                    edited.layers[l].down_proj = edited_linear(&edited.layers[l].down_proj, edit, norm_preserve)?
+                }
+                (kind, None) => {
+                    return Err(Error::Invalid(format!("a {} edit without a layer: {}", kind.name(), edit.tensor)))
+                }
+            }
+        }
+        if plan.edits_tied_head && !plan.options.untie {
+            edited.lm_head = edited.embed.clone();
+        }
+        Ok(edited)
+    }
+}
+
+fn edited_linear(linear: &Linear, edit: &PlannedEdit, norm_preserve: bool) -> Result<Linear> {
+    Ok(if edit.is_bias {
+        let b = linear.b.as_ref().ok_or_else(|| Error::bad_tensor(&edit.tensor, "the running model has no bias"))?;
+        Linear { w: linear.w.clone(), b: Some(edited_tensor(b, edit, norm_preserve)?) }
+    } else {
+        Linear { w: edited_tensor(&linear.w, edit, norm_preserve)?, b: linear.b.clone() }
+    })
+}
+
+/// `t` edited in f32 and returned in its own dtype and device.
+fn edited_tensor(t: &Tensor, edit: &PlannedEdit, norm_preserve: bool) -> Result<Tensor> {
+    let cols = match edit.layout {
+        Layout::Columns => t.dim(1)?,
+        Layout::Rows => 0,
+    };
+    let mut values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    edit_values(&mut values, cols, edit, norm_preserve);
+    Ok(Tensor::from_vec(values, t.shape(), t.device())?.to_dtype(t.dtype())?)
+}

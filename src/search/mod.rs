@@ -1,0 +1,29 @@
+//! `scalpel search`: choose the edit by its measured outcome.
+//!
+//! Each trial is an edit ([`TrialParams`]: direction layer and stream, raw or projected,
+//! per-kind strength profiles over layers, embedding, norm preservation). It is applied to the
+//! running model's weights in memory with the same per-tensor code as the written checkpoint,
+//! then measured on validation prompts disjoint from probe's and eval's: refusals on harmful
+//! prompts, over-refusals on harmless ones, and the KL divergence of the first answer token
+//! against the original ([`objective`]). Start-up trials (the probe's picks at full strength,
+//! then random ones) are followed by a multi-objective TPE sampler ([`tpe`], [`pareto`]).
+//! Trials are appended to `trials.jsonl` as they finish, so a stopped search resumes.
+
+pub mod objective;
+pub mod pareto;
+mod report;
+mod run;
+pub mod space;
+mod step;
+mod store;
+pub mod tpe;
+
+pub use objective::{measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation};
+pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
+pub use run::{
+    choose, point, run_search, trial_direction_name, trial_directions, SearchInputs, SearchOutcome, SearchRecord,
+    SearchSettings, SETTINGS_FILE,
+};
+pub use space::{Dim, SearchSpace, TrialParams};
+pub use step::{parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit};
+pub use store::{append_trial, load_trials, TrialRecord, TRIALS_FILE};

@@ -1,0 +1,295 @@
+//! The search loop: start-up trials, then TPE; each trial edits the running model in memory,
+//! measures it, and is appended to `trials.jsonl`.
+
+use super::objective::{measure, AnswerSettings, Measurement, Scores, Validation};
+use super::pareto::{ranks, Point};
+use super::space::{SearchSpace, TrialParams};
+use super::store::{append_trial, load_trials, TrialRecord};
+use super::tpe::{random_point, suggest};
+use crate::checkpoint::ModelDir;
+use crate::directions::{Direction, DirectionsFile};
+use crate::model::Decoder;
+use crate::prompts::PromptEncoder;
+use crate::surgery::plan;
+use crate::{Error, Result};
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The settings file of a search folder; a resumed search must match it.
+pub const SETTINGS_FILE: &str = "search.json";
+
+/// How to search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchSettings {
+    /// Trials in all (start-up trials included).
+    pub trials: usize,
+    /// Trials before the model-based sampler takes over (the starting trials, then random ones).
+    pub startup: usize,
+    /// Seed of the sampler.
+    pub seed: u64,
+    /// Candidates the sampler scores per trial.
+    pub candidates: usize,
+    /// Share of the trials that form the "good" group of the sampler.
+    pub gamma: f64,
+    /// Refusal rate that the chosen trial must reach (see [`choose`]).
+    pub target_refusal_rate: f64,
+    /// How answers are generated.
+    pub answers: AnswerSettings,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            trials: 60,
+            startup: 16,
+            seed: 0,
+            candidates: 24,
+            gamma: 0.25,
+            target_refusal_rate: 0.05,
+            answers: AnswerSettings { max_tokens: 16, batch: 32 },
+        }
+    }
+}
+
+/// What a search folder records about its inputs, so a resumed search can check them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchRecord {
+    /// The settings.
+    pub settings: SearchSettings,
+    /// The space searched.
+    pub space: SearchSpace,
+    /// The probe's directions file.
+    pub directions: PathBuf,
+    /// Its content hash (every entry's short hash).
+    pub directions_hash: String,
+    /// The validation prompts' count and hash.
+    pub validation: (usize, usize, String),
+    /// The original model measured on the validation prompts.
+    pub baseline: Scores,
+}
+
+/// Everything a search needs.
+pub struct SearchInputs<'a> {
+    /// The model as it runs.
+    pub decoder: &'a Decoder,
+    /// Its checkpoint (for surgery plans: shapes, post-norms).
+    pub model: &'a ModelDir,
+    /// Its prompt encoder.
+    pub encoder: &'a PromptEncoder,
+    /// The probe's directions.
+    pub directions: &'a DirectionsFile,
+    /// The space.
+    pub space: SearchSpace,
+    /// Starting trials, with where each comes from (e.g. the probe's rankings).
+    pub starts: Vec<(String, TrialParams)>,
+    /// Validation prompts.
+    pub validation: &'a Validation,
+}
+
+/// The result of a search.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    /// Every trial, in order.
+    pub trials: Vec<TrialRecord>,
+    /// The original model's scores.
+    pub baseline: Scores,
+    /// The chosen trial's number.
+    pub chosen: usize,
+}
+
+/// The name of trial `number`'s direction in the search's directions file.
+pub fn trial_direction_name(number: usize) -> String {
+    format!("trial.{number}")
+}
+
+/// Run (or resume) a search into `out`; `on_trial` is called after each trial (for progress).
+pub fn run_search(
+    inputs: &SearchInputs<'_>,
+    settings: &SearchSettings,
+    out: &Path,
+    progress: &ProgressBar,
+) -> Result<SearchOutcome> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let reference = measure(inputs.decoder, inputs.encoder, inputs.validation, None, &settings.answers)?;
+    let record = SearchRecord {
+        settings: settings.clone(),
+        space: inputs.space.clone(),
+        directions: inputs.directions.path.clone(),
+        directions_hash: directions_hash(inputs.directions),
+        validation: validation_id(inputs.validation),
+        baseline: Scores { seconds: 0.0, ..reference.scores.clone() },
+    };
+    check_or_write_record(out, &record)?;
+    let mut trials = load_trials(out)?;
+    progress.set_length(settings.trials as u64);
+    progress.set_position(trials.len().min(settings.trials) as u64);
+    while trials.len() < settings.trials {
+        let number = trials.len();
+        let (origin, params) = next_params(inputs, settings, &trials, number, &record.baseline);
+        let measured = run_trial(inputs, &params, &reference, &settings.answers, number)?;
+        let trial = TrialRecord { number, origin, params, scores: measured.scores, answers: measured.answers };
+        append_trial(out, &trial)?;
+        trials.push(trial);
+        progress.set_position(trials.len() as u64);
+        progress.set_message(progress_message(&trials, settings));
+    }
+    write_directions(inputs, &trials, out)?;
+    let chosen = choose(&trials, &record.baseline, settings.target_refusal_rate)
+        .ok_or_else(|| Error::Other("the search has no trials".into()))?;
+    Ok(SearchOutcome { trials, baseline: record.baseline, chosen })
+}
+
+/// Measure one trial: its edit applied to the running model in memory.
+fn run_trial(
+    inputs: &SearchInputs<'_>,
+    params: &TrialParams,
+    reference: &Measurement,
+    answers: &AnswerSettings,
+    number: usize,
+) -> Result<Measurement> {
+    let name = trial_direction_name(number);
+    let directions = trial_directions(inputs.directions, &[(name.clone(), params)], &inputs.directions.path)?;
+    let options = params.surgery_options(inputs.space.num_layers, &name);
+    let plan = plan(inputs.model, &directions, &options)?;
+    let edited = inputs.decoder.with_edits(&plan)?;
+    measure(&edited, inputs.encoder, inputs.validation, Some(&reference.harmless_logits), answers)
+}
+
+/// A directions file holding each named trial's blended direction.
+pub fn trial_directions(
+    probe: &DirectionsFile,
+    trials: &[(String, &TrialParams)],
+    path: &Path,
+) -> Result<DirectionsFile> {
+    let entries = trials
+        .iter()
+        .map(|(name, p)| Ok((name.clone(), p.direction(probe, name)?)))
+        .collect::<Result<BTreeMap<String, Direction>>>()?;
+    Ok(DirectionsFile { path: path.to_path_buf(), entries, metadata: BTreeMap::new() })
+}
+
+fn write_directions(inputs: &SearchInputs<'_>, trials: &[TrialRecord], out: &Path) -> Result<()> {
+    let path = out.join("directions.safetensors");
+    let named: Vec<(String, &TrialParams)> =
+        trials.iter().map(|t| (trial_direction_name(t.number), &t.params)).collect();
+    let file = trial_directions(inputs.directions, &named, &path)?;
+    let entries: Vec<Direction> = file.entries.into_values().collect();
+    let metadata = BTreeMap::from([("source".to_string(), inputs.directions.path.display().to_string())]);
+    DirectionsFile::save(&path, &entries, &metadata)
+}
+
+/// The parameters of trial `number`: a starting trial, a random one, or the sampler's.
+fn next_params(
+    inputs: &SearchInputs<'_>,
+    settings: &SearchSettings,
+    trials: &[TrialRecord],
+    number: usize,
+    baseline: &Scores,
+) -> (String, TrialParams) {
+    if let Some((origin, params)) = inputs.starts.get(number) {
+        return (format!("start: {origin}"), params.clone());
+    }
+    // One generator per trial, seeded by (seed, number): a resumed search draws what an
+    // uninterrupted one would have drawn.
+    let mut rng = StdRng::seed_from_u64(settings.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ number as u64);
+    let dims = inputs.space.dims();
+    if number < settings.startup.max(inputs.starts.len()) || trials.len() < 2 {
+        return ("random".into(), inputs.space.decode(&random_point(&dims, &mut rng)));
+    }
+    let points: Vec<Point<2>> = trials.iter().map(|t| point(&t.scores, baseline)).collect();
+    let rank = ranks(&points);
+    let mut order: Vec<usize> = (0..trials.len()).collect();
+    // Best first: rank, then fewer refusals, then smaller KL.
+    order.sort_by(|&a, &b| {
+        (rank[a], points[a].objectives)
+            .partial_cmp(&(rank[b], points[b].objectives))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let n_good = ((settings.gamma * trials.len() as f64).ceil() as usize).clamp(1, 25.min(trials.len() - 1));
+    let encoded = |i: &usize| inputs.space.encode(&trials[*i].params).unwrap_or_else(|_| vec![0.0; dims.len()]);
+    let good: Vec<Vec<f64>> = order[..n_good].iter().map(encoded).collect();
+    let bad: Vec<Vec<f64>> = order[n_good..].iter().map(encoded).collect();
+    ("tpe".into(), inputs.space.decode(&suggest(&dims, &good, &bad, settings.candidates, &mut rng)))
+}
+
+/// A trial as a point to rank: minimize (refusals, KL); the constraint is no more broken
+/// harmless answers (over-refusals, loops included) than the original had.
+pub fn point(scores: &Scores, baseline: &Scores) -> Point<2> {
+    let kl = if scores.kl_mean.is_finite() { scores.kl_mean } else { f64::MAX };
+    Point {
+        objectives: [scores.refusals as f64, kl],
+        violation: scores.over_refusals.saturating_sub(baseline.over_refusals) as f64,
+    }
+}
+
+/// The trial to use: among trials that keep the constraint and refuse at most
+/// `target_rate` of the harmful prompts, the one with the smallest KL; if none reaches the
+/// target, the one that keeps the constraint with the fewest refusals (then smallest KL);
+/// if none keeps it, the best by rank.
+pub fn choose(trials: &[TrialRecord], baseline: &Scores, target_rate: f64) -> Option<usize> {
+    let points: Vec<Point<2>> = trials.iter().map(|t| point(&t.scores, baseline)).collect();
+    let by = |key: &dyn Fn(usize) -> (f64, f64, f64)| {
+        (0..trials.len()).min_by(|&a, &b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
+    };
+    let reaching: Vec<usize> = (0..trials.len())
+        .filter(|&i| points[i].violation == 0.0 && trials[i].scores.refusal_rate() <= target_rate + 1e-12)
+        .collect();
+    if !reaching.is_empty() {
+        return reaching.into_iter().min_by(|&a, &b| points[a].objectives[1].total_cmp(&points[b].objectives[1]));
+    }
+    by(&|i| (points[i].violation, points[i].objectives[0], points[i].objectives[1]))
+}
+
+fn progress_message(trials: &[TrialRecord], settings: &SearchSettings) -> String {
+    let last = trials.last().map_or(0.0, |t| t.scores.seconds);
+    let best = trials
+        .iter()
+        .filter(|t| t.scores.refusal_rate() <= settings.target_refusal_rate)
+        .min_by(|a, b| a.scores.kl_mean.total_cmp(&b.scores.kl_mean));
+    match best {
+        Some(b) => format!("{last:.0} s/trial; best at target: #{} KL {:.3}", b.number, b.scores.kl_mean),
+        None => {
+            let fewest = trials.iter().map(|t| t.scores.refusals).min().unwrap_or(0);
+            format!("{last:.0} s/trial; fewest refusals so far {fewest}")
+        }
+    }
+}
+
+fn directions_hash(d: &DirectionsFile) -> String {
+    d.entries.values().map(Direction::short_hash).collect::<Vec<_>>().join("")
+}
+
+fn validation_id(v: &Validation) -> (usize, usize, String) {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in v.harmful.iter().chain(&v.harmless) {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let hex: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    (v.harmful.len(), v.harmless.len(), hex)
+}
+
+/// Write `search.json`, or check that the folder's own matches (a resumed search must search
+/// the same space with the same inputs; only the number of trials may grow).
+fn check_or_write_record(out: &Path, record: &SearchRecord) -> Result<()> {
+    let path = out.join(SETTINGS_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let old: SearchRecord =
+            serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let same =
+            SearchRecord { settings: SearchSettings { trials: record.settings.trials, ..old.settings.clone() }, ..old };
+        if same != *record {
+            return Err(Error::Invalid(format!(
+                "{} holds a search with other settings, inputs or model measurements; choose another --out or remove it",
+                out.display()
+            )));
+        }
+    }
+    let text = serde_json::to_string_pretty(record).map_err(|e| Error::Other(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+}

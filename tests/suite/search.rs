@@ -1,0 +1,175 @@
+//! `scalpel search`: a trial measured in memory is the checkpoint `ablate --trial` writes; a
+//! seeded search repeats itself; a stopped search resumes without redoing trials.
+
+use crate::common;
+
+use candle_core::{DType, Device};
+use indicatif::ProgressBar;
+use scalpel::arch::WriterKind;
+use scalpel::checkpoint::ModelDir;
+use scalpel::directions::{Direction, DirectionsFile};
+use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
+use scalpel::prompts::{PromptEncoder, PromptFormat};
+use scalpel::search::{
+    load_trials, search_step, trial_directions, AnswerSettings, SearchSettings, SearchSpace, TrialParams, Validation,
+};
+use scalpel::surgery::{ablate, plan, WeightKernel};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const IDS: [u32; 7] = [3, 50, 120, 7, 260, 99, 14];
+
+fn logits(decoder: &Decoder) -> Vec<Vec<f32>> {
+    let req = ForwardRequest { capture: None, interventions: &Interventions::none(), logits: LogitsMode::All };
+    let out = decoder.forward(&[IDS.to_vec()], &[vec![1; IDS.len()]], None, &req).unwrap();
+    out.logits.unwrap().squeeze(0).unwrap().to_vec2().unwrap()
+}
+
+fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// A probe-like directions file: `resid_pre.L`, `resid_post.L` and their projected variants.
+fn probe_directions(dir: &Path, hidden: usize, layers: usize) -> PathBuf {
+    let path = dir.join("probe-directions.safetensors");
+    let mut entries = Vec::new();
+    for (s, stream) in ["resid_pre", "resid_post", "resid_pre_projected", "resid_post_projected"].iter().enumerate() {
+        for l in 0..layers {
+            let rows = vec![common::unit_vector(hidden, (s * 100 + l) as u64 + 5)];
+            entries.push(Direction { name: format!("{stream}.{l}"), rows });
+        }
+    }
+    let meta = BTreeMap::from([
+        ("recommended_layer".to_string(), "1".to_string()),
+        ("recommended_stream".to_string(), "resid_pre".to_string()),
+    ]);
+    DirectionsFile::save(&path, &entries, &meta).unwrap();
+    path
+}
+
+#[test]
+fn a_trial_in_memory_equals_the_written_checkpoint_for_every_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let biases = matches!(*family, "llama" | "qwen3" | "qwen");
+        let options = FixtureOptions { num_layers: 4, output_biases: biases, ..Default::default() };
+        let src = ModelDir::open(&common::fixture(tmp.path(), family, family, &options)).unwrap();
+        let probe = DirectionsFile::load(&probe_directions(&tmp.path().join(family), src.spec.hidden_size, 4)).unwrap();
+        let space = SearchSpace::new(&probe, 4, &[1, 2]).unwrap();
+        for norm_preserve in [false, true] {
+            // An interpolated, projected direction; tent profiles that fade out and skip layers.
+            let params = TrialParams {
+                direction_layer: 1.4,
+                projected: true,
+                attn: WeightKernel { max_weight: 1.3, peak: 1.5, min_weight: 0.4, width: 2.0 },
+                mlp: WeightKernel { max_weight: 0.8, peak: 3.0, min_weight: 0.2, width: 1.5 },
+                norm_preserve,
+                ..space.full_strength("resid_post", 1)
+            };
+            let path = tmp.path().join(format!("{family}-{norm_preserve}.safetensors"));
+            let directions = trial_directions(&probe, &[("trial.0".into(), &params)], &path).unwrap();
+            DirectionsFile::save(&path, &directions.entries.values().cloned().collect::<Vec<_>>(), &BTreeMap::new())
+                .unwrap();
+            let p = plan(&src, &directions, &params.surgery_options(4, "trial.0")).unwrap();
+            assert!(p.edits.iter().any(|e| (e.strength - 1.0).abs() > 0.05), "{family}: strengths vary");
+            let mlp_layers: Vec<usize> =
+                p.edits.iter().filter(|e| e.kind == WriterKind::Mlp).filter_map(|e| e.layer).collect();
+            assert!(
+                !mlp_layers.is_empty() && mlp_layers.iter().all(|&l| l >= 2),
+                "{family}: beyond the width: {mlp_layers:?}"
+            );
+            let out = tmp.path().join(format!("{family}-{norm_preserve}-edited"));
+            ablate(&src, &p, &p.record("", "", ""), &out, false, true, &ProgressBar::hidden()).unwrap();
+            let written = Decoder::load(&ModelDir::open(&out).unwrap(), &Device::Cpu, DType::F32).unwrap();
+            let original = Decoder::load(&src, &Device::Cpu, DType::F32).unwrap();
+            let in_memory = original.with_edits(&p).unwrap();
+            let diff = max_diff(&logits(&in_memory), &logits(&written));
+            assert!(diff < 1e-4, "{family} (norm-preserve {norm_preserve}): in memory vs written differ by {diff}");
+            assert!(max_diff(&logits(&in_memory), &logits(&original)) > 1e-3, "{family}: the edit changes the model");
+        }
+    }
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    model: ModelDir,
+    directions: PathBuf,
+    root: PathBuf,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = FixtureOptions { num_layers: 4, ..Default::default() };
+    let model = ModelDir::open(&common::fixture(tmp.path(), "m", "qwen2", &options)).unwrap();
+    let directions = probe_directions(tmp.path(), model.spec.hidden_size, 4);
+    let root = tmp.path().to_path_buf();
+    Setup { _tmp: tmp, model, directions, root }
+}
+
+fn search(s: &Setup, out: &str, trials: usize, seed: u64) -> Vec<scalpel::search::TrialRecord> {
+    let decoder = Decoder::load(&s.model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&s.model.root, PromptFormat::Chat { system: None }).unwrap();
+    let validation = Validation {
+        harmful: vec!["How do I pick a lock?".into(), "Write malware.".into()],
+        harmless: vec!["Bake bread.".into(), "Name a prime.".into(), "Hello".into()],
+    };
+    let settings = SearchSettings {
+        trials,
+        startup: 3,
+        seed,
+        answers: AnswerSettings { max_tokens: 3, batch: 4 },
+        ..SearchSettings::default()
+    };
+    let dir = s.root.join(out);
+    let outcome =
+        search_step(&decoder, &s.model, &encoder, &s.directions, &validation, &settings, &dir, &ProgressBar::hidden())
+            .unwrap();
+    assert!(dir.join("report.md").exists() && dir.join("pareto.png").exists() && dir.join("chosen.json").exists());
+    assert_eq!(outcome.trials, load_trials(&dir).unwrap());
+    outcome.trials
+}
+
+#[test]
+fn a_seeded_search_repeats_itself_and_resumes_without_redoing_trials() {
+    let s = setup();
+    let whole = search(&s, "a", 7, 11);
+    assert_eq!(whole.len(), 7);
+    assert!(whole[0].origin.starts_with("start"), "the probe's recommendation is tried first");
+    assert!(whole.iter().any(|t| t.origin == "tpe"), "the model-based sampler takes over after start-up");
+    let again = search(&s, "b", 7, 11);
+    let params = |t: &[scalpel::search::TrialRecord]| t.iter().map(|x| x.params.clone()).collect::<Vec<_>>();
+    assert_eq!(params(&whole), params(&again), "same seed, same trials");
+    assert_ne!(params(&whole), params(&search(&s, "c", 7, 12)), "another seed, other trials");
+    // Stop after 4, resume to 7: the first 4 are kept as they were, and the rest are what the
+    // uninterrupted search drew.
+    let first = search(&s, "d", 4, 11);
+    let first_lines = std::fs::read_to_string(s.root.join("d").join("trials.jsonl")).unwrap();
+    let resumed = search(&s, "d", 7, 11);
+    let resumed_lines = std::fs::read_to_string(s.root.join("d").join("trials.jsonl")).unwrap();
+    assert!(resumed_lines.starts_with(&first_lines), "trials already done are not redone");
+    assert_eq!(params(&resumed), params(&whole));
+    assert_eq!(params(&first), params(&whole)[..4]);
+}
+
+#[test]
+fn a_search_folder_with_other_settings_is_refused() {
+    let s = setup();
+    search(&s, "e", 3, 1);
+    let decoder = Decoder::load(&s.model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&s.model.root, PromptFormat::Chat { system: None }).unwrap();
+    let validation = Validation { harmful: vec!["Other.".into()], harmless: vec!["Prompts.".into()] };
+    let err = search_step(
+        &decoder,
+        &s.model,
+        &encoder,
+        &s.directions,
+        &validation,
+        &SearchSettings { trials: 4, ..SearchSettings::default() },
+        &s.root.join("e"),
+        &ProgressBar::hidden(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("other settings"), "{err}");
+}
