@@ -3,7 +3,7 @@
 # printing seconds and peak RSS.   scripts/bench-svd.sh [MODEL_DIR] (default: the demo model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-model=${1:-models/smollm2-135m-instruct}
+model=${1:-models/qwen2.5-coder-0.5b-instruct}
 cargo build --release --quiet --bin scalpel
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

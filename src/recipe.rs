@@ -23,6 +23,9 @@ pub struct Recipe {
     /// How to edit.
     #[serde(default)]
     pub ablate: AblateSection,
+    /// How to choose the edit by its measured outcome.
+    #[serde(default)]
+    pub search: SearchSection,
     /// How to evaluate.
     #[serde(default)]
     pub eval: EvalSection,
@@ -186,6 +189,66 @@ impl Default for AblateSection {
     }
 }
 
+/// `[search]`: `scalpel run` chooses the edit with `scalpel search` (on the validation
+/// prompts) unless `enabled = false` or `[direction] layer` is a number; then the direction
+/// rule and `[ablate]` decide, as before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSection {
+    /// Choose the edit by search.
+    pub enabled: bool,
+    /// Trials in all.
+    pub trials: usize,
+    /// Trials before the model-based sampler takes over.
+    pub startup: usize,
+    /// Seed of the sampler.
+    pub seed: u64,
+    /// Refusal rate the chosen trial must reach.
+    pub target_refusal_rate: f64,
+    /// New tokens per validation answer.
+    pub max_tokens: usize,
+    /// Prompts per generation batch.
+    pub batch: usize,
+    /// Harmful validation prompts (disjoint from the training and test splits).
+    pub harmful: String,
+    /// Harmless validation prompts.
+    pub harmless: String,
+    /// Validation prompts per set (None: all).
+    pub limit: Option<usize>,
+}
+
+impl Default for SearchSection {
+    fn default() -> Self {
+        let d = crate::search::SearchSettings::default();
+        SearchSection {
+            enabled: true,
+            trials: d.trials,
+            startup: d.startup,
+            seed: d.seed,
+            target_refusal_rate: d.target_refusal_rate,
+            max_tokens: d.answers.max_tokens,
+            batch: d.answers.batch,
+            harmful: "recipes/prompts/harmful_val.txt".into(),
+            harmless: "recipes/prompts/harmless_val.txt".into(),
+            limit: None,
+        }
+    }
+}
+
+impl SearchSection {
+    /// The search settings of this section.
+    pub fn settings(&self) -> crate::search::SearchSettings {
+        crate::search::SearchSettings {
+            trials: self.trials,
+            startup: self.startup,
+            seed: self.seed,
+            target_refusal_rate: self.target_refusal_rate,
+            answers: crate::search::AnswerSettings { max_tokens: self.max_tokens, batch: self.batch },
+            ..crate::search::SearchSettings::default()
+        }
+    }
+}
+
 /// `[eval]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -257,6 +320,8 @@ impl Recipe {
             &mut self.prompts.harmless,
             &mut self.prompts.harmful_test,
             &mut self.prompts.harmless_test,
+            &mut self.search.harmful,
+            &mut self.search.harmless,
         ] {
             if let Some(p) = rebase(spec) {
                 *spec = p;

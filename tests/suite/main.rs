@@ -14,6 +14,7 @@ mod prompts_batch;
 mod prompts_sets;
 mod prompts_template;
 mod reader_props;
+mod real_model;
 mod search;
 mod surgery;
 mod svd;
