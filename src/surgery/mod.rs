@@ -8,4 +8,4 @@ mod verify;
 pub use apply::{ablate, AblateReport, EDIT_RECORD_FILE};
 pub use plan::{plan, DirectionChoice, EditRecord, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
 pub use projection::Basis;
-pub use verify::{threshold_for, verify, VerifyReport, VerifyRow};
+pub use verify::{expected_strength, verify, verify_with_original, VerifyReport, VerifyRow, ROUNDING_FACTOR};
