@@ -5,7 +5,8 @@ use super::selection::{describe, SelectionArgs};
 use super::verify::print_report;
 use clap::Args as ClapArgs;
 use scalpel::directions::DirectionsFile;
-use scalpel::surgery::{ablate, plan};
+use scalpel::pipeline::{ablate_step, AblateRequest};
+use scalpel::surgery::SurgeryPlan;
 use std::path::PathBuf;
 
 /// Orthogonalize the embedding, attention-output and MLP-output matrices (and output biases)
@@ -39,23 +40,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = open_model(&args.model)?;
     let directions = DirectionsFile::load(&args.directions)?;
     let options = args.selection.options(&model.spec, &directions)?;
-    let plan = plan(&model, &directions, &options)?;
-    eprintln!("ablate {} → {}", model.root.display(), args.out.display());
-    eprintln!("{}", describe(&options, model.spec.num_layers));
-    eprintln!("  tensors       {} to edit, everything else copied byte for byte", plan.edits.len());
-    if plan.edits.iter().any(|e| e.through_norm.is_some()) {
-        eprintln!("  post-norms    attention/MLP outputs pass through norms: edited against γ ⊙ r (exact)");
-    }
-    if plan.edits_tied_head && !options.untie {
-        eprintln!(
-            "  note          the output head is tied to the embedding, so editing the embedding also edits the head; pass --untie to keep the original head"
-        );
-    }
-    let command: Vec<String> = std::env::args().collect();
-    let record =
-        plan.record(&model.root.display().to_string(), &args.directions.display().to_string(), &command.join(" "));
+    let command = std::env::args().collect::<Vec<String>>().join(" ");
+    let request = AblateRequest {
+        model: &model,
+        directions: &args.directions,
+        options: &options,
+        out: &args.out,
+        force: args.force,
+        verify: !args.no_verify,
+        command: &command,
+    };
+    let announce = |plan: &SurgeryPlan| {
+        eprintln!("ablate {} → {}", model.root.display(), args.out.display());
+        eprintln!("{}", describe(&options, model.spec.num_layers));
+        eprintln!("  tensors       {} to edit, everything else copied byte for byte", plan.edits.len());
+        if plan.edits.iter().any(|e| e.through_norm.is_some()) {
+            eprintln!("  post-norms    attention/MLP outputs pass through norms: edited against γ ⊙ r (exact)");
+        }
+        if plan.edits_tied_head && !options.untie {
+            eprintln!(
+                "  note          the output head is tied to the embedding, so editing the embedding also edits the head; pass --untie to keep the original head"
+            );
+        }
+    };
     let progress = bytes_progress("writing");
-    let report = ablate(&model, &plan, &record, &args.out, args.force, !args.no_verify, &progress)?;
+    let (_, report) = ablate_step(&request, &announce, &progress)?;
     progress.finish_and_clear();
     let w = &report.write;
     eprintln!(

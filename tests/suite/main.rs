@@ -1,9 +1,9 @@
 //! All integration tests, linked into one binary (one link instead of one per file).
 
-#[allow(dead_code)]
-mod common;
 mod bad_input;
 mod cli;
+#[allow(dead_code)]
+mod common;
 mod decoder_oracle;
 mod equivalence;
 mod eval;
@@ -16,3 +16,4 @@ mod prompts_template;
 mod reader_props;
 mod surgery;
 mod svd;
+mod trust;

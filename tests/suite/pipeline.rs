@@ -78,8 +78,34 @@ fn run_on_the_demo_model_when_present() {
     r.eval.samples = 2;
     let summary = run_recipe(&r, &|_| {}).unwrap();
     let report = std::fs::read_to_string(&summary.report).unwrap();
-    assert!(report.contains("0 of 61 tensors above"), "every edited tensor verifies:\n{report}");
+    assert!(report.contains("0 of 61 tensors outside their bound"), "every edited tensor verifies:\n{report}");
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(r.output.dir.join("eval.json")).unwrap()).unwrap();
     assert!(eval["report"]["kl"]["mean"].as_f64().unwrap() > 0.0, "the edit changes the model");
+}
+
+/// Issue 13, item 1: the recipe's `direction.stream` is the stream the direction comes from.
+#[test]
+fn the_recipe_stream_is_honoured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::fixture(tmp.path(), "llama", "llama", &FixtureOptions { num_layers: 3, ..Default::default() });
+    let out = tmp.path().join("out");
+    let r = recipe(tmp.path(), &model, &out, "[direction]\nstream = \"resid_mid\"\nrule = \"max-norm\"\n");
+    let summary = run_recipe(&r, &|_| {}).unwrap();
+    assert!(summary.direction.starts_with("resid_mid."), "{}", summary.direction);
+    let file = scalpel::directions::DirectionsFile::load(&out.join("probe/directions.safetensors")).unwrap();
+    assert_eq!(file.recommended().unwrap().0, "resid_mid");
+}
+
+/// Issue 13, item 6: replacing the model at the same path (a re-import) re-runs every step.
+#[test]
+fn a_replaced_model_is_not_reused_from_stale_stamps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions::default());
+    let out = tmp.path().join("out");
+    let r = recipe(tmp.path(), &model, &out, "[direction]\nlayer = 1\n");
+    assert_eq!(run_recipe(&r, &|_| {}).unwrap().ran, vec!["probe", "ablate", "eval"]);
+    std::fs::remove_dir_all(&model).unwrap();
+    common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions { seed: 9, ..Default::default() });
+    assert_eq!(run_recipe(&r, &|_| {}).unwrap().ran, vec!["probe", "ablate", "eval"], "another model, same path");
 }
