@@ -160,13 +160,8 @@ fn llama_fixture_round_trips_through_gguf() {
         let gguf = tmp.path().join(format!("{name}.gguf"));
         export(&original, &gguf, dtype);
         let out = tmp.path().join(format!("imported-{name}"));
-        import_gguf(
-            &gguf,
-            &out,
-            &ImportOptions { dtype: Some(EditableDtype::F32), force: false },
-            &ProgressBar::hidden(),
-        )
-        .unwrap();
+        import_gguf(&gguf, &out, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &ProgressBar::hidden())
+            .unwrap();
         let imported = ModelDir::open(&out).unwrap();
         assert_eq!(imported.spec.num_layers, original.spec.num_layers);
         assert_eq!(imported.spec.num_kv_heads, original.spec.num_kv_heads);
