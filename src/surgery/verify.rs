@@ -13,8 +13,10 @@
 //!   shrinks with the hidden size as an unedited matrix's own ratio (≈ 1/√d) does;
 //! - plus what rounding can *undo*: where the edit of an element is below half a unit in the
 //!   last place, the element keeps its old value. That is at most the part of the original
-//!   ratio `ρ₀ = ‖Q W‖/‖W‖` removed, and vanishes fast once `λρ₀ ≫ u`: bounded by
-//!   `|λ|ρ₀·exp(−|λ|ρ₀/2u)` with the original, by its maximum `2u/e` without it (λ = 1 only).
+//!   ratio `ρ₀ = ‖Q W‖/‖W‖` removed, and shrinks fast once `λρ₀ ≫ u`: bounded by
+//!   `|λ|ρ₀·exp(−|λ|ρ₀/u)` with the original, by its maximum `u/e` without it (λ = 1 only).
+//!   (Simulated bf16 edits of Gaussian writers at d = 576 and 4096 leave at most 0.1·u in all,
+//!   largest near ρ₀ ≈ u/3; this bound is at least twice that everywhere.)
 //!
 //! A row passes when its ratio is finite and within the tolerance of the expected ratio. λ ≠ 1
 //! needs the original model (by default the edit record's `source_model`).
@@ -191,13 +193,9 @@ fn verify_edit(
             let was = written(&before.to_f32()?, edit.layout, before.shape, &edit.basis, &edit.tensor)?;
             let rho0 = if was.total() > 0.0 { was.along() / was.total() } else { 0.0 };
             let lam = strength.abs() * rho0;
-            (
-                scale(expected_along(&was, strength, plan.options.norm_preserve)),
-                Some(rho0),
-                lam * (-lam / (2.0 * u)).exp(),
-            )
+            (scale(expected_along(&was, strength, plan.options.norm_preserve)), Some(rho0), lam * (-lam / u).exp())
         }
-        None if (strength - 1.0).abs() < 1e-12 => (0.0, None, 2.0 * u / std::f64::consts::E),
+        None if (strength - 1.0).abs() < 1e-12 => (0.0, None, u / std::f64::consts::E),
         None => {
             return Err(Error::Invalid(format!(
                 "verifying `{}` edited with λ = {strength} needs the original model (‖Q W'‖ ≈ |1 − λ|·‖Q W‖)",

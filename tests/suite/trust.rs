@@ -219,6 +219,12 @@ fn verify_separates_a_partial_bf16_edit_from_a_correct_one_and_checks_strength()
     let partial: Vec<f32> =
         (0..HIDDEN * COLS).map(|k| we[k] + (0.4 * f64::from(r[k / COLS]) * c[k % COLS]) as f32).collect();
     let bad = replace_tensor(&edited.root, &tmp.path().join("partial"), name, &partial);
+    let fifth: Vec<f32> =
+        (0..HIDDEN * COLS).map(|k| we[k] + (0.2 * f64::from(r[k / COLS]) * c[k % COLS]) as f32).collect();
+    let slight = replace_tensor(&edited.root, &tmp.path().join("fifth"), name, &fifth);
+    let (_, report) = verify_step(&slight, &dirs, None, Some(&model)).unwrap();
+    eprintln!("20 % put back, original given: {:?}", report.rows[0]);
+    assert!(!report.all_pass(), "20 % put back fails against the original: {:?}", report.rows[0]);
     for original in [Some(&model), None] {
         let (_, report) = verify_step(&bad, &dirs, None, original).unwrap();
         let row = &report.rows[0];
