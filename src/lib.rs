@@ -1,6 +1,6 @@
 //! scalpel: weight-editing surgery on chat language models.
 //!
-//! The library is organised by concern (see `shared/DESIGN.md`):
+//! The library is organised by concern (see `docs/DESIGN.md`):
 //! - [`checkpoint`]: model directories, memory-mapped safetensors, the streaming writer;
 //! - [`arch`]: per-family knowledge (config.json → [`arch::ModelSpec`], tensor names);
 //! - [`surgery`]: projection math, surgery plans, verification of edited weights;
@@ -12,7 +12,8 @@
 //! - [`analysis`]: SVD of the residual-stream writers;
 //! - [`probe`], [`eval`]: activation statistics and evaluation;
 //! - [`plot`]: PNG and SVG charts (plotters, with an embedded font);
-//! - [`recipe`]: TOML recipes for `scalpel run`.
+//! - [`recipe`]: TOML recipes for `scalpel run`;
+//! - [`pipeline`]: the step functions the subcommands and `scalpel run` share.
 
 pub mod analysis;
 pub mod arch;

@@ -1,8 +1,9 @@
 //! Recipes: one TOML file that describes a whole experiment (model, prompts, probe, direction
 //! choice, surgery, evaluation, output), driven by `scalpel run`.
 
+use crate::probe::{DirectionKind, RankRule};
 use crate::{Error, Result};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::{Path, PathBuf};
 
 /// A whole experiment.
@@ -114,10 +115,13 @@ pub struct DirectionSection {
     pub layer: LayerChoice,
     /// Stream the direction is taken from.
     pub stream: String,
-    /// Ranking rule for "auto": research-note, max-norm, mean-similarity.
-    pub rule: String,
+    /// Ranking rule for "auto": research-note, max-norm, mean-similarity (the names of
+    /// `probe --rule`, parsed by the same enum).
+    #[serde(deserialize_with = "value_enum")]
+    pub rule: RankRule,
     /// mean (difference of means), projected, iterative, pca.
-    pub kind: String,
+    #[serde(deserialize_with = "value_enum")]
+    pub kind: DirectionKind,
     /// Number of directions for iterative / pca.
     pub count: usize,
 }
@@ -127,8 +131,8 @@ impl Default for DirectionSection {
         DirectionSection {
             layer: LayerChoice::Word("auto".into()),
             stream: "resid_pre".into(),
-            rule: "research-note".into(),
-            kind: "mean".into(),
+            rule: RankRule::ResearchNote,
+            kind: DirectionKind::Mean,
             count: 1,
         }
     }
@@ -280,6 +284,20 @@ pub struct OutputSection {
     pub dir: PathBuf,
 }
 
+/// Parse a recipe value with the command line's own parser (`clap::ValueEnum`), so a recipe
+/// accepts exactly the names the CLI does and an error lists them.
+fn value_enum<'de, D: Deserializer<'de>, T: clap::ValueEnum>(d: D) -> std::result::Result<T, D::Error> {
+    let text = String::deserialize(d)?;
+    T::from_str(&text, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| p.get_name().to_string())
+            .collect();
+        serde::de::Error::custom(format!("unknown value `{text}` (choose from {})", names.join(", ")))
+    })
+}
+
 fn default_dtype() -> String {
     "f32".into()
 }
@@ -390,6 +408,10 @@ mod tests {
         assert_eq!(r.model.path, "/x/y");
         assert!(r.output.dir.is_absolute(), "relative output folders are rebased on the repository");
         assert_eq!(r.ablate, AblateSection::default());
+        let r = Recipe::load(&path, &["direction.rule=max-norm".into(), "direction.kind=pca".into()]).unwrap();
+        assert_eq!((r.direction.rule, r.direction.kind), (RankRule::MaxNorm, DirectionKind::Pca));
+        let err = Recipe::load(&path, &["direction.rule=max_norm".into()]).unwrap_err().to_string();
+        assert!(err.contains("research-note, max-norm, mean-similarity"), "{err}");
         let err = Recipe::load(&path, &["probe.bogus=1".into()]).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
         assert!(Recipe::load(&path, &["nonsense".into()]).unwrap_err().to_string().contains("key=value"));

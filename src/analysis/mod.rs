@@ -67,6 +67,8 @@ pub struct SvdAnalysis {
     pub consensus: Vec<Consensus>,
     /// Alignment of given directions.
     pub alignments: Vec<DirectionAlignment>,
+    /// The directions file's recommended entry, when it was aligned (first in `alignments`).
+    pub recommended: Option<String>,
 }
 
 /// Run the analysis (writers in parallel; each matrix is read from the memory map and dropped
@@ -126,9 +128,13 @@ pub fn analyse_writers(
             .collect(),
     };
     let mut alignments = alignments;
-    if let Some(name) = directions.and_then(|f| f.recommended()).map(|(s, l)| crate::directions::entry_name(&s, l)) {
+    let recommended = directions
+        .and_then(|f| f.recommended())
+        .map(|(s, l)| crate::directions::entry_name(&s, l))
+        .filter(|name| alignments.iter().any(|d| &d.direction == name));
+    if let Some(name) = &recommended {
         // The recommended direction first: the report and plot lead with it.
-        alignments.sort_by_key(|d| d.direction != name);
+        alignments.sort_by_key(|d| &d.direction != name);
     }
     Ok(SvdAnalysis {
         hidden,
@@ -138,5 +144,6 @@ pub fn analyse_writers(
         overlap,
         consensus,
         alignments,
+        recommended,
     })
 }

@@ -29,6 +29,51 @@ fn mean_off_diagonal(a: &SvdAnalysis, rows: &[usize], cols: &[usize]) -> f64 {
     }
 }
 
+/// Directions named in the report besides the recommended one; the rest are in svd.json and
+/// the `alignment_all` heatmap.
+pub const DIRECTIONS_SHOWN: usize = 3;
+
+fn top_writers(a: &SvdAnalysis, per_writer: &[f64]) -> String {
+    let mut order: Vec<usize> = (0..a.writers.len()).collect();
+    order.sort_by(|&x, &y| per_writer[y].total_cmp(&per_writer[x]));
+    let top: Vec<String> = order
+        .iter()
+        .take(5)
+        .map(|&i| {
+            let w = &a.writers[i];
+            format!("{} {} ({:.2})", w.kind.name(), w.layer.map_or("-".into(), |l| l.to_string()), per_writer[i])
+        })
+        .collect();
+    top.join(", ")
+}
+
+/// The recommended direction, then the few most writable others, then a count of the rest.
+fn alignment_summary(md: &mut String, a: &SvdAnalysis) {
+    let random = a.random_baseline.sqrt();
+    let mut rest: Vec<&super::DirectionAlignment> = a.alignments.iter().collect();
+    if let Some(rec) = a.recommended.as_ref().and_then(|n| a.alignments.iter().find(|d| &d.direction == n)) {
+        let _ = writeln!(
+            md,
+            "- The recommended direction `{}` is most writable by: {} (random ≈ {random:.2}).",
+            rec.direction,
+            top_writers(a, &rec.per_writer)
+        );
+        rest.retain(|d| d.direction != rec.direction);
+    }
+    let peak = |d: &super::DirectionAlignment| d.per_writer.iter().copied().fold(0.0, f64::max);
+    rest.sort_by(|x, y| peak(y).total_cmp(&peak(x)));
+    for d in rest.iter().take(DIRECTIONS_SHOWN) {
+        let _ = writeln!(md, "- `{}` (among the most writable): {}.", d.direction, top_writers(a, &d.per_writer));
+    }
+    if rest.len() > DIRECTIONS_SHOWN {
+        let _ = writeln!(
+            md,
+            "- {} more directions: every writer's alignment with each is in `svd.json` (`alignments`) and `alignment_all.png`.",
+            rest.len() - DIRECTIONS_SHOWN
+        );
+    }
+}
+
 /// Write every output into `dir`; returns the file names.
 pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec<String>> {
     let mut files = Vec::new();
@@ -84,29 +129,7 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
         let _ = writeln!(md, "- The most shared direction has strength {:.2} (√{} = {:.2} would mean every writer contains it); writers that can write it strongly (‖Uᵀv‖ > 0.5): {}.",
             c.strength, a.writers.len(), (a.writers.len() as f64).sqrt(), if users.is_empty() { "none".into() } else { users.join(", ") });
     }
-    for d in &a.alignments {
-        let mut order: Vec<usize> = (0..a.writers.len()).collect();
-        order.sort_by(|&x, &y| d.per_writer[y].total_cmp(&d.per_writer[x]));
-        let top: Vec<String> = order
-            .iter()
-            .take(5)
-            .map(|&i| {
-                format!(
-                    "{} {} ({:.2})",
-                    a.writers[i].kind.name(),
-                    a.writers[i].layer.map_or("-".into(), |l| l.to_string()),
-                    d.per_writer[i]
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            md,
-            "- Direction `{}` is most writable by: {} (random ≈ {:.2}).",
-            d.direction,
-            top.join(", "),
-            a.random_baseline.sqrt()
-        );
-    }
+    alignment_summary(&mut md, a);
     let _ = writeln!(md);
     for (stem, title, rows, cols, label) in [
         ("overlap_attn", "Overlap of attention writers", &attn, &attn, ("attn layer", "attn layer")),
@@ -163,6 +186,20 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
         )?;
         files.extend(["alignment.png".into(), "alignment.svg".into()]);
         let _ = writeln!(md, "![alignment](alignment.png)\n");
+    }
+    if a.alignments.len() > DIRECTIONS_SHOWN + 1 {
+        let values: Vec<Vec<f64>> = a.alignments.iter().map(|d| d.per_writer.clone()).collect();
+        save_heatmap(
+            &dir.join("alignment_all"),
+            &Heatmap {
+                title: "‖Uᵀ r‖ of every direction (rows, file order) and writer (columns)".into(),
+                values,
+                row_label: "direction".into(),
+                col_label: "writer".into(),
+                range: (0.0, 1.0),
+            },
+        )?;
+        files.extend(["alignment_all.png".into(), "alignment_all.svg".into()]);
     }
     if let Some(c) = a.consensus.first() {
         save_line_chart(

@@ -5,8 +5,9 @@ use super::selection::{describe, SelectionArgs};
 use super::verify::print_report;
 use clap::Args as ClapArgs;
 use scalpel::directions::DirectionsFile;
+use scalpel::pipeline::{ablate_step, AblateRequest};
 use scalpel::search::{parse_trial_ref, trial_edit};
-use scalpel::surgery::{ablate, plan, SurgeryOptions};
+use scalpel::surgery::{SurgeryOptions, SurgeryPlan};
 use std::path::PathBuf;
 
 /// Orthogonalize the embedding, attention-output and MLP-output matrices (and output biases)
@@ -43,45 +44,47 @@ pub struct Args {
 /// Run `ablate`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = open_model(&args.model)?;
-    let (directions, options, trial) = match (&args.trial, &args.directions) {
+    let (directions_path, options, search_trial) = match (&args.trial, &args.directions) {
         (Some(reference), _) => {
             let (dir, number) = parse_trial_ref(reference);
             let edit = trial_edit(&dir, number, model.spec.num_layers)?;
+            let summary = edit.summary(&dir);
             let options =
                 SurgeryOptions { untie: args.selection.untie, biases: !args.selection.no_biases, ..edit.options };
-            let summary = serde_json::json!({
-                "search": dir.display().to_string(),
-                "number": edit.trial.number,
-                "params": edit.trial.params,
-                "scores": edit.trial.scores,
-            });
-            (edit.directions, options, Some(summary))
+            (edit.directions.path, options, Some(summary))
         }
         (None, Some(path)) => {
             let directions = DirectionsFile::load(path)?;
-            let options = args.selection.options(&model.spec, &directions)?;
-            (directions, options, None)
+            (path.clone(), args.selection.options(&model.spec, &directions)?, None)
         }
         (None, None) => anyhow::bail!("give --directions FILE or --trial DIR"),
     };
-    let plan = plan(&model, &directions, &options)?;
-    eprintln!("ablate {} → {}", model.root.display(), args.out.display());
-    eprintln!("{}", describe(&options, model.spec.num_layers));
-    eprintln!("  tensors       {} to edit, everything else copied byte for byte", plan.edits.len());
-    if plan.edits.iter().any(|e| e.through_norm.is_some()) {
-        eprintln!("  post-norms    attention/MLP outputs pass through norms: edited against γ ⊙ r (exact)");
-    }
-    if plan.edits_tied_head && !options.untie {
-        eprintln!(
-            "  note          the output head is tied to the embedding, so editing the embedding also edits the head; pass --untie to keep the original head"
-        );
-    }
-    let command: Vec<String> = std::env::args().collect();
-    let mut record =
-        plan.record(&model.root.display().to_string(), &directions.path.display().to_string(), &command.join(" "));
-    record.search_trial = trial;
+    let command = std::env::args().collect::<Vec<String>>().join(" ");
+    let request = AblateRequest {
+        model: &model,
+        directions: &directions_path,
+        options: &options,
+        out: &args.out,
+        force: args.force,
+        verify: !args.no_verify,
+        command: &command,
+        search_trial,
+    };
+    let announce = |plan: &SurgeryPlan| {
+        eprintln!("ablate {} → {}", model.root.display(), args.out.display());
+        eprintln!("{}", describe(&options, model.spec.num_layers));
+        eprintln!("  tensors       {} to edit, everything else copied byte for byte", plan.edits.len());
+        if plan.edits.iter().any(|e| e.through_norm.is_some()) {
+            eprintln!("  post-norms    attention/MLP outputs pass through norms: edited against γ ⊙ r (exact)");
+        }
+        if plan.edits_tied_head && !options.untie {
+            eprintln!(
+                "  note          the output head is tied to the embedding, so editing the embedding also edits the head; pass --untie to keep the original head"
+            );
+        }
+    };
     let progress = bytes_progress("writing");
-    let report = ablate(&model, &plan, &record, &args.out, args.force, !args.no_verify, &progress)?;
+    let (_, report) = ablate_step(&request, &announce, &progress)?;
     progress.finish_and_clear();
     let w = &report.write;
     eprintln!(

@@ -5,8 +5,9 @@ use super::common::open_model;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use scalpel::eval::{cross_entropy, first_token_kl, refusals, EvalReport, Subject, REFUSAL_MARKERS};
+use scalpel::eval::{Subject, REFUSAL_MARKERS};
 use scalpel::model::Interventions;
+use scalpel::pipeline::{eval_step, EvalSets};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
 
@@ -74,13 +75,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let load = |spec: &str| -> anyhow::Result<Vec<String>> {
         Ok(PromptSet::load(spec, args.field.as_deref())?.shuffled_limited(None, args.limit).prompts)
     };
-    let (harmful, harmless) = (load(&args.harmful)?, load(&args.harmless)?);
+    let sets = EvalSets {
+        harmful: load(&args.harmful)?,
+        harmless: load(&args.harmless)?,
+        texts: args.text.as_deref().map(load).transpose()?,
+    };
     let model = open_model(&model_name)?;
     let (decoder, encoder) = args.run.load(&model)?;
     let interventions = args.intervene.build(&decoder)?;
     let subject =
         Subject { name: model_name.clone(), decoder: &decoder, encoder: &encoder, interventions: &interventions };
-    let generations = (harmful.len() + harmless.len()) * if args.baseline.is_some() { 2 } else { 1 };
+    let generations = (sets.harmful.len() + sets.harmless.len()) * if args.baseline.is_some() { 2 } else { 1 };
     let progress = ProgressBar::new(generations as u64);
     progress.set_style(
         ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} answers eta {eta}").expect("template"),
@@ -88,37 +93,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     eprintln!(
         "eval {}: {} harmful × {} harmless held-out prompts, greedy, {} tokens{}",
         model_name,
-        harmful.len(),
-        harmless.len(),
+        sets.harmful.len(),
+        sets.harmless.len(),
         args.max_tokens,
         args.baseline.as_deref().map(|b| format!(", baseline {b}")).unwrap_or_default()
     );
-    let mut report = EvalReport {
-        refusals: refusals(&subject, &harmful, args.max_tokens, args.batch, &progress)?,
-        over_refusals: refusals(&subject, &harmless, args.max_tokens, args.batch, &progress)?,
-        baseline_refusals: None,
-        baseline_over_refusals: None,
-        kl: None,
-        cross_entropy: None,
-        baseline_cross_entropy: None,
-    };
-    let texts = args.text.as_deref().map(load).transpose()?;
-    if let Some(texts) = &texts {
-        report.cross_entropy = Some(cross_entropy(&subject, texts, args.batch)?);
-    }
-    if let Some(base_name) = &args.baseline {
-        let base_model = open_model(base_name)?;
-        let (base_decoder, base_encoder) = args.run.load(&base_model)?;
-        let none = Interventions::none();
-        let base =
-            Subject { name: base_name.clone(), decoder: &base_decoder, encoder: &base_encoder, interventions: &none };
-        report.baseline_refusals = Some(refusals(&base, &harmful, args.max_tokens, args.batch, &progress)?);
-        report.baseline_over_refusals = Some(refusals(&base, &harmless, args.max_tokens, args.batch, &progress)?);
-        report.kl = Some(first_token_kl(&base, &subject, &harmless, args.batch)?);
-        if let Some(texts) = &texts {
-            report.baseline_cross_entropy = Some(cross_entropy(&base, texts, args.batch)?);
+    let base = match &args.baseline {
+        Some(name) => {
+            let m = open_model(name)?;
+            let (d, e) = args.run.load(&m)?;
+            Some((name.clone(), d, e))
         }
-    }
+        None => None,
+    };
+    let none = Interventions::none();
+    let baseline = base.as_ref().map(|(name, decoder, encoder)| Subject {
+        name: name.clone(),
+        decoder,
+        encoder,
+        interventions: &none,
+    });
+    let report = eval_step(&subject, baseline.as_ref(), &sets, args.max_tokens, args.batch, &progress)?;
     progress.finish_and_clear();
     let table = report.markdown(&model_name, args.baseline.as_deref());
     if args.json {

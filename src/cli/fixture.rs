@@ -13,6 +13,7 @@ pub struct Args {
     #[arg(value_parser = family_name)]
     pub family: String,
     /// Output folder (must not exist, unless --force).
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Seed of the random weights.
     #[arg(long, default_value_t = 0)]

@@ -5,12 +5,8 @@ use super::runtime::RunArgs;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use scalpel::checkpoint::StagedOutput;
-use scalpel::layers::parse_layers;
-use scalpel::probe::{
-    default_candidates, parse_positions, parse_stream, run_probe, write_probe_outputs, CaptureSettings,
-    ExtraDirections, ProbeProvenance, ProbeSettings, RankRule,
-};
+use scalpel::pipeline::{parse_streams, probe_step, ProbeInputs, ProbeRequest};
+use scalpel::probe::{rule_name, ExtraDirections, RankRule};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
 
@@ -39,7 +35,8 @@ pub struct Args {
     /// Seed of the shuffle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Streams to capture, comma separated: pre, mid, post (resid_*), attn_out, mlp_out.
+    /// Streams to capture, comma separated: pre, mid, post (resid_*), attn_out, mlp_out. The
+    /// recommendation is taken from the first.
     #[arg(long, default_value = "pre,mid,post")]
     pub streams: String,
     /// Token positions from the end of the prompt: -1 (last), -3..-1, -5,-1 (averaged per prompt).
@@ -59,8 +56,9 @@ pub struct Args {
     pub layer: Option<usize>,
     /// Extract K directions at the recommended layer by iterating (extract, ablate, re-extract).
     #[arg(long, value_name = "K", conflicts_with = "pca")]
-    pub directions: Option<usize>,
-    /// Extract the top K principal components of the paired differences instead.
+    pub num_directions: Option<usize>,
+    /// Extract the top K principal components of the differences between every harmful and
+    /// every harmless prompt's activation instead (covariance d dᵀ + Σ_harmful + Σ_harmless).
     #[arg(long, value_name = "K")]
     pub pca: Option<usize>,
     /// Also save directions orthogonal to the harmless mean (`{stream}_projected.{layer}`).
@@ -79,72 +77,62 @@ pub struct Args {
 /// Run `probe`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = open_model(&args.model)?;
-    let staged = StagedOutput::new(&args.out, &[&model.root], args.force)?;
     let load = |spec: &str| -> anyhow::Result<PromptSet> {
         Ok(PromptSet::load(spec, args.field.as_deref())?.shuffled_limited(args.limit.map(|_| args.seed), args.limit))
     };
     let harmful = load(&args.harmful).context("loading --harmful")?;
     let harmless = load(&args.harmless).context("loading --harmless")?;
     let (decoder, encoder) = args.run.load(&model)?;
-    let n = decoder.spec().num_layers;
-    let streams = args.streams.split(',').map(parse_stream).collect::<Result<Vec<_>, _>>()?;
-    let from_end = parse_positions(&args.positions)?;
-    let candidates = match &args.candidates {
-        Some(c) => parse_layers(c, n)?,
-        None => default_candidates(n),
-    };
-    if let Some(l) = args.layer {
-        anyhow::ensure!(l < n, "--layer {l} is outside 0..{n}");
-    }
-    let extra = match (args.directions, args.pca) {
-        (Some(k), _) if k > 1 => ExtraDirections::Iterative(k),
-        (_, Some(k)) if k > 0 => ExtraDirections::Pca(k),
-        _ => ExtraDirections::None,
-    };
-    let settings = ProbeSettings {
-        capture: CaptureSettings {
-            streams,
-            layers: (0..n).collect(),
-            from_end: from_end.clone(),
-            batch: args.batch,
-            keep: args.save_activations,
-        },
+    let streams: Vec<&str> = args.streams.split(',').collect();
+    let request = ProbeRequest {
+        streams: parse_streams(&streams, None)?,
+        positions: args.positions.clone(),
+        batch: args.batch,
         rule: args.rule,
-        candidates,
-        fixed_layer: args.layer,
-        extra,
+        candidates: args.candidates.clone(),
+        layer: args.layer,
+        extra: match (args.num_directions, args.pca) {
+            (Some(k), _) if k > 1 => ExtraDirections::Iterative(k),
+            (_, Some(k)) if k > 0 => ExtraDirections::Pca(k),
+            _ => ExtraDirections::None,
+        },
         projected: args.projected,
+        keep: args.save_activations,
     };
+    let settings = request.settings(decoder.spec().num_layers)?;
     eprintln!(
-        "probe {}: {} harmful × {} harmless prompts ({} / {}), streams {}, positions {}, batch {}, {} layers, rule {:?}, format {:?}",
+        "probe {}: {} harmful × {} harmless prompts ({} / {}), streams {} (recommendation from {}), positions {}, batch {}, {} layers, rule {}, format {:?}",
         model.root.display(),
         harmful.prompts.len(),
         harmless.prompts.len(),
         harmful.source,
         harmless.source,
         args.streams,
+        request.streams[0].name(),
         args.positions,
         args.batch,
-        n,
-        args.rule,
+        decoder.spec().num_layers,
+        rule_name(args.rule),
         encoder.format()
     );
     let progress = ProgressBar::new((harmful.prompts.len() + harmless.prompts.len()) as u64);
     progress.set_style(
         ProgressStyle::with_template("capturing [{bar:30}] {pos}/{len} prompts {per_sec} eta {eta}").expect("template"),
     );
-    let outcome = run_probe(&decoder, &encoder, &harmful.prompts, &harmless.prompts, &settings, &progress)?;
-    progress.finish_and_clear();
-    let prov = ProbeProvenance {
-        model: model.root.display().to_string(),
-        harmful: (harmful.source.clone(), harmful.prompts.len(), harmful.hash()),
-        harmless: (harmless.source.clone(), harmless.prompts.len(), harmless.hash()),
-        positions: from_end,
-        format: format!("{:?}", encoder.format()),
+    let name = model.root.display().to_string();
+    let inputs = ProbeInputs {
+        model: &model,
+        name: &name,
+        decoder: &decoder,
+        encoder: &encoder,
+        harmful: &harmful,
+        harmless: &harmless,
     };
-    let files = write_probe_outputs(staged.path(), &outcome, &prov)?;
-    let out = staged.commit()?;
+    let (outcome, files, out) = probe_step(&inputs, &settings, &args.out, args.force, &progress)?;
     let (stream, layer) = &outcome.analysis.recommended;
+    for skip in &outcome.analysis.skipped {
+        eprintln!("skipped {}.{}: {}", skip.stream, skip.layer, skip.reason);
+    }
     eprintln!(
         "{:.1} prompts/s; recommended layer {layer} ({stream}); wrote {} files: {}",
         outcome.prompts_per_second,

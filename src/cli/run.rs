@@ -15,11 +15,17 @@ pub struct Args {
     /// Override recipe values: --set probe.batch=8 --set direction.layer=12 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Output folder (default: the recipe's output.dir).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// Run `run`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let recipe = Recipe::load(&args.recipe, &args.set)?;
+    let mut recipe = Recipe::load(&args.recipe, &args.set)?;
+    if let Some(out) = args.out {
+        recipe.output.dir = out;
+    }
     eprintln!("run {} → {}", args.recipe.display(), recipe.output.dir.display());
     let summary = run_recipe(&recipe, &|step| eprintln!("• {step}"))?;
     eprintln!(

@@ -1,11 +1,10 @@
 //! The edit selection shared by `ablate` and `verify`.
 
-use super::common::parse_targets;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use scalpel::arch::ModelSpec;
 use scalpel::directions::DirectionsFile;
-use scalpel::layers::parse_layers;
+use scalpel::pipeline::{parse_targets, SurgerySettings};
 use scalpel::surgery::{DirectionChoice, SurgeryOptions};
 
 /// Which tensors to edit, with which direction, how strongly.
@@ -43,32 +42,25 @@ pub struct SelectionArgs {
 }
 
 impl SelectionArgs {
-    /// Turn the flags into surgery options for this model and directions file.
-    pub fn options(&self, spec: &ModelSpec, directions: &DirectionsFile) -> anyhow::Result<SurgeryOptions> {
-        let layers = parse_layers(self.layers.as_deref().unwrap_or("all"), spec.num_layers)?;
-        let direction = if self.per_layer {
-            let stream = self
-                .stream
-                .clone()
-                .or_else(|| directions.recommended().map(|(s, _)| s))
-                .unwrap_or_else(|| "resid_pre".into());
-            DirectionChoice::PerLayer { stream }
-        } else {
-            let chosen = directions
-                .select(self.stream.as_deref(), self.direction_layer)
-                .with_context(|| "choosing the direction")?;
-            DirectionChoice::Fixed { name: chosen.name.clone() }
-        };
-        Ok(SurgeryOptions {
-            layers,
-            targets: parse_targets(&self.targets)?,
-            direction,
+    /// The flags as the library's surgery settings (the one definition shared with recipes).
+    pub fn settings(&self) -> anyhow::Result<SurgerySettings> {
+        let targets: Vec<&str> = self.targets.split(',').collect();
+        Ok(SurgerySettings {
+            layers: self.layers.clone().unwrap_or_else(|| "all".into()),
+            direction_layer: self.direction_layer,
+            stream: self.stream.clone(),
+            per_layer: self.per_layer,
+            targets: parse_targets(&targets).context("--targets")?,
             strength: self.strength,
             norm_preserve: self.norm_preserve,
             untie: self.untie,
             biases: !self.no_biases,
-            profile: None,
         })
+    }
+
+    /// Turn the flags into surgery options for this model and directions file.
+    pub fn options(&self, spec: &ModelSpec, directions: &DirectionsFile) -> anyhow::Result<SurgeryOptions> {
+        self.settings()?.options(spec.num_layers, directions).context("choosing the direction")
     }
 
     /// Whether the user gave any selection flag (as opposed to relying on defaults).

@@ -2,14 +2,16 @@
 
 use super::common::open_model;
 use super::selection::{describe, SelectionArgs};
-use anyhow::Context;
 use clap::Args as ClapArgs;
 use scalpel::directions::DirectionsFile;
-use scalpel::surgery::{plan, verify, SurgeryRecord, VerifyReport, EDIT_RECORD_FILE};
+use scalpel::pipeline::{edit_record, verify_step};
+use scalpel::surgery::VerifyReport;
 use std::path::PathBuf;
 
-/// Check an edited model: for every edited tensor W', print ‖rᵀW'‖/‖W'‖ read back from disk and
-/// fail if any exceeds the stored dtype's rounding level.
+/// Check an edited model: for every edited tensor W', print ‖QᵀW'‖/‖W'‖ read back from disk (Q:
+/// the direction, or u = γ⊙r/‖γ⊙r‖ for writers behind a Gemma 2/3 post-norm) and fail if it is
+/// further from what the edit promises (0 for λ = 1, |1 − λ|·‖QᵀW‖/‖W'‖ otherwise) than rounding
+/// to the stored dtype explains.
 ///
 /// By default the selection (layers, targets, direction, strength) is read from the
 /// scalpel_edit.json that `ablate` wrote; selection flags override it.
@@ -22,6 +24,10 @@ pub struct Args {
     pub directions: PathBuf,
     #[command(flatten)]
     pub selection: SelectionArgs,
+    /// The unedited model, for the expected ratios (default: the edit record's source model;
+    /// needed when λ ≠ 1).
+    #[arg(long, value_name = "MODEL")]
+    pub original: Option<String>,
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
@@ -31,31 +37,29 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = open_model(&args.edited)?;
     let directions = DirectionsFile::load(&args.directions)?;
-    let record_path = model.root.join(EDIT_RECORD_FILE);
-    let options = if !args.selection.any_given() && record_path.is_file() {
-        let text = std::fs::read_to_string(&record_path)?;
-        let record: SurgeryRecord =
-            serde_json::from_str(&text).with_context(|| format!("reading {}", record_path.display()))?;
-        let plan = plan(&model, &directions, &record.options)?;
-        for (done, now) in record.edits.iter().zip(&plan.edits) {
-            anyhow::ensure!(
-                done.tensor != now.tensor || done.direction_hash == now.direction_hash,
-                "{} differs from the directions used for the edit (`{}` had hash {}, now {})",
-                args.directions.display(),
-                done.direction,
-                done.direction_hash,
-                now.direction_hash
-            );
-        }
-        record.options
+    let record = edit_record(&model)?;
+    let options = if args.selection.any_given() || record.is_none() {
+        Some(args.selection.options(&model.spec, &directions)?)
     } else {
-        args.selection.options(&model.spec, &directions)?
+        None
     };
+    let original_name = args.original.clone().or_else(|| record.as_ref().map(|r| r.source_model.clone()));
+    let original = match &original_name {
+        Some(name) => match open_model(name) {
+            Ok(m) => Some(m),
+            Err(e) if args.original.is_some() => return Err(e.context("opening --original")),
+            Err(_) => None,
+        },
+        None => None,
+    };
+    let (options, report) = verify_step(&model, &args.directions, options.as_ref(), original.as_ref())?;
     if !args.json {
         eprintln!("verify {}\n{}", model.root.display(), describe(&options, model.spec.num_layers));
+        match &report.original {
+            Some(o) => eprintln!("  original      {o} (expected ratios from its weights)"),
+            None => eprintln!("  original      not available: λ = 1 checked against the rounding bound alone"),
+        }
     }
-    let plan = plan(&model, &directions, &options)?;
-    let report = verify(&model, &plan)?;
     print_report(&report, args.json)?;
     anyhow::ensure!(report.all_pass(), "verification failed: some tensors still write along the direction");
     Ok(())
@@ -68,32 +72,29 @@ pub fn print_report(report: &VerifyReport, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<52} {:>5} {:>9} {:>6} {:>11} {:>10}  ok",
-        "tensor", "layer", "kind", "dtype", "‖rᵀW'‖/‖W'‖", "threshold"
+        "{:<52} {:>5} {:>9} {:>6} {:>11} {:>9} {:>9}  ok",
+        "tensor", "layer", "kind", "dtype", "‖QᵀW'‖/‖W'‖", "expected", "bound"
     );
     for row in &report.rows {
         println!(
-            "{:<52} {:>5} {:>9} {:>6} {:>11.3e} {:>10.1e}  {}",
+            "{:<52} {:>5} {:>9} {:>6} {:>11.3e} {:>9.2e} {:>9.1e}  {}",
             row.tensor,
             row.layer.map_or("-".to_string(), |l| l.to_string()),
             row.kind,
             row.dtype,
             row.ratio,
+            row.expected,
             row.threshold,
             if row.pass { "yes" } else { "NO" }
         );
     }
     let failed = report.rows.iter().filter(|r| !r.pass).count();
     println!(
-        "{} tensors, worst ratio {:.3e}, {} above threshold{}",
+        "{} tensors, worst ratio {:.3e} (λ = {}), {} outside their bound",
         report.rows.len(),
         report.worst(),
-        failed,
-        if (report.strength - 1.0).abs() > 1e-12 {
-            " (λ ≠ 1: orthogonality not expected, ratios shown for reference)"
-        } else {
-            ""
-        }
+        report.strength,
+        failed
     );
     Ok(())
 }

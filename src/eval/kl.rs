@@ -14,10 +14,20 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
 }
 
 /// `KL(P ‖ Q) = Σ p (log p − log q)` for distributions given by logits `p_logits`, `q_logits`.
+/// A NaN or +∞ logit on either side gives NaN (never a perfect 0); −∞ marks an impossible token.
 pub fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
     assert_eq!(p_logits.len(), q_logits.len(), "vocabularies differ");
+    if p_logits.iter().chain(q_logits).any(|x| x.is_nan() || *x == f32::INFINITY) {
+        return f64::NAN;
+    }
     let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
-    lp.iter().zip(&lq).map(|(a, b)| if a.is_finite() { a.exp() * (a - b) } else { 0.0 }).sum::<f64>().max(0.0)
+    let kl: f64 = lp.iter().zip(&lq).map(|(a, b)| if a.is_finite() { a.exp() * (a - b) } else { 0.0 }).sum();
+    // Rounding can leave a tiny negative for equal distributions; NaN stays NaN.
+    if kl < 0.0 {
+        0.0
+    } else {
+        kl
+    }
 }
 
 #[cfg(test)]
@@ -38,5 +48,15 @@ mod tests {
         let sq: Vec<f64> = log_softmax(&q).iter().map(|x| x.exp()).collect();
         let reference: f64 = sp.iter().zip(&sq).map(|(a, b)| a * (a / b).ln()).sum();
         assert!((kl - reference).abs() < 1e-12 && kl > 0.1);
+    }
+
+    #[test]
+    fn non_finite_logits_are_nan_not_zero() {
+        let p = [1.0f32, 2.0, 3.0];
+        assert!(kl_divergence(&p, &[f32::NAN, 2.0, 3.0]).is_nan());
+        assert!(kl_divergence(&[1.0, f32::NAN, 3.0], &p).is_nan());
+        assert!(kl_divergence(&p, &[1.0, f32::INFINITY, 3.0]).is_nan());
+        // −∞ is a token the model rules out: finite KL where P gives it no mass too.
+        assert!(kl_divergence(&[1.0, f32::NEG_INFINITY, 3.0], &[1.0, f32::NEG_INFINITY, 3.0]).abs() < 1e-12);
     }
 }

@@ -157,6 +157,12 @@ pub fn first_token_kl(
             Ok(kl_divergence(a, b))
         })
         .collect::<Result<_>>()?;
+    if let Some(i) = per_prompt.iter().position(|k| !k.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "KL is not finite for prompt #{i} {:?}: the logits of {} or {} hold a NaN or infinity",
+            prompts[i], baseline.name, model.name
+        )));
+    }
     let mean = per_prompt.iter().sum::<f64>() / per_prompt.len().max(1) as f64;
     let max = per_prompt.iter().copied().fold(0.0, f64::max);
     Ok(KlScore { mean, max, per_prompt })

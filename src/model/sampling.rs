@@ -12,7 +12,8 @@ pub struct Sampling {
     pub top_p: f64,
     /// Keep this many most likely tokens (0: all).
     pub top_k: usize,
-    /// Penalty for tokens already in the sequence (1: none), as in Hugging Face.
+    /// Penalty for tokens already in the sequence (1: none), as in Hugging Face's
+    /// `RepetitionPenaltyLogitsProcessor`: once per distinct token, however often it occurred.
     pub repeat_penalty: f32,
     /// Seed of the generator.
     pub seed: u64,
@@ -41,13 +42,7 @@ impl Sampler {
     /// The next token given `logits` and the tokens so far (`history`, for the repeat penalty).
     pub fn next(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let mut logits = logits.to_vec();
-        if self.settings.repeat_penalty != 1.0 {
-            for &t in history {
-                if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / self.settings.repeat_penalty } else { *l * self.settings.repeat_penalty };
-                }
-            }
-        }
+        apply_repeat_penalty(&mut logits, history, self.settings.repeat_penalty);
         if self.settings.temperature <= 0.0 {
             return argmax(&logits);
         }
@@ -81,6 +76,20 @@ impl Sampler {
     }
 }
 
+/// Hugging Face's repetition penalty: every distinct token of `history` has its logit divided
+/// by `penalty` if positive, multiplied by it otherwise — once, however often it occurred.
+pub fn apply_repeat_penalty(logits: &mut [f32], history: &[u32], penalty: f32) {
+    if penalty == 1.0 {
+        return;
+    }
+    let mut seen = std::collections::HashSet::new();
+    for &t in history.iter().filter(|&&t| seen.insert(t)) {
+        if let Some(l) = logits.get_mut(t as usize) {
+            *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+        }
+    }
+}
+
 /// Index of the largest value (the first on ties).
 pub fn argmax(values: &[f32]) -> u32 {
     let mut best = 0;
@@ -102,6 +111,18 @@ mod tests {
         assert_eq!(Sampler::new(Sampling::default()).next(&logits, &[]), 1);
         let mut s = Sampler::new(Sampling { repeat_penalty: 1.5, ..Default::default() });
         assert_eq!(s.next(&logits, &[1]), 2);
+    }
+
+    #[test]
+    fn repeat_penalty_applies_once_per_distinct_token_as_in_transformers() {
+        // transformers: score = gather(logits, ids); where(score < 0, score * p, score / p);
+        // scatter back — a token repeated in `ids` is written with the same value, so once.
+        let mut logits = [2.0f32, -1.0, 0.5, 3.0];
+        apply_repeat_penalty(&mut logits, &[0, 0, 1, 0, 1], 2.0);
+        assert_eq!(logits, [1.0, -2.0, 0.5, 3.0]);
+        // Token 0 said twice: 2.0 / 1.5 = 1.33 still beats 1.2 (applied twice it would be 0.89).
+        let mut s = Sampler::new(Sampling { repeat_penalty: 1.5, ..Default::default() });
+        assert_eq!(s.next(&[2.0, 1.2, 0.0], &[0, 0]), 0);
     }
 
     #[test]

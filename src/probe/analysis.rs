@@ -2,25 +2,43 @@
 
 use super::capture::SetStats;
 use super::extract::{mean_difference, projected, unit};
-use super::metrics::{layer_metrics, LayerMetrics};
+use super::metrics::{layer_metrics, norm, LayerMetrics};
 use super::ranking::{rank, RankRule, Ranking};
 use crate::directions::{entry_name, Direction};
 use crate::model::HookPoint;
+use crate::{Error, Result};
 use serde::Serialize;
+
+/// A difference of means shorter than this fraction of the activations' mean length is noise
+/// (f32 activations round at about 6e-8 relative; real refusal directions are 1e-2 and more).
+pub const NOISE_FLOOR: f64 = 1e-5;
 
 /// Everything probe concludes from one capture of both sets.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProbeAnalysis {
     /// Metrics per stream and layer.
     pub metrics: Vec<LayerMetrics>,
-    /// Rankings per stream, every rule.
+    /// Rankings per stream, every rule (over the usable candidates only).
     pub rankings: Vec<(String, Ranking)>,
-    /// The recommended stream and layer (the first stream's ranking under the chosen rule).
+    /// The recommended stream and layer: the preferred stream's best usable candidate.
     pub recommended: (String, usize),
     /// The rule used for the recommendation.
     pub rule: RankRule,
     /// Candidate layers the ranking considered.
     pub candidates: Vec<usize>,
+    /// Layers whose direction cannot be used, with the reason; never recommended.
+    pub skipped: Vec<SkippedLayer>,
+}
+
+/// A layer whose difference of means is degenerate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SkippedLayer {
+    /// Stream name.
+    pub stream: String,
+    /// Layer.
+    pub layer: usize,
+    /// Why it cannot be used.
+    pub reason: String,
 }
 
 /// Default candidate layers: the middle of the network (20 % to 80 % of its depth), where
@@ -31,29 +49,79 @@ pub fn default_candidates(num_layers: usize) -> Vec<usize> {
     (lo..hi).collect()
 }
 
-/// Metrics and rankings for every stream; the recommendation is the best candidate of the
-/// first stream under `rule`.
-pub fn analyse(harmful: &SetStats, harmless: &SetStats, candidates: &[usize], rule: RankRule) -> ProbeAnalysis {
+/// Why a difference of means cannot serve as a direction, or None when it can: non-finite,
+/// exactly zero (e.g. every prompt ends in the same template token, so the layer-0 input is the
+/// same vector for all), or below [`NOISE_FLOOR`] relative to the activations' length.
+pub fn degenerate(diff: &[f64], activation_norm: f64) -> Option<String> {
+    let n = norm(diff);
+    if !n.is_finite() {
+        Some("the difference of means is not finite".into())
+    } else if n == 0.0 {
+        Some("the difference of means is zero (both sets give the same activation here)".into())
+    } else if n <= NOISE_FLOOR * activation_norm {
+        Some(format!(
+            "the difference of means ({n:.2e}) is below the noise floor ({NOISE_FLOOR:.0e} × mean length {activation_norm:.2e})"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Metrics and rankings for every stream; the recommendation is the best usable candidate under
+/// `rule` of the first stream of `order` that has one. Degenerate layers are never candidates
+/// (they are listed in `skipped` with the reason); if no candidate layer of a stream is usable,
+/// its best usable layer is taken; a stream with none gives way to the next; none at all is an error.
+pub fn analyse(
+    harmful: &SetStats,
+    harmless: &SetStats,
+    candidates: &[usize],
+    rule: RankRule,
+    order: &[HookPoint],
+) -> Result<ProbeAnalysis> {
     let mut metrics = Vec::new();
     let mut rankings = Vec::new();
-    let mut recommended = None;
+    let mut skipped = Vec::new();
+    let mut best: Vec<(HookPoint, usize)> = Vec::new();
+    if let Some(s) = order.iter().find(|s| !harmful.streams.contains_key(s)) {
+        return Err(Error::Invalid(format!("stream `{}` was not captured", s.name())));
+    }
     for (stream, layers) in &harmful.streams {
         let ls: Vec<usize> = layers.keys().copied().collect();
         let h: Vec<_> = ls.iter().map(|&l| harmful.get(*stream, l).clone()).collect();
         let b: Vec<_> = ls.iter().map(|&l| harmless.get(*stream, l).clone()).collect();
         let m = layer_metrics(stream.name(), &ls, &h, &b);
         let dirs: Vec<Vec<f64>> = h.iter().zip(&b).map(|(h, b)| mean_difference(h, b)).collect();
+        let mut usable = Vec::new();
+        for (i, &layer) in ls.iter().enumerate() {
+            let length = 0.5 * (h[i].mean_norm() + b[i].mean_norm());
+            match degenerate(&dirs[i], length) {
+                Some(reason) => skipped.push(SkippedLayer { stream: stream.name().into(), layer, reason }),
+                None => usable.push(layer),
+            }
+        }
+        let mut pool: Vec<usize> = candidates.iter().copied().filter(|l| usable.contains(l)).collect();
+        if pool.is_empty() {
+            pool = usable.clone();
+        }
         for r in [RankRule::ResearchNote, RankRule::MaxNorm, RankRule::MeanSimilarity] {
-            let ranking = rank(&m, &dirs, candidates, r);
-            if r == rule && recommended.is_none() {
-                recommended = ranking.best().map(|l| (stream.name().to_string(), l));
+            let ranking = rank(&m, &dirs, &pool, r);
+            if let Some(l) = ranking.best().filter(|_| r == rule) {
+                best.push((*stream, l));
             }
             rankings.push((stream.name().to_string(), ranking));
         }
         metrics.extend(m);
     }
-    let recommended = recommended.unwrap_or_else(|| ("resid_pre".into(), candidates.first().copied().unwrap_or(0)));
-    ProbeAnalysis { metrics, rankings, recommended, rule, candidates: candidates.to_vec() }
+    let recommended = order
+        .iter()
+        .find_map(|s| best.iter().find(|(b, _)| b == s))
+        .map(|(s, l)| (s.name().to_string(), *l))
+        .ok_or_else(|| {
+            let reasons: Vec<String> =
+                skipped.iter().map(|s| format!("{}.{}: {}", s.stream, s.layer, s.reason)).collect();
+            Error::Invalid(format!("no captured layer has a usable direction: {}", reasons.join("; ")))
+        })?;
+    Ok(ProbeAnalysis { metrics, rankings, recommended, rule, candidates: candidates.to_vec(), skipped })
 }
 
 /// One unit direction per stream and layer (`{stream}.{layer}`), and with `projected` the

@@ -10,10 +10,12 @@ pub mod report;
 pub mod run;
 pub mod stats;
 
-pub use analysis::{default_candidates, parse_positions, parse_stream, ProbeAnalysis};
+pub use analysis::{
+    default_candidates, degenerate, parse_positions, parse_stream, ProbeAnalysis, SkippedLayer, NOISE_FLOOR,
+};
 pub use capture::{capture_set, CaptureSettings, SetStats};
 pub use metrics::{layer_metrics, LayerMetrics};
-pub use ranking::{rank, RankRule, Ranking};
+pub use ranking::{rank, rule_name, RankRule, Ranking};
 pub use report::{write_probe_outputs, ProbeProvenance};
-pub use run::{run_probe, ExtraDirections, ProbeOutcome, ProbeSettings};
+pub use run::{run_probe, DirectionKind, ExtraDirections, ProbeOutcome, ProbeSettings};
 pub use stats::RunningStats;

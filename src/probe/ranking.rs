@@ -17,6 +17,11 @@ pub enum RankRule {
     MeanSimilarity,
 }
 
+/// The rule's name as the command line and recipes spell it (`research-note`, ...).
+pub fn rule_name(rule: RankRule) -> String {
+    clap::ValueEnum::to_possible_value(&rule).map_or_else(|| format!("{rule:?}"), |v| v.get_name().to_string())
+}
+
 /// Layers in order of preference with their scores (lower is better for the research note's
 /// rank sum; higher for the others).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -90,6 +90,7 @@ pub fn write_probe_outputs(dir: &Path, outcome: &ProbeOutcome, prov: &ProbeProve
         "recommended": {"stream": a.recommended.0, "layer": rec},
         "rule": a.rule,
         "candidates": a.candidates,
+        "skipped": a.skipped,
         "prompts_per_second": outcome.prompts_per_second,
         "metrics": m,
         "rankings": a.rankings,
@@ -245,6 +246,13 @@ fn report_markdown(a: &ProbeAnalysis, prov: &ProbeProvenance, outcome: &ProbeOut
     let _ = writeln!(s, "**Recommended: layer {layer}, stream `{stream}`** (rule: {:?}, candidates {}–{}). \
         Its direction is `{stream}.{layer}` in `directions.safetensors`; `scalpel ablate MODEL --directions directions.safetensors --out DIR` uses it by default.\n",
         a.rule, a.candidates.first().unwrap_or(&0), a.candidates.last().unwrap_or(&0));
+    if !a.skipped.is_empty() {
+        let _ = writeln!(s, "Never candidates (their direction is degenerate):\n");
+        for k in &a.skipped {
+            let _ = writeln!(s, "- `{}.{}`: {}", k.stream, k.layer, k.reason);
+        }
+        let _ = writeln!(s);
+    }
     if let Some(d) = outcome.directions.iter().find(|d| d.name == format!("{stream}.{layer}")) {
         if d.rows.len() > 1 {
             let _ = writeln!(s, "That entry holds {} orthonormal directions.\n", d.rows.len());

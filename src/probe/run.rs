@@ -1,11 +1,10 @@
 //! The whole probe: capture both sets, analyse, extract one or more directions.
 
-use super::analysis::{analyse, directions, ProbeAnalysis};
+use super::analysis::{analyse, degenerate, directions, ProbeAnalysis};
 use super::capture::{capture_set, CaptureSettings, SetStats};
-use super::extract::mean_difference;
+use super::extract::{mean_difference, pair_pca};
 use super::ranking::RankRule;
 use crate::directions::{entry_name, Direction};
-use crate::linalg::thin_svd;
 use crate::model::{basis_tensor, Decoder, HookPoint, Interventions};
 use crate::prompts::PromptEncoder;
 use crate::surgery::Basis;
@@ -20,11 +19,37 @@ pub enum ExtraDirections {
     None,
     /// K by iterating: extract, ablate what was found at runtime, extract again.
     Iterative(usize),
-    /// The top K principal components of the paired differences `h_i − b_i`.
+    /// The top K principal components of the differences `h_i − b_j` over every pair of a
+    /// harmful and a harmless prompt (see [`pair_pca`]).
     Pca(usize),
 }
 
-/// Probe settings.
+/// What kind of direction a recipe (`direction.kind`) asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DirectionKind {
+    /// The difference of means.
+    Mean,
+    /// The difference of means orthogonal to the harmless mean (`{stream}_projected.{layer}`).
+    Projected,
+    /// K directions by iterating (extract, ablate, re-extract).
+    Iterative,
+    /// The top K principal components of every harmful–harmless pair's difference.
+    Pca,
+}
+
+impl DirectionKind {
+    /// The extra directions this kind asks for, with `count` directions.
+    pub fn extra(self, count: usize) -> ExtraDirections {
+        match self {
+            DirectionKind::Iterative if count > 1 => ExtraDirections::Iterative(count),
+            DirectionKind::Pca => ExtraDirections::Pca(count.max(1)),
+            _ => ExtraDirections::None,
+        }
+    }
+}
+
+/// Probe settings. The first captured stream is the one the recommendation is taken from.
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {
     /// What to capture.
@@ -73,15 +98,23 @@ pub fn run_probe(
     let h = capture_set(decoder, encoder, harmful, &settings.capture, &none, progress)?;
     let b = capture_set(decoder, encoder, harmless, &settings.capture, &none, progress)?;
     let prompts_per_second = (harmful.len() + harmless.len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    let mut analysis = analyse(&h, &b, &settings.candidates, settings.rule);
+    check_finite(&h, "harmful", harmful)?;
+    check_finite(&b, "harmless", harmless)?;
+    let mut analysis = analyse(&h, &b, &settings.candidates, settings.rule, &settings.capture.streams)?;
     if let Some(layer) = settings.fixed_layer {
-        analysis.recommended.1 = layer;
+        // The first stream (in the order asked) whose direction at that layer is usable.
+        let usable = |s: &HookPoint| !analysis.skipped.iter().any(|k| k.stream == s.name() && k.layer == layer);
+        let stream = settings.capture.streams.iter().find(|s| usable(s)).unwrap_or(&settings.capture.streams[0]);
+        analysis.recommended = (stream.name().to_string(), layer);
     }
     let mut dirs = directions(&h, &b, settings.projected);
     let (stream_name, layer) = analysis.recommended.clone();
     let stream = HookPoint::parse(&stream_name).expect("recommended stream was captured");
     let again = Recapture { decoder, encoder, harmful, harmless, settings, progress };
     let mean = mean_difference(h.get(stream, layer), b.get(stream, layer));
+    if let Some(reason) = degenerate(&mean, h.get(stream, layer).mean_norm()) {
+        return Err(Error::Invalid(format!("`{}` cannot be used: {reason}", entry_name(stream.name(), layer))));
+    }
     let extra = match settings.extra {
         ExtraDirections::None => None,
         ExtraDirections::Iterative(k) => Some(iterative(&again, stream, layer, k, mean)?),
@@ -93,6 +126,22 @@ pub fn run_probe(
         dirs.push(Direction { name, rows });
     }
     Ok(ProbeOutcome { analysis, directions: dirs, harmful: h, harmless: b, prompts_per_second })
+}
+
+/// A NaN or infinity in any captured activation is an error naming the set, stream, layer and prompt.
+fn check_finite(stats: &SetStats, set: &str, prompts: &[String]) -> Result<()> {
+    for (stream, layers) in &stats.streams {
+        for (layer, s) in layers {
+            if let Some(i) = s.first_non_finite() {
+                let prompt = prompts.get(i as usize).map_or(String::new(), |p| format!(": {p:?}"));
+                return Err(Error::Invalid(format!(
+                    "non-finite activation at `{}` layer {layer} for {set} prompt #{i}{prompt}",
+                    stream.name()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn orthonormal_rows(rows: &[Vec<f64>]) -> Result<Vec<Vec<f32>>> {
@@ -146,27 +195,10 @@ fn iterative(
     orthonormal_rows(&found)
 }
 
-/// The top K principal components of the paired differences `h_i − b_i`, oriented along the mean difference.
+/// The top K principal components of every harmful–harmless pair's difference (see [`pair_pca`]),
+/// oriented along the mean difference.
 fn pca(again: &Recapture<'_>, stream: HookPoint, layer: usize, k: usize, mean: &[f64]) -> Result<Vec<Vec<f32>>> {
     let (hk, bk) = again.both(stream, layer, true, &Interventions::none())?;
     let (hv, bv) = (&hk.kept[&(stream, layer)], &bk.kept[&(stream, layer)]);
-    let n = hv.len().min(bv.len());
-    let hidden = again.decoder.spec().hidden_size;
-    if k > n.min(hidden) {
-        return Err(Error::Invalid(format!("--pca {k} needs at least {k} prompt pairs (have {n})")));
-    }
-    let data: Vec<f64> = (0..n)
-        .flat_map(|i| hv[i].iter().zip(&bv[i]).map(|(x, y)| f64::from(*x) - f64::from(*y)).collect::<Vec<_>>())
-        .collect();
-    let svd = thin_svd(n, hidden, &data)?;
-    let rows: Vec<Vec<f64>> = svd
-        .v
-        .iter()
-        .take(k)
-        .map(|v| {
-            let sign = if v.iter().zip(mean).map(|(a, b)| a * b).sum::<f64>() < 0.0 { -1.0 } else { 1.0 };
-            v.iter().map(|x| x * sign).collect()
-        })
-        .collect();
-    orthonormal_rows(&rows)
+    orthonormal_rows(&pair_pca(hv, bv, k, mean)?)
 }

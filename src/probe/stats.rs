@@ -3,24 +3,43 @@
 use serde::{Deserialize, Serialize};
 
 /// Running mean and per-feature variance of a stream of `[hidden]` vectors, plus the mean
-/// vector length. Never holds the vectors themselves.
+/// vector length. Never holds the vectors themselves. A vector with a NaN or infinite value is
+/// counted but not folded in: [`RunningStats::first_non_finite`] names it, so a caller reports
+/// the broken prompt instead of statistics that silently turned NaN.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningStats {
     count: u64,
     mean: Vec<f64>,
     m2: Vec<f64>,
     norm_sum: f64,
+    #[serde(default)]
+    seen: u64,
+    #[serde(default)]
+    first_non_finite: Option<u64>,
 }
 
 impl RunningStats {
     /// Empty statistics for vectors of length `hidden`.
     pub fn new(hidden: usize) -> RunningStats {
-        RunningStats { count: 0, mean: vec![0.0; hidden], m2: vec![0.0; hidden], norm_sum: 0.0 }
+        RunningStats {
+            count: 0,
+            mean: vec![0.0; hidden],
+            m2: vec![0.0; hidden],
+            norm_sum: 0.0,
+            seen: 0,
+            first_non_finite: None,
+        }
     }
 
-    /// Add one vector (Welford's update).
+    /// Add one vector (Welford's update); a non-finite vector is only recorded (see
+    /// [`RunningStats::first_non_finite`]).
     pub fn push(&mut self, x: &[f32]) {
         assert_eq!(x.len(), self.mean.len(), "vector length does not match the statistics");
+        self.seen += 1;
+        if !x.iter().all(|v| v.is_finite()) {
+            self.first_non_finite.get_or_insert(self.seen - 1);
+            return;
+        }
         self.count += 1;
         let n = self.count as f64;
         let mut sq = 0.0;
@@ -44,6 +63,10 @@ impl RunningStats {
 
     /// Merge another set of statistics (Chan et al.'s parallel update).
     pub fn merge(&mut self, other: &RunningStats) {
+        if self.first_non_finite.is_none() {
+            self.first_non_finite = other.first_non_finite.map(|i| i + self.seen);
+        }
+        self.seen += other.seen;
         if other.count == 0 {
             return;
         }
@@ -56,6 +79,11 @@ impl RunningStats {
         }
         self.count += other.count;
         self.norm_sum += other.norm_sum;
+    }
+
+    /// The index (0-based, in push order) of the first vector that held a NaN or infinity.
+    pub fn first_non_finite(&self) -> Option<u64> {
+        self.first_non_finite
     }
 
     /// Number of vectors seen.
@@ -121,6 +149,21 @@ mod tests {
                 prop_assert!((a.variance()[i] - var[i]).abs() < 1e-7 * (1.0 + var[i]));
             }
         }
+    }
+
+    #[test]
+    fn non_finite_vectors_are_named_not_folded_in() {
+        let mut stats = RunningStats::new(2);
+        stats.push(&[1.0, 2.0]);
+        stats.push(&[f32::NAN, 0.0]);
+        stats.push(&[3.0, f32::INFINITY]);
+        assert_eq!(stats.first_non_finite(), Some(1));
+        assert_eq!(stats.count(), 1);
+        assert!(stats.mean().iter().all(|m| m.is_finite()));
+        let mut merged = RunningStats::new(2);
+        merged.push(&[0.0, 0.0]);
+        merged.merge(&stats);
+        assert_eq!(merged.first_non_finite(), Some(2), "index counted across the merge");
     }
 
     #[test]

@@ -108,6 +108,19 @@ pub fn trial_edit(dir: &Path, number: Option<usize>, num_layers: usize) -> Resul
     Ok(TrialEdit { directions, options, trial })
 }
 
+impl TrialEdit {
+    /// What the edit record and the model card keep of the trial: where it comes from, its
+    /// parameters and its scores.
+    pub fn summary(&self, search_dir: &Path) -> serde_json::Value {
+        serde_json::json!({
+            "search": search_dir.display().to_string(),
+            "number": self.trial.number,
+            "params": self.trial.params,
+            "scores": self.trial.scores,
+        })
+    }
+}
+
 /// Parse `DIR[:N]` (a search folder and an optional trial number).
 pub fn parse_trial_ref(text: &str) -> (std::path::PathBuf, Option<usize>) {
     match text.rsplit_once(':') {

@@ -10,4 +10,4 @@ pub use apply::{ablate, edit_values, AblateReport, EDIT_RECORD_FILE};
 pub use plan::{plan, DirectionChoice, EditRecord, Layout, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
 pub use profile::{StrengthProfile, WeightKernel};
 pub use projection::Basis;
-pub use verify::{threshold_for, verify, VerifyReport, VerifyRow};
+pub use verify::{expected_strength, verify, verify_with_original, VerifyReport, VerifyRow, ROUNDING_FACTOR};

@@ -1,4 +1,4 @@
-//! Oracle 6 of DESIGN.md: bad input is a clear error naming the file or tensor, and nothing is written.
+//! Oracle 6 of docs/DESIGN.md: bad input is a clear error naming the file or tensor, and nothing is written.
 
 use crate::common;
 

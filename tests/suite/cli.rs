@@ -29,7 +29,7 @@ fn s(p: &Path) -> &str {
 fn fixture_inspect_ablate_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("gemma2");
-    ok(&["fixture", "gemma2", s(&model), "--layers", "3"]);
+    ok(&["fixture", "gemma2", "--out", s(&model), "--layers", "3"]);
     let inspect = ok(&["inspect", s(&model)]);
     assert!(
         inspect.contains("gemma2") && inspect.contains("tied head    yes") && inspect.contains("post-norms"),
@@ -49,7 +49,7 @@ fn fixture_inspect_ablate_verify() {
     let card = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(card.contains("resid_pre.2") && card.contains("γ ⊙ r"), "{card}");
     let verify = ok(&["verify", s(&out), "--directions", s(&dirs)]);
-    assert!(verify.contains("0 above threshold"), "{verify}");
+    assert!(verify.contains("0 outside their bound"), "{verify}");
     // The original does not pass.
     let err = fails(&["verify", s(&model), "--directions", s(&dirs)]);
     assert!(err.contains("verification failed"), "{err}");
@@ -106,14 +106,14 @@ fn help_reads_well() {
     ] {
         assert!(ablate.contains(flag), "ablate --help lacks {flag}");
     }
-    assert!(fails(&["fixture", "mamba", "x"]).contains("unknown family"));
+    assert!(fails(&["fixture", "mamba", "--out", "x"]).contains("unknown family"));
 }
 
 #[test]
 fn generate_and_chat_stream_answers_and_stop_at_stop_strings() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m");
-    ok(&["fixture", "llama", s(&model)]);
+    ok(&["fixture", "llama", "--out", s(&model)]);
     let answer = |extra: &[&str]| {
         let mut args = vec!["generate", s(&model), "--prompt", "Tell me a story", "--max-tokens", "16"];
         args.extend_from_slice(extra);

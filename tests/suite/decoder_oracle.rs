@@ -1,4 +1,4 @@
-//! Oracle 1 of DESIGN.md: our decoder's logits match candle-transformers' own implementations
+//! Oracle 1 of docs/DESIGN.md: our decoder's logits match candle-transformers' own implementations
 //! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent), and batching with left padding or a
 //! KV cache does not change them.
 

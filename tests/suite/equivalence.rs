@@ -1,4 +1,4 @@
-//! Oracle 2 of DESIGN.md: a checkpoint edited by `ablate` (embedding + every writer of every
+//! Oracle 2 of docs/DESIGN.md: a checkpoint edited by `ablate` (embedding + every writer of every
 //! layer) gives the same logits as the original model with the equivalent runtime ablation.
 //!
 //! For families without post-norms the runtime side ablates `r` where each writer adds to the

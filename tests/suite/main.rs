@@ -18,3 +18,4 @@ mod real_model;
 mod search;
 mod surgery;
 mod svd;
+mod trust;

@@ -61,25 +61,85 @@ fn run_on_a_fixture_recipe_end_to_end_and_resume() {
     assert_eq!(run_recipe(&r2, &|_| {}).unwrap().ran, vec!["ablate", "eval"]);
 }
 
+/// With no fixed layer, `scalpel run` chooses the edit by search, writes the chosen trial, and
+/// resumes a search that is given more trials instead of starting it again.
+#[test]
+fn run_searches_the_edit_by_default_and_resumes_with_more_trials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::fixture(tmp.path(), "llama", "llama", &FixtureOptions { num_layers: 4, ..Default::default() });
+    let out = tmp.path().join("out");
+    let search =
+        |trials: usize| format!("[search]\ntrials = {trials}\nstartup = 2\nlimit = 3\nmax_tokens = 3\nbatch = 4\n");
+    let r = recipe(tmp.path(), &model, &out, &search(3));
+    let summary = run_recipe(&r, &|_| {}).unwrap();
+    assert_eq!(summary.ran, vec!["probe", "search", "ablate", "eval"]);
+    assert!(summary.direction.starts_with("trial."), "{}", summary.direction);
+    let report = std::fs::read_to_string(&summary.report).unwrap();
+    assert!(report.contains("Chosen edit") && report.contains("search/pareto.png"), "{report}");
+    assert!(out.join("search/pareto.png").is_file() && out.join("search/report.md").is_file());
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model/scalpel_edit.json")).unwrap()).unwrap();
+    assert!(record["search_trial"]["scores"]["kl_mean"].is_number(), "the edit record keeps the trial's scores");
+    assert!(record["options"]["profile"].is_object(), "and its strength profiles");
+    assert!(run_recipe(&r, &|_| {}).unwrap().ran.is_empty(), "nothing changed, nothing runs");
+    let lines = |p: &Path| std::fs::read_to_string(p.join("search/trials.jsonl")).unwrap();
+    let before = lines(&out);
+    let more = recipe(tmp.path(), &model, &out, &search(5));
+    assert_eq!(run_recipe(&more, &|_| {}).unwrap().ran, vec!["search", "ablate", "eval"]);
+    let after = lines(&out);
+    assert!(after.starts_with(&before) && after.lines().count() == 5, "the search resumed");
+}
+
 #[test]
 fn run_on_the_demo_model_when_present() {
+    let Some(model) = crate::real_model::demo_model() else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = root.join("models/smollm2-135m-instruct");
-    if !model.join("config.json").is_file() {
-        eprintln!("skipped: the demo model is not installed (run scripts/fetch-demo-model.sh)");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
-    let mut r = Recipe::load(&root.join("recipes/smollm2-135m-instruct.toml"), &[]).unwrap();
+    let mut r = Recipe::load(&root.join("recipes/qwen2.5-coder-0.5b-instruct.toml"), &[]).unwrap();
+    assert_eq!(Path::new(&r.model.path), model);
     r.output.dir = tmp.path().join("out");
-    r.prompts.limit = Some(16);
+    r.prompts.limit = Some(24);
+    r.search.trials = 2;
+    r.search.limit = Some(6);
+    r.search.max_tokens = 8;
     r.eval.limit = Some(8);
     r.eval.max_tokens = 16;
     r.eval.samples = 2;
     let summary = run_recipe(&r, &|_| {}).unwrap();
+    assert_eq!(summary.ran, vec!["probe", "search", "ablate", "eval"]);
     let report = std::fs::read_to_string(&summary.report).unwrap();
-    assert!(report.contains("0 of 61 tensors above"), "every edited tensor verifies:\n{report}");
+    assert!(
+        report.contains("0 of ") && report.contains(" tensors outside their bound"),
+        "every edited tensor verifies:\n{report}"
+    );
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(r.output.dir.join("eval.json")).unwrap()).unwrap();
     assert!(eval["report"]["kl"]["mean"].as_f64().unwrap() > 0.0, "the edit changes the model");
+}
+
+/// Issue 13, item 1: the recipe's `direction.stream` is the stream the direction comes from.
+#[test]
+fn the_recipe_stream_is_honoured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::fixture(tmp.path(), "llama", "llama", &FixtureOptions { num_layers: 3, ..Default::default() });
+    let out = tmp.path().join("out");
+    let extra = "[direction]\nstream = \"resid_mid\"\nrule = \"max-norm\"\n[search]\nenabled = false\n";
+    let r = recipe(tmp.path(), &model, &out, extra);
+    let summary = run_recipe(&r, &|_| {}).unwrap();
+    assert!(summary.direction.starts_with("resid_mid."), "{}", summary.direction);
+    let file = scalpel::directions::DirectionsFile::load(&out.join("probe/directions.safetensors")).unwrap();
+    assert_eq!(file.recommended().unwrap().0, "resid_mid");
+}
+
+/// Issue 13, item 6: replacing the model at the same path (a re-import) re-runs every step.
+#[test]
+fn a_replaced_model_is_not_reused_from_stale_stamps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions::default());
+    let out = tmp.path().join("out");
+    let r = recipe(tmp.path(), &model, &out, "[direction]\nlayer = 1\n");
+    assert_eq!(run_recipe(&r, &|_| {}).unwrap().ran, vec!["probe", "ablate", "eval"]);
+    std::fs::remove_dir_all(&model).unwrap();
+    common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions { seed: 9, ..Default::default() });
+    assert_eq!(run_recipe(&r, &|_| {}).unwrap().ran, vec!["probe", "ablate", "eval"], "another model, same path");
 }

@@ -1,4 +1,4 @@
-//! Oracles 3 and 4 of DESIGN.md on every family: orthogonality read back, untouched bytes,
+//! Oracles 3 and 4 of docs/DESIGN.md on every family: orthogonality read back, untouched bytes,
 //! norm preservation, the γ-aware Gemma 2/3 edit, tied heads, biases, shards and dtypes.
 
 use crate::common;

@@ -80,3 +80,46 @@ fn embedding_subspace_lives_in_the_hidden_space() {
         assert!(s.singular_values.windows(2).all(|w| w[0] >= w[1] - 1e-9));
     }
 }
+
+/// Issue 13, item 10: the report leads with the recommended direction and a few others, not a
+/// line per entry of the directions file; everything is still in svd.json.
+#[test]
+fn the_report_summarises_a_large_directions_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture(tmp.path(), "llama", "llama", &FixtureOptions { num_layers: 2, ..Default::default() });
+    let model = ModelDir::open(&src).unwrap();
+    let mut entries = Vec::new();
+    for stream in ["resid_pre", "resid_mid", "resid_post"] {
+        for l in 0..24 {
+            entries
+                .push(Direction { name: format!("{stream}.{l}"), rows: vec![common::unit_vector(64, l as u64 + 100)] });
+        }
+    }
+    let meta = BTreeMap::from([
+        ("recommended_layer".to_string(), "7".to_string()),
+        ("recommended_stream".to_string(), "resid_mid".to_string()),
+    ]);
+    let dirs = tmp.path().join("d.safetensors");
+    DirectionsFile::save(&dirs, &entries, &meta).unwrap();
+    let settings = SvdSettings {
+        top_k: 4,
+        layers: vec![0, 1],
+        writers: vec![WriterKind::Attn, WriterKind::Mlp],
+        exact: true,
+        consensus: 1,
+    };
+    let a = analyse_writers(&model, &settings, Some(&DirectionsFile::load(&dirs).unwrap()), &ProgressBar::hidden())
+        .unwrap();
+    let out = tmp.path().join("svd");
+    std::fs::create_dir(&out).unwrap();
+    let files = scalpel::analysis::write_svd_outputs(&out, &a, "m").unwrap();
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let lines: Vec<&str> = report.lines().filter(|l| l.contains("`resid_")).collect();
+    assert!(lines.len() <= 4, "{} lines name a direction:\n{}", lines.len(), lines.join("\n"));
+    assert!(lines[0].contains("recommended direction `resid_mid.7`"), "{}", lines[0]);
+    assert!(report.contains("68 more directions"), "{report}");
+    assert!(files.contains(&"alignment_all.png".to_string()));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("svd.json")).unwrap()).unwrap();
+    assert_eq!(json["alignments"].as_array().unwrap().len(), 72);
+}

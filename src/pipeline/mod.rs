@@ -1,0 +1,335 @@
+//! `scalpel run`: a recipe end to end — probe → choose → ablate → verify → eval → report —
+//! resumable: a step whose outputs exist and whose inputs (recipe sections and the model's
+//! files) are unchanged is skipped. Each step is the function the matching subcommand calls
+//! ([`steps`]); this module only wires them to a recipe.
+
+mod report;
+pub mod stamps;
+pub mod steps;
+
+use crate::checkpoint::{resolve_model, ModelDir};
+use crate::directions::DirectionsFile;
+use crate::eval::{side_by_side, EvalReport, SideBySide, Subject};
+use crate::model::{default_device, parse_dtype, Decoder, Interventions};
+use crate::probe::DirectionKind;
+use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
+use crate::recipe::{Recipe, SearchSection};
+use crate::search::{search_step, trial_edit, TrialEdit, Validation, CHOSEN_FILE};
+use crate::surgery::{DirectionChoice, SurgeryOptions, VerifyReport, EDIT_RECORD_FILE};
+use crate::{Error, Result};
+use indicatif::ProgressBar;
+use stamps::{hash_of, json, model_identity, Stamps};
+use std::path::{Path, PathBuf};
+pub use steps::{
+    ablate_step, edit_record, eval_step, parse_streams, parse_targets, probe_step, verify_step, AblateRequest,
+    EvalSets, ProbeInputs, ProbeRequest, SurgerySettings,
+};
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The output folder.
+    pub out: PathBuf,
+    /// The report.
+    pub report: PathBuf,
+    /// Steps that ran (others were up to date).
+    pub ran: Vec<String>,
+    /// The direction used.
+    pub direction: String,
+}
+
+fn format_of(recipe: &Recipe) -> PromptFormat {
+    if recipe.prompts.raw {
+        PromptFormat::Raw { trailing_newline: true }
+    } else {
+        PromptFormat::Chat { system: recipe.prompts.system.clone() }
+    }
+}
+
+fn load_set(spec: &str, recipe: &Recipe, limit: Option<usize>) -> Result<PromptSet> {
+    Ok(PromptSet::load(&builtin_or_path(spec), recipe.prompts.field.as_deref())?
+        .shuffled_limited(limit.map(|_| recipe.prompts.seed), limit))
+}
+
+/// The project's default sets are compiled in; a recipe naming their files works from anywhere.
+fn builtin_or_path(spec: &str) -> String {
+    let file = Path::new(spec).file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let in_recipes = Path::new(spec).parent().is_some_and(|p| p.ends_with("recipes/prompts"));
+    match file.strip_suffix(".txt").filter(|_| in_recipes) {
+        Some(name) if !Path::new(spec).exists() && crate::prompts::builtin::builtin(name).is_some() => {
+            format!("builtin:{name}")
+        }
+        _ => spec.to_string(),
+    }
+}
+
+/// The recipe's probe settings (`[probe]` and `[direction]`).
+pub fn probe_request(recipe: &Recipe) -> Result<ProbeRequest> {
+    let d = &recipe.direction;
+    Ok(ProbeRequest {
+        streams: parse_streams(&recipe.probe.streams, Some(&d.stream))?,
+        positions: recipe.probe.positions.clone(),
+        batch: recipe.probe.batch,
+        rule: d.rule,
+        candidates: None,
+        layer: d.layer.fixed()?,
+        extra: d.kind.extra(d.count),
+        // The search also tries the directions made orthogonal to the harmless mean.
+        projected: d.kind == DirectionKind::Projected || searches(recipe)?,
+        keep: false,
+    })
+}
+
+/// The recipe's surgery settings (`[ablate]`, and `[direction]`'s kind): the recommended
+/// direction of `stream` (its projected variant for `kind = "projected"`).
+pub fn surgery_settings(recipe: &Recipe, stream: &str) -> Result<SurgerySettings> {
+    let a = &recipe.ablate;
+    let projected = recipe.direction.kind == DirectionKind::Projected;
+    Ok(SurgerySettings {
+        layers: a.layers.clone(),
+        direction_layer: None,
+        stream: Some(if projected && !a.per_layer { format!("{stream}_projected") } else { stream.to_string() }),
+        per_layer: a.per_layer,
+        targets: parse_targets(&a.targets)?,
+        strength: a.strength,
+        norm_preserve: a.norm_preserve,
+        untie: a.untie,
+        biases: true,
+    })
+}
+
+/// Whether `scalpel run` chooses the edit by search: `[search] enabled` (the default) and no
+/// fixed `[direction] layer`.
+pub fn searches(recipe: &Recipe) -> Result<bool> {
+    Ok(recipe.search.enabled && recipe.direction.layer.fixed()?.is_none())
+}
+
+/// The loaded model and where its run writes.
+struct Run<'r> {
+    recipe: &'r Recipe,
+    out: PathBuf,
+    stamps: Stamps,
+    ran: Vec<String>,
+    model: ModelDir,
+    decoder: Decoder,
+    encoder: PromptEncoder,
+    progress: &'r dyn Fn(&str),
+}
+
+/// Run `recipe`, writing everything under its output folder.
+pub fn run_recipe(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<RunSummary> {
+    let out = recipe.output.dir.clone();
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let model = ModelDir::open(&resolve_model(&recipe.model.path)?)?;
+    let decoder = Decoder::load(&model, &default_device(), parse_dtype(&recipe.model.dtype)?)?;
+    let encoder = PromptEncoder::from_model_dir(&model.root, format_of(recipe))?;
+    let stamps = Stamps::load(&out);
+    let mut run = Run { recipe, out, stamps, ran: Vec::new(), model, decoder, encoder, progress };
+    let probe_hash = run.probe()?;
+    let probe_directions = run.out.join("probe").join("directions.safetensors");
+    let directions = DirectionsFile::load(&probe_directions)?;
+    let (stream, layer) =
+        directions.recommended().ok_or_else(|| Error::Other("probe recorded no recommended layer".into()))?;
+    let (upstream_hash, directions_path, options, search_trial) = if searches(recipe)? {
+        let (hash, edit) = run.search(&probe_hash, &probe_directions)?;
+        let summary = edit.summary(&run.out.join("search"));
+        (hash, edit.directions.path.clone(), edit.options, Some(summary))
+    } else {
+        let options = surgery_settings(recipe, &stream)?.options(run.model.spec.num_layers, &directions)?;
+        (probe_hash, probe_directions, options, None)
+    };
+    let (ablate_hash, verification) = run.ablate(&upstream_hash, &directions_path, &options, search_trial)?;
+    let (report, samples) = run.eval(&ablate_hash)?;
+    let direction = direction_label(&options);
+    let record = edit_record(&ModelDir::open(&run.out.join("model"))?)?
+        .ok_or_else(|| Error::Other(format!("the edited model lacks {EDIT_RECORD_FILE}")))?;
+    let facts = report::Facts {
+        recipe,
+        model: &run.model,
+        ran: &run.ran,
+        direction: &direction,
+        layer,
+        stream: &stream,
+        verification: &verification,
+        eval: &report,
+        samples: &samples,
+        search: searches(recipe)?.then(|| report::search_section(&run.out.join("search"))).transpose()?,
+    };
+    report::write_card(&facts, &record, &run.out.join("model"))?;
+    let report_path = report::write_report(&facts, &run.out)?;
+    Ok(RunSummary { out: run.out, report: report_path, ran: run.ran, direction })
+}
+
+impl Run<'_> {
+    /// Step 1: probe (unless up to date); returns its stamp hash.
+    fn probe(&mut self) -> Result<String> {
+        let r = self.recipe;
+        let probe_dir = self.out.join("probe");
+        let hash = hash_of(&[
+            model_identity(&self.model.root)?,
+            json(&r.model)?,
+            json(&r.prompts)?,
+            json(&r.probe)?,
+            json(&r.direction)?,
+            json(&searches(r)?)?,
+        ]);
+        if self.stamps.fresh("probe", &hash, &probe_dir.join("directions.safetensors")) {
+            return Ok(hash);
+        }
+        (self.progress)("probe: capturing activations of both prompt sets");
+        let harmful = load_set(&r.prompts.harmful, r, r.prompts.limit)?;
+        let harmless = load_set(&r.prompts.harmless, r, r.prompts.limit)?;
+        let settings = probe_request(r)?.settings(self.model.spec.num_layers)?;
+        let inputs = ProbeInputs {
+            model: &self.model,
+            name: &r.model.path,
+            decoder: &self.decoder,
+            encoder: &self.encoder,
+            harmful: &harmful,
+            harmless: &harmless,
+        };
+        let bar = ProgressBar::hidden();
+        probe_step(&inputs, &settings, &probe_dir, true, &bar)?;
+        self.stamps.set("probe", &hash)?;
+        self.ran.push("probe".into());
+        Ok(hash)
+    }
+
+    /// Step 2 (unless the recipe fixes the layer or turns it off): search the edit on the
+    /// validation prompts; a search stopped half-way resumes. Returns its stamp hash and the
+    /// chosen trial.
+    fn search(&mut self, probe_hash: &str, probe_directions: &Path) -> Result<(String, TrialEdit)> {
+        let r = self.recipe;
+        let dir = self.out.join("search");
+        let hash = hash_of(&[json(&probe_hash)?, json(&r.search)?]);
+        let n = self.model.spec.num_layers;
+        if self.stamps.fresh("search", &hash, &dir.join(CHOSEN_FILE)) {
+            return Ok((hash, trial_edit(&dir, None, n)?));
+        }
+        // A search with other inputs cannot be resumed: start it afresh. More trials can: the
+        // count is not one of its inputs.
+        let inputs = hash_of(&[json(&probe_hash)?, json(&SearchSection { trials: 0, ..r.search.clone() })?]);
+        if !self.stamps.fresh("search-inputs", &inputs, &dir) && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        self.stamps.set("search-inputs", &inputs)?;
+        let s = &r.search;
+        (self.progress)(&format!("search: {} trials on the validation prompts", s.trials));
+        let validation = Validation {
+            harmful: load_set(&s.harmful, r, s.limit)?.prompts,
+            harmless: load_set(&s.harmless, r, s.limit)?.prompts,
+        };
+        let bar = ProgressBar::hidden();
+        search_step(
+            &self.decoder,
+            &self.model,
+            &self.encoder,
+            probe_directions,
+            &validation,
+            &s.settings(),
+            &dir,
+            &bar,
+        )?;
+        self.stamps.set("search", &hash)?;
+        self.ran.push("search".into());
+        Ok((hash, trial_edit(&dir, None, n)?))
+    }
+
+    /// Step 3: ablate and verify (verify only, when the edit is up to date).
+    fn ablate(
+        &mut self,
+        upstream_hash: &str,
+        directions: &Path,
+        options: &SurgeryOptions,
+        search_trial: Option<serde_json::Value>,
+    ) -> Result<(String, VerifyReport)> {
+        let edited_dir = self.out.join("model");
+        let hash = hash_of(&[json(&upstream_hash)?, json(options)?]);
+        if self.stamps.fresh("ablate", &hash, &edited_dir.join(EDIT_RECORD_FILE)) {
+            let edited = ModelDir::open(&edited_dir)?;
+            let (_, report) = verify_step(&edited, directions, Some(options), Some(&self.model))?;
+            return Ok((hash, report));
+        }
+        let request = AblateRequest {
+            model: &self.model,
+            directions,
+            options,
+            out: &edited_dir,
+            force: true,
+            verify: true,
+            command: "scalpel run",
+            search_trial,
+        };
+        let progress = self.progress;
+        let announce = |plan: &crate::surgery::SurgeryPlan| {
+            progress(&format!("ablate: removing `{}` from {} tensors", direction_label(options), plan.edits.len()));
+        };
+        let (_, report) = ablate_step(&request, &announce, &ProgressBar::hidden())?;
+        let verification = report.verification.ok_or_else(|| Error::Other("ablate skipped verification".into()))?;
+        self.stamps.set("ablate", &hash)?;
+        self.ran.push("ablate".into());
+        Ok((hash, verification))
+    }
+
+    /// Step 4: evaluate before and after on held-out prompts, with side-by-side samples.
+    fn eval(&mut self, ablate_hash: &str) -> Result<(EvalReport, Vec<SideBySide>)> {
+        let (r, e) = (self.recipe, &self.recipe.eval);
+        let eval_path = self.out.join("eval.json");
+        let hash = hash_of(&[json(&ablate_hash)?, json(e)?]);
+        if self.stamps.fresh("eval", &hash, &eval_path) {
+            return read_eval(&eval_path);
+        }
+        let edited = ModelDir::open(&self.out.join("model"))?;
+        let edited_decoder = Decoder::load(&edited, self.decoder.device(), parse_dtype(&r.model.dtype)?)?;
+        let edited_encoder = PromptEncoder::from_model_dir(&edited.root, format_of(r))?;
+        let none = Interventions::none();
+        let before =
+            Subject { name: "original".into(), decoder: &self.decoder, encoder: &self.encoder, interventions: &none };
+        let after =
+            Subject { name: "edited".into(), decoder: &edited_decoder, encoder: &edited_encoder, interventions: &none };
+        let sets = EvalSets {
+            harmful: load_set(&r.prompts.harmful_test, r, e.limit)?.prompts,
+            harmless: load_set(&r.prompts.harmless_test, r, e.limit)?.prompts,
+            texts: e.text.as_deref().map(|t| load_set(t, r, None).map(|s| s.prompts)).transpose()?,
+        };
+        (self.progress)(&format!(
+            "eval: {} harmful + {} harmless held-out prompts, before and after",
+            sets.harmful.len(),
+            sets.harmless.len()
+        ));
+        let bar = ProgressBar::hidden();
+        let report = eval_step(&after, Some(&before), &sets, e.max_tokens, e.batch, &bar)?;
+        let picks: Vec<String> = sets
+            .harmful
+            .iter()
+            .take(e.samples)
+            .chain(sets.harmless.iter().take(e.samples.div_ceil(2)))
+            .cloned()
+            .collect();
+        let samples = side_by_side(&before, &after, &picks, e.max_tokens, e.batch, &bar)?;
+        let text = serde_json::to_string_pretty(&serde_json::json!({"report": report, "samples": samples}))
+            .map_err(|er| Error::Other(er.to_string()))?;
+        std::fs::write(&eval_path, text).map_err(|er| Error::io(&eval_path, er))?;
+        self.stamps.set("eval", &hash)?;
+        self.ran.push("eval".into());
+        Ok((report, samples))
+    }
+}
+
+/// The direction an edit uses: its entry name, or `{stream}.L` for per-layer edits.
+pub fn direction_label(options: &SurgeryOptions) -> String {
+    match &options.direction {
+        DirectionChoice::Fixed { name } => name.clone(),
+        DirectionChoice::PerLayer { stream } => format!("{stream}.L"),
+    }
+}
+
+fn read_eval(path: &Path) -> Result<(EvalReport, Vec<SideBySide>)> {
+    let text = std::fs::read_to_string(path).map_err(|er| Error::io(path, er))?;
+    let bad = |source| Error::Json { path: path.to_path_buf(), source };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    Ok((
+        serde_json::from_value(v["report"].clone()).map_err(bad)?,
+        serde_json::from_value(v["samples"].clone()).map_err(bad)?,
+    ))
+}

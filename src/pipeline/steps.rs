@@ -1,0 +1,320 @@
+//! The steps of an experiment, one function each, called by the subcommands (`probe`, `ablate`,
+//! `verify`, `eval`) and by `scalpel run` alike, so every option has one definition.
+
+use crate::arch::WriterKind;
+use crate::checkpoint::{ModelDir, StagedOutput};
+use crate::directions::DirectionsFile;
+use crate::eval::{cross_entropy, first_token_kl, refusals, EvalReport, Subject};
+use crate::layers::parse_layers;
+use crate::model::{Decoder, HookPoint};
+use crate::probe::{
+    default_candidates, parse_positions, parse_stream, run_probe, write_probe_outputs, CaptureSettings,
+    ExtraDirections, ProbeOutcome, ProbeProvenance, ProbeSettings, RankRule,
+};
+use crate::prompts::{PromptEncoder, PromptSet};
+use crate::surgery::{
+    ablate, plan, verify_with_original, AblateReport, DirectionChoice, SurgeryOptions, SurgeryPlan, SurgeryRecord,
+    VerifyReport, EDIT_RECORD_FILE,
+};
+use crate::{Error, Result};
+use indicatif::ProgressBar;
+use std::path::{Path, PathBuf};
+
+/// What probe is asked to do: the one definition of probe's options, filled from the command
+/// line or from a recipe's `[probe]` and `[direction]` sections.
+#[derive(Debug, Clone)]
+pub struct ProbeRequest {
+    /// Streams to capture; the recommendation comes from the first.
+    pub streams: Vec<HookPoint>,
+    /// Positions from the end, e.g. `-1` or `-3..-1`.
+    pub positions: String,
+    /// Prompts per forward pass.
+    pub batch: usize,
+    /// Ranking rule.
+    pub rule: RankRule,
+    /// Layers the recommendation may pick from (None: 20 %–80 % of the depth).
+    pub candidates: Option<String>,
+    /// A fixed layer instead of the ranking's choice.
+    pub layer: Option<usize>,
+    /// Extra directions at the recommended layer.
+    pub extra: ExtraDirections,
+    /// Also write the variants orthogonal to the harmless mean.
+    pub projected: bool,
+    /// Keep every prompt's activations (activations.safetensors).
+    pub keep: bool,
+}
+
+impl ProbeRequest {
+    /// The probe settings for a model with `num_layers` layers.
+    pub fn settings(&self, num_layers: usize) -> Result<ProbeSettings> {
+        if self.streams.is_empty() {
+            return Err(Error::Invalid("probe needs at least one stream".into()));
+        }
+        if let Some(l) = self.layer.filter(|&l| l >= num_layers) {
+            return Err(Error::Invalid(format!("layer {l} is outside 0..{num_layers}")));
+        }
+        let candidates = match &self.candidates {
+            Some(c) => parse_layers(c, num_layers)?,
+            None => default_candidates(num_layers),
+        };
+        Ok(ProbeSettings {
+            capture: CaptureSettings {
+                streams: self.streams.clone(),
+                layers: (0..num_layers).collect(),
+                from_end: parse_positions(&self.positions)?,
+                batch: self.batch,
+                keep: self.keep,
+            },
+            rule: self.rule,
+            candidates,
+            fixed_layer: self.layer,
+            extra: self.extra,
+            projected: self.projected,
+        })
+    }
+}
+
+/// Parse stream names, `first` (if any) moved to the front, duplicates dropped.
+pub fn parse_streams<S: AsRef<str>>(names: &[S], first: Option<&str>) -> Result<Vec<HookPoint>> {
+    let mut out: Vec<HookPoint> = Vec::new();
+    for name in first.into_iter().chain(names.iter().map(AsRef::as_ref)) {
+        let s = parse_stream(name)?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// The model and prompts a probe runs on.
+pub struct ProbeInputs<'a> {
+    /// The model folder (its root is protected from being overwritten).
+    pub model: &'a ModelDir,
+    /// The model's name as recorded in the outputs.
+    pub name: &'a str,
+    /// Its decoder.
+    pub decoder: &'a Decoder,
+    /// Its prompt encoder.
+    pub encoder: &'a PromptEncoder,
+    /// Prompts it refuses.
+    pub harmful: &'a PromptSet,
+    /// Everyday prompts.
+    pub harmless: &'a PromptSet,
+}
+
+/// Probe, and write every output into `out` (staged, renamed into place when complete).
+/// Returns the outcome, the files written and the folder.
+pub fn probe_step(
+    inputs: &ProbeInputs<'_>,
+    settings: &ProbeSettings,
+    out: &Path,
+    force: bool,
+    progress: &ProgressBar,
+) -> Result<(ProbeOutcome, Vec<String>, PathBuf)> {
+    let staged = StagedOutput::new(out, &[&inputs.model.root], force)?;
+    let (h, b) = (inputs.harmful, inputs.harmless);
+    let outcome = run_probe(inputs.decoder, inputs.encoder, &h.prompts, &b.prompts, settings, progress)?;
+    progress.finish_and_clear();
+    let prov = ProbeProvenance {
+        model: inputs.name.to_string(),
+        harmful: (h.source.clone(), h.prompts.len(), h.hash()),
+        harmless: (b.source.clone(), b.prompts.len(), b.hash()),
+        positions: settings.capture.from_end.clone(),
+        format: format!("{:?}", inputs.encoder.format()),
+    };
+    let files = write_probe_outputs(staged.path(), &outcome, &prov)?;
+    let dir = staged.commit()?;
+    Ok((outcome, files, dir))
+}
+
+/// Writer names (`embed`, `attn`, `mlp`) to kinds, sorted, without duplicates.
+pub fn parse_targets<S: AsRef<str>>(names: &[S]) -> Result<Vec<WriterKind>> {
+    let mut kinds = Vec::new();
+    for name in names.iter().map(AsRef::as_ref).filter(|n| !n.trim().is_empty()) {
+        let kind = WriterKind::parse(name)
+            .ok_or_else(|| Error::Invalid(format!("unknown target `{name}` (choose from embed, attn, mlp)")))?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    if kinds.is_empty() {
+        return Err(Error::Invalid("no targets (choose from embed, attn, mlp)".into()));
+    }
+    kinds.sort();
+    Ok(kinds)
+}
+
+/// The edit a user asked for, before it is resolved against a directions file: the one
+/// definition of the surgery options (`ablate`/`verify` flags and a recipe's `[ablate]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SurgerySettings {
+    /// Layer selection (`all`, `8..20`, ...).
+    pub layers: String,
+    /// The layer whose direction is used for every edit (None: the recommended one).
+    pub direction_layer: Option<usize>,
+    /// The direction's stream (None: the recommended one).
+    pub stream: Option<String>,
+    /// Each layer uses its own direction.
+    pub per_layer: bool,
+    /// Writers to edit.
+    pub targets: Vec<WriterKind>,
+    /// λ.
+    pub strength: f64,
+    /// Keep column norms.
+    pub norm_preserve: bool,
+    /// Keep the original head when it is tied.
+    pub untie: bool,
+    /// Edit output biases.
+    pub biases: bool,
+}
+
+impl SurgerySettings {
+    /// Resolve against a model of `num_layers` layers and a directions file.
+    pub fn options(&self, num_layers: usize, directions: &DirectionsFile) -> Result<SurgeryOptions> {
+        let direction = if self.per_layer {
+            let stream = self
+                .stream
+                .clone()
+                .or_else(|| directions.recommended().map(|(s, _)| s))
+                .unwrap_or_else(|| "resid_pre".into());
+            DirectionChoice::PerLayer { stream }
+        } else {
+            let chosen = directions.select(self.stream.as_deref(), self.direction_layer)?;
+            DirectionChoice::Fixed { name: chosen.name.clone() }
+        };
+        Ok(SurgeryOptions {
+            layers: parse_layers(&self.layers, num_layers)?,
+            targets: self.targets.clone(),
+            direction,
+            strength: self.strength,
+            norm_preserve: self.norm_preserve,
+            untie: self.untie,
+            biases: self.biases,
+            profile: None,
+        })
+    }
+}
+
+/// An edit to write.
+pub struct AblateRequest<'a> {
+    /// The source model.
+    pub model: &'a ModelDir,
+    /// The directions file.
+    pub directions: &'a Path,
+    /// What to edit.
+    pub options: &'a SurgeryOptions,
+    /// The output folder.
+    pub out: &'a Path,
+    /// Replace `out` if it exists.
+    pub force: bool,
+    /// Read the written files back and verify them before they are moved into place.
+    pub verify: bool,
+    /// How the edit was asked for (recorded; may be empty).
+    pub command: &'a str,
+    /// The search trial this edit is (recorded in the edit record and the model card).
+    pub search_trial: Option<serde_json::Value>,
+}
+
+/// Plan the edit, show it to `announce` (before any work), write and verify it.
+pub fn ablate_step(
+    request: &AblateRequest<'_>,
+    announce: &dyn Fn(&SurgeryPlan),
+    progress: &ProgressBar,
+) -> Result<(SurgeryPlan, AblateReport)> {
+    let directions = DirectionsFile::load(request.directions)?;
+    let surgery = plan(request.model, &directions, request.options)?;
+    announce(&surgery);
+    let source = request.model.root.display().to_string();
+    let mut record = surgery.record(&source, &request.directions.display().to_string(), request.command);
+    record.search_trial = request.search_trial.clone();
+    let report = ablate(request.model, &surgery, &record, request.out, request.force, request.verify, progress)?;
+    Ok((surgery, report))
+}
+
+/// The edit record `ablate` left in an edited folder, if any.
+pub fn edit_record(edited: &ModelDir) -> Result<Option<SurgeryRecord>> {
+    let path = edited.root.join(EDIT_RECORD_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map(Some).map_err(|source| Error::Json { path, source })
+}
+
+/// Verify an edited model against `directions`: with `options`, that selection; otherwise the
+/// one its edit record holds (whose direction hashes must match the file's). `original` is the
+/// unedited model, needed for λ ≠ 1 (default: the record's source model).
+pub fn verify_step(
+    edited: &ModelDir,
+    directions_path: &Path,
+    options: Option<&SurgeryOptions>,
+    original: Option<&ModelDir>,
+) -> Result<(SurgeryOptions, VerifyReport)> {
+    let directions = DirectionsFile::load(directions_path)?;
+    let options = match (options, edit_record(edited)?) {
+        (Some(o), _) => o.clone(),
+        (None, Some(record)) => {
+            let planned = plan(edited, &directions, &record.options)?;
+            for (done, now) in record.edits.iter().zip(&planned.edits) {
+                if done.tensor == now.tensor && done.direction_hash != now.direction_hash {
+                    return Err(Error::Invalid(format!(
+                        "{} differs from the directions used for the edit (`{}` had hash {}, now {})",
+                        directions_path.display(),
+                        done.direction,
+                        done.direction_hash,
+                        now.direction_hash
+                    )));
+                }
+            }
+            record.options
+        }
+        (None, None) => {
+            return Err(Error::Invalid(format!(
+                "{} has no {EDIT_RECORD_FILE}: give the selection (--layers, --targets, ...)",
+                edited.root.display()
+            )))
+        }
+    };
+    let planned = plan(edited, &directions, &options)?;
+    let report = verify_with_original(edited, &planned, original)?;
+    Ok((options, report))
+}
+
+/// Held-out prompts for an evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct EvalSets {
+    /// Prompts the original refuses.
+    pub harmful: Vec<String>,
+    /// Everyday prompts.
+    pub harmless: Vec<String>,
+    /// Texts whose cross-entropy is measured, if any.
+    pub texts: Option<Vec<String>>,
+}
+
+/// Refusals, over-refusals, cross-entropy, and with a baseline the same for it plus
+/// `KL(baseline ‖ model)` on the harmless prompts.
+pub fn eval_step(
+    model: &Subject<'_>,
+    baseline: Option<&Subject<'_>>,
+    sets: &EvalSets,
+    max_tokens: usize,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<EvalReport> {
+    let mut report = EvalReport {
+        refusals: refusals(model, &sets.harmful, max_tokens, batch, progress)?,
+        over_refusals: refusals(model, &sets.harmless, max_tokens, batch, progress)?,
+        baseline_refusals: None,
+        baseline_over_refusals: None,
+        kl: None,
+        cross_entropy: sets.texts.as_ref().map(|t| cross_entropy(model, t, batch)).transpose()?,
+        baseline_cross_entropy: None,
+    };
+    if let Some(base) = baseline {
+        report.baseline_refusals = Some(refusals(base, &sets.harmful, max_tokens, batch, progress)?);
+        report.baseline_over_refusals = Some(refusals(base, &sets.harmless, max_tokens, batch, progress)?);
+        report.kl = Some(first_token_kl(base, model, &sets.harmless, batch)?);
+        report.baseline_cross_entropy = sets.texts.as_ref().map(|t| cross_entropy(base, t, batch)).transpose()?;
+    }
+    Ok(report)
+}
