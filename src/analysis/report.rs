@@ -136,15 +136,14 @@ fn summary(md: &mut String, a: &SvdAnalysis) {
         );
     }
     if let Some(c) = a.consensus.first() {
-        let users: Vec<String> = a
-            .writers
-            .iter()
-            .zip(&c.usage)
-            .filter(|(_, u)| **u > 0.5)
-            .map(|(w, u)| format!("{} {} ({u:.2})", w.kind.name(), w.layer.map_or("-".into(), |l| l.to_string())))
-            .collect();
-        let _ = writeln!(md, "- The most shared direction has strength {:.2} (√{} = {:.2} would mean every writer contains it); writers that can write it strongly (‖Uᵀv‖ > 0.5): {}.",
-            c.strength, a.writers.len(), (a.writers.len() as f64).sqrt(), if users.is_empty() { "none".into() } else { users.join(", ") });
+        let strong = c.usage.iter().filter(|u| **u > 0.5).count();
+        let users = if strong == 0 {
+            "none".to_string()
+        } else {
+            format!("{strong} of {}; the strongest: {}", a.writers.len(), top_writers(a, &c.usage))
+        };
+        let _ = writeln!(md, "- The most shared direction has strength {:.2} (√{} = {:.2} would mean every writer contains it); writers that can write it strongly (‖Uᵀv‖ > 0.5): {users}.",
+            c.strength, a.writers.len(), (a.writers.len() as f64).sqrt());
     }
     alignment_summary(md, a);
 }
