@@ -81,8 +81,6 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
     std::fs::write(&path, serde_json::to_string_pretty(a).map_err(|e| Error::Other(e.to_string()))?)
         .map_err(|e| Error::io(&path, e))?;
     files.push("svd.json".to_string());
-    let attn = indices(a, WriterKind::Attn);
-    let mlp = indices(a, WriterKind::Mlp);
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -92,6 +90,25 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
         a.writers.len()
     );
     let _ = writeln!(md, "The overlap of two writers is the mean squared cosine of the principal angles between their top-{} writing subspaces: 1 means they write into the same subspace; two random subspaces score about k/hidden = **{:.3}**.\n", a.top_k, a.random_baseline);
+    summary(&mut md, a);
+    let _ = writeln!(md);
+    heatmaps(dir, a, &mut md, &mut files)?;
+    charts(dir, a, &mut md, &mut files)?;
+    let _ = writeln!(md, "## Writers\n\n| tensor | top singular values | energy in top {} |\n|---|---|---|", a.top_k);
+    for w in &a.writers {
+        let sv: Vec<String> = w.singular_values.iter().take(4).map(|s| format!("{s:.2}")).collect();
+        let _ = writeln!(md, "| {} | {} … | {:.1}% |", w.tensor, sv.join(", "), 100.0 * w.energy);
+    }
+    let path = dir.join("report.md");
+    std::fs::write(&path, md).map_err(|e| Error::io(&path, e))?;
+    files.push("report.md".into());
+    Ok(files)
+}
+
+/// The findings in words: overlaps, the most shared pair and direction, the alignments.
+fn summary(md: &mut String, a: &SvdAnalysis) {
+    let attn = indices(a, WriterKind::Attn);
+    let mlp = indices(a, WriterKind::Mlp);
     let _ = writeln!(md, "## What the numbers say\n");
     for (name, rows, cols) in
         [("attention writers", &attn, &attn), ("MLP writers", &mlp, &mlp), ("attention vs MLP writers", &attn, &mlp)]
@@ -119,18 +136,21 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
         );
     }
     if let Some(c) = a.consensus.first() {
-        let users: Vec<String> = a
-            .writers
-            .iter()
-            .zip(&c.usage)
-            .filter(|(_, u)| **u > 0.5)
-            .map(|(w, u)| format!("{} {} ({u:.2})", w.kind.name(), w.layer.map_or("-".into(), |l| l.to_string())))
-            .collect();
-        let _ = writeln!(md, "- The most shared direction has strength {:.2} (√{} = {:.2} would mean every writer contains it); writers that can write it strongly (‖Uᵀv‖ > 0.5): {}.",
-            c.strength, a.writers.len(), (a.writers.len() as f64).sqrt(), if users.is_empty() { "none".into() } else { users.join(", ") });
+        let strong = c.usage.iter().filter(|u| **u > 0.5).count();
+        let users = if strong == 0 {
+            "none".to_string()
+        } else {
+            format!("{strong} of {}; the strongest: {}", a.writers.len(), top_writers(a, &c.usage))
+        };
+        let _ = writeln!(md, "- The most shared direction has strength {:.2} (√{} = {:.2} would mean every writer contains it); writers that can write it strongly (‖Uᵀv‖ > 0.5): {users}.",
+            c.strength, a.writers.len(), (a.writers.len() as f64).sqrt());
     }
-    alignment_summary(&mut md, a);
-    let _ = writeln!(md);
+    alignment_summary(md, a);
+}
+
+fn heatmaps(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String>) -> Result<()> {
+    let attn = indices(a, WriterKind::Attn);
+    let mlp = indices(a, WriterKind::Mlp);
     for (stem, title, rows, cols, label) in [
         ("overlap_attn", "Overlap of attention writers", &attn, &attn, ("attn layer", "attn layer")),
         ("overlap_mlp", "Overlap of MLP writers", &mlp, &mlp, ("mlp layer", "mlp layer")),
@@ -154,6 +174,10 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
         files.extend([format!("{stem}.png"), format!("{stem}.svg")]);
         let _ = writeln!(md, "![{stem}]({stem}.png)\n");
     }
+    Ok(())
+}
+
+fn charts(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String>) -> Result<()> {
     let by_kind = |values: &[f64], prefix: &str| -> Vec<Series> {
         [WriterKind::Attn, WriterKind::Mlp]
             .iter()
@@ -216,13 +240,5 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
         files.extend(["consensus.png".into(), "consensus.svg".into()]);
         let _ = writeln!(md, "![consensus](consensus.png)\n");
     }
-    let _ = writeln!(md, "## Writers\n\n| tensor | top singular values | energy in top {} |\n|---|---|---|", a.top_k);
-    for w in &a.writers {
-        let sv: Vec<String> = w.singular_values.iter().take(4).map(|s| format!("{s:.2}")).collect();
-        let _ = writeln!(md, "| {} | {} … | {:.1}% |", w.tensor, sv.join(", "), 100.0 * w.energy);
-    }
-    let path = dir.join("report.md");
-    std::fs::write(&path, md).map_err(|e| Error::io(&path, e))?;
-    files.push("report.md".into());
-    Ok(files)
+    Ok(())
 }

@@ -56,159 +56,11 @@ fn chart(title: &str, y: &str, log_y: bool, series: Vec<Series>, marker: usize) 
 /// Write every output of `outcome` into `dir`; returns the files written.
 pub fn write_probe_outputs(dir: &Path, outcome: &ProbeOutcome, prov: &ProbeProvenance) -> Result<Vec<String>> {
     let a = &outcome.analysis;
-    let m = &a.metrics;
-    let rec = a.recommended.1;
     let mut files = Vec::new();
-    // Directions.
-    let meta = BTreeMap::from([
-        ("model".to_string(), prov.model.clone()),
-        ("recommended_layer".to_string(), rec.to_string()),
-        ("recommended_stream".to_string(), a.recommended.0.clone()),
-        ("rule".to_string(), format!("{:?}", a.rule)),
-        (
-            "harmful_prompts".to_string(),
-            format!("{} ({} prompts, sha256 {})", prov.harmful.0, prov.harmful.1, prov.harmful.2),
-        ),
-        (
-            "harmless_prompts".to_string(),
-            format!("{} ({} prompts, sha256 {})", prov.harmless.0, prov.harmless.1, prov.harmless.2),
-        ),
-        ("positions".to_string(), prov.positions.iter().map(|p| format!("-{p}")).collect::<Vec<_>>().join(",")),
-        ("prompt_format".to_string(), prov.format.clone()),
-    ]);
-    DirectionsFile::save(&dir.join("directions.safetensors"), &outcome.directions, &meta)?;
-    files.push("directions.safetensors".to_string());
-    // Metrics.
-    let json = serde_json::json!({
-        "model": prov.model,
-        "prompts": {
-            "harmful": {"source": prov.harmful.0, "count": prov.harmful.1, "sha256": prov.harmful.2},
-            "harmless": {"source": prov.harmless.0, "count": prov.harmless.1, "sha256": prov.harmless.2},
-            "format": prov.format,
-        },
-        "positions_from_end": prov.positions,
-        "recommended": {"stream": a.recommended.0, "layer": rec},
-        "rule": a.rule,
-        "candidates": a.candidates,
-        "skipped": a.skipped,
-        "prompts_per_second": outcome.prompts_per_second,
-        "metrics": m,
-        "rankings": a.rankings,
-    });
-    let path = dir.join("metrics.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?)
-        .map_err(|e| Error::io(&path, e))?;
-    files.push("metrics.json".into());
-    let path = dir.join("metrics.csv");
-    let mut w = csv::Writer::from_path(&path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
-    let io = |e: csv::Error| Error::Other(format!("{}: {e}", path.display()));
-    w.write_record([
-        "layer",
-        "stream",
-        "cos_means",
-        "mean_var_harmful",
-        "mean_var_harmless",
-        "max_var_harmful",
-        "max_var_harmless",
-        "diff_norm",
-        "signal_to_noise",
-        "mean_norm_harmful",
-        "mean_norm_harmless",
-        "cos_previous_direction",
-    ])
-    .map_err(io)?;
-    for x in m {
-        w.write_record([
-            x.layer.to_string(),
-            x.stream.clone(),
-            x.cos_means.to_string(),
-            x.mean_var_harmful.to_string(),
-            x.mean_var_harmless.to_string(),
-            x.max_var_harmful.to_string(),
-            x.max_var_harmless.to_string(),
-            x.diff_norm.to_string(),
-            x.signal_to_noise.to_string(),
-            x.mean_norm_harmful.to_string(),
-            x.mean_norm_harmless.to_string(),
-            x.cos_previous_direction.map_or(String::new(), |c| c.to_string()),
-        ])
-        .map_err(io)?;
-    }
-    w.flush().map_err(|e| Error::io(&path, e))?;
-    files.push("metrics.csv".into());
-    // Plots.
-    let both = |f: fn(&LayerMetrics) -> f64, g: fn(&LayerMetrics) -> f64| {
-        let mut s = series(m, "harmful", move |x| Some(f(x)));
-        s.extend(series(m, "harmless", move |x| Some(g(x))));
-        s
-    };
-    let charts = [
-        (
-            "cosine",
-            chart(
-                "Cosine similarity of the two sets' means",
-                "cos(μ_harmful, μ_harmless)",
-                false,
-                series(m, "", |x| Some(x.cos_means)),
-                rec,
-            ),
-        ),
-        (
-            "mean_variance",
-            chart(
-                "Mean of the per-feature variance",
-                "mean σ²",
-                true,
-                both(|x| x.mean_var_harmful, |x| x.mean_var_harmless),
-                rec,
-            ),
-        ),
-        (
-            "max_variance",
-            chart(
-                "Max of the per-feature variance",
-                "max σ²",
-                true,
-                both(|x| x.max_var_harmful, |x| x.max_var_harmless),
-                rec,
-            ),
-        ),
-        (
-            "signal_to_noise",
-            chart(
-                "‖μ_H − μ_B‖ / max(‖μ_H‖, ‖μ_B‖)",
-                "signal to noise",
-                false,
-                series(m, "", |x| Some(x.signal_to_noise)),
-                rec,
-            ),
-        ),
-        (
-            "residual_norm",
-            chart(
-                "Residual stream norm",
-                "mean ‖h‖",
-                true,
-                both(|x| x.mean_norm_harmful, |x| x.mean_norm_harmless),
-                rec,
-            ),
-        ),
-        (
-            "direction_consecutive_cosine",
-            chart(
-                "Cosine between consecutive layers' directions",
-                "cos(r_l, r_{l−1})",
-                false,
-                series(m, "", |x| x.cos_previous_direction),
-                rec,
-            ),
-        ),
-    ];
-    for (stem, c) in &charts {
-        save_line_chart(&dir.join(stem), c)?;
-        files.push(format!("{stem}.png"));
-        files.push(format!("{stem}.svg"));
-    }
+    save_directions(dir, outcome, prov, &mut files)?;
+    save_metrics_json(dir, outcome, prov, &mut files)?;
+    save_metrics_csv(dir, &a.metrics, &mut files)?;
+    save_plots(dir, &a.metrics, a.recommended.1, &mut files)?;
     if !outcome.harmful.kept.is_empty() {
         files.push(save_activations(dir, outcome)?);
     }
@@ -300,4 +152,176 @@ fn report_markdown(a: &ProbeAnalysis, prov: &ProbeProvenance, outcome: &ProbeOut
     }
     let _ = writeln!(s, "\nAll numbers: `metrics.json`, `metrics.csv`.");
     s
+}
+
+fn save_directions(dir: &Path, outcome: &ProbeOutcome, prov: &ProbeProvenance, files: &mut Vec<String>) -> Result<()> {
+    let a = &outcome.analysis;
+    let rec = a.recommended.1;
+    let meta = BTreeMap::from([
+        ("model".to_string(), prov.model.clone()),
+        ("recommended_layer".to_string(), rec.to_string()),
+        ("recommended_stream".to_string(), a.recommended.0.clone()),
+        ("rule".to_string(), format!("{:?}", a.rule)),
+        (
+            "harmful_prompts".to_string(),
+            format!("{} ({} prompts, sha256 {})", prov.harmful.0, prov.harmful.1, prov.harmful.2),
+        ),
+        (
+            "harmless_prompts".to_string(),
+            format!("{} ({} prompts, sha256 {})", prov.harmless.0, prov.harmless.1, prov.harmless.2),
+        ),
+        ("positions".to_string(), prov.positions.iter().map(|p| format!("-{p}")).collect::<Vec<_>>().join(",")),
+        ("prompt_format".to_string(), prov.format.clone()),
+    ]);
+    DirectionsFile::save(&dir.join("directions.safetensors"), &outcome.directions, &meta)?;
+    files.push("directions.safetensors".to_string());
+    Ok(())
+}
+
+fn save_metrics_json(
+    dir: &Path,
+    outcome: &ProbeOutcome,
+    prov: &ProbeProvenance,
+    files: &mut Vec<String>,
+) -> Result<()> {
+    let a = &outcome.analysis;
+    let (m, rec) = (&a.metrics, a.recommended.1);
+    let json = serde_json::json!({
+        "model": prov.model,
+        "prompts": {
+            "harmful": {"source": prov.harmful.0, "count": prov.harmful.1, "sha256": prov.harmful.2},
+            "harmless": {"source": prov.harmless.0, "count": prov.harmless.1, "sha256": prov.harmless.2},
+            "format": prov.format,
+        },
+        "positions_from_end": prov.positions,
+        "recommended": {"stream": a.recommended.0, "layer": rec},
+        "rule": a.rule,
+        "candidates": a.candidates,
+        "skipped": a.skipped,
+        "prompts_per_second": outcome.prompts_per_second,
+        "metrics": m,
+        "rankings": a.rankings,
+    });
+    let path = dir.join("metrics.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?)
+        .map_err(|e| Error::io(&path, e))?;
+    files.push("metrics.json".into());
+    Ok(())
+}
+
+fn save_metrics_csv(dir: &Path, m: &[LayerMetrics], files: &mut Vec<String>) -> Result<()> {
+    let path = dir.join("metrics.csv");
+    let mut w = csv::Writer::from_path(&path).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let io = |e: csv::Error| Error::Other(format!("{}: {e}", path.display()));
+    w.write_record([
+        "layer",
+        "stream",
+        "cos_means",
+        "mean_var_harmful",
+        "mean_var_harmless",
+        "max_var_harmful",
+        "max_var_harmless",
+        "diff_norm",
+        "signal_to_noise",
+        "mean_norm_harmful",
+        "mean_norm_harmless",
+        "cos_previous_direction",
+    ])
+    .map_err(io)?;
+    for x in m {
+        w.write_record([
+            x.layer.to_string(),
+            x.stream.clone(),
+            x.cos_means.to_string(),
+            x.mean_var_harmful.to_string(),
+            x.mean_var_harmless.to_string(),
+            x.max_var_harmful.to_string(),
+            x.max_var_harmless.to_string(),
+            x.diff_norm.to_string(),
+            x.signal_to_noise.to_string(),
+            x.mean_norm_harmful.to_string(),
+            x.mean_norm_harmless.to_string(),
+            x.cos_previous_direction.map_or(String::new(), |c| c.to_string()),
+        ])
+        .map_err(io)?;
+    }
+    w.flush().map_err(|e| Error::io(&path, e))?;
+    files.push("metrics.csv".into());
+    Ok(())
+}
+
+fn save_plots(dir: &Path, m: &[LayerMetrics], rec: usize, files: &mut Vec<String>) -> Result<()> {
+    let both = |f: fn(&LayerMetrics) -> f64, g: fn(&LayerMetrics) -> f64| {
+        let mut s = series(m, "harmful", move |x| Some(f(x)));
+        s.extend(series(m, "harmless", move |x| Some(g(x))));
+        s
+    };
+    let charts = [
+        (
+            "cosine",
+            chart(
+                "Cosine similarity of the two sets' means",
+                "cos(μ_harmful, μ_harmless)",
+                false,
+                series(m, "", |x| Some(x.cos_means)),
+                rec,
+            ),
+        ),
+        (
+            "mean_variance",
+            chart(
+                "Mean of the per-feature variance",
+                "mean σ²",
+                true,
+                both(|x| x.mean_var_harmful, |x| x.mean_var_harmless),
+                rec,
+            ),
+        ),
+        (
+            "max_variance",
+            chart(
+                "Max of the per-feature variance",
+                "max σ²",
+                true,
+                both(|x| x.max_var_harmful, |x| x.max_var_harmless),
+                rec,
+            ),
+        ),
+        (
+            "signal_to_noise",
+            chart(
+                "‖μ_H − μ_B‖ / max(‖μ_H‖, ‖μ_B‖)",
+                "signal to noise",
+                false,
+                series(m, "", |x| Some(x.signal_to_noise)),
+                rec,
+            ),
+        ),
+        (
+            "residual_norm",
+            chart(
+                "Residual stream norm",
+                "mean ‖h‖",
+                true,
+                both(|x| x.mean_norm_harmful, |x| x.mean_norm_harmless),
+                rec,
+            ),
+        ),
+        (
+            "direction_consecutive_cosine",
+            chart(
+                "Cosine between consecutive layers' directions",
+                "cos(r_l, r_{l−1})",
+                false,
+                series(m, "", |x| x.cos_previous_direction),
+                rec,
+            ),
+        ),
+    ];
+    for (stem, c) in &charts {
+        save_line_chart(&dir.join(stem), c)?;
+        files.push(format!("{stem}.png"));
+        files.push(format!("{stem}.svg"));
+    }
+    Ok(())
 }

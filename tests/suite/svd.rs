@@ -118,6 +118,8 @@ fn the_report_summarises_a_large_directions_file() {
     assert!(lines.len() <= 4, "{} lines name a direction:\n{}", lines.len(), lines.join("\n"));
     assert!(lines[0].contains("recommended direction `resid_mid.7`"), "{}", lines[0]);
     assert!(report.contains("68 more directions"), "{report}");
+    let longest = report.lines().filter(|l| l.starts_with("- ")).map(|l| l.chars().count()).max().unwrap();
+    assert!(longest < 400, "summary lines stay short ({longest} characters)");
     assert!(files.contains(&"alignment_all.png".to_string()));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("svd.json")).unwrap()).unwrap();
