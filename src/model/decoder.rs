@@ -63,6 +63,15 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Keep only the batch rows `rows` (in that order), e.g. to drop finished generations.
+    pub fn keep_rows(&mut self, rows: &[usize]) -> Result<()> {
+        for slot in self.layers.iter_mut().flatten() {
+            let index = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect(), rows.len(), slot.0.device())?;
+            *slot = (slot.0.index_select(&index, 0)?, slot.1.index_select(&index, 0)?);
+        }
+        Ok(())
+    }
 }
 
 /// A model ready to run: weights on a device, in a compute dtype.
@@ -206,7 +215,7 @@ impl Decoder {
             h = iv.apply(HookPoint::ResidMid, l, (h + out)?)?;
             capture(&mut captures, HookPoint::ResidMid, l, &h)?;
             let x = rms_norm(&h, &layer.mlp_norm, spec.norm_eps)?;
-            let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(spec, &x)?)?;
+            let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(&x)?)?;
             capture(&mut captures, HookPoint::MlpRaw, l, &raw)?;
             let out = match &layer.mlp_post_norm {
                 Some(g) => rms_norm(&raw, g, spec.norm_eps)?,

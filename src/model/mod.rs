@@ -6,6 +6,7 @@ mod decoder;
 mod generate;
 pub mod hooks;
 pub mod interventions;
+mod kernels;
 mod layer;
 pub(crate) mod rope;
 mod sampling;

@@ -27,6 +27,26 @@ impl Linear {
         y.reshape(out)
     }
 
+    /// Stack several linears over the same input into one (`[Σ out, in]`), so that one product
+    /// replaces several; a missing bias is zero when another part has one.
+    pub fn fuse(parts: &[Linear]) -> candle_core::Result<Linear> {
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.w).collect();
+        let w = Tensor::cat(&weights, 0)?;
+        let b = if parts.iter().any(|p| p.b.is_some()) {
+            let biases = parts
+                .iter()
+                .map(|p| match &p.b {
+                    Some(b) => Ok(b.clone()),
+                    None => Tensor::zeros(p.out_dim(), p.w.dtype(), p.w.device()),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
+        Ok(Linear { w, b })
+    }
+
     /// Output width.
     pub fn out_dim(&self) -> usize {
         self.w.dims()[0]
