@@ -2,6 +2,7 @@
 
 use super::hooks::{CaptureSpec, Captures, HookPoint};
 use super::interventions::Interventions;
+use super::kernels::add;
 use super::layer::{rms_norm, Layer};
 use super::rope::Rope;
 use super::weights::Loader;
@@ -212,7 +213,7 @@ impl Decoder {
             };
             let out = iv.apply(HookPoint::AttnOut, l, out)?;
             capture(&mut captures, HookPoint::AttnOut, l, &out)?;
-            h = iv.apply(HookPoint::ResidMid, l, (h + out)?)?;
+            h = iv.apply(HookPoint::ResidMid, l, add(&h, &out)?)?;
             capture(&mut captures, HookPoint::ResidMid, l, &h)?;
             let x = rms_norm(&h, &layer.mlp_norm, spec.norm_eps)?;
             let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(&x)?)?;
@@ -223,7 +224,7 @@ impl Decoder {
             };
             let out = iv.apply(HookPoint::MlpOut, l, out)?;
             capture(&mut captures, HookPoint::MlpOut, l, &out)?;
-            h = iv.apply(HookPoint::ResidPost, l, (h + out)?)?;
+            h = iv.apply(HookPoint::ResidPost, l, add(&h, &out)?)?;
             capture(&mut captures, HookPoint::ResidPost, l, &h)?;
         }
         let logits = match request.logits {

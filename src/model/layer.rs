@@ -109,16 +109,24 @@ impl Layer {
         let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
         // One product for q, k and v; each head block is then copied once into [B, heads, T, D].
         let y = self.qkv.forward(x)?.reshape((b, t, nh + 2 * nkv, hd))?;
-        let heads = |from: usize, n: usize| y.narrow(2, from, n)?.transpose(1, 2)?.contiguous();
-        let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
-        if let Some(g) = &self.q_norm {
-            q = rms_norm(&q, g, spec.norm_eps)?;
-        }
-        if let Some(g) = &self.k_norm {
-            k = rms_norm(&k, g, spec.norm_eps)?;
-        }
-        let q = rope::apply(&q, cos, sin)?;
-        let k = rope::apply(&k, cos, sin)?;
+        let fused = match (&self.q_norm, &self.k_norm) {
+            (None, None) => kernels::split_heads_rope(&y, cos, sin, nh, nkv)?,
+            _ => None,
+        };
+        let (q, k, v) = match fused {
+            Some(qkv) => qkv,
+            None => {
+                let heads = |from: usize, n: usize| y.narrow(2, from, n)?.transpose(1, 2)?.contiguous();
+                let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
+                if let Some(g) = &self.q_norm {
+                    q = rms_norm(&q, g, spec.norm_eps)?;
+                }
+                if let Some(g) = &self.k_norm {
+                    k = rms_norm(&k, g, spec.norm_eps)?;
+                }
+                (rope::apply(&q, cos, sin)?, rope::apply(&k, cos, sin)?, v)
+            }
+        };
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
@@ -136,13 +144,13 @@ impl Layer {
         // key/value head are stacked along the rows of one product, so each (batch, kv head)
         // is a single gemm; q and the scores are contiguous, so the reshapes are free.
         let n_rep = nh / nkv;
-        let q32 = (q.to_dtype(DType::F32)? * scale)?.reshape((b, nkv, n_rep * t, hd))?;
+        let q32 = q.to_dtype(DType::F32)?.reshape((b, nkv, n_rep * t, hd))?;
         let k32 = k.to_dtype(DType::F32)?;
-        let mut scores = q32.matmul(&k32.t()?)?.reshape((b, nh, t, s))?;
-        if let Some(cap) = spec.attn_logit_softcapping {
-            scores = ((scores / cap)?.tanh()? * cap)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
+        let scores = q32.matmul(&k32.t()?)?.reshape((b, nh, t, s))?;
+        let probs = match spec.attn_logit_softcapping {
+            None => kernels::masked_softmax(&scores, mask, scale)?,
+            Some(cap) => kernels::masked_softmax(&(((scores * scale)? / cap)?.tanh()? * cap)?, mask, 1.0)?,
+        };
         let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, n_rep * t, s))?;
         let out = probs.matmul(&v)?.reshape((b, nh, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;

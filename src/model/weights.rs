@@ -19,7 +19,7 @@ impl Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let y = x.reshape((rows, inner))?.matmul(&self.w.t()?)?;
         let y = match &self.b {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => super::kernels::add(&y, b)?,
             None => y,
         };
         let mut out = dims;
