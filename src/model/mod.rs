@@ -31,6 +31,40 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
     }
 }
 
+/// The device named `name`: `cpu`, `cuda` (or `cuda:N` for GPU N), `metal` (or `metal:N`), or
+/// `auto` for [`default_device`]. A GPU backend this binary was built without is a clear error.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((kind, n)) => {
+            let n = n.parse::<usize>().map_err(|_| Error::Invalid(format!("bad device ordinal in `{name}`")))?;
+            (kind, n)
+        }
+        None => (name, 0),
+    };
+    let unavailable = |feature: &str, e: String| {
+        Error::Invalid(format!("device `{name}` is not available ({e}); scalpel needs to be built with `--features {feature}` and a working {feature} GPU"))
+    };
+    match kind {
+        "auto" => Ok(default_device()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if cfg!(feature = "cuda") {
+                Device::new_cuda(ordinal).map_err(|e| unavailable("cuda", e.to_string()))
+            } else {
+                Err(unavailable("cuda", "this binary was built without CUDA support".into()))
+            }
+        }
+        "metal" => {
+            if cfg!(feature = "metal") {
+                Device::new_metal(ordinal).map_err(|e| unavailable("metal", e.to_string()))
+            } else {
+                Err(unavailable("metal", "this binary was built without Metal support".into()))
+            }
+        }
+        other => Err(Error::Invalid(format!("unknown device `{other}` (choose auto, cpu, cuda, cuda:N, metal)"))),
+    }
+}
+
 /// The best available device: CUDA or Metal when compiled in and present, else the CPU.
 pub fn default_device() -> Device {
     #[cfg(feature = "cuda")]

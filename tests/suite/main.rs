@@ -14,5 +14,6 @@ mod prompts_batch;
 mod prompts_sets;
 mod prompts_template;
 mod reader_props;
+mod speed;
 mod surgery;
 mod svd;
