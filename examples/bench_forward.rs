@@ -1,24 +1,46 @@
 //! Activation-capture throughput: batches of 16 prompts of ~64 tokens through the whole model,
 //! capturing resid_pre/mid/post at the last position of every layer (what `probe` does).
+//! Prompts are length-bucketed as `probe` batches them; `--file-order` batches them in file
+//! order instead (what `scripts/compare_transformers.py` does).
 //!
-//! `cargo run --release --example bench_forward -- [MODEL_DIR] [BATCHES]`
+//! `cargo run --release --example bench_forward -- [MODEL_DIR] [BATCHES] [--file-order] [--dtype D]`
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use scalpel::checkpoint::ModelDir;
-use scalpel::model::{CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
-use scalpel::prompts::{PromptEncoder, PromptFormat, PromptSet};
+use scalpel::model::{parse_dtype, CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
+use scalpel::prompts::batch::length_buckets;
+use scalpel::prompts::{Batch, PromptEncoder, PromptFormat, PromptSet};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
+    let mut positional = Vec::new();
+    let (mut file_order, mut dtype) = (false, "f32".to_string());
     let mut args = std::env::args().skip(1);
-    let dir = args.next().unwrap_or_else(|| "models/smollm2-135m-instruct".into());
-    let batches: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(8);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--file-order" => file_order = true,
+            "--dtype" => dtype = args.next().unwrap_or_default(),
+            _ => positional.push(a),
+        }
+    }
+    let dir = positional.first().cloned().unwrap_or_else(|| "models/smollm2-135m-instruct".into());
+    let batches: usize = positional.get(1).map(|b| b.parse()).transpose()?.unwrap_or(8);
     let model = ModelDir::open(std::path::Path::new(&dir))?;
-    let decoder = Decoder::load(&model, &Device::Cpu, DType::F32)?;
+    let decoder = Decoder::load(&model, &Device::Cpu, parse_dtype(&dtype)?)?;
     let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Chat { system: None })?;
     // ~64-token prompts: two held-out instructions joined, through the chat template.
     let set = PromptSet::load("builtin:harmless_train", None)?.prompts;
-    let prompts: Vec<String> = set.chunks(2).map(|c| c.join(" And also: ")).collect();
+    let joined: Vec<String> = set.chunks(2).map(|c| c.join(" And also: ")).collect();
+    // The same prompts as compare_transformers.py: batch b is prompts [16b, 16b + 16) mod n.
+    let prompts: Vec<String> =
+        (0..batches).flat_map(|b| joined.iter().cycle().skip((b * 16) % joined.len()).take(16).cloned()).collect();
+    let encoded = prompts.iter().map(|p| encoder.encode(p)).collect::<scalpel::Result<Vec<_>>>()?;
+    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
+    let groups = if file_order {
+        (0..prompts.len()).collect::<Vec<_>>().chunks(16).map(<[usize]>::to_vec).collect()
+    } else {
+        length_buckets(&lengths, 16)?
+    };
     let spec = CaptureSpec {
         points: HookPoint::STREAMS.to_vec(),
         layers: (0..model.spec.num_layers).collect(),
@@ -27,20 +49,22 @@ fn main() -> anyhow::Result<()> {
     let iv = Interventions::none();
     let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::None };
     let mut tokens = 0usize;
-    let mut real = 0usize;
     let started = Instant::now();
-    for chunk in prompts.chunks(16).cycle().take(batches) {
-        let batch = encoder.batch(chunk)?;
-        tokens += batch.ids.len() * batch.ids[0].len();
-        real += batch.mask.iter().flatten().filter(|m| **m == 1).count();
+    for group in &groups {
+        let rows: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
+        let batch = Batch::from_sequences(&rows, encoder.pad_id())?;
+        tokens += batch.len() * batch.width();
         decoder.forward(&batch.ids, &batch.mask, None, &req)?;
     }
     let secs = started.elapsed().as_secs_f64();
+    let real: usize = lengths.iter().sum();
     println!(
-        "{batches} batches of 16 ({:.0} tokens/prompt avg): {:.1} tokens/s ({:.1} real, non-pad tokens/s), {:.2} s",
-        real as f64 / (16 * batches) as f64,
-        tokens as f64 / secs,
+        "scalpel capture ({dtype}, {}): {batches} batches of 16 ({:.0} tokens/prompt avg): {:.1} real (non-pad) tokens/s, \
+         {:.1} tokens/s with padding, {:.2} s",
+        if file_order { "file order" } else { "length-bucketed" },
+        real as f64 / prompts.len() as f64,
         real as f64 / secs,
+        tokens as f64 / secs,
         secs
     );
     Ok(())

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Benchmark: tokens/s of activation capture (batch 16, ~64-token prompts, every layer's
-# resid_pre/mid/post at the last token) on the demo model, with peak RSS.
-#   scripts/bench-forward.sh [MODEL_DIR] [BATCHES]
-# scripts/compare_transformers.py runs the same capture with Python transformers, for those
-# who have torch installed.
+# Benchmark: real (non-pad) tokens/s of activation capture (batches of 16 ~64-token prompts,
+# length-bucketed as `probe` batches them; every layer's resid_pre/mid/post at the last token)
+# on the demo model, with peak RSS. Extra arguments go to the example (--file-order, --dtype).
+#   scripts/bench-forward.sh [MODEL_DIR] [BATCHES] [--file-order] [--dtype f32|bf16]
+# scripts/bench-vs-transformers.sh runs this side by side with Python transformers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-models/smollm2-135m-instruct}
+batches=${2:-8}
+shift $(($# > 2 ? 2 : $#))
 cargo build --release --quiet --example bench_forward
-/usr/bin/time -f "peak RSS %M KB" target/release/examples/bench_forward "$model" "${2:-8}"
+/usr/bin/time -f "peak RSS %M KB" target/release/examples/bench_forward "$model" "$batches" "$@"

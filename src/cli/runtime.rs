@@ -6,7 +6,7 @@ use clap::Args as ClapArgs;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::layers::parse_layers;
-use scalpel::model::{basis_tensor, default_device, parse_dtype, Decoder, HookPoint, Intervention, Interventions};
+use scalpel::model::{basis_tensor, parse_device, parse_dtype, Decoder, HookPoint, Intervention, Interventions};
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +14,10 @@ use std::path::PathBuf;
 /// How to run the model and format prompts.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct RunArgs {
+    /// Device: auto (CUDA or Metal when built in and present, else the CPU), cpu, cuda, cuda:N,
+    /// metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
     /// Compute dtype: f32 (default on CPU), bf16, f16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
@@ -41,7 +45,8 @@ impl RunArgs {
     /// Load the decoder and the prompt encoder of `model`.
     pub fn load(&self, model: &ModelDir) -> anyhow::Result<(Decoder, PromptEncoder)> {
         let dtype = parse_dtype(&self.dtype)?;
-        let decoder = Decoder::load(model, &default_device(), dtype).context("loading the model")?;
+        let device = parse_device(&self.device)?;
+        let decoder = Decoder::load(model, &device, dtype).context("loading the model")?;
         let encoder = PromptEncoder::from_model_dir(&model.root, self.format())?;
         Ok((decoder, encoder))
     }

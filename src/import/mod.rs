@@ -22,19 +22,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Options of an import.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
     /// Stored dtype of the output (dequantized values are f32; F32 keeps them exactly). None:
     /// [`default_dtype`] of the file.
     pub dtype: Option<EditableDtype>,
     /// Replace an existing output folder.
     pub force: bool,
-}
-
-impl Default for ImportOptions {
-    fn default() -> Self {
-        ImportOptions { dtype: None, force: false }
-    }
 }
 
 /// What an import did.

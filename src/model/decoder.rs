@@ -2,6 +2,7 @@
 
 use super::hooks::{CaptureSpec, Captures, HookPoint};
 use super::interventions::Interventions;
+use super::kernels::add;
 use super::layer::{rms_norm, Layer};
 use super::rope::Rope;
 use super::weights::Loader;
@@ -62,6 +63,15 @@ impl KvCache {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Keep only the batch rows `rows` (in that order), e.g. to drop finished generations.
+    pub fn keep_rows(&mut self, rows: &[usize]) -> Result<()> {
+        for slot in self.layers.iter_mut().flatten() {
+            let index = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect(), rows.len(), slot.0.device())?;
+            *slot = (slot.0.index_select(&index, 0)?, slot.1.index_select(&index, 0)?);
+        }
+        Ok(())
     }
 }
 
@@ -203,10 +213,10 @@ impl Decoder {
             };
             let out = iv.apply(HookPoint::AttnOut, l, out)?;
             capture(&mut captures, HookPoint::AttnOut, l, &out)?;
-            h = iv.apply(HookPoint::ResidMid, l, (h + out)?)?;
+            h = iv.apply(HookPoint::ResidMid, l, add(&h, &out)?)?;
             capture(&mut captures, HookPoint::ResidMid, l, &h)?;
             let x = rms_norm(&h, &layer.mlp_norm, spec.norm_eps)?;
-            let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(spec, &x)?)?;
+            let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(&x)?)?;
             capture(&mut captures, HookPoint::MlpRaw, l, &raw)?;
             let out = match &layer.mlp_post_norm {
                 Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
@@ -214,7 +224,7 @@ impl Decoder {
             };
             let out = iv.apply(HookPoint::MlpOut, l, out)?;
             capture(&mut captures, HookPoint::MlpOut, l, &out)?;
-            h = iv.apply(HookPoint::ResidPost, l, (h + out)?)?;
+            h = iv.apply(HookPoint::ResidPost, l, add(&h, &out)?)?;
             capture(&mut captures, HookPoint::ResidPost, l, &h)?;
         }
         let logits = match request.logits {

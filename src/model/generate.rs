@@ -29,7 +29,8 @@ pub struct Generation {
 }
 
 /// Generate for every prompt of a batch. `on_token(row, id)` is called for each new token and
-/// returns `true` to stop that row (e.g. when a stop string appeared).
+/// returns `true` to stop that row (e.g. when a stop string appeared). Finished rows leave the
+/// running batch (their cached keys and values are dropped), so the remaining rows run alone.
 pub fn generate(
     decoder: &Decoder,
     prompts: &[Vec<u32>],
@@ -39,7 +40,7 @@ pub fn generate(
     on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Generation>> {
     let batch = left_pad(prompts, pad);
-    let mut mask = batch.mask.clone();
+    let mut mask = batch.mask;
     let mut cache = KvCache::new(decoder.spec().num_layers);
     let request = ForwardRequest { capture: None, interventions, logits: LogitsMode::Last };
     let mut samplers: Vec<Sampler> = (0..prompts.len())
@@ -49,41 +50,45 @@ pub fn generate(
         .collect();
     let mut out: Vec<Generation> =
         prompts.iter().map(|_| Generation { ids: Vec::new(), first_logits: Vec::new(), stopped: false }).collect();
-    let mut done = vec![false; prompts.len()];
-    let mut input = batch.ids.clone();
+    // `running[r]`: the prompt index of running row r.
+    let mut running: Vec<usize> = (0..prompts.len()).collect();
+    let mut input = batch.ids;
     for step in 0..options.max_tokens {
         let logits = decoder.forward(&input, &mask, Some(&mut cache), &request)?.logits.expect("logits requested");
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         let mut next = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if step == 0 {
-                out[i].first_logits = row.clone();
-            }
-            if done[i] {
-                next.push(pad);
-                continue;
-            }
+        let mut keep = Vec::with_capacity(rows.len());
+        for (r, row) in rows.into_iter().enumerate() {
+            let i = running[r];
             let history: Vec<u32> = prompts[i].iter().chain(&out[i].ids).copied().collect();
-            let token = samplers[i].next(row, &history);
-            if options.stop_ids.contains(&token) {
-                done[i] = true;
-                out[i].stopped = true;
+            let token = samplers[i].next(&row, &history);
+            if step == 0 {
+                out[i].first_logits = row;
+            }
+            let done = if options.stop_ids.contains(&token) {
+                true
             } else {
                 out[i].ids.push(token);
-                if on_token(i, token) {
-                    done[i] = true;
-                    out[i].stopped = true;
-                }
+                on_token(i, token)
+            };
+            out[i].stopped = done;
+            if !done {
+                keep.push(r);
+                next.push(vec![token]);
             }
-            next.push(token);
         }
-        if done.iter().all(|d| *d) {
+        if keep.is_empty() {
             break;
+        }
+        if keep.len() < running.len() {
+            cache.keep_rows(&keep)?;
+            running = keep.iter().map(|&r| running[r]).collect();
+            mask = keep.iter().map(|&r| std::mem::take(&mut mask[r])).collect();
         }
         for row in &mut mask {
             row.push(1);
         }
-        input = next.into_iter().map(|t| vec![t]).collect();
+        input = next;
     }
     Ok(out)
 }

@@ -1,31 +1,26 @@
 //! One decoder layer: attention and MLP blocks with their norms, for every supported family.
 
+use super::kernels;
 use super::rope;
 use super::weights::{Linear, Loader};
 use crate::arch::{Activation, AttentionLayout, MlpLayout, ModelSpec};
 use crate::Result;
 use candle_core::{DType, Tensor, D};
 
-/// The attention input projections.
+/// The MLP's input projections, fused into one product: `[.., 2·inter]` whose first half goes
+/// through the activation and multiplies the second half.
 #[derive(Debug, Clone)]
-pub(crate) enum Qkv {
-    Separate { q: Linear, k: Linear, v: Linear },
-    Fused(Linear),
-}
-
-/// The MLP input projections.
-#[derive(Debug, Clone)]
-pub(crate) enum MlpIn {
-    Gated { gate: Linear, up: Linear },
-    FusedGateUp(Linear),
-    QwenW1W2 { w1: Linear, w2: Linear },
+pub(crate) struct MlpIn {
+    pub gate_up: Linear,
+    pub act: Activation,
 }
 
 /// A layer's weights.
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
     pub attn_norm: Tensor,
-    pub qkv: Qkv,
+    /// q, k and v fused into one product (`[nh·hd + 2·nkv·hd, hidden]`).
+    pub qkv: Linear,
     pub q_norm: Option<Tensor>,
     pub k_norm: Option<Tensor>,
     pub o_proj: Linear,
@@ -36,13 +31,12 @@ pub(crate) struct Layer {
     pub mlp_post_norm: Option<Tensor>,
 }
 
-/// RMSNorm over the last dimension with scale `gamma` (f32), computed in f32.
+/// RMSNorm over the last dimension with scale `gamma` (f32), computed in f32 in one fused pass
+/// (candle-nn's kernel: `x / sqrt(mean(x²) + eps) · γ`).
 pub(crate) fn rms_norm(x: &Tensor, gamma: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let normed = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
-    normed.broadcast_mul(gamma)?.to_dtype(dtype)
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    candle_nn::ops::rms_norm(&x, gamma, eps as f32)?.to_dtype(dtype)
 }
 
 fn activation(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
@@ -59,25 +53,31 @@ impl Layer {
         let n = spec.layer_names(index);
         let (h, hd, inter) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
         let (q_out, kv_out) = (spec.num_heads * hd, spec.num_kv_heads * hd);
+        // Fused at load: one product per block instead of two or three smaller ones.
         let qkv = match &n.attention {
-            AttentionLayout::Separate { q, k, v, biases } => Qkv::Separate {
-                q: loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?,
-                k: loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?,
-                v: loader.linear(v, biases.as_ref().map(|b| &b[2]), kv_out, h)?,
-            },
-            AttentionLayout::Fused { qkv, bias } => {
-                Qkv::Fused(loader.linear(qkv, bias.as_ref(), q_out + 2 * kv_out, h)?)
-            }
+            AttentionLayout::Separate { q, k, v, biases } => Linear::fuse(&[
+                loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?,
+                loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?,
+                loader.linear(v, biases.as_ref().map(|b| &b[2]), kv_out, h)?,
+            ])?,
+            AttentionLayout::Fused { qkv, bias } => loader.linear(qkv, bias.as_ref(), q_out + 2 * kv_out, h)?,
         };
         let mlp_in = match &n.mlp {
-            MlpLayout::Gated { gate, up, biases } => MlpIn::Gated {
-                gate: loader.linear(gate, biases.as_ref().map(|b| &b[0]), inter, h)?,
-                up: loader.linear(up, biases.as_ref().map(|b| &b[1]), inter, h)?,
+            MlpLayout::Gated { gate, up, biases } => MlpIn {
+                gate_up: Linear::fuse(&[
+                    loader.linear(gate, biases.as_ref().map(|b| &b[0]), inter, h)?,
+                    loader.linear(up, biases.as_ref().map(|b| &b[1]), inter, h)?,
+                ])?,
+                act: spec.activation,
             },
-            MlpLayout::FusedGateUp { gate_up } => MlpIn::FusedGateUp(loader.linear(gate_up, None, 2 * inter, h)?),
-            MlpLayout::QwenW1W2 { w1, w2 } => {
-                MlpIn::QwenW1W2 { w1: loader.linear(w1, None, inter, h)?, w2: loader.linear(w2, None, inter, h)? }
+            MlpLayout::FusedGateUp { gate_up } => {
+                MlpIn { gate_up: loader.linear(gate_up, None, 2 * inter, h)?, act: spec.activation }
             }
+            // Qwen-1: `w1(x) · silu(w2(x))`, so w2 is the gate.
+            MlpLayout::QwenW1W2 { w1, w2 } => MlpIn {
+                gate_up: Linear::fuse(&[loader.linear(w2, None, inter, h)?, loader.linear(w1, None, inter, h)?])?,
+                act: Activation::Silu,
+            },
         };
         Ok(Layer {
             attn_norm: loader.norm(&n.attn_norm, h)?,
@@ -107,23 +107,26 @@ impl Layer {
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
-        let (q, k, v) = match &self.qkv {
-            Qkv::Separate { q, k, v } => (q.forward(x)?, k.forward(x)?, v.forward(x)?),
-            Qkv::Fused(qkv) => {
-                let y = qkv.forward(x)?;
-                (y.narrow(2, 0, nh * hd)?, y.narrow(2, nh * hd, nkv * hd)?, y.narrow(2, (nh + nkv) * hd, nkv * hd)?)
+        // One product for q, k and v; each head block is then copied once into [B, heads, T, D].
+        let y = self.qkv.forward(x)?.reshape((b, t, nh + 2 * nkv, hd))?;
+        let fused = match (&self.q_norm, &self.k_norm) {
+            (None, None) => kernels::split_heads_rope(&y, cos, sin, nh, nkv)?,
+            _ => None,
+        };
+        let (q, k, v) = match fused {
+            Some(qkv) => qkv,
+            None => {
+                let heads = |from: usize, n: usize| y.narrow(2, from, n)?.transpose(1, 2)?.contiguous();
+                let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
+                if let Some(g) = &self.q_norm {
+                    q = rms_norm(&q, g, spec.norm_eps)?;
+                }
+                if let Some(g) = &self.k_norm {
+                    k = rms_norm(&k, g, spec.norm_eps)?;
+                }
+                (rope::apply(&q, cos, sin)?, rope::apply(&k, cos, sin)?, v)
             }
         };
-        let heads = |y: Tensor, n: usize| y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous();
-        let (mut q, mut k, v) = (heads(q, nh)?, heads(k, nkv)?, heads(v, nkv)?);
-        if let Some(g) = &self.q_norm {
-            q = rms_norm(&q, g, spec.norm_eps)?;
-        }
-        if let Some(g) = &self.k_norm {
-            k = rms_norm(&k, g, spec.norm_eps)?;
-        }
-        let q = rope::apply(&q, cos, sin)?;
-        let k = rope::apply(&k, cos, sin)?;
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
@@ -135,37 +138,35 @@ impl Layer {
             }
             None => (k, v),
         };
-        let (k, v) = if nkv == nh { (k, v) } else { (repeat_kv(&k, nh / nkv)?, repeat_kv(&v, nh / nkv)?) };
+        let s = k.dim(2)?;
         let scale = spec.query_scale.unwrap_or(1.0 / (hd as f64).sqrt());
-        let q32 = q.to_dtype(DType::F32)?;
+        // Grouped-query attention without repeating K/V: the n_rep query heads that share a
+        // key/value head are stacked along the rows of one product, so each (batch, kv head)
+        // is a single gemm; q and the scores are contiguous, so the reshapes are free.
+        let n_rep = nh / nkv;
+        let q32 = q.to_dtype(DType::F32)?.reshape((b, nkv, n_rep * t, hd))?;
         let k32 = k.to_dtype(DType::F32)?;
-        let mut scores = (q32.matmul(&k32.t()?)? * scale)?;
-        if let Some(cap) = spec.attn_logit_softcapping {
-            scores = ((scores / cap)?.tanh()? * cap)?;
-        }
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
-        let out = probs.to_dtype(v.dtype())?.matmul(&v.contiguous()?)?;
+        let scores = q32.matmul(&k32.t()?)?.reshape((b, nh, t, s))?;
+        let probs = match spec.attn_logit_softcapping {
+            None => kernels::masked_softmax(&scores, mask, scale)?,
+            Some(cap) => kernels::masked_softmax(&(((scores * scale)? / cap)?.tanh()? * cap)?, mask, 1.0)?,
+        };
+        let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, n_rep * t, s))?;
+        let out = probs.matmul(&v)?.reshape((b, nh, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
         self.o_proj.forward(&out)
     }
 
     /// The MLP's raw output (before any post-norm) for normed input `x`.
-    pub fn mlp(&self, spec: &ModelSpec, x: &Tensor) -> candle_core::Result<Tensor> {
-        let hidden = match &self.mlp_in {
-            MlpIn::Gated { gate, up } => (activation(&gate.forward(x)?, spec.activation)? * up.forward(x)?)?,
-            MlpIn::FusedGateUp(gate_up) => {
-                let y = gate_up.forward(x)?;
-                let half = gate_up.out_dim() / 2;
-                (activation(&y.narrow(D::Minus1, 0, half)?, spec.activation)? * y.narrow(D::Minus1, half, half)?)?
+    pub fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.mlp_in.gate_up.forward(x)?;
+        let hidden = match self.mlp_in.act {
+            Activation::Silu => kernels::silu_mul(&y)?,
+            act => {
+                let half = self.mlp_in.gate_up.out_dim() / 2;
+                (activation(&y.narrow(D::Minus1, 0, half)?, act)? * y.narrow(D::Minus1, half, half)?)?
             }
-            MlpIn::QwenW1W2 { w1, w2 } => (w1.forward(x)? * w2.forward(x)?.silu()?)?,
         };
         self.down_proj.forward(&hidden)
     }
-}
-
-/// `[B, kv, S, D]` → `[B, kv·n, S, D]`, each key/value head repeated for its query group.
-fn repeat_kv(x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
-    let (b, kv, s, d) = x.dims4()?;
-    x.unsqueeze(2)?.expand((b, kv, n, s, d))?.reshape((b, kv * n, s, d))
 }

@@ -7,6 +7,7 @@ mod edit;
 mod generate;
 pub mod hooks;
 pub mod interventions;
+mod kernels;
 mod layer;
 pub(crate) mod rope;
 mod sampling;
@@ -28,6 +29,40 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
         "bf16" | "bfloat16" => Ok(DType::BF16),
         "f16" | "float16" => Ok(DType::F16),
         other => Err(Error::Invalid(format!("unknown dtype `{other}` (choose f32, bf16 or f16)"))),
+    }
+}
+
+/// The device named `name`: `cpu`, `cuda` (or `cuda:N` for GPU N), `metal` (or `metal:N`), or
+/// `auto` for [`default_device`]. A GPU backend this binary was built without is a clear error.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((kind, n)) => {
+            let n = n.parse::<usize>().map_err(|_| Error::Invalid(format!("bad device ordinal in `{name}`")))?;
+            (kind, n)
+        }
+        None => (name, 0),
+    };
+    let unavailable = |feature: &str, e: String| {
+        Error::Invalid(format!("device `{name}` is not available ({e}); scalpel needs to be built with `--features {feature}` and a working {feature} GPU"))
+    };
+    match kind {
+        "auto" => Ok(default_device()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => {
+            if cfg!(feature = "cuda") {
+                Device::new_cuda(ordinal).map_err(|e| unavailable("cuda", e.to_string()))
+            } else {
+                Err(unavailable("cuda", "this binary was built without CUDA support".into()))
+            }
+        }
+        "metal" => {
+            if cfg!(feature = "metal") {
+                Device::new_metal(ordinal).map_err(|e| unavailable("metal", e.to_string()))
+            } else {
+                Err(unavailable("metal", "this binary was built without Metal support".into()))
+            }
+        }
+        other => Err(Error::Invalid(format!("unknown device `{other}` (choose auto, cpu, cuda, cuda:N, metal)"))),
     }
 }
 

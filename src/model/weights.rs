@@ -19,12 +19,32 @@ impl Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let y = x.reshape((rows, inner))?.matmul(&self.w.t()?)?;
         let y = match &self.b {
-            Some(b) => y.broadcast_add(b)?,
+            Some(b) => super::kernels::add(&y, b)?,
             None => y,
         };
         let mut out = dims;
         *out.last_mut().expect("at least one dim") = y.dim(1)?;
         y.reshape(out)
+    }
+
+    /// Stack several linears over the same input into one (`[Σ out, in]`), so that one product
+    /// replaces several; a missing bias is zero when another part has one.
+    pub fn fuse(parts: &[Linear]) -> candle_core::Result<Linear> {
+        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.w).collect();
+        let w = Tensor::cat(&weights, 0)?;
+        let b = if parts.iter().any(|p| p.b.is_some()) {
+            let biases = parts
+                .iter()
+                .map(|p| match &p.b {
+                    Some(b) => Ok(b.clone()),
+                    None => Tensor::zeros(p.out_dim(), p.w.dtype(), p.w.device()),
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Some(Tensor::cat(&biases, 0)?)
+        } else {
+            None
+        };
+        Ok(Linear { w, b })
     }
 
     /// Output width.

@@ -3,7 +3,8 @@
 
 use super::stats::RunningStats;
 use crate::model::{CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
-use crate::prompts::PromptEncoder;
+use crate::prompts::batch::length_buckets;
+use crate::prompts::{Batch, PromptEncoder};
 use crate::Result;
 use indicatif::ProgressBar;
 use std::collections::BTreeMap;
@@ -60,8 +61,14 @@ pub fn capture_set(
         stats.streams.insert(s, settings.layers.iter().map(|&l| (l, RunningStats::new(hidden))).collect());
     }
     let request = ForwardRequest { capture: Some(&spec), interventions, logits: LogitsMode::None };
-    for chunk in prompts.chunks(settings.batch.max(1)) {
-        let batch = encoder.batch(chunk)?;
+    // Batches of similar length (little padding); statistics do not depend on the order, kept
+    // vectors are put back in prompt order.
+    let encoded = prompts.iter().map(|p| encoder.encode(p)).collect::<Result<Vec<_>>>()?;
+    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
+    let mut kept: BTreeMap<(HookPoint, usize), Vec<Vec<f32>>> = BTreeMap::new();
+    for group in length_buckets(&lengths, settings.batch.max(1))? {
+        let rows: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
+        let batch = Batch::from_sequences(&rows, encoder.pad_id())?;
         let out = decoder.forward(&batch.ids, &batch.mask, None, &request)?;
         for ((point, layer), value) in out.captures.values {
             // [B, P, H] → mean over the positions → [B, H]
@@ -72,10 +79,14 @@ pub fn capture_set(
                 target.push(row);
             }
             if settings.keep {
-                stats.kept.entry((point, layer)).or_default().extend(rows);
+                let slots = kept.entry((point, layer)).or_insert_with(|| vec![Vec::new(); prompts.len()]);
+                for (&i, row) in group.iter().zip(rows) {
+                    slots[i] = row;
+                }
             }
         }
-        progress.inc(chunk.len() as u64);
+        progress.inc(group.len() as u64);
     }
+    stats.kept = kept;
     Ok(stats)
 }

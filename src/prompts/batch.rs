@@ -203,6 +203,19 @@ pub fn encode_batch(tokenizer: &Tokenizer, texts: &[String], add_special_tokens:
     Batch::from_sequences(&encode_texts(tokenizer, texts, add_special_tokens)?, pad_id)
 }
 
+/// Length-bucketed batches: the indices `0..lengths.len()` sorted by length (stable, so equal
+/// lengths keep their order) and cut into groups of at most `batch_size`. Prompts of similar
+/// length share a batch, so left padding (which costs as much compute as a real token) stays
+/// small; callers put each result back at its original index.
+pub fn length_buckets(lengths: &[usize], batch_size: usize) -> Result<Vec<Vec<usize>>> {
+    if batch_size == 0 {
+        return Err(Error::Invalid("batch size must be at least 1".into()));
+    }
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    Ok(order.chunks(batch_size).map(<[usize]>::to_vec).collect())
+}
+
 /// Consecutive chunks of at most `batch_size` items (the last may be shorter).
 pub fn chunks<T>(items: &[T], batch_size: usize) -> Result<std::slice::Chunks<'_, T>> {
     if batch_size == 0 {

@@ -2,7 +2,7 @@
 
 use super::plan::{Layout, PlannedEdit, SurgeryPlan, SurgeryRecord};
 use super::projection::{edit_columns, edit_rows};
-use super::verify::{verify, VerifyReport};
+use super::verify::{verify_with_original, VerifyReport};
 use crate::checkpoint::{
     encode_f32, stage_checkpoint, AddedTensor, EditableDtype, ModelDir, TensorEdit, TensorRef, WriteOptions,
     WriteReport,
@@ -79,7 +79,7 @@ pub fn ablate(
     }
     let verification = if check {
         let written = ModelDir::open(staged.path())?;
-        let report = verify(&written, plan)?;
+        let report = verify_with_original(&written, plan, Some(model))?;
         if !report.all_pass() {
             let bad: Vec<String> = report
                 .rows

@@ -16,6 +16,7 @@ mod prompts_template;
 mod reader_props;
 mod real_model;
 mod search;
+mod speed;
 mod surgery;
 mod svd;
 mod trust;

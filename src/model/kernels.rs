@@ -1,0 +1,294 @@
+//! Fused CPU kernels for the f32 forward pass, where candle would make several full-tensor
+//! passes (each a fresh allocation and, for strided inputs, a single-threaded copy). Every
+//! kernel has a candle-ops fallback for other devices and dtypes, with the same arithmetic.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
+
+/// Rows per rayon task: enough work to amortise the task, enough tasks to balance two cores.
+const ROWS_PER_TASK: usize = 8;
+/// Elements per rayon task of elementwise kernels.
+const ELEMENTS_PER_TASK: usize = 16 * 1024;
+
+/// `silu(g) · u` for `x = [.., g | u]` (the fused gate/up product), as `[.., width / 2]`.
+pub(crate) fn silu_mul(x: &Tensor) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
+        return x.apply_op1_no_bwd(&SiluMul);
+    }
+    let half = x.dim(D::Minus1)? / 2;
+    x.narrow(D::Minus1, 0, half)?.silu()? * x.narrow(D::Minus1, half, half)?
+}
+
+struct SiluMul;
+
+impl CustomOp1 for SiluMul {
+    fn name(&self) -> &'static str {
+        "silu-mul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(src), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("silu-mul needs a contiguous f32 input");
+        };
+        let src = &src[start..end];
+        let mut dims = layout.dims().to_vec();
+        let width = *dims.last().unwrap_or(&0);
+        if width % 2 != 0 {
+            candle_core::bail!("silu-mul needs an even last dimension, got {width}");
+        }
+        let half = width / 2;
+        let mut dst = vec![0f32; src.len() / 2];
+        dst.par_chunks_mut(half * ROWS_PER_TASK).zip(src.par_chunks(width * ROWS_PER_TASK)).for_each(|(out, inp)| {
+            for (o, row) in out.chunks_exact_mut(half).zip(inp.chunks_exact(width)) {
+                let (g, u) = row.split_at(half);
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    // candle's silu, `v / (1 + e^-v)`, so both paths agree bit for bit.
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            }
+        });
+        if let Some(last) = dims.last_mut() {
+            *last = half;
+        }
+        Ok((CpuStorage::F32(dst), Shape::from(dims)))
+    }
+}
+
+/// Whether `xs` can take the fused CPU path: all on the CPU, f32, contiguous.
+fn fusable(xs: &[&Tensor]) -> bool {
+    xs.iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous())
+}
+
+/// The contiguous f32 slice of a CPU storage.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("{op} needs contiguous f32 inputs"),
+    }
+}
+
+/// `a + b` for two tensors of one shape, or `a + b` with `b` a `[width]` row added to every row
+/// of `a` (a bias).
+pub(crate) fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+    if fusable(&[a, b]) && (a.dims() == b.dims() || (b.rank() == 1 && a.dim(D::Minus1)? == b.dim(0)?)) {
+        return a.apply_op2_no_bwd(b, &Add);
+    }
+    a.broadcast_add(b)
+}
+
+struct Add;
+
+impl CustomOp2 for Add {
+    fn name(&self) -> &'static str {
+        "fused-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b) = (f32_slice(s1, l1, "add")?, f32_slice(s2, l2, "add")?);
+        let mut dst = vec![0f32; a.len()];
+        if b.is_empty() {
+            // nothing to add to
+        } else if a.len() == b.len() {
+            let chunk = ELEMENTS_PER_TASK;
+            dst.par_chunks_mut(chunk).zip(a.par_chunks(chunk).zip(b.par_chunks(chunk))).for_each(|(o, (a, b))| {
+                o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = x + y);
+            });
+        } else {
+            let chunk = b.len() * (ELEMENTS_PER_TASK / b.len()).max(1);
+            dst.par_chunks_mut(chunk).zip(a.par_chunks(chunk)).for_each(|(o, a)| {
+                for (o, a) in o.chunks_exact_mut(b.len()).zip(a.chunks_exact(b.len())) {
+                    o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (x, y))| *o = x + y);
+                }
+            });
+        }
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// Attention probabilities `softmax(scores · scale + mask)` over the last dimension, for scores
+/// `[B, H, T, S]` and an additive mask `[B, 1, T, S]`, in one pass.
+pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+    let (b, _, t, s) = scores.dims4()?;
+    if fusable(&[scores, mask]) && mask.dims() == [b, 1, t, s] {
+        return scores.apply_op2_no_bwd(mask, &MaskedSoftmax { scale: scale as f32 });
+    }
+    candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask)?)
+}
+
+struct MaskedSoftmax {
+    scale: f32,
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (scores, mask) = (f32_slice(s1, l1, "masked-softmax")?, f32_slice(s2, l2, "masked-softmax")?);
+        let (_, h, t, s) = l1.shape().dims4()?;
+        let mut dst = vec![0f32; scores.len()];
+        dst.par_chunks_mut(s).zip(scores.par_chunks(s)).enumerate().for_each(|(row, (out, x))| {
+            // row = (batch · h + head) · t + query; the mask row is (batch, query).
+            let m = &mask[((row / (h * t)) * t + row % t) * s..][..s];
+            let mut max = f32::NEG_INFINITY;
+            for ((o, &x), &m) in out.iter_mut().zip(x).zip(m) {
+                *o = x * self.scale + m;
+                max = max.max(*o);
+            }
+            let mut sum = 0f32;
+            for o in out.iter_mut() {
+                *o = (*o - max).exp();
+                sum += *o;
+            }
+            for o in out.iter_mut() {
+                *o /= sum;
+            }
+        });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// Split the fused q/k/v product `[B, T, nh + 2·nkv, D]` into heads-first q `[B, nh, T, D]`,
+/// k and v `[B, nkv, T, D]`, with rotary embeddings (`cos`/`sin` `[B, T, D/2]`, the "rotate
+/// half" layout over the whole head) applied to q and k, in one pass. `None` when the inputs
+/// do not fit the fused path (the caller then uses candle ops).
+pub(crate) fn split_heads_rope(
+    y: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    nh: usize,
+    nkv: usize,
+) -> candle_core::Result<Option<(Tensor, Tensor, Tensor)>> {
+    let (b, t, heads, d) = y.dims4()?;
+    if !fusable(&[y, cos, sin]) || heads != nh + 2 * nkv || cos.dims() != [b, t, d / 2] || sin.dims() != cos.dims() {
+        return Ok(None);
+    }
+    let flat = y.apply_op3_no_bwd(cos, sin, &SplitHeadsRope { nh, nkv })?;
+    let (q_len, kv_len) = (b * nh * t * d, b * nkv * t * d);
+    let q = flat.narrow(0, 0, q_len)?.reshape((b, nh, t, d))?;
+    let k = flat.narrow(0, q_len, kv_len)?.reshape((b, nkv, t, d))?;
+    let v = flat.narrow(0, q_len + kv_len, kv_len)?.reshape((b, nkv, t, d))?;
+    Ok(Some((q, k, v)))
+}
+
+struct SplitHeadsRope {
+    nh: usize,
+    nkv: usize,
+}
+
+impl CustomOp3 for SplitHeadsRope {
+    fn name(&self) -> &'static str {
+        "split-heads-rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let y = f32_slice(s1, l1, "split-heads-rope")?;
+        let (cos, sin) = (f32_slice(s2, l2, "split-heads-rope")?, f32_slice(s3, l3, "split-heads-rope")?);
+        let (b, t, heads, d) = l1.shape().dims4()?;
+        let (nh, nkv, half) = (self.nh, self.nkv, d / 2);
+        let mut dst = vec![0f32; y.len()];
+        // Output blocks of [T, D] in order: q (batch, head), then k, then v.
+        dst.par_chunks_mut(t * d).enumerate().for_each(|(block, out)| {
+            let (first, count, index) = if block < b * nh {
+                (0, nh, block)
+            } else if block < b * (nh + nkv) {
+                (nh, nkv, block - b * nh)
+            } else {
+                (nh + nkv, nkv, block - b * (nh + nkv))
+            };
+            let (batch, head) = (index / count, first + index % count);
+            let rotate = first < nh + nkv;
+            for (ti, o) in out.chunks_exact_mut(d).enumerate() {
+                let x = &y[((batch * t + ti) * heads + head) * d..][..d];
+                if !rotate {
+                    o.copy_from_slice(x);
+                    continue;
+                }
+                let cs = &cos[(batch * t + ti) * half..][..half];
+                let sn = &sin[(batch * t + ti) * half..][..half];
+                let (o1, o2) = o.split_at_mut(half);
+                let (x1, x2) = x.split_at(half);
+                for i in 0..half {
+                    // candle-nn's rope, term for term.
+                    o1[i] = x1[i] * cs[i] - x2[i] * sn[i];
+                    o2[i] = x1[i] * sn[i] + x2[i] * cs[i];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(dst), Shape::from(y.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn silu_mul_matches_candle_ops() {
+        let x = Tensor::randn(0f32, 2.0, (3, 5, 14), &Device::Cpu).unwrap();
+        let fused = silu_mul(&x).unwrap();
+        let reference = (x.narrow(2, 0, 7).unwrap().silu().unwrap() * x.narrow(2, 7, 7).unwrap()).unwrap();
+        assert_eq!(fused.dims(), &[3, 5, 7]);
+        let diff = (fused - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-6, "fused silu·up differs by {diff}");
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn add_matches_broadcast_add() {
+        let a = Tensor::randn(0f32, 1.0, (4, 3, 8), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 1.0, (4, 3, 8), &Device::Cpu).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 8, &Device::Cpu).unwrap();
+        assert_eq!(max_diff(&add(&a, &b).unwrap(), &(&a + &b).unwrap()), 0.0);
+        assert_eq!(max_diff(&add(&a, &bias).unwrap(), &a.broadcast_add(&bias).unwrap()), 0.0);
+    }
+
+    #[test]
+    fn masked_softmax_matches_candle_ops() {
+        let scores = Tensor::randn(0f32, 3.0, (2, 3, 4, 6), &Device::Cpu).unwrap();
+        let mask = Tensor::randn(0f32, 1.0, (2, 1, 4, 6), &Device::Cpu).unwrap();
+        let fused = masked_softmax(&scores, &mask, 0.125).unwrap();
+        let reference =
+            candle_nn::ops::softmax_last_dim(&(&scores * 0.125).unwrap().broadcast_add(&mask).unwrap()).unwrap();
+        assert!(max_diff(&fused, &reference) < 1e-6);
+    }
+
+    #[test]
+    fn split_heads_rope_matches_candle_ops() {
+        let (b, t, nh, nkv, d) = (2, 5, 4, 2, 8);
+        let y = Tensor::randn(0f32, 1.0, (b, t, nh + 2 * nkv, d), &Device::Cpu).unwrap();
+        let cos = Tensor::randn(0f32, 1.0, (b, t, d / 2), &Device::Cpu).unwrap();
+        let sin = Tensor::randn(0f32, 1.0, (b, t, d / 2), &Device::Cpu).unwrap();
+        let (q, k, v) = split_heads_rope(&y, &cos, &sin, nh, nkv).unwrap().expect("fusable");
+        let heads = |from, n| y.narrow(2, from, n).unwrap().transpose(1, 2).unwrap().contiguous().unwrap();
+        let rope = |x: Tensor| candle_nn::rotary_emb::rope(&x, &cos, &sin).unwrap();
+        assert_eq!(max_diff(&q, &rope(heads(0, nh))), 0.0);
+        assert_eq!(max_diff(&k, &rope(heads(nh, nkv))), 0.0);
+        assert_eq!(max_diff(&v, &heads(nh + nkv, nkv)), 0.0);
+    }
+}
