@@ -6,7 +6,9 @@
 //! then measured on validation prompts disjoint from probe's and eval's: refusals on harmful
 //! prompts, over-refusals on harmless ones, and the KL divergence of the first answer token
 //! against the original ([`objective`]). Start-up trials (the probe's picks at full strength,
-//! then random ones) are followed by a multi-objective TPE sampler ([`tpe`], [`pareto`]).
+//! then random ones) are followed by a TPE sampler ([`tpe`]) aimed at the goal (the fewest
+//! refusals above the target, then the smallest KL); the report shows the Pareto front of
+//! refusals against KL ([`pareto`]).
 //! Trials are appended to `trials.jsonl` as they finish, so a stopped search resumes.
 
 pub mod objective;

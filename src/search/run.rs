@@ -2,7 +2,7 @@
 //! measures it, and is appended to `trials.jsonl`.
 
 use super::objective::{measure, AnswerSettings, Measurement, Scores, Validation};
-use super::pareto::{ranks, Point};
+use super::pareto::Point;
 use super::space::{SearchSpace, TrialParams};
 use super::store::{append_trial, load_trials, TrialRecord};
 use super::tpe::{random_point, suggest};
@@ -200,15 +200,17 @@ fn next_params(
     if number < settings.startup.max(inputs.starts.len()) || trials.len() < 2 {
         return ("random".into(), inputs.space.decode(&random_point(&dims, &mut rng)));
     }
-    let points: Vec<Point<2>> = trials.iter().map(|t| point(&t.scores, baseline)).collect();
-    let rank = ranks(&points);
+    // Best first: the trials closest to what `choose` picks — fewest refusals above the target
+    // and over-refusals above the original's, then the smallest KL — so that the sampler looks
+    // where the chosen trial will come from (the Pareto front is still what the report shows).
+    let key = |t: &TrialRecord| {
+        let allowed = (settings.target_refusal_rate * t.scores.harmful as f64 + 1e-9).floor() as usize;
+        let excess =
+            t.scores.refusals.saturating_sub(allowed) + t.scores.over_refusals.saturating_sub(baseline.over_refusals);
+        (excess, if t.scores.kl_mean.is_finite() { t.scores.kl_mean } else { f64::MAX })
+    };
     let mut order: Vec<usize> = (0..trials.len()).collect();
-    // Best first: rank, then fewer refusals, then smaller KL.
-    order.sort_by(|&a, &b| {
-        (rank[a], points[a].objectives)
-            .partial_cmp(&(rank[b], points[b].objectives))
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
+    order.sort_by(|&a, &b| key(&trials[a]).partial_cmp(&key(&trials[b])).unwrap_or(std::cmp::Ordering::Equal));
     let n_good = ((settings.gamma * trials.len() as f64).ceil() as usize).clamp(1, 25.min(trials.len() - 1));
     let encoded = |i: &usize| inputs.space.encode(&trials[*i].params).unwrap_or_else(|_| vec![0.0; dims.len()]);
     let good: Vec<Vec<f64>> = order[..n_good].iter().map(encoded).collect();

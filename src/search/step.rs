@@ -47,20 +47,25 @@ pub fn search_step(
     Ok(outcome)
 }
 
-/// The starting trials: the probe's recommendation, then each ranking's pick, each at full
-/// strength on every writer (the edit the research note's recipe makes), without repeats.
+/// The starting trials: the probe's recommendation, then each ranking's pick of the same
+/// stream, each at full strength on every writer (the edit the research note's recipe makes),
+/// without repeats.
 pub fn starting_trials(
     space: &SearchSpace,
     directions: &DirectionsFile,
     metrics: Option<&serde_json::Value>,
 ) -> Vec<(String, TrialParams)> {
     let mut picks: Vec<(String, String, usize)> = Vec::new();
-    if let Some((stream, layer)) = directions.recommended() {
-        picks.push(("probe's recommendation".into(), stream, layer));
+    let recommended = directions.recommended();
+    if let Some((stream, layer)) = &recommended {
+        picks.push(("probe's recommendation".into(), stream.clone(), *layer));
     }
     let rankings = metrics.and_then(|m| m["rankings"].as_array()).cloned().unwrap_or_default();
     for entry in rankings {
         let (Some(stream), Some(rule)) = (entry[0].as_str(), entry[1]["rule"].as_str()) else { continue };
+        if recommended.as_ref().is_some_and(|(s, _)| s != stream) {
+            continue;
+        }
         if let Some(layer) = entry[1]["order"][0][0].as_u64() {
             picks.push((format!("{rule} pick of {stream}"), stream.to_string(), layer as usize));
         }

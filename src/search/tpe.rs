@@ -1,8 +1,8 @@
 //! A tree-structured Parzen estimator (TPE) sampler, univariate, for mixed real and choice
-//! dimensions (Bergstra et al. 2011; the multi-objective split as in MOTPE, Ozaki et al. 2020).
+//! dimensions (Bergstra et al. 2011).
 //!
-//! Given the trials so far split into a *good* group (the best by non-dominated rank, see
-//! [`super::pareto`]) and the rest, it fits per dimension a density `l(x)` to the good points
+//! Given the trials so far split into a *good* group (the trials closest to the search's goal,
+//! see `run.rs`) and the rest, it fits per dimension a density `l(x)` to the good points
 //! and `g(x)` to the others, draws candidates from `l`, and returns the one with the largest
 //! `Σ_d log l_d(x_d) − log g_d(x_d)`. Real dimensions use a mixture of Gaussians truncated to
 //! the range, one per point (bandwidth: the larger gap to its neighbours, bounded below by
@@ -159,10 +159,12 @@ mod tests {
 
     #[test]
     fn suggestions_move_toward_the_good_region() {
-        // Good points near 0.8, bad ones spread elsewhere: the suggestion should be near 0.8.
+        // Good points near 0.8, bad ones over the rest of the range: the suggestion should be
+        // near 0.8 (where l/g is largest), and take the good points' choice.
         let dims = [Dim::Float { lo: 0.0, hi: 1.0 }, Dim::Choice { n: 2 }];
         let good = vec![vec![0.78, 1.0], vec![0.82, 1.0], vec![0.8, 1.0]];
-        let bad: Vec<Vec<f64>> = (0..20).map(|i| vec![f64::from(i) / 40.0, 0.0]).collect();
+        let bad: Vec<Vec<f64>> =
+            (0..=20).map(|i| f64::from(i) / 20.0).filter(|x| (x - 0.8).abs() > 0.12).map(|x| vec![x, 0.0]).collect();
         let mut rng = StdRng::seed_from_u64(7);
         for _ in 0..10 {
             let x = suggest(&dims, &good, &bad, 24, &mut rng);

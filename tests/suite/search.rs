@@ -80,7 +80,16 @@ fn a_trial_in_memory_equals_the_written_checkpoint_for_every_family() {
                 "{family}: beyond the width: {mlp_layers:?}"
             );
             let out = tmp.path().join(format!("{family}-{norm_preserve}-edited"));
-            ablate(&src, &p, &p.record(&src.root.display().to_string(), "", ""), &out, false, true, &ProgressBar::hidden()).unwrap();
+            ablate(
+                &src,
+                &p,
+                &p.record(&src.root.display().to_string(), "", ""),
+                &out,
+                false,
+                true,
+                &ProgressBar::hidden(),
+            )
+            .unwrap();
             let written = Decoder::load(&ModelDir::open(&out).unwrap(), &Device::Cpu, DType::F32).unwrap();
             let original = Decoder::load(&src, &Device::Cpu, DType::F32).unwrap();
             let in_memory = original.with_edits(&p).unwrap();
