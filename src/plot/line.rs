@@ -67,15 +67,15 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &LineChart, pat
             y
         }
     };
-    let series: Vec<(String, bool, Vec<(f64, f64)>)> = chart
+    let series: Vec<Series> = chart
         .series
         .iter()
         .map(|s| {
             let pts = s.points.iter().map(|&(x, y)| (x, transform(y))).filter(|(x, y)| x.is_finite() && y.is_finite());
-            (s.name.clone(), s.points_only, pts.collect())
+            Series { name: s.name.clone(), points: pts.collect(), points_only: s.points_only }
         })
         .collect();
-    let all: Vec<(f64, f64)> = series.iter().flat_map(|(_, _, p)| p.iter().copied()).collect();
+    let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
     let (mut x0, mut x1, mut y0, mut y1) = all
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY), |(a, b, c, d), &(x, y)| {
@@ -111,7 +111,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &LineChart, pat
             .label(label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], red.stroke_width(2)));
     }
-    for (i, (name, points_only, points)) in series.iter().enumerate() {
+    for (i, Series { name, points_only, points }) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         if *points_only {
             ctx.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))

@@ -106,7 +106,7 @@ pub fn trial_direction_name(number: usize) -> String {
     format!("trial.{number}")
 }
 
-/// Run (or resume) a search into `out`; `on_trial` is called after each trial (for progress).
+/// Run (or resume) a search into `out`; `progress` counts trials and shows the best so far.
 pub fn run_search(
     inputs: &SearchInputs<'_>,
     settings: &SearchSettings,
