@@ -96,7 +96,7 @@ fn run_on_the_demo_model_when_present() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let tmp = tempfile::tempdir().unwrap();
     let mut r = Recipe::load(&root.join("recipes/qwen2.5-coder-0.5b-instruct.toml"), &[]).unwrap();
-    assert_eq!(Path::new(&r.model.path), model);
+    assert!(Path::new(&r.model.path).join("config.json").is_file(), "the recipe names {}", model.display());
     r.output.dir = tmp.path().join("out");
     r.prompts.limit = Some(24);
     r.search.trials = 2;
