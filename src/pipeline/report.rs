@@ -26,7 +26,7 @@ pub(super) struct Facts<'a> {
 /// The report's account of a finished search in `dir`: the Pareto plot and the chosen trial.
 pub(super) fn search_section(dir: &Path) -> Result<String> {
     let trials = crate::search::load_trials(dir)?;
-    let chosen = crate::search::trial_edit(dir, None, 0)?.trial;
+    let chosen = crate::search::chosen_trial(dir)?;
     let seconds: f64 = trials.iter().map(|t| t.scores.seconds).sum();
     Ok(format!(
         "The edit was chosen by `scalpel search` ([search report](search/report.md)): {} trials in {:.1} min \

@@ -27,5 +27,5 @@ pub use run::{
     SearchSettings, SETTINGS_FILE,
 };
 pub use space::{Dim, SearchSpace, TrialParams};
-pub use step::{parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit};
+pub use step::{chosen_trial, parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit};
 pub use store::{append_trial, load_trials, TrialRecord, TRIALS_FILE};

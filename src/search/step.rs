@@ -93,20 +93,18 @@ pub struct TrialEdit {
 
 /// Trial `number` of the search in `dir` (None: the chosen one, `chosen.json`), for `ablate --trial`.
 pub fn trial_edit(dir: &Path, number: Option<usize>, num_layers: usize) -> Result<TrialEdit> {
-    let trials = super::store::load_trials(dir)?;
-    let number = match number {
-        Some(n) => n,
-        None => {
-            let path = dir.join(super::report::CHOSEN_FILE);
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let chosen: super::store::TrialRecord =
-                serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-            chosen.number
+    let trial = match number {
+        None => chosen_trial(dir)?,
+        Some(number) => {
+            let mut trials = super::store::load_trials(dir)?;
+            if number >= trials.len() {
+                let held = trials.len();
+                return Err(Error::Invalid(format!("{} has no trial {number} (it holds {held})", dir.display())));
+            }
+            trials.swap_remove(number)
         }
     };
-    let trial = trials.get(number).cloned().ok_or_else(|| {
-        Error::Invalid(format!("{} has no trial {number} (it holds {})", dir.display(), trials.len()))
-    })?;
+    let number = trial.number;
     let directions = DirectionsFile::load(&dir.join("directions.safetensors"))?;
     let name = super::run::trial_direction_name(number);
     let options = trial.params.surgery_options(num_layers, &name);
@@ -124,6 +122,13 @@ impl TrialEdit {
             "scores": self.trial.scores,
         })
     }
+}
+
+/// The chosen trial of the finished search in `dir` (`chosen.json`).
+pub fn chosen_trial(dir: &Path) -> Result<super::store::TrialRecord> {
+    let path = dir.join(super::report::CHOSEN_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// Parse `DIR[:N]` (a search folder and an optional trial number).
