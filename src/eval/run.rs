@@ -5,7 +5,8 @@ use super::cross_entropy::CrossEntropy;
 use super::fluency::loops;
 use super::kl::kl_divergence;
 use super::refusal::refusal_marker;
-use crate::model::{generate, Decoder, ForwardRequest, GenerateOptions, Interventions, LogitsMode, Sampling};
+use crate::model::{generate, prefill, Decoder, ForwardRequest, GenerateOptions, Interventions, LogitsMode, Sampling};
+use crate::prompts::batch::length_buckets;
 use crate::prompts::PromptEncoder;
 use crate::{Error, Result};
 use indicatif::ProgressBar;
@@ -129,11 +130,16 @@ pub fn refusals(
 /// The next-token logits at the end of each prompt (the distribution of the first generated token).
 pub fn next_token_logits(subject: &Subject<'_>, prompts: &[String], batch: usize) -> Result<Vec<Vec<f32>>> {
     let request = ForwardRequest { capture: None, interventions: subject.interventions, logits: LogitsMode::Last };
-    let mut out = Vec::with_capacity(prompts.len());
-    for chunk in prompts.chunks(batch.max(1)) {
-        let b = subject.encoder.batch(chunk)?;
-        let logits = subject.decoder.forward(&b.ids, &b.mask, None, &request)?.logits.expect("logits requested");
-        out.extend(logits.to_vec2::<f32>()?);
+    let encoded = prompts.iter().map(|p| subject.encoder.encode(p)).collect::<Result<Vec<_>>>()?;
+    let lengths: Vec<usize> = encoded.iter().map(Vec::len).collect();
+    let mut out = vec![Vec::new(); prompts.len()];
+    for group in length_buckets(&lengths, batch.max(1))? {
+        let ids: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
+        let pad = subject.encoder.pad_id();
+        let logits = prefill(subject.decoder, &ids, pad, &request, 1)?.output.logits.expect("logits requested");
+        for (&i, row) in group.iter().zip(logits.to_vec2::<f32>()?) {
+            out[i] = row;
+        }
     }
     Ok(out)
 }

@@ -1,9 +1,10 @@
-//! Generation with a KV cache, for one prompt or a left-padded batch.
+//! Generation with a KV cache, for one prompt or a batch (shared prefix computed once, see
+//! [`super::prefill`]).
 
-use super::decoder::{Decoder, ForwardRequest, KvCache, LogitsMode};
+use super::decoder::{Decoder, ForwardRequest, LogitsMode};
 use super::interventions::Interventions;
+use super::prefill::{prefill, Prefilled};
 use super::sampling::{Sampler, Sampling};
-use crate::prompts::left_pad;
 use crate::Result;
 
 /// How to generate.
@@ -39,22 +40,22 @@ pub fn generate(
     interventions: &Interventions,
     on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Generation>> {
-    let batch = left_pad(prompts, pad);
-    let mut mask = batch.mask;
-    let mut cache = KvCache::new(decoder.spec().num_layers);
     let request = ForwardRequest { capture: None, interventions, logits: LogitsMode::Last };
+    let mut out: Vec<Generation> =
+        prompts.iter().map(|_| Generation { ids: Vec::new(), first_logits: Vec::new(), stopped: false }).collect();
+    if prompts.is_empty() || options.max_tokens == 0 {
+        return Ok(out);
+    }
+    let Prefilled { output, mut cache, mut mask } = prefill(decoder, prompts, pad, &request, 1)?;
+    let mut logits = output.logits.expect("logits requested");
     let mut samplers: Vec<Sampler> = (0..prompts.len())
         .map(|i| {
             Sampler::new(Sampling { seed: options.sampling.seed.wrapping_add(i as u64), ..options.sampling.clone() })
         })
         .collect();
-    let mut out: Vec<Generation> =
-        prompts.iter().map(|_| Generation { ids: Vec::new(), first_logits: Vec::new(), stopped: false }).collect();
     // `running[r]`: the prompt index of running row r.
     let mut running: Vec<usize> = (0..prompts.len()).collect();
-    let mut input = batch.ids;
     for step in 0..options.max_tokens {
-        let logits = decoder.forward(&input, &mask, Some(&mut cache), &request)?.logits.expect("logits requested");
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         let mut next = Vec::with_capacity(rows.len());
         let mut keep = Vec::with_capacity(rows.len());
@@ -77,7 +78,7 @@ pub fn generate(
                 next.push(vec![token]);
             }
         }
-        if keep.is_empty() {
+        if keep.is_empty() || step + 1 == options.max_tokens {
             break;
         }
         if keep.len() < running.len() {
@@ -88,7 +89,7 @@ pub fn generate(
         for row in &mut mask {
             row.push(1);
         }
-        input = next;
+        logits = decoder.forward(&next, &mask, Some(&mut cache), &request)?.logits.expect("logits requested");
     }
     Ok(out)
 }

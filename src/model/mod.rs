@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod interventions;
 mod kernels;
 mod layer;
+mod prefill;
 pub(crate) mod rope;
 mod sampling;
 mod weights;
@@ -17,6 +18,7 @@ pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, Lo
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{CaptureSpec, Captures, HookPoint};
 pub use interventions::{basis_tensor, Intervention, Interventions};
+pub use prefill::{prefill, Prefilled, MIN_SHARED_PREFIX};
 pub use sampling::{argmax, Sampler, Sampling};
 
 use crate::{Error, Result};

@@ -2,10 +2,10 @@
 //! streaming statistics (nothing else is kept unless asked).
 
 use super::stats::RunningStats;
-use crate::model::{CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
+use crate::model::{prefill, CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
 use crate::prompts::batch::length_buckets;
-use crate::prompts::{Batch, PromptEncoder};
-use crate::Result;
+use crate::prompts::PromptEncoder;
+use crate::{Error, Result};
 use indicatif::ProgressBar;
 use std::collections::BTreeMap;
 
@@ -61,6 +61,7 @@ pub fn capture_set(
         stats.streams.insert(s, settings.layers.iter().map(|&l| (l, RunningStats::new(hidden))).collect());
     }
     let request = ForwardRequest { capture: Some(&spec), interventions, logits: LogitsMode::None };
+    let from_end_max = settings.from_end.iter().copied().max().unwrap_or(1);
     // Batches of similar length (little padding); statistics do not depend on the order, kept
     // vectors are put back in prompt order.
     let encoded = prompts.iter().map(|p| encoder.encode(p)).collect::<Result<Vec<_>>>()?;
@@ -68,8 +69,10 @@ pub fn capture_set(
     let mut kept: BTreeMap<(HookPoint, usize), Vec<Vec<f32>>> = BTreeMap::new();
     for group in length_buckets(&lengths, settings.batch.max(1))? {
         let rows: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
-        let batch = Batch::from_sequences(&rows, encoder.pad_id())?;
-        let out = decoder.forward(&batch.ids, &batch.mask, None, &request)?;
+        if let Some(i) = group.iter().find(|&&i| encoded[i].is_empty()) {
+            return Err(Error::Invalid(format!("prompt {i} encodes to no tokens")));
+        }
+        let out = prefill(decoder, &rows, encoder.pad_id(), &request, from_end_max)?.output;
         for ((point, layer), value) in out.captures.values {
             // [B, P, H] → mean over the positions → [B, H]
             let rows: Vec<Vec<f32>> = value.mean(1)?.to_vec2()?;

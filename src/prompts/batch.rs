@@ -81,8 +81,10 @@ fn check_key_mask(key_mask: &[Vec<u8>], new_tokens: usize) -> Result<usize> {
 /// `[batch][past + new_tokens]` (1 = real token; the past columns are the KV cache's, padding
 /// included). The query `q` sits at sequence index `i = past + q`; key `j` is allowed (0.0)
 /// iff it is a real token, `j ≤ i`, and, with a sliding `window` `w` (Gemma 2/3 local layers,
-/// Mistral), `i − w < j`. Every other entry is [`MASK_BLOCKED`]. Indices count padding, as
-/// `transformers` does.
+/// Mistral), its position (the number of real tokens before it in the row) is within `w − 1` of
+/// the query's. Every other entry is [`MASK_BLOCKED`]. Counting positions rather than indices
+/// is the same for left padding (where `transformers` counts indices) and stays right when
+/// padding sits in the middle of a row (a shared prefix, then a left-padded suffix).
 pub fn attention_bias(
     key_mask: &[Vec<u8>],
     new_tokens: usize,
@@ -96,10 +98,19 @@ pub fn attention_bias(
     let past = total - new_tokens;
     let mut values = Vec::with_capacity(key_mask.len() * new_tokens * total);
     for row in key_mask {
+        // `before[j]`: real tokens before index j (a real token's position).
+        let before: Vec<usize> = row
+            .iter()
+            .scan(0usize, |seen, &real| {
+                let here = *seen;
+                *seen += usize::from(real != 0);
+                Some(here)
+            })
+            .collect();
         for q in 0..new_tokens {
             let i = past + q;
             for (j, &real) in row.iter().enumerate() {
-                let allowed = real != 0 && j <= i && window.is_none_or(|w| i - j < w);
+                let allowed = real != 0 && j <= i && window.is_none_or(|w| before[i] - before[j] < w);
                 values.push(if allowed { 0.0 } else { MASK_BLOCKED });
             }
         }
@@ -214,6 +225,17 @@ pub fn length_buckets(lengths: &[usize], batch_size: usize) -> Result<Vec<Vec<us
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| lengths[i]);
     Ok(order.chunks(batch_size).map(<[usize]>::to_vec).collect())
+}
+
+/// The number of leading tokens that every sequence of `sequences` shares, capped so that each
+/// keeps at least `min_suffix` tokens after it (0 for fewer than two sequences).
+pub fn shared_prefix_len(sequences: &[Vec<u32>], min_suffix: usize) -> usize {
+    let (Some(first), true) = (sequences.first(), sequences.len() > 1) else {
+        return 0;
+    };
+    let shortest = sequences.iter().map(Vec::len).min().unwrap_or(0);
+    let common = (0..shortest).take_while(|&i| sequences.iter().all(|s| s[i] == first[i])).count();
+    common.min(shortest.saturating_sub(min_suffix))
 }
 
 /// Consecutive chunks of at most `batch_size` items (the last may be shorter).

@@ -19,7 +19,8 @@ pub mod strftime;
 pub mod template;
 
 pub use batch::{
-    attention_bias, chunks, encode_batch, encode_texts, left_pad, load_tokenizer, position_ids, Batch, MASK_BLOCKED,
+    attention_bias, chunks, encode_batch, encode_texts, left_pad, load_tokenizer, position_ids, shared_prefix_len,
+    Batch, MASK_BLOCKED,
 };
 pub use encode::PromptEncoder;
 pub use hub::HubDatasetRef;

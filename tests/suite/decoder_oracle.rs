@@ -1,6 +1,6 @@
 //! Oracle 1 of docs/DESIGN.md: our decoder's logits match candle-transformers' own implementations
 //! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent), and batching with left padding or a
-//! KV cache does not change them.
+//! KV cache, or computing a shared prefix once, does not change them.
 
 use crate::common;
 
@@ -9,7 +9,11 @@ use candle_nn::VarBuilder;
 use candle_transformers::models as m;
 use scalpel::checkpoint::ModelDir;
 use scalpel::fixture::{FixtureOptions, FAMILIES};
-use scalpel::model::{Decoder, ForwardRequest, Interventions, KvCache, LogitsMode};
+use scalpel::model::{
+    generate, prefill, CaptureSpec, Decoder, ForwardRequest, GenerateOptions, HookPoint, Interventions, KvCache,
+    LogitsMode, Sampling, MIN_SHARED_PREFIX,
+};
+use scalpel::prompts::shared_prefix_len;
 use std::path::Path;
 
 const PROMPT: [u32; 11] = [5, 77, 200, 13, 90, 91, 92, 15, 260, 8, 42];
@@ -226,5 +230,51 @@ fn sliding_window_follows_hugging_face() {
         std::fs::write(&path, config.to_string()).unwrap();
         let one_short = ours(&ModelDir::open(&dir).unwrap(), &PROMPT);
         assert!(max_diff(&wide, &one_short) > 1e-4, "{family}: w = T - 1 hides the first key from the last query");
+    }
+}
+
+#[test]
+fn a_shared_prefix_computed_once_gives_each_prompt_its_own_run() {
+    // Three prompts share their first 7 tokens (longer than the Gemma fixtures' sliding
+    // window, so the window must count positions, not slots, across the padding between the
+    // prefix and the shorter suffixes). Captures at the last two tokens, last-token logits and
+    // greedy continuations must equal each prompt run alone, for every family.
+    let tmp = tempfile::tempdir().unwrap();
+    let prefix = [5u32, 77, 200, 13, 90, 91, 92];
+    let prompts: Vec<Vec<u32>> = [&[15u32, 260, 8, 42][..], &[31, 9], &[100, 101, 102, 103, 104, 105]]
+        .iter()
+        .map(|suffix| [&prefix[..], suffix].concat())
+        .collect();
+    assert_eq!(shared_prefix_len(&prompts, 2), prefix.len());
+    assert!(prefix.len() >= MIN_SHARED_PREFIX, "the prefix path is the one tested");
+    for family in FAMILIES {
+        let dir = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
+        let model = ModelDir::open(&dir).unwrap();
+        let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
+        let iv = Interventions::none();
+        let layers: Vec<usize> = (0..model.spec.num_layers).collect();
+        let spec =
+            CaptureSpec { points: vec![HookPoint::ResidPre, HookPoint::ResidPost], layers, from_end: vec![1, 2] };
+        let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::Last };
+        let together = prefill(&decoder, &prompts, 0, &req, 2).unwrap().output;
+        let logits: Vec<Vec<f32>> = together.logits.unwrap().to_vec2().unwrap();
+        for (i, ids) in prompts.iter().enumerate() {
+            let alone = prefill(&decoder, std::slice::from_ref(ids), 0, &req, 2).unwrap().output;
+            assert!(max_diff(&logits[i], &alone.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap()) < 1e-4);
+            assert!(max_diff(&logits[i], &ours(&model, ids)) < 1e-4, "{family}: prompt {i} logits");
+            for (key, value) in &alone.captures.values {
+                let row: Vec<f32> =
+                    together.captures.values[key].get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let single: Vec<f32> = value.flatten_all().unwrap().to_vec1().unwrap();
+                assert!(max_diff(&row, &single) < 1e-4, "{family}: prompt {i} capture {key:?}");
+            }
+        }
+        let options = GenerateOptions { max_tokens: 5, sampling: Sampling::default(), stop_ids: vec![] };
+        let batched = generate(&decoder, &prompts, 0, &options, &iv, &mut |_, _| false).unwrap();
+        for (ids, g) in prompts.iter().zip(&batched) {
+            let single = generate(&decoder, std::slice::from_ref(ids), 0, &options, &iv, &mut |_, _| false).unwrap();
+            assert_eq!(g.ids, single[0].ids, "{family}: greedy continuation");
+            assert!(max_diff(&g.first_logits, &single[0].first_logits) < 1e-4);
+        }
     }
 }

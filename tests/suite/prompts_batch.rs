@@ -263,3 +263,14 @@ fn templated_prompts_get_one_bos_and_raw_prompts_get_the_tokenizer_one() {
     let err = PromptEncoder::new(tokenizer(), None, PromptFormat::Chat { system: None }, special(d.path()));
     assert!(err.is_err());
 }
+
+#[test]
+fn shared_prefix_len_counts_common_leading_tokens_and_leaves_each_a_suffix() {
+    use scalpel::prompts::shared_prefix_len;
+    let rows = vec![vec![1, 2, 3, 4, 5], vec![1, 2, 3, 9], vec![1, 2, 3, 4]];
+    assert_eq!(shared_prefix_len(&rows, 1), 3);
+    assert_eq!(shared_prefix_len(&rows, 2), 2, "the shortest row keeps two tokens");
+    assert_eq!(shared_prefix_len(&rows[..1], 1), 0, "one row shares nothing");
+    assert_eq!(shared_prefix_len(&[vec![1, 2], vec![1, 2]], 1), 1, "identical rows keep their last token");
+    assert_eq!(shared_prefix_len(&[vec![1, 2], vec![3, 2]], 1), 0);
+}
