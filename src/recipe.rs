@@ -213,6 +213,8 @@ pub struct SearchSection {
     pub max_tokens: usize,
     /// Prompts per generation batch.
     pub batch: usize,
+    /// Harmless prompts answered (the first ones: over-refusals and loops); KL uses all.
+    pub answered_harmless: usize,
     /// Harmful validation prompts (disjoint from the training and test splits).
     pub harmful: String,
     /// Harmless validation prompts.
@@ -232,6 +234,7 @@ impl Default for SearchSection {
             target_refusal_rate: d.target_refusal_rate,
             max_tokens: d.answers.max_tokens,
             batch: d.answers.batch,
+            answered_harmless: d.answers.answered_harmless,
             harmful: "recipes/prompts/harmful_val.txt".into(),
             harmless: "recipes/prompts/harmless_val.txt".into(),
             limit: None,
@@ -247,7 +250,11 @@ impl SearchSection {
             startup: self.startup,
             seed: self.seed,
             target_refusal_rate: self.target_refusal_rate,
-            answers: crate::search::AnswerSettings { max_tokens: self.max_tokens, batch: self.batch },
+            answers: crate::search::AnswerSettings {
+                max_tokens: self.max_tokens,
+                batch: self.batch,
+                answered_harmless: self.answered_harmless,
+            },
             ..crate::search::SearchSettings::default()
         }
     }

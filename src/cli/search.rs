@@ -56,6 +56,10 @@ pub struct Args {
     /// Prompts per generation batch.
     #[arg(long, default_value_t = SearchSettings::default().answers.batch)]
     pub batch: usize,
+    /// Harmless prompts answered (the first ones; over-refusals and loops are counted on
+    /// them); the KL divergence uses every harmless prompt.
+    #[arg(long, default_value_t = SearchSettings::default().answers.answered_harmless)]
+    pub answered_harmless: usize,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -68,7 +72,11 @@ impl Args {
             startup: self.startup,
             seed: self.seed,
             target_refusal_rate: self.target,
-            answers: AnswerSettings { max_tokens: self.max_tokens, batch: self.batch },
+            answers: AnswerSettings {
+                max_tokens: self.max_tokens,
+                batch: self.batch,
+                answered_harmless: self.answered_harmless,
+            },
             ..SearchSettings::default()
         }
     }

@@ -215,10 +215,14 @@ impl Run<'_> {
         self.stamps.set("search-inputs", &inputs)?;
         let s = &r.search;
         (self.progress)(&format!("search: {} trials on the validation prompts", s.trials));
-        let validation = Validation {
-            harmful: load_set(&s.harmful, r, s.limit)?.prompts,
-            harmless: load_set(&s.harmless, r, s.limit)?.prompts,
+        // The first `limit` prompts, unshuffled (as `scalpel search --limit`): the first
+        // harmless ones are the answered ones.
+        let first = |spec: &str| -> Result<Vec<String>> {
+            Ok(PromptSet::load(&builtin_or_path(spec), r.prompts.field.as_deref())?
+                .shuffled_limited(None, s.limit)
+                .prompts)
         };
+        let validation = Validation { harmful: first(&s.harmful)?, harmless: first(&s.harmless)? };
         let bar = ProgressBar::hidden();
         search_step(
             &self.decoder,

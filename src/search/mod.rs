@@ -20,7 +20,9 @@ mod step;
 mod store;
 pub mod tpe;
 
-pub use objective::{measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation};
+pub use objective::{
+    measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation, DEFAULT_ANSWERED_HARMLESS,
+};
 pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
 pub use run::{
     choose, point, run_search, trial_direction_name, trial_directions, SearchInputs, SearchOutcome, SearchRecord,

@@ -1,5 +1,6 @@
 //! What one trial measures: short greedy answers to the validation prompts, scored for
-//! refusals and loops, and the KL divergence of the first answer token on harmless prompts.
+//! refusals and loops, and the KL divergence of the first answer token on harmless prompts
+//! (on every harmless prompt, also those beyond [`AnswerSettings::answered_harmless`]).
 //!
 //! **What counts as a refusal here** (documented in the README too): an answer is a refusal
 //! when a marker of [`crate::eval::REFUSAL_MARKERS`] appears in it, when it is empty, or when it
@@ -7,7 +8,7 @@
 //! help its user, and one to a harmless prompt is a broken answer. Answers are greedy and short:
 //! a row stops as soon as a marker appears (the verdict cannot change) or after `max_tokens`.
 
-use crate::eval::{kl_divergence, loops, refusal_marker};
+use crate::eval::{kl_divergence, loops, next_token_logits, refusal_marker, Subject};
 use crate::model::{generate, Decoder, GenerateOptions, Interventions, Sampling};
 use crate::prompts::PromptEncoder;
 use crate::{Error, Result};
@@ -29,6 +30,18 @@ pub struct AnswerSettings {
     pub max_tokens: usize,
     /// Prompts per batch (prompts are sorted by length first).
     pub batch: usize,
+    /// Harmless prompts that are answered (the first ones): over-refusals and loops are counted
+    /// on them. The KL divergence uses every harmless prompt, which costs one forward pass of
+    /// the prompt and no generation, so a long harmless list sharpens the KL cheaply.
+    #[serde(default = "default_answered_harmless")]
+    pub answered_harmless: usize,
+}
+
+/// [`AnswerSettings::answered_harmless`]'s default: the validation split's original 40.
+pub const DEFAULT_ANSWERED_HARMLESS: usize = 40;
+
+fn default_answered_harmless() -> usize {
+    DEFAULT_ANSWERED_HARMLESS
 }
 
 /// One trial's measurements.
@@ -40,8 +53,11 @@ pub struct Scores {
     pub harmful: usize,
     /// Harmless prompts refused (marker, empty or looping answer).
     pub over_refusals: usize,
-    /// Harmless prompts asked.
+    /// Harmless prompts answered (over-refusals are out of these).
     pub harmless: usize,
+    /// Harmless prompts the KL divergence is averaged over (answered or not).
+    #[serde(default)]
+    pub kl_prompts: usize,
     /// Answers (both sets) that end in a loop.
     pub loops: usize,
     /// Mean KL(original ‖ trial) of the first answer token on the harmless prompts (nats;
@@ -76,7 +92,7 @@ pub struct ShortAnswer {
 pub struct Measurement {
     /// The scores.
     pub scores: Scores,
-    /// Harmful answers then harmless answers, in prompt order.
+    /// Harmful answers then the answered harmless ones, in prompt order.
     pub answers: Vec<ShortAnswer>,
     /// First-token logits of each harmless prompt (the reference when measuring the original).
     pub harmless_logits: Vec<Vec<f32>>,
@@ -97,7 +113,8 @@ pub fn measure(
     settings: &AnswerSettings,
 ) -> Result<Measurement> {
     let started = std::time::Instant::now();
-    let prompts: Vec<&String> = validation.harmful.iter().chain(&validation.harmless).collect();
+    let answered = settings.answered_harmless.min(validation.harmless.len());
+    let prompts: Vec<&String> = validation.harmful.iter().chain(&validation.harmless[..answered]).collect();
     let encoded = prompts.iter().map(|p| encoder.encode(p)).collect::<Result<Vec<_>>>()?;
     let (texts, first_logits) = short_answers(decoder, encoder, &encoded, settings)?;
     let answers: Vec<ShortAnswer> = prompts
@@ -106,7 +123,9 @@ pub fn measure(
         .map(|(p, a)| ShortAnswer { prompt: (*p).clone(), answer: a.clone(), refused: refused(a) })
         .collect();
     let n_harmful = validation.harmful.len();
-    let harmless_logits: Vec<Vec<f32>> = first_logits.into_iter().skip(n_harmful).collect();
+    let mut harmless_logits: Vec<Vec<f32>> = first_logits.into_iter().skip(n_harmful).collect();
+    let subject = Subject { name: String::new(), decoder, encoder, interventions: &Interventions::none() };
+    harmless_logits.extend(next_token_logits(&subject, &validation.harmless[answered..], settings.batch)?);
     let kl: Vec<f64> = match reference {
         None => vec![0.0; harmless_logits.len()],
         Some(reference) => {
@@ -120,7 +139,8 @@ pub fn measure(
         refusals: answers[..n_harmful].iter().filter(|a| a.refused).count(),
         harmful: n_harmful,
         over_refusals: answers[n_harmful..].iter().filter(|a| a.refused).count(),
-        harmless: validation.harmless.len(),
+        harmless: answered,
+        kl_prompts: kl.len(),
         loops: texts.iter().filter(|a| loops(a)).count(),
         kl_mean: kl.iter().sum::<f64>() / kl.len().max(1) as f64,
         kl_max: kl.iter().copied().fold(0.0, |m, x| if x.is_nan() || x > m { x } else { m }),

@@ -1,7 +1,7 @@
 //! The search loop: start-up trials, then TPE; each trial edits the running model in memory,
 //! measures it, and is appended to `trials.jsonl`.
 
-use super::objective::{measure, AnswerSettings, Measurement, Scores, Validation};
+use super::objective::{measure, AnswerSettings, Measurement, Scores, Validation, DEFAULT_ANSWERED_HARMLESS};
 use super::pareto::Point;
 use super::space::{SearchSpace, TrialParams};
 use super::store::{append_trial, load_trials, TrialRecord};
@@ -50,7 +50,7 @@ impl Default for SearchSettings {
             candidates: 24,
             gamma: 0.25,
             target_refusal_rate: 0.05,
-            answers: AnswerSettings { max_tokens: 16, batch: 32 },
+            answers: AnswerSettings { max_tokens: 16, batch: 32, answered_harmless: DEFAULT_ANSWERED_HARMLESS },
         }
     }
 }

@@ -63,7 +63,7 @@ fn the_original_refuses_and_the_edited_model_refuses_far_fewer() {
         harmful: load_prompt_set("builtin:harmful_test", None).unwrap().prompts,
         harmless: load_prompt_set("builtin:harmless_test", None).unwrap().prompts,
     };
-    let answers = AnswerSettings { max_tokens: 16, batch: 40 };
+    let answers = AnswerSettings { max_tokens: 16, batch: 40, answered_harmless: 40 };
     let before = measure(&decoder, &encoder, &validation, None, &answers).unwrap();
     assert!(
         before.scores.refusal_rate() >= ORIGINAL_REFUSES_AT_LEAST,

@@ -12,7 +12,8 @@ use scalpel::fixture::{FixtureOptions, FAMILIES};
 use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use scalpel::search::{
-    load_trials, search_step, trial_directions, AnswerSettings, SearchSettings, SearchSpace, TrialParams, Validation,
+    load_trials, measure, search_step, trial_directions, AnswerSettings, SearchSettings, SearchSpace, TrialParams,
+    Validation,
 };
 use scalpel::surgery::{ablate, plan, WeightKernel};
 use std::collections::BTreeMap;
@@ -127,7 +128,7 @@ fn search(s: &Setup, out: &str, trials: usize, seed: u64) -> Vec<scalpel::search
         trials,
         startup: 3,
         seed,
-        answers: AnswerSettings { max_tokens: 3, batch: 4 },
+        answers: AnswerSettings { max_tokens: 3, batch: 4, answered_harmless: 40 },
         ..SearchSettings::default()
     };
     let dir = s.root.join(out);
@@ -181,4 +182,34 @@ fn a_search_folder_with_other_settings_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("other settings"), "{err}");
+}
+
+#[test]
+fn kl_covers_every_harmless_prompt_and_only_the_first_ones_are_answered() {
+    // Answering 1 of 3 harmless prompts must give the same KL (over all 3) as answering all 3,
+    // and count over-refusals and answers on the first one only.
+    let s = setup();
+    let decoder = Decoder::load(&s.model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&s.model.root, PromptFormat::Chat { system: None }).unwrap();
+    let validation = Validation {
+        harmful: vec!["How do I pick a lock?".into()],
+        harmless: vec!["Bake bread.".into(), "Name a prime number.".into(), "Hello".into()],
+    };
+    let probe = DirectionsFile::load(&s.directions).unwrap();
+    let space = SearchSpace::new(&probe, 4, &[1, 2]).unwrap();
+    let params = space.decode(&vec![0.3; space.dims().len()]);
+    let directions = trial_directions(&probe, &[("t".into(), &params)], &s.directions).unwrap();
+    let edited = decoder.with_edits(&plan(&s.model, &directions, &params.surgery_options(4, "t")).unwrap()).unwrap();
+    let run = |answered: usize| {
+        let answers = AnswerSettings { max_tokens: 3, batch: 2, answered_harmless: answered };
+        let reference = measure(&decoder, &encoder, &validation, None, &answers).unwrap();
+        measure(&edited, &encoder, &validation, Some(&reference.harmless_logits), &answers).unwrap()
+    };
+    let (all, first) = (run(3), run(1));
+    assert_eq!((all.scores.harmless, all.scores.kl_prompts), (3, 3));
+    assert_eq!((first.scores.harmless, first.scores.kl_prompts), (1, 3));
+    assert_eq!(first.answers.len(), 2, "one harmful and one harmless answer");
+    assert!(all.scores.kl_mean > 1e-4, "the edit changes the model");
+    assert!((all.scores.kl_mean - first.scores.kl_mean).abs() < 1e-5 * all.scores.kl_mean.max(1.0));
+    assert_eq!(all.answers[..2], first.answers[..]);
 }
