@@ -1,9 +1,14 @@
-//! Write a large synthetic Llama-shaped checkpoint (random weights) for benchmarks.
+//! Write a large synthetic Llama- or Qwen2-shaped checkpoint (random weights) for benchmarks.
 //!
-//! `cargo run --release --example synthetic_checkpoint -- OUT [--hidden 2048] [--layers 12]
-//! [--intermediate 5632] [--vocab 32000] [--dtype bf16|f16|f32] [--shards 2]`
-//! The default is about 1.5 GB in bf16. Weights are not a trained model: they exist to measure
-//! I/O and edit throughput.
+//! `cargo run --release --example synthetic_checkpoint -- OUT [--family llama|qwen2]
+//! [--hidden 2048] [--layers 12] [--intermediate 5632] [--vocab 32000] [--heads N]
+//! [--kv-heads N] [--tie 0|1] [--dtype bf16|f16|f32] [--shards 2] [--tokenizer-from DIR]`
+//! The default is about 1.5 GB in bf16. `--family qwen2` adds the q/k/v biases;
+//! `--tokenizer-from DIR` copies a real model's tokenizer files, so that prompts can be run
+//! (probe); its vocabulary must fit `--vocab`. Weights are not a trained model: they exist to
+//! measure I/O, memory and throughput. Qwen2.5-3B's shape (6.2 GB in bf16):
+//! `--family qwen2 --hidden 2048 --intermediate 11008 --layers 36 --heads 16 --kv-heads 2
+//! --vocab 151936 --tie 1`.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,8 +29,12 @@ fn main() -> anyhow::Result<()> {
     let inter = get("intermediate", 5632)?;
     let vocab = get("vocab", 32000)?;
     let shards = get("shards", 2)?.max(1);
-    let heads = (hidden / 128).max(1);
-    let kv = (heads / 4).max(1);
+    let heads = get("heads", (hidden / 128).max(1))?;
+    let kv = get("kv-heads", (heads / 4).max(1))?;
+    let family = opts.get("family").map(String::as_str).unwrap_or("llama");
+    anyhow::ensure!(family == "llama" || family == "qwen2", "--family must be llama or qwen2");
+    let qwen2 = family == "qwen2";
+    let tie = get("tie", 0)? != 0;
     let head_dim = hidden / heads;
     let dtype = opts.get("dtype").map(String::as_str).unwrap_or("bf16");
     let (st_dtype, size) = match dtype {
@@ -42,6 +51,11 @@ fn main() -> anyhow::Result<()> {
         tensors.push((format!("{p}self_attn.q_proj.weight"), vec![heads * head_dim, hidden]));
         tensors.push((format!("{p}self_attn.k_proj.weight"), vec![kv * head_dim, hidden]));
         tensors.push((format!("{p}self_attn.v_proj.weight"), vec![kv * head_dim, hidden]));
+        if qwen2 {
+            tensors.push((format!("{p}self_attn.q_proj.bias"), vec![heads * head_dim]));
+            tensors.push((format!("{p}self_attn.k_proj.bias"), vec![kv * head_dim]));
+            tensors.push((format!("{p}self_attn.v_proj.bias"), vec![kv * head_dim]));
+        }
         tensors.push((format!("{p}self_attn.o_proj.weight"), vec![hidden, heads * head_dim]));
         tensors.push((format!("{p}post_attention_layernorm.weight"), vec![hidden]));
         tensors.push((format!("{p}mlp.gate_proj.weight"), vec![inter, hidden]));
@@ -49,7 +63,9 @@ fn main() -> anyhow::Result<()> {
         tensors.push((format!("{p}mlp.down_proj.weight"), vec![hidden, inter]));
     }
     tensors.push(("model.norm.weight".into(), vec![hidden]));
-    tensors.push(("lm_head.weight".into(), vec![vocab, hidden]));
+    if !tie {
+        tensors.push(("lm_head.weight".into(), vec![vocab, hidden]));
+    }
     let total: usize = tensors.iter().map(|(_, s)| s.iter().product::<usize>() * size).sum();
     let per_shard = total.div_ceil(shards);
     let mut groups: Vec<Vec<(String, Vec<usize>)>> = vec![Vec::new()];
@@ -92,11 +108,16 @@ fn main() -> anyhow::Result<()> {
         for (name, shape) in group {
             let count: usize = shape.iter().product();
             let norm = name.ends_with("norm.weight");
+            let bias = name.ends_with(".bias");
             for _ in 0..count {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
-                let v = if norm { 1.0 } else { ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04 };
+                let v = if norm {
+                    1.0
+                } else {
+                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * if bias { 0.2 } else { 0.04 }
+                };
                 match size {
                     4 => buf.extend_from_slice(&v.to_le_bytes()),
                     _ if dtype == "f16" => buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()),
@@ -115,14 +136,24 @@ fn main() -> anyhow::Result<()> {
         let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
         std::fs::write(out.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?)?;
     }
+    let (architecture, eps, theta) =
+        if qwen2 { ("Qwen2ForCausalLM", 1e-6, 1_000_000.0) } else { ("LlamaForCausalLM", 1e-5, 10000.0) };
     let config = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+        "architectures": [architecture], "model_type": family, "hidden_size": hidden,
         "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": heads,
-        "num_key_value_heads": kv, "vocab_size": vocab, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "max_position_embeddings": 4096, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
-        "hidden_act": "silu"
+        "num_key_value_heads": kv, "vocab_size": vocab, "rms_norm_eps": eps, "rope_theta": theta,
+        "max_position_embeddings": 4096, "tie_word_embeddings": tie, "torch_dtype": "bfloat16",
+        "hidden_act": "silu", "use_sliding_window": false
     });
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)?)?;
+    if let Some(from) = opts.get("tokenizer-from") {
+        for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"] {
+            let src = PathBuf::from(from).join(name);
+            if src.is_file() {
+                std::fs::copy(&src, out.join(name))?;
+            }
+        }
+    }
     println!("{} ({:.2} GB in {n} shard(s))", out.display(), total as f64 / 1e9);
     Ok(())
 }

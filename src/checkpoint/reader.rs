@@ -134,6 +134,13 @@ impl Checkpoint {
         Ok(self.shards[*shard].tensor(key).expect("location map is built from the shards"))
     }
 
+    /// Drop `name`'s pages from this process's mapping (see [`Shard::release`]).
+    pub fn release(&self, name: &str) {
+        if let Some(&shard) = self.location.get(name) {
+            self.shards[shard].release(name);
+        }
+    }
+
     /// One tensor as f32 values with its shape.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let view = self.tensor(name)?;

@@ -111,6 +111,22 @@ impl Shard {
         self.mmap.len() - 8 - self.header_len
     }
 
+    /// Drop `name`'s pages from this process's mapping (`madvise(MADV_DONTNEED)`), e.g. after a
+    /// layer was copied out of it: they stay in the page cache, reclaimable, and are read again
+    /// on the next access. Does nothing where unsupported or for an unknown name.
+    pub fn release(&self, name: &str) {
+        #[cfg(unix)]
+        if let Some(info) = self.metadata.info(name) {
+            let start = 8 + self.header_len + info.data_offsets.0;
+            let len = info.data_offsets.1 - info.data_offsets.0;
+            // SAFETY: the map is private and read-only, so its pages always equal the file's:
+            // dropping them only means the next access reads them again.
+            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len) };
+        }
+        #[cfg(not(unix))]
+        let _ = name;
+    }
+
     /// Hint the kernel that the file will be read front to back.
     pub fn advise_sequential(&self) {
         #[cfg(unix)]

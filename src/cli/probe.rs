@@ -5,9 +5,11 @@ use super::runtime::RunArgs;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use scalpel::pipeline::{parse_streams, probe_step, ProbeInputs, ProbeRequest};
-use scalpel::probe::{rule_name, ExtraDirections, RankRule};
-use scalpel::prompts::PromptSet;
+use scalpel::model::memory::{choose_capture_path, format_bytes, memory_budget, model_memory_bytes, CapturePath};
+use scalpel::model::{parse_device, parse_dtype, Decoder, LayerMajor};
+use scalpel::pipeline::{parse_streams, ProbeRequest};
+use scalpel::probe::{probe_to_folder, rule_name, CaptureModel, ExtraDirections, ProbeFolder, RankRule};
+use scalpel::prompts::{PromptEncoder, PromptSet};
 use std::path::PathBuf;
 
 /// Run two contrasting prompt sets (default: the built-in harmful / harmless training sets)
@@ -70,6 +72,15 @@ pub struct Args {
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Load one layer at a time (for models larger than memory): embed every prompt, then run
+    /// every batch through each layer in turn. Default: chosen when the model's weights in the
+    /// compute dtype (+10 %) exceed the available memory (MemAvailable, the cgroup limit,
+    /// `ulimit -d`, or SCALPEL_MEMORY_BUDGET).
+    #[arg(long, conflicts_with = "no_layer_major")]
+    pub layer_major: bool,
+    /// Load the whole model even when it looks too large for the available memory.
+    #[arg(long)]
+    pub no_layer_major: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -82,7 +93,31 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let harmful = load(&args.harmful).context("loading --harmful")?;
     let harmless = load(&args.harmless).context("loading --harmless")?;
-    let (decoder, encoder) = args.run.load(&model)?;
+    let dtype = parse_dtype(&args.run.dtype)?;
+    let device = parse_device(&args.run.device)?;
+    let force = match (args.layer_major, args.no_layer_major) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
+    let budget = memory_budget()?;
+    let choice = choose_capture_path(model_memory_bytes(&model, dtype)?, budget.as_ref(), force);
+    let encoder = PromptEncoder::from_model_dir(&model.root, args.run.format())?;
+    let (whole, layer_major) = match choice.path {
+        CapturePath::WholeModel => {
+            eprintln!("capture path: whole model in memory ({})", choice.reason);
+            (Some(Decoder::load(&model, &device, dtype).context("loading the model")?), None)
+        }
+        CapturePath::LayerMajor => {
+            eprintln!("capture path: layer-major, one layer in memory at a time ({})", choice.reason);
+            (None, Some(LayerMajor::new(&model, &device, dtype)?))
+        }
+    };
+    let decoder: &dyn CaptureModel = match (&whole, &layer_major) {
+        (Some(d), _) => d,
+        (_, Some(l)) => l,
+        _ => unreachable!("one path was chosen"),
+    };
     let streams: Vec<&str> = args.streams.split(',').collect();
     let request = ProbeRequest {
         streams: parse_streams(&streams, None)?,
@@ -120,15 +155,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("capturing [{bar:30}] {pos}/{len} prompts {per_sec} eta {eta}").expect("template"),
     );
     let name = model.root.display().to_string();
-    let inputs = ProbeInputs {
-        model: &model,
-        name: &name,
-        decoder: &decoder,
-        encoder: &encoder,
-        harmful: &harmful,
-        harmless: &harmless,
-    };
-    let (outcome, files, out) = probe_step(&inputs, &settings, &args.out, args.force, &progress)?;
+    let inputs =
+        ProbeFolder { model_dir: &model, name: &name, encoder: &encoder, harmful: &harmful, harmless: &harmless };
+    let (outcome, files, out) = probe_to_folder(decoder, &inputs, &settings, &args.out, args.force, &progress)?;
     let (stream, layer) = &outcome.analysis.recommended;
     for skip in &outcome.analysis.skipped {
         eprintln!("skipped {}.{}: {}", skip.stream, skip.layer, skip.reason);
@@ -139,6 +168,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         files.len(),
         files.iter().filter(|f| !f.ends_with(".svg")).cloned().collect::<Vec<_>>().join(", ")
     );
+    if let Some(l) = &layer_major {
+        eprintln!("layer-major: read {} of weights from the checkpoint", format_bytes(l.bytes_read()));
+    }
     println!("{}", out.join("report.md").display());
     Ok(())
 }

@@ -85,9 +85,179 @@ pub struct Decoder {
     pub(super) layers: Vec<Layer>,
     final_norm: Tensor,
     pub(super) lm_head: Tensor,
-    /// One rotary configuration per distinct (theta, scaling); `rope_of[layer]` indexes it.
+    ropes: Ropes,
+}
+
+/// The rotary configurations of a model: one per distinct (theta, scaling); `of[layer]` indexes it.
+#[derive(Debug, Clone)]
+pub(super) struct Ropes {
     ropes: Vec<Rope>,
+    of: Vec<usize>,
+}
+
+impl Ropes {
+    /// The rotary configuration of every layer of `model`.
+    pub(super) fn new(model: &ModelDir) -> Result<Ropes> {
+        let spec = &model.spec;
+        let rotary = ((spec.head_dim as f64 * spec.partial_rotary_factor) as usize) & !1;
+        if rotary == 0 {
+            return Err(Error::BadConfig {
+                path: model.root.join("config.json"),
+                message: "rotary dimension is 0".into(),
+            });
+        }
+        let mut ropes: Vec<Rope> = Vec::new();
+        let mut of = Vec::new();
+        for l in 0..spec.num_layers {
+            // Gemma 3 scales only its global layers' rope.
+            let local = spec.family == Family::Gemma3 && spec.sliding_layers[l];
+            let rope = Rope::new(rotary, spec.rope_theta_for(l), if local { None } else { spec.rope_scaling.as_ref() });
+            let index = ropes.iter().position(|r| *r == rope).unwrap_or_else(|| {
+                ropes.push(rope);
+                ropes.len() - 1
+            });
+            of.push(index);
+        }
+        Ok(Ropes { ropes, of })
+    }
+}
+
+/// What every layer reads about one batch besides the hidden states: the rotary tables of its
+/// positions and its attention masks (full, and one per sliding-window size).
+#[derive(Debug)]
+pub(super) struct BatchContext {
+    tables: Vec<(Tensor, Tensor)>,
     rope_of: Vec<usize>,
+    full_mask: Tensor,
+    window_masks: Vec<(usize, Tensor)>,
+}
+
+impl BatchContext {
+    /// The context of `t` new tokens whose mask over the whole sequence (past + new) is `attention`.
+    pub(super) fn new(
+        spec: &ModelSpec,
+        ropes: &Ropes,
+        attention: &[Vec<u8>],
+        t: usize,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<BatchContext> {
+        let pos = position_ids(attention, t)?;
+        let tables =
+            ropes.ropes.iter().map(|r| r.tables(&pos, device, dtype)).collect::<candle_core::Result<Vec<_>>>()?;
+        let full_mask = attention_bias(attention, t, None, device)?;
+        let mut window_masks: Vec<(usize, Tensor)> = Vec::new();
+        for l in 0..spec.num_layers {
+            if let Some(w) = spec.window_for(l) {
+                if !window_masks.iter().any(|(ww, _)| *ww == w) {
+                    window_masks.push((w, attention_bias(attention, t, Some(w), device)?));
+                }
+            }
+        }
+        Ok(BatchContext { tables, rope_of: ropes.of.clone(), full_mask, window_masks })
+    }
+
+    fn mask(&self, spec: &ModelSpec, layer: usize) -> &Tensor {
+        match spec.window_for(layer) {
+            None => &self.full_mask,
+            Some(w) => &self.window_masks.iter().find(|(ww, _)| *ww == w).expect("every window was built").1,
+        }
+    }
+}
+
+/// Multiply embedded tokens by the family's embedding scale, if it has one.
+pub(super) fn scale_embedding(spec: &ModelSpec, h: Tensor) -> Result<Tensor> {
+    Ok(match spec.embedding_scale {
+        // Hugging Face multiplies by the normalizer cast to the model dtype.
+        Some(scale) => {
+            let scale = Tensor::new(scale as f32, h.device())?.to_dtype(h.dtype())?;
+            h.broadcast_mul(&scale)?
+        }
+        None => h,
+    })
+}
+
+/// Store `x` at `point`/`layer` in `captures` if `spec` asks for it.
+fn record(
+    spec: Option<&CaptureSpec>,
+    captures: &mut Captures,
+    point: HookPoint,
+    layer: usize,
+    x: &Tensor,
+) -> Result<()> {
+    if let Some(c) = spec {
+        if c.points.contains(&point) && c.wants_layer(layer) {
+            captures.values.insert((point, layer), select_positions(x, &c.from_end)?);
+        }
+    }
+    Ok(())
+}
+
+/// One decoder layer `l` on the stream `h` — the one definition of a layer's step, which the
+/// whole-model [`Decoder::forward`] and the layer-major path both run: hook points with their
+/// interventions and captures, post-norms (Gemma 2/3), the layer's mask (sliding windows) and
+/// rope table. `cache` holds this layer's keys and values so far and is extended.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn layer_step(
+    spec: &ModelSpec,
+    layer: &Layer,
+    l: usize,
+    mut h: Tensor,
+    ctx: &BatchContext,
+    cache: Option<&mut Option<(Tensor, Tensor)>>,
+    iv: &Interventions,
+    capture: Option<&CaptureSpec>,
+    captures: &mut Captures,
+) -> Result<Tensor> {
+    let mask = ctx.mask(spec, l);
+    let (cos, sin) = &ctx.tables[ctx.rope_of[l]];
+    h = iv.apply(HookPoint::ResidPre, l, h)?;
+    record(capture, captures, HookPoint::ResidPre, l, &h)?;
+    let x = rms_norm(&h, &layer.attn_norm, spec.norm_eps)?;
+    let raw = iv.apply(HookPoint::AttnRaw, l, layer.attention(spec, &x, cos, sin, mask, cache)?)?;
+    record(capture, captures, HookPoint::AttnRaw, l, &raw)?;
+    let out = match &layer.attn_post_norm {
+        Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
+        None => raw,
+    };
+    let out = iv.apply(HookPoint::AttnOut, l, out)?;
+    record(capture, captures, HookPoint::AttnOut, l, &out)?;
+    h = iv.apply(HookPoint::ResidMid, l, add(&h, &out)?)?;
+    record(capture, captures, HookPoint::ResidMid, l, &h)?;
+    let x = rms_norm(&h, &layer.mlp_norm, spec.norm_eps)?;
+    let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(&x)?)?;
+    record(capture, captures, HookPoint::MlpRaw, l, &raw)?;
+    let out = match &layer.mlp_post_norm {
+        Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
+        None => raw,
+    };
+    let out = iv.apply(HookPoint::MlpOut, l, out)?;
+    record(capture, captures, HookPoint::MlpOut, l, &out)?;
+    h = iv.apply(HookPoint::ResidPost, l, add(&h, &out)?)?;
+    record(capture, captures, HookPoint::ResidPost, l, &h)?;
+    Ok(h)
+}
+
+/// Check that `ids` / `attention` form a rectangular batch of in-vocabulary tokens over `past`
+/// cached tokens; returns `(batch, new tokens)`.
+pub(super) fn check_batch(
+    spec: &ModelSpec,
+    ids: &[Vec<u32>],
+    attention: &[Vec<u8>],
+    past: usize,
+) -> Result<(usize, usize)> {
+    let b = ids.len();
+    let t = ids.first().map_or(0, Vec::len);
+    if b == 0 || t == 0 || ids.iter().any(|r| r.len() != t) || attention.len() != b {
+        return Err(Error::Invalid("forward needs a non-empty rectangular batch".into()));
+    }
+    if attention.iter().any(|r| r.len() != past + t) {
+        return Err(Error::Invalid(format!("attention mask must cover past ({past}) + new ({t}) tokens")));
+    }
+    if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= spec.vocab_size) {
+        return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary ({})", spec.vocab_size)));
+    }
+    Ok((b, t))
 }
 
 impl Decoder {
@@ -103,26 +273,8 @@ impl Decoder {
         } else {
             loader.tensor(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?
         };
-        let rotary = ((spec.head_dim as f64 * spec.partial_rotary_factor) as usize) & !1;
-        if rotary == 0 {
-            return Err(Error::BadConfig {
-                path: model.root.join("config.json"),
-                message: "rotary dimension is 0".into(),
-            });
-        }
-        let mut ropes: Vec<Rope> = Vec::new();
-        let mut rope_of = Vec::new();
-        for l in 0..spec.num_layers {
-            // Gemma 3 scales only its global layers' rope.
-            let local = spec.family == Family::Gemma3 && spec.sliding_layers[l];
-            let rope = Rope::new(rotary, spec.rope_theta_for(l), if local { None } else { spec.rope_scaling.as_ref() });
-            let index = ropes.iter().position(|r| *r == rope).unwrap_or_else(|| {
-                ropes.push(rope);
-                ropes.len() - 1
-            });
-            rope_of.push(index);
-        }
-        Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes, rope_of })
+        let ropes = Ropes::new(model)?;
+        Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes })
     }
 
     /// The model description.
@@ -145,87 +297,23 @@ impl Decoder {
         mut cache: Option<&mut KvCache>,
         request: &ForwardRequest<'_>,
     ) -> Result<ForwardOutput> {
-        let b = ids.len();
-        let t = ids.first().map_or(0, Vec::len);
-        if b == 0 || t == 0 || ids.iter().any(|r| r.len() != t) || attention.len() != b {
-            return Err(Error::Invalid("forward needs a non-empty rectangular batch".into()));
-        }
         let past = cache.as_ref().map_or(0, |c| c.len());
-        if attention.iter().any(|r| r.len() != past + t) {
-            return Err(Error::Invalid(format!("attention mask must cover past ({past}) + new ({t}) tokens")));
-        }
-        if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= self.spec.vocab_size) {
-            return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary ({})", self.spec.vocab_size)));
-        }
+        let (b, t) = check_batch(&self.spec, ids, attention, past)?;
         let spec = &self.spec;
         let iv = request.interventions;
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let ids_t = Tensor::from_vec(flat, (b * t,), &self.device)?;
-        let mut h = self.embed.index_select(&ids_t, 0)?.reshape((b, t, spec.hidden_size))?;
-        if let Some(scale) = spec.embedding_scale {
-            // Hugging Face multiplies by the normalizer cast to the model dtype.
-            let scale = Tensor::new(scale as f32, &self.device)?.to_dtype(self.dtype)?;
-            h = h.broadcast_mul(&scale)?;
-        }
-        let pos = position_ids(attention, t)?;
-        let tables = self
-            .ropes
-            .iter()
-            .map(|r| r.tables(&pos, &self.device, self.dtype))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let full_mask = attention_bias(attention, t, None, &self.device)?;
-        let mut window_masks: Vec<(usize, Tensor)> = Vec::new();
+        let h = self.embed.index_select(&ids_t, 0)?.reshape((b, t, spec.hidden_size))?;
+        let mut h = scale_embedding(spec, h)?;
+        let ctx = BatchContext::new(spec, &self.ropes, attention, t, &self.device, self.dtype)?;
         let mut captures = Captures::default();
         let last_needed = match request.logits {
             LogitsMode::None => request.capture.and_then(CaptureSpec::last_layer).map_or(spec.num_layers, |l| l + 1),
             _ => spec.num_layers,
         };
-        let capture = |captures: &mut Captures, point: HookPoint, layer: usize, x: &Tensor| -> Result<()> {
-            if let Some(c) = request.capture {
-                if c.points.contains(&point) && c.wants_layer(layer) {
-                    captures.values.insert((point, layer), select_positions(x, &c.from_end)?);
-                }
-            }
-            Ok(())
-        };
         for (l, layer) in self.layers.iter().enumerate().take(last_needed) {
-            let mask = match spec.window_for(l) {
-                None => full_mask.clone(),
-                Some(w) => match window_masks.iter().find(|(ww, _)| *ww == w) {
-                    Some((_, m)) => m.clone(),
-                    None => {
-                        let m = attention_bias(attention, t, Some(w), &self.device)?;
-                        window_masks.push((w, m.clone()));
-                        m
-                    }
-                },
-            };
-            let (cos, sin) = &tables[self.rope_of[l]];
-            h = iv.apply(HookPoint::ResidPre, l, h)?;
-            capture(&mut captures, HookPoint::ResidPre, l, &h)?;
-            let x = rms_norm(&h, &layer.attn_norm, spec.norm_eps)?;
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            let raw = iv.apply(HookPoint::AttnRaw, l, layer.attention(spec, &x, cos, sin, &mask, slot)?)?;
-            capture(&mut captures, HookPoint::AttnRaw, l, &raw)?;
-            let out = match &layer.attn_post_norm {
-                Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
-                None => raw,
-            };
-            let out = iv.apply(HookPoint::AttnOut, l, out)?;
-            capture(&mut captures, HookPoint::AttnOut, l, &out)?;
-            h = iv.apply(HookPoint::ResidMid, l, add(&h, &out)?)?;
-            capture(&mut captures, HookPoint::ResidMid, l, &h)?;
-            let x = rms_norm(&h, &layer.mlp_norm, spec.norm_eps)?;
-            let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(&x)?)?;
-            capture(&mut captures, HookPoint::MlpRaw, l, &raw)?;
-            let out = match &layer.mlp_post_norm {
-                Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
-                None => raw,
-            };
-            let out = iv.apply(HookPoint::MlpOut, l, out)?;
-            capture(&mut captures, HookPoint::MlpOut, l, &out)?;
-            h = iv.apply(HookPoint::ResidPost, l, add(&h, &out)?)?;
-            capture(&mut captures, HookPoint::ResidPost, l, &h)?;
+            h = layer_step(spec, layer, l, h, &ctx, slot, iv, request.capture, &mut captures)?;
         }
         let logits = match request.logits {
             LogitsMode::None => None,
@@ -233,7 +321,7 @@ impl Decoder {
                 let h = if mode == LogitsMode::Last { h.narrow(1, t - 1, 1)? } else { h };
                 let n = rms_norm(&h, &self.final_norm, spec.norm_eps)?;
                 let n = iv.apply(HookPoint::FinalNorm, spec.num_layers, n)?;
-                capture(&mut captures, HookPoint::FinalNorm, spec.num_layers, &n)?;
+                record(request.capture, &mut captures, HookPoint::FinalNorm, spec.num_layers, &n)?;
                 let (bb, tt, hh) = n.dims3()?;
                 let mut logits = n
                     .reshape((bb * tt, hh))?

@@ -9,6 +9,8 @@ pub mod hooks;
 pub mod interventions;
 mod kernels;
 mod layer;
+mod layer_major;
+pub mod memory;
 mod prefill;
 pub(crate) mod rope;
 mod sampling;
@@ -18,6 +20,7 @@ pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, Lo
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{CaptureSpec, Captures, HookPoint};
 pub use interventions::{basis_tensor, Intervention, Interventions};
+pub use layer_major::LayerMajor;
 pub use prefill::{prefill, Prefilled, MIN_SHARED_PREFIX};
 pub use sampling::{argmax, Sampler, Sampling};
 

@@ -13,9 +13,9 @@ pub mod stats;
 pub use analysis::{
     default_candidates, degenerate, parse_positions, parse_stream, ProbeAnalysis, SkippedLayer, NOISE_FLOOR,
 };
-pub use capture::{capture_set, CaptureSettings, SetStats};
+pub use capture::{capture_set, capture_sets_layer_major, CaptureModel, CaptureSettings, SetStats};
 pub use metrics::{layer_metrics, LayerMetrics};
 pub use ranking::{rank, rule_name, RankRule, Ranking};
 pub use report::{write_probe_outputs, ProbeProvenance};
-pub use run::{run_probe, DirectionKind, ExtraDirections, ProbeOutcome, ProbeSettings};
+pub use run::{probe_to_folder, run_probe, DirectionKind, ExtraDirections, ProbeFolder, ProbeOutcome, ProbeSettings};
 pub use stats::RunningStats;

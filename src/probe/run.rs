@@ -1,11 +1,11 @@
 //! The whole probe: capture both sets, analyse, extract one or more directions.
 
 use super::analysis::{analyse, degenerate, directions, ProbeAnalysis};
-use super::capture::{capture_set, CaptureSettings, SetStats};
+use super::capture::{CaptureModel, CaptureSettings, SetStats};
 use super::extract::{mean_difference, pair_pca};
 use super::ranking::RankRule;
 use crate::directions::{entry_name, Direction};
-use crate::model::{basis_tensor, Decoder, HookPoint, Interventions};
+use crate::model::{basis_tensor, HookPoint, Interventions};
 use crate::prompts::PromptEncoder;
 use crate::surgery::Basis;
 use crate::{Error, Result};
@@ -81,9 +81,10 @@ pub struct ProbeOutcome {
     pub prompts_per_second: f64,
 }
 
-/// Probe `harmful` against `harmless`.
-pub fn run_probe(
-    decoder: &Decoder,
+/// Probe `harmful` against `harmless` on `decoder` (the whole model, or
+/// [`crate::model::LayerMajor`] for one layer at a time).
+pub fn run_probe<M: CaptureModel + ?Sized>(
+    decoder: &M,
     encoder: &PromptEncoder,
     harmful: &[String],
     harmless: &[String],
@@ -95,8 +96,8 @@ pub fn run_probe(
     }
     let started = Instant::now();
     let none = Interventions::none();
-    let h = capture_set(decoder, encoder, harmful, &settings.capture, &none, progress)?;
-    let b = capture_set(decoder, encoder, harmless, &settings.capture, &none, progress)?;
+    let mut both = decoder.capture_sets(encoder, &[harmful, harmless], &settings.capture, &none, progress)?;
+    let (b, h) = (both.pop().expect("two sets"), both.pop().expect("two sets"));
     let prompts_per_second = (harmful.len() + harmless.len()) as f64 / started.elapsed().as_secs_f64().max(1e-9);
     check_finite(&h, "harmful", harmful)?;
     check_finite(&b, "harmless", harmless)?;
@@ -150,8 +151,8 @@ fn orthonormal_rows(rows: &[Vec<f64>]) -> Result<Vec<Vec<f32>>> {
 }
 
 /// Everything needed to capture both sets again at one stream and layer.
-struct Recapture<'a> {
-    decoder: &'a Decoder,
+struct Recapture<'a, M: ?Sized> {
+    decoder: &'a M,
     encoder: &'a PromptEncoder,
     harmful: &'a [String],
     harmless: &'a [String],
@@ -159,7 +160,7 @@ struct Recapture<'a> {
     progress: &'a ProgressBar,
 }
 
-impl Recapture<'_> {
+impl<M: CaptureModel + ?Sized> Recapture<'_, M> {
     /// Both sets' statistics at `stream`/`layer` under `interventions` (keeping each prompt's vector if `keep`).
     fn both(
         &self,
@@ -171,15 +172,16 @@ impl Recapture<'_> {
         let capture =
             CaptureSettings { streams: vec![stream], layers: vec![layer], keep, ..self.settings.capture.clone() };
         self.progress.inc_length((self.harmful.len() + self.harmless.len()) as u64);
-        let h = capture_set(self.decoder, self.encoder, self.harmful, &capture, interventions, self.progress)?;
-        let b = capture_set(self.decoder, self.encoder, self.harmless, &capture, interventions, self.progress)?;
+        let sets = [self.harmful, self.harmless];
+        let mut both = self.decoder.capture_sets(self.encoder, &sets, &capture, interventions, self.progress)?;
+        let (b, h) = (both.pop().expect("two sets"), both.pop().expect("two sets"));
         Ok((h, b))
     }
 }
 
 /// K directions by iterating: ablate what was found at every layer, take the new difference of means.
-fn iterative(
-    again: &Recapture<'_>,
+fn iterative<M: CaptureModel + ?Sized>(
+    again: &Recapture<'_, M>,
     stream: HookPoint,
     layer: usize,
     k: usize,
@@ -197,8 +199,55 @@ fn iterative(
 
 /// The top K principal components of every harmful–harmless pair's difference (see [`pair_pca`]),
 /// oriented along the mean difference.
-fn pca(again: &Recapture<'_>, stream: HookPoint, layer: usize, k: usize, mean: &[f64]) -> Result<Vec<Vec<f32>>> {
+fn pca<M: CaptureModel + ?Sized>(
+    again: &Recapture<'_, M>,
+    stream: HookPoint,
+    layer: usize,
+    k: usize,
+    mean: &[f64],
+) -> Result<Vec<Vec<f32>>> {
     let (hk, bk) = again.both(stream, layer, true, &Interventions::none())?;
     let (hv, bv) = (&hk.kept[&(stream, layer)], &bk.kept[&(stream, layer)]);
     orthonormal_rows(&pair_pca(hv, bv, k, mean)?)
+}
+
+/// What a probe that writes its outputs runs on (see [`probe_to_folder`]).
+pub struct ProbeFolder<'a> {
+    /// The model folder (its root is protected from being overwritten).
+    pub model_dir: &'a crate::checkpoint::ModelDir,
+    /// The model's name as recorded in the outputs.
+    pub name: &'a str,
+    /// Its prompt encoder.
+    pub encoder: &'a PromptEncoder,
+    /// Prompts it refuses.
+    pub harmful: &'a crate::prompts::PromptSet,
+    /// Everyday prompts.
+    pub harmless: &'a crate::prompts::PromptSet,
+}
+
+/// Probe on `model` (whole or layer-major) and write every output into `out` (staged, renamed
+/// into place when complete); the same outputs as `pipeline::probe_step`, for any
+/// [`CaptureModel`]. Returns the outcome, the files written and the folder.
+pub fn probe_to_folder<M: CaptureModel + ?Sized>(
+    model: &M,
+    inputs: &ProbeFolder<'_>,
+    settings: &ProbeSettings,
+    out: &std::path::Path,
+    force: bool,
+    progress: &ProgressBar,
+) -> Result<(ProbeOutcome, Vec<String>, std::path::PathBuf)> {
+    let staged = crate::checkpoint::StagedOutput::new(out, &[&inputs.model_dir.root], force)?;
+    let (h, b) = (inputs.harmful, inputs.harmless);
+    let outcome = run_probe(model, inputs.encoder, &h.prompts, &b.prompts, settings, progress)?;
+    progress.finish_and_clear();
+    let prov = super::ProbeProvenance {
+        model: inputs.name.to_string(),
+        harmful: (h.source.clone(), h.prompts.len(), h.hash()),
+        harmless: (b.source.clone(), b.prompts.len(), b.hash()),
+        positions: settings.capture.from_end.clone(),
+        format: format!("{:?}", inputs.encoder.format()),
+    };
+    let files = super::write_probe_outputs(staged.path(), &outcome, &prov)?;
+    let dir = staged.commit()?;
+    Ok((outcome, files, dir))
 }
