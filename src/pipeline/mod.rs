@@ -11,7 +11,7 @@ use crate::checkpoint::{resolve_model, ModelDir};
 use crate::directions::DirectionsFile;
 use crate::eval::{side_by_side, EvalReport, SideBySide, Subject};
 use crate::model::{default_device, parse_dtype, Decoder, Interventions};
-use crate::probe::DirectionKind;
+use crate::probe::{probe_to_folder, DirectionKind, ProbeFolder};
 use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
 use crate::recipe::{Recipe, SearchSection};
 use crate::search::{search_step, trial_edit, TrialEdit, Validation, CHOSEN_FILE};
@@ -21,8 +21,8 @@ use indicatif::ProgressBar;
 use stamps::{hash_of, json, model_identity, Stamps};
 use std::path::{Path, PathBuf};
 pub use steps::{
-    ablate_step, edit_record, eval_step, parse_streams, parse_targets, probe_step, verify_step, AblateRequest,
-    EvalSets, ProbeInputs, ProbeRequest, SurgerySettings,
+    ablate_step, edit_record, eval_step, parse_streams, parse_targets, verify_step, AblateRequest, EvalSets,
+    ProbeRequest, SurgerySettings,
 };
 
 /// What a run produced.
@@ -180,16 +180,15 @@ impl Run<'_> {
         let harmful = load_set(&r.prompts.harmful, r, r.prompts.limit)?;
         let harmless = load_set(&r.prompts.harmless, r, r.prompts.limit)?;
         let settings = probe_request(r)?.settings(self.model.spec.num_layers)?;
-        let inputs = ProbeInputs {
-            model: &self.model,
+        let inputs = ProbeFolder {
+            model_dir: &self.model,
             name: &r.model.path,
-            decoder: &self.decoder,
             encoder: &self.encoder,
             harmful: &harmful,
             harmless: &harmless,
         };
         let bar = ProgressBar::hidden();
-        probe_step(&inputs, &settings, &probe_dir, true, &bar)?;
+        probe_to_folder(&self.decoder, &inputs, &settings, &probe_dir, true, &bar)?;
         self.stamps.set("probe", &hash)?;
         self.ran.push("probe".into());
         Ok(hash)

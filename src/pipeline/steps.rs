@@ -2,23 +2,21 @@
 //! `verify`, `eval`) and by `scalpel run` alike, so every option has one definition.
 
 use crate::arch::WriterKind;
-use crate::checkpoint::{ModelDir, StagedOutput};
+use crate::checkpoint::ModelDir;
 use crate::directions::DirectionsFile;
 use crate::eval::{cross_entropy, first_token_kl, refusals, EvalReport, Subject};
 use crate::layers::parse_layers;
-use crate::model::{Decoder, HookPoint};
+use crate::model::HookPoint;
 use crate::probe::{
-    default_candidates, parse_positions, parse_stream, run_probe, write_probe_outputs, CaptureSettings,
-    ExtraDirections, ProbeOutcome, ProbeProvenance, ProbeSettings, RankRule,
+    default_candidates, parse_positions, parse_stream, CaptureSettings, ExtraDirections, ProbeSettings, RankRule,
 };
-use crate::prompts::{PromptEncoder, PromptSet};
 use crate::surgery::{
     ablate, plan, verify_with_original, AblateReport, DirectionChoice, SurgeryOptions, SurgeryPlan, SurgeryRecord,
     VerifyReport, EDIT_RECORD_FILE,
 };
 use crate::{Error, Result};
 use indicatif::ProgressBar;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What probe is asked to do: the one definition of probe's options, filled from the command
 /// line or from a recipe's `[probe]` and `[direction]` sections.
@@ -84,47 +82,6 @@ pub fn parse_streams<S: AsRef<str>>(names: &[S], first: Option<&str>) -> Result<
         }
     }
     Ok(out)
-}
-
-/// The model and prompts a probe runs on.
-pub struct ProbeInputs<'a> {
-    /// The model folder (its root is protected from being overwritten).
-    pub model: &'a ModelDir,
-    /// The model's name as recorded in the outputs.
-    pub name: &'a str,
-    /// Its decoder.
-    pub decoder: &'a Decoder,
-    /// Its prompt encoder.
-    pub encoder: &'a PromptEncoder,
-    /// Prompts it refuses.
-    pub harmful: &'a PromptSet,
-    /// Everyday prompts.
-    pub harmless: &'a PromptSet,
-}
-
-/// Probe, and write every output into `out` (staged, renamed into place when complete).
-/// Returns the outcome, the files written and the folder.
-pub fn probe_step(
-    inputs: &ProbeInputs<'_>,
-    settings: &ProbeSettings,
-    out: &Path,
-    force: bool,
-    progress: &ProgressBar,
-) -> Result<(ProbeOutcome, Vec<String>, PathBuf)> {
-    let staged = StagedOutput::new(out, &[&inputs.model.root], force)?;
-    let (h, b) = (inputs.harmful, inputs.harmless);
-    let outcome = run_probe(inputs.decoder, inputs.encoder, &h.prompts, &b.prompts, settings, progress)?;
-    progress.finish_and_clear();
-    let prov = ProbeProvenance {
-        model: inputs.name.to_string(),
-        harmful: (h.source.clone(), h.prompts.len(), h.hash()),
-        harmless: (b.source.clone(), b.prompts.len(), b.hash()),
-        positions: settings.capture.from_end.clone(),
-        format: format!("{:?}", inputs.encoder.format()),
-    };
-    let files = write_probe_outputs(staged.path(), &outcome, &prov)?;
-    let dir = staged.commit()?;
-    Ok((outcome, files, dir))
 }
 
 /// Writer names (`embed`, `attn`, `mlp`) to kinds, sorted, without duplicates.

@@ -226,8 +226,7 @@ pub struct ProbeFolder<'a> {
 }
 
 /// Probe on `model` (whole or layer-major) and write every output into `out` (staged, renamed
-/// into place when complete); the same outputs as `pipeline::probe_step`, for any
-/// [`CaptureModel`]. Returns the outcome, the files written and the folder.
+/// into place when complete), for any [`CaptureModel`] (`scalpel probe` and `scalpel run`). Returns the outcome, the files written and the folder.
 pub fn probe_to_folder<M: CaptureModel + ?Sized>(
     model: &M,
     inputs: &ProbeFolder<'_>,
