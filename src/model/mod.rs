@@ -12,6 +12,7 @@ mod layer;
 mod prefill;
 pub(crate) mod rope;
 mod sampling;
+pub mod small_matmul;
 mod weights;
 
 pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};
