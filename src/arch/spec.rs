@@ -327,7 +327,7 @@ impl ModelSpec {
 
     pub(super) fn validate(&self, path: &Path) -> Result<()> {
         let bad = |message: String| Error::BadConfig { path: path.to_path_buf(), message };
-        if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(bad(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_heads, self.num_kv_heads

@@ -45,7 +45,7 @@ const CHUNK: usize = 1 << 16;
 pub fn decode_f32(dtype: Dtype, bytes: &[u8], tensor: &str) -> Result<Vec<f32>> {
     let dtype = EditableDtype::of(dtype, tensor)?;
     let size = dtype.size();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(Error::bad_tensor(tensor, format!("{} bytes is not a whole number of elements", bytes.len())));
     }
     let mut out = vec![0f32; bytes.len() / size];

@@ -5,6 +5,7 @@ use super::interventions::Interventions;
 use super::kernels::add;
 use super::layer::{rms_norm, Layer};
 use super::rope::Rope;
+use super::small_matmul;
 use super::weights::Loader;
 use crate::arch::{Family, ModelSpec};
 use crate::checkpoint::ModelDir;
@@ -323,9 +324,7 @@ impl Decoder {
                 let n = iv.apply(HookPoint::FinalNorm, spec.num_layers, n)?;
                 record(request.capture, &mut captures, HookPoint::FinalNorm, spec.num_layers, &n)?;
                 let (bb, tt, hh) = n.dims3()?;
-                let mut logits = n
-                    .reshape((bb * tt, hh))?
-                    .matmul(&self.lm_head.t()?)?
+                let mut logits = small_matmul::linear(&n.reshape((bb * tt, hh))?, &self.lm_head, None)?
                     .to_dtype(DType::F32)?
                     .reshape((bb, tt, spec.vocab_size))?;
                 if let Some(cap) = spec.final_logit_softcapping {

@@ -33,7 +33,7 @@ impl CustomOp1 for SiluMul {
         let src = &src[start..end];
         let mut dims = layout.dims().to_vec();
         let width = *dims.last().unwrap_or(&0);
-        if width % 2 != 0 {
+        if !width.is_multiple_of(2) {
             candle_core::bail!("silu-mul needs an even last dimension, got {width}");
         }
         let half = width / 2;

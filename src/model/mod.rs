@@ -14,6 +14,7 @@ pub mod memory;
 mod prefill;
 pub(crate) mod rope;
 mod sampling;
+pub mod small_matmul;
 mod weights;
 
 pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};

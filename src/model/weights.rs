@@ -17,11 +17,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inner = *dims.last().expect("at least one dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, inner))?.matmul(&self.w.t()?)?;
-        let y = match &self.b {
-            Some(b) => super::kernels::add(&y, b)?,
-            None => y,
-        };
+        let y = super::small_matmul::linear(&x.reshape((rows, inner))?, &self.w, self.b.as_ref())?;
         let mut out = dims;
         *out.last_mut().expect("at least one dim") = y.dim(1)?;
         y.reshape(out)

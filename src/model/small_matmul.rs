@@ -1,0 +1,590 @@
+//! `y = x · Wᵀ (+ b)` on the CPU for an `x` of few rows (the decode steps of generation), with
+//! `W` `[n, k]` read as stored.
+//!
+//! For such products gemm (candle's CPU matmul) repacks the whole weight matrix on every call,
+//! which costs about as much as the product itself. Here each output element is a dot product
+//! along `k`, register-blocked over up to 4 rows of `x` and 4 rows of `W` (16 accumulators), so
+//! every element of `W` is loaded from memory once per call while `x` stays in cache; rayon tasks
+//! take disjoint blocks of `W`'s rows (the output's columns). AVX-512F and AVX2+FMA kernels are
+//! chosen at run time; a portable kernel covers every other CPU.
+//!
+//! Each output element's sum runs in an order that depends only on `k` and the kernel (lanes of
+//! the vector width along `k`, then a fixed reduction), never on `m` or the thread count, so a
+//! row's result does not depend on which other rows share its batch.
+
+use super::kernels;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// The most rows of `x` for which [`linear`] takes this kernel rather than candle's matmul
+/// (measured with `examples/bench_small_matmul.rs` on the 0.5B model's shapes).
+pub const MAX_ROWS: usize = 32;
+
+/// Bytes of `W` per rayon task: enough work to amortise the task, enough tasks to balance the
+/// cores on the smallest products (896 × 896).
+const W_BYTES_PER_TASK: usize = 192 * 1024;
+
+/// Which kernel computes the dot products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F, 16 lanes, 4 × 4 tiles.
+    Avx512,
+    /// AVX2 with FMA, 8 lanes, 3 × 4 tiles.
+    Avx2,
+    /// Plain Rust (no FMA), 8 lanes in arrays.
+    Portable,
+}
+
+impl Isa {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Isa {
+        [Isa::Avx512, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable)
+    }
+
+    /// Whether this CPU runs this kernel.
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// `x · Wᵀ + b` for `x` `[m, k]`, `w` `[n, k]`, `b` `[n]`: this module's kernel on the CPU for
+/// f32 and `m ≤ MAX_ROWS`, else candle's matmul (and the fused bias add).
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let fits = m <= MAX_ROWS
+        && k > 0
+        && x.device().is_cpu()
+        && w.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && b.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu());
+    if fits {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let op = SmallMatmul { isa: Isa::detect() };
+        return match b {
+            Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op),
+            None => x.apply_op2_no_bwd(&w, &op),
+        };
+    }
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => kernels::add(&y, b),
+        None => Ok(y),
+    }
+}
+
+/// `y = x · Wᵀ + b` on slices: `x` `[m, k]`, `w` `[n, k]`, `bias` `[n]`, all row-major; `y` is
+/// `[m, n]`. Panics if `isa` is not [`Isa::available`] or a length does not match.
+pub fn matmul_wt(isa: Isa, x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+    assert!(isa.available(), "{isa:?} kernels need a CPU that has them");
+    assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+    assert_eq!(w.len(), n * k, "w is not [{n}, {k}]");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "the bias is not [{n}]");
+    }
+    let mut y = vec![0f32; m * n];
+    if m == 0 || n == 0 {
+        return y;
+    }
+    if k == 0 {
+        if let Some(b) = bias {
+            y.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b));
+        }
+        return y;
+    }
+    match isa {
+        Isa::Portable => run::<Portable>(x, w, bias, m, k, n, &mut y),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => run::<x86::Avx512>(x, w, bias, m, k, n, &mut y),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => run::<x86::Avx2>(x, w, bias, m, k, n, &mut y),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("checked by available()"),
+    }
+    y
+}
+
+/// A kernel: dot products of `MR` rows of `x` with `NR` rows of `W`.
+trait Tiles {
+    /// Rows of `x` per tile (≤ 4).
+    const MR: usize;
+
+    /// `out[i][j] = Σ_p x[i·k + p] · w[j·k + p]` for `x` `[MR, k]` and `w` `[NR, k]`, asking the
+    /// CPU to fetch `next` (the following rows of `W`, `[NR, k]`) into cache meanwhile.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's instruction set (`Isa::available`).
+    unsafe fn tile<const MR: usize, const NR: usize>(
+        x: &[f32],
+        w: &[f32],
+        next: Option<&[f32]>,
+        k: usize,
+    ) -> [[f32; NR]; MR];
+}
+
+/// W rows per tile.
+const NR: usize = 4;
+
+/// Fill `y` `[m, n]`: tasks take blocks of `W`'s rows; within a block, each group of `NR` rows of
+/// `W` meets every `x` row while it is in L1.
+fn run<T: Tiles>(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize, y: &mut [f32]) {
+    let per_task = (W_BYTES_PER_TASK / (4 * k)).next_multiple_of(NR).max(NR);
+    // Each task's columns of each output row, so tasks write disjoint slices.
+    let tasks = n.div_ceil(per_task);
+    let mut columns: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
+    for row in y.chunks_exact_mut(n) {
+        for (task, part) in columns.iter_mut().zip(row.chunks_mut(per_task)) {
+            task.push(part);
+        }
+    }
+    columns.into_par_iter().enumerate().for_each(|(task, mut out)| {
+        let j0 = task * per_task;
+        let width = out[0].len();
+        let mut j = 0;
+        while j < width {
+            let nr = if j + NR <= width { NR } else { 1 };
+            let wb = &w[(j0 + j) * k..(j0 + j + nr) * k];
+            // The next rows of W are fetched while the first rows of x meet these.
+            let ahead = w.get((j0 + j + nr) * k..(j0 + j + 2 * nr) * k);
+            let mut i = 0;
+            while i < m {
+                let mr = (m - i).min(T::MR);
+                let xb = &x[i * k..(i + mr) * k];
+                let next = if i == 0 { ahead } else { None };
+                // SAFETY: `matmul_wt` checked that the CPU has `T`'s instruction set.
+                let block: [[f32; NR]; 4] = unsafe {
+                    match (mr, nr) {
+                        (4, NR) => T::tile::<4, NR>(xb, wb, next, k),
+                        (3, NR) => widen(T::tile::<3, NR>(xb, wb, next, k)),
+                        (2, NR) => widen(T::tile::<2, NR>(xb, wb, next, k)),
+                        (1, NR) => widen(T::tile::<1, NR>(xb, wb, next, k)),
+                        (4, _) => widen_cols(T::tile::<4, 1>(xb, wb, next, k)),
+                        (3, _) => widen(widen_cols(T::tile::<3, 1>(xb, wb, next, k))),
+                        (2, _) => widen(widen_cols(T::tile::<2, 1>(xb, wb, next, k))),
+                        _ => widen(widen_cols(T::tile::<1, 1>(xb, wb, next, k))),
+                    }
+                };
+                for (r, values) in block.iter().take(mr).enumerate() {
+                    let dst = &mut out[i + r][j..j + nr];
+                    match bias {
+                        Some(b) => {
+                            let b = &b[j0 + j..j0 + j + nr];
+                            dst.iter_mut().zip(values).zip(b).for_each(|((d, &v), &b)| *d = v + b);
+                        }
+                        None => dst.copy_from_slice(&values[..nr]),
+                    }
+                }
+                i += mr;
+            }
+            j += nr;
+        }
+    });
+}
+
+/// A tile of fewer than 4 rows, padded to 4 (the padding is never read).
+fn widen<const MR: usize>(t: [[f32; NR]; MR]) -> [[f32; NR]; 4] {
+    let mut out = [[0f32; NR]; 4];
+    out[..MR].copy_from_slice(&t);
+    out
+}
+
+/// A one-column tile, padded to `NR` columns (the padding is never read).
+fn widen_cols<const MR: usize>(t: [[f32; 1]; MR]) -> [[f32; NR]; MR] {
+    let mut out = [[0f32; NR]; MR];
+    for (o, v) in out.iter_mut().zip(t) {
+        o[0] = v[0];
+    }
+    out
+}
+
+/// The portable kernel: 8 independent partial sums per output element (in arrays the compiler
+/// can vectorise), then the remainder of `k`, then the partial sums in a fixed order.
+struct Portable;
+
+impl Tiles for Portable {
+    const MR: usize = 4;
+
+    unsafe fn tile<const MR: usize, const NR: usize>(
+        x: &[f32],
+        w: &[f32],
+        _: Option<&[f32]>,
+        k: usize,
+    ) -> [[f32; NR]; MR] {
+        const L: usize = 8;
+        let mut acc = [[[0f32; L]; NR]; MR];
+        let full = k / L * L;
+        for p in (0..full).step_by(L) {
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let xv = &x[i * k + p..i * k + p + L];
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    let wv = &w[j * k + p..j * k + p + L];
+                    for l in 0..L {
+                        acc[l] += xv[l] * wv[l];
+                    }
+                }
+            }
+        }
+        let mut out = [[0f32; NR]; MR];
+        for i in 0..MR {
+            for j in 0..NR {
+                let lanes = &mut acc[i][j];
+                for p in full..k {
+                    lanes[p - full] += x[i * k + p] * w[j * k + p];
+                }
+                out[i][j] = reduce8(lanes);
+            }
+        }
+        out
+    }
+}
+
+/// Sum of 8 partial sums, pairwise in the order the AVX2 kernel's reduction uses.
+fn reduce8(v: &[f32; 8]) -> f32 {
+    let h = [v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]];
+    let q = [h[0] + h[2], h[1] + h[3]];
+    q[0] + q[1]
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Tiles;
+    use std::arch::x86_64::*;
+
+    pub(super) struct Avx512;
+
+    impl Tiles for Avx512 {
+        const MR: usize = 4;
+
+        unsafe fn tile<const MR: usize, const NR: usize>(
+            x: &[f32],
+            w: &[f32],
+            next: Option<&[f32]>,
+            k: usize,
+        ) -> [[f32; NR]; MR] {
+            assert!(x.len() >= MR * k && w.len() >= NR * k && next.is_none_or(|n| n.len() >= NR * k));
+            // SAFETY: the caller guarantees AVX-512F; the lengths were checked above.
+            unsafe { tile512::<MR, NR>(x.as_ptr(), w.as_ptr(), next.map(|n| n.as_ptr()), k) }
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F is available; `x` points at `MR · k`, `w` and `next` at `NR · k` readable f32.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile512<const MR: usize, const NR: usize>(
+        x: *const f32,
+        w: *const f32,
+        next: Option<*const f32>,
+        k: usize,
+    ) -> [[f32; NR]; MR] {
+        let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+        let mut wv = [_mm512_setzero_ps(); NR];
+        let mut p = 0;
+        while p + 16 <= k {
+            if let Some(next) = next {
+                for j in 0..NR {
+                    // SAFETY: a prefetch never faults; the address lies inside row j of `next`.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(next.add(j * k + p).cast()) };
+                }
+            }
+            for (j, v) in wv.iter_mut().enumerate() {
+                // SAFETY: p + 16 ≤ k, so the 16 lanes lie inside row j of w.
+                *v = unsafe { _mm512_loadu_ps(w.add(j * k + p)) };
+            }
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, inside row i of x.
+                let xv = unsafe { _mm512_loadu_ps(x.add(i * k + p)) };
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, wv, *a);
+                }
+            }
+            p += 16;
+        }
+        if p < k {
+            let mask: __mmask16 = ((1u32 << (k - p)) - 1) as __mmask16;
+            for (j, v) in wv.iter_mut().enumerate() {
+                // SAFETY: masked-off lanes are not read, and the k − p read ones lie inside row j.
+                *v = unsafe { _mm512_maskz_loadu_ps(mask, w.add(j * k + p)) };
+            }
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, inside row i of x.
+                let xv = unsafe { _mm512_maskz_loadu_ps(mask, x.add(i * k + p)) };
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, wv, *a);
+                }
+            }
+        }
+        let mut out = [[0f32; NR]; MR];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (o, &a) in o.iter_mut().zip(a) {
+                *o = _mm512_reduce_add_ps(a);
+            }
+        }
+        out
+    }
+
+    pub(super) struct Avx2;
+
+    impl Tiles for Avx2 {
+        // 3 × 4 accumulators, 4 rows of W and one of x fill the 16 vector registers.
+        const MR: usize = 3;
+
+        unsafe fn tile<const MR: usize, const NR: usize>(
+            x: &[f32],
+            w: &[f32],
+            next: Option<&[f32]>,
+            k: usize,
+        ) -> [[f32; NR]; MR] {
+            assert!(x.len() >= MR * k && w.len() >= NR * k && next.is_none_or(|n| n.len() >= NR * k));
+            // SAFETY: the caller guarantees AVX2 and FMA; the lengths were checked above.
+            unsafe { tile256::<MR, NR>(x.as_ptr(), w.as_ptr(), next.map(|n| n.as_ptr()), k) }
+        }
+    }
+
+    /// # Safety
+    /// AVX2 and FMA are available; `x` points at `MR · k`, `w` and `next` at `NR · k` readable
+    /// f32.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile256<const MR: usize, const NR: usize>(
+        x: *const f32,
+        w: *const f32,
+        next: Option<*const f32>,
+        k: usize,
+    ) -> [[f32; NR]; MR] {
+        let mut acc = [[_mm256_setzero_ps(); NR]; MR];
+        let mut wv = [_mm256_setzero_ps(); NR];
+        let mut p = 0;
+        while p + 8 <= k {
+            if let Some(next) = next {
+                for j in 0..NR {
+                    // SAFETY: a prefetch never faults; the address lies inside row j of `next`.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(next.add(j * k + p).cast()) };
+                }
+            }
+            for (j, v) in wv.iter_mut().enumerate() {
+                // SAFETY: p + 8 ≤ k, so the 8 lanes lie inside row j of w.
+                *v = unsafe { _mm256_loadu_ps(w.add(j * k + p)) };
+            }
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, inside row i of x.
+                let xv = unsafe { _mm256_loadu_ps(x.add(i * k + p)) };
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    *a = _mm256_fmadd_ps(xv, wv, *a);
+                }
+            }
+            p += 8;
+        }
+        if p < k {
+            let lanes: [i32; 8] = std::array::from_fn(|l| if p + l < k { -1 } else { 0 });
+            // SAFETY: an unaligned load of 8 i32 from a local array.
+            let mask = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
+            for (j, v) in wv.iter_mut().enumerate() {
+                // SAFETY: masked-off lanes are not read, and the k − p read ones lie inside row j.
+                *v = unsafe { _mm256_maskload_ps(w.add(j * k + p), mask) };
+            }
+            for (i, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: as above, inside row i of x.
+                let xv = unsafe { _mm256_maskload_ps(x.add(i * k + p), mask) };
+                for (a, &wv) in acc.iter_mut().zip(&wv) {
+                    *a = _mm256_fmadd_ps(xv, wv, *a);
+                }
+            }
+        }
+        let mut out = [[0f32; NR]; MR];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (o, &a) in o.iter_mut().zip(a) {
+                let h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+                let q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+                *o = _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps::<1>(q, q)));
+            }
+        }
+        out
+    }
+}
+
+/// The candle op: inputs `x` `[m, k]` (contiguous), `w` `[n, k]`, optionally `b` `[n]`.
+struct SmallMatmul {
+    isa: Isa,
+}
+
+impl SmallMatmul {
+    fn forward(
+        &self,
+        (sx, lx): (&CpuStorage, &Layout),
+        (sw, lw): (&CpuStorage, &Layout),
+        bias: Option<(&CpuStorage, &Layout)>,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (m, k) = lx.shape().dims2()?;
+        let (n, kw) = lw.shape().dims2()?;
+        if kw != k {
+            candle_core::bail!("small matmul: x is [{m}, {k}] but w is [{n}, {kw}]");
+        }
+        let b = match bias {
+            Some((sb, lb)) if lb.shape().dims() == [n] => Some(f32_slice(sb, lb)?),
+            Some((_, lb)) => candle_core::bail!("small matmul: the bias is {:?}, expected [{n}]", lb.shape()),
+            None => None,
+        };
+        let y = matmul_wt(self.isa, f32_slice(sx, lx)?, f32_slice(sw, lw)?, b, m, k, n);
+        Ok((CpuStorage::F32(y), Shape::from((m, n))))
+    }
+}
+
+/// The contiguous f32 slice of a CPU storage.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
+        _ => candle_core::bail!("small matmul needs contiguous f32 inputs"),
+    }
+}
+
+impl CustomOp2 for SmallMatmul {
+    fn name(&self) -> &'static str {
+        "small-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward((s1, l1), (s2, l2), None)
+    }
+}
+
+impl CustomOp3 for SmallMatmul {
+    fn name(&self) -> &'static str {
+        "small-matmul-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(len: usize, rng: &mut rand::rngs::StdRng) -> Vec<f32> {
+        (0..len).map(|_| rng.random_range(-1f32..1.0)).collect()
+    }
+
+    /// candle's `x · Wᵀ + b`, and for each output element `Σ |x·w| + |b|`, the scale its
+    /// rounding error is relative to.
+    fn reference(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let xt = Tensor::from_slice(x, (m, k), &Device::Cpu).unwrap();
+        let wt = Tensor::from_slice(w, (n, k), &Device::Cpu).unwrap();
+        let mut y = xt.matmul(&wt.t().unwrap()).unwrap();
+        if let Some(b) = b {
+            y = y.broadcast_add(&Tensor::from_slice(b, n, &Device::Cpu).unwrap()).unwrap();
+        }
+        let scale = (0..m * n)
+            .map(|e| {
+                let (i, j) = (e / n, e % n);
+                let dot: f32 = (0..k).map(|p| (x[i * k + p] * w[j * k + p]).abs()).sum();
+                dot + b.map_or(0.0, |b| b[j].abs())
+            })
+            .collect();
+        (y.flatten_all().unwrap().to_vec1().unwrap(), scale)
+    }
+
+    fn isas() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Portable].into_iter().filter(|i| i.available()).collect()
+    }
+
+    fn assert_close(isa: Isa, got: &[f32], want: &[f32], scale: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (e, ((g, w), s)) in got.iter().zip(want).zip(scale).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * s.max(f32::MIN_POSITIVE),
+                "{isa:?}: element {e}: {g} vs candle's {w} (scale {s})"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn equals_candle_matmul(
+            m in 1usize..=64,
+            k in prop::sample::select(vec![1usize, 2, 15, 16, 17, 100, 257]),
+            n in prop::sample::select(vec![1usize, 3, 4, 5, 15, 17, 100, 1001]),
+            with_bias: bool,
+            seed: u64,
+        ) {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (x, w, b) = (random(m * k, &mut rng), random(n * k, &mut rng), random(n, &mut rng));
+            let bias = with_bias.then_some(b.as_slice());
+            let (want, scale) = reference(&x, &w, bias, m, k, n);
+            for isa in isas() {
+                assert_close(isa, &matmul_wt(isa, &x, &w, bias, m, k, n), &want, &scale);
+            }
+        }
+    }
+
+    #[test]
+    fn a_rows_result_does_not_depend_on_its_batch() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (m, k, n) = (11, 903, 2050);
+        let (x, w, b) = (random(m * k, &mut rng), random(n * k, &mut rng), random(n, &mut rng));
+        for isa in isas() {
+            let all = matmul_wt(isa, &x, &w, Some(&b), m, k, n);
+            for i in 0..m {
+                let alone = matmul_wt(isa, &x[i * k..(i + 1) * k], &w, Some(&b), 1, k, n);
+                assert_eq!(alone, all[i * n..(i + 1) * n], "{isa:?}: row {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn linear_takes_the_kernel_for_few_rows_and_candle_beyond() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let (k, n) = (37, 45);
+        let w = Tensor::from_vec(random(n * k, &mut rng), (n, k), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(random(n, &mut rng), n, &Device::Cpu).unwrap();
+        for m in [1, MAX_ROWS, MAX_ROWS + 1, 3 * MAX_ROWS] {
+            let x = Tensor::from_vec(random(m * k, &mut rng), (m, k), &Device::Cpu).unwrap();
+            let (xv, wv, bv): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+                x.flatten_all().unwrap().to_vec1().unwrap(),
+                w.flatten_all().unwrap().to_vec1().unwrap(),
+                b.to_vec1().unwrap(),
+            );
+            for bias in [None, Some(&b)] {
+                let got = linear(&x, &w, bias).unwrap();
+                assert_eq!(got.dims(), [m, n]);
+                let (want, scale) = reference(&xv, &wv, bias.map(|_| bv.as_slice()), m, k, n);
+                assert_close(Isa::detect(), &got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), &want, &scale);
+            }
+        }
+        // Other dtypes keep candle's matmul.
+        let x = Tensor::ones((2, k), DType::BF16, &Device::Cpu).unwrap();
+        let y = linear(&x, &w.to_dtype(DType::BF16).unwrap(), Some(&b.to_dtype(DType::BF16).unwrap())).unwrap();
+        assert_eq!((y.dims(), y.dtype()), ([2, n].as_slice(), DType::BF16));
+    }
+
+    #[test]
+    fn empty_inputs_give_empty_or_bias_outputs() {
+        assert!(matmul_wt(Isa::Portable, &[], &[1.0; 6], None, 0, 3, 2).is_empty());
+        assert_eq!(matmul_wt(Isa::detect(), &[], &[], Some(&[1.0, 2.0]), 2, 0, 2), [1.0, 2.0, 1.0, 2.0]);
+    }
+}
