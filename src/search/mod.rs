@@ -25,8 +25,8 @@ pub use objective::{
 };
 pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
 pub use run::{
-    choose, point, run_search, trial_direction_name, trial_directions, SearchInputs, SearchOutcome, SearchRecord,
-    SearchSettings, SETTINGS_FILE,
+    choose, good_key, point, run_search, trial_direction_name, trial_directions, SearchInputs, SearchOutcome,
+    SearchRecord, SearchSettings, SETTINGS_FILE,
 };
 pub use space::{Dim, SearchSpace, TrialParams};
 pub use step::{chosen_trial, parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit};

@@ -48,7 +48,7 @@ impl Default for SearchSettings {
             startup: 16,
             seed: 0,
             candidates: 24,
-            gamma: 0.25,
+            gamma: 0.1,
             target_refusal_rate: 0.05,
             answers: AnswerSettings { max_tokens: 16, batch: 32, answered_harmless: DEFAULT_ANSWERED_HARMLESS },
         }
@@ -200,15 +200,7 @@ fn next_params(
     if number < settings.startup.max(inputs.starts.len()) || trials.len() < 2 {
         return ("random".into(), inputs.space.decode(&random_point(&dims, &mut rng)));
     }
-    // Best first: the trials closest to what `choose` picks — fewest refusals above the target
-    // and over-refusals above the original's, then the smallest KL — so that the sampler looks
-    // where the chosen trial will come from (the Pareto front is still what the report shows).
-    let key = |t: &TrialRecord| {
-        let allowed = (settings.target_refusal_rate * t.scores.harmful as f64 + 1e-9).floor() as usize;
-        let excess =
-            t.scores.refusals.saturating_sub(allowed) + t.scores.over_refusals.saturating_sub(baseline.over_refusals);
-        (excess, if t.scores.kl_mean.is_finite() { t.scores.kl_mean } else { f64::MAX })
-    };
+    let key = |t: &TrialRecord| good_key(&t.scores, baseline, settings.target_refusal_rate);
     let mut order: Vec<usize> = (0..trials.len()).collect();
     order.sort_by(|&a, &b| key(&trials[a]).partial_cmp(&key(&trials[b])).unwrap_or(std::cmp::Ordering::Equal));
     let n_good = ((settings.gamma * trials.len() as f64).ceil() as usize).clamp(1, 25.min(trials.len() - 1));
@@ -216,6 +208,21 @@ fn next_params(
     let good: Vec<Vec<f64>> = order[..n_good].iter().map(encoded).collect();
     let bad: Vec<Vec<f64>> = order[n_good..].iter().map(encoded).collect();
     ("tpe".into(), inputs.space.decode(&suggest(&dims, &good, &bad, settings.candidates, &mut rng)))
+}
+
+/// How close a trial comes to what [`choose`] picks, best first: refusals above the target
+/// (less a slack of a quarter of the allowed count, at least 1) plus over-refusals above the
+/// original's, then the smallest KL. The slack keeps the low-KL trials just above the target in
+/// the sampler's good group: they mark where the refusal boundary runs at low KL, which is where
+/// the chosen trial lies. Without it (first version of this key) every trial at the target,
+/// however damaging, ranked before them, and on the demo model the sampler spent its trials on
+/// edits with no refusals and KL 0.4–0.9.
+pub fn good_key(scores: &Scores, baseline: &Scores, target_rate: f64) -> (usize, f64) {
+    let allowed = (target_rate * scores.harmful as f64 + 1e-9).floor() as usize;
+    let slack = (allowed / 4).max(1);
+    let excess =
+        scores.refusals.saturating_sub(allowed + slack) + scores.over_refusals.saturating_sub(baseline.over_refusals);
+    (excess, if scores.kl_mean.is_finite() { scores.kl_mean } else { f64::MAX })
 }
 
 /// A trial as a point to rank: minimize (refusals, KL); the constraint is no more broken

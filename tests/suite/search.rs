@@ -213,3 +213,28 @@ fn kl_covers_every_harmless_prompt_and_only_the_first_ones_are_answered() {
     assert!((all.scores.kl_mean - first.scores.kl_mean).abs() < 1e-5 * all.scores.kl_mean.max(1.0));
     assert_eq!(all.answers[..2], first.answers[..]);
 }
+
+#[test]
+fn the_samplers_good_group_keeps_low_kl_trials_just_above_the_target() {
+    use scalpel::search::{good_key, Scores};
+    let scores = |refusals: usize, over_refusals: usize, kl_mean: f64| Scores {
+        refusals,
+        harmful: 80,
+        over_refusals,
+        harmless: 40,
+        kl_prompts: 120,
+        loops: 0,
+        kl_mean,
+        kl_max: kl_mean,
+        seconds: 0.0,
+    };
+    let baseline = scores(47, 1, 0.0);
+    // 5 % of 80 allows 4 refusals, with a slack of 1: 5 refusals at KL 0.15 ranks before 0 at
+    // KL 0.6; 6 refusals or an extra over-refusal do not.
+    let key = |s: &Scores| good_key(s, &baseline, 0.05);
+    assert!(key(&scores(5, 1, 0.15)) < key(&scores(0, 0, 0.6)));
+    assert!(key(&scores(4, 1, 0.15)) < key(&scores(5, 1, 0.16)));
+    assert!(key(&scores(0, 0, 0.6)) < key(&scores(6, 1, 0.01)));
+    assert!(key(&scores(0, 0, 0.6)) < key(&scores(3, 2, 0.01)));
+    assert!(key(&scores(1, 0, 0.2)) < key(&scores(1, 0, f64::NAN)), "a non-finite KL ranks last");
+}
