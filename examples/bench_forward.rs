@@ -1,24 +1,29 @@
 //! Activation-capture throughput: batches of 16 prompts of ~64 tokens through the whole model,
 //! capturing resid_pre/mid/post at the last position of every layer (what `probe` does).
-//! Prompts are length-bucketed as `probe` batches them; `--file-order` batches them in file
-//! order instead (what `scripts/compare_transformers.py` does).
+//! Prompts are length-bucketed as `probe` batches them, and each batch's shared prefix (the chat
+//! template's system prompt and user header) runs once, as `probe` does (`model::prefill`);
+//! `--file-order` batches them in file order instead (what `scripts/compare_transformers.py`
+//! does), `--no-shared-prefix` runs every row whole (the work transformers does).
 //!
-//! `cargo run --release --example bench_forward -- [MODEL_DIR] [BATCHES] [--file-order] [--dtype D]`
+//! `cargo run --release --example bench_forward -- [MODEL_DIR] [BATCHES] [--file-order] [--no-shared-prefix] [--dtype D]`
 
 use candle_core::Device;
 use scalpel::checkpoint::ModelDir;
-use scalpel::model::{parse_dtype, CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
+use scalpel::model::{
+    parse_dtype, prefill, CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode,
+};
 use scalpel::prompts::batch::length_buckets;
-use scalpel::prompts::{Batch, PromptEncoder, PromptFormat, PromptSet};
+use scalpel::prompts::{shared_prefix_len, Batch, PromptEncoder, PromptFormat, PromptSet};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     let mut positional = Vec::new();
-    let (mut file_order, mut dtype) = (false, "f32".to_string());
+    let (mut file_order, mut shared_prefix, mut dtype) = (false, true, "f32".to_string());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--file-order" => file_order = true,
+            "--no-shared-prefix" => shared_prefix = false,
             "--dtype" => dtype = args.next().unwrap_or_default(),
             _ => positional.push(a),
         }
@@ -53,15 +58,22 @@ fn main() -> anyhow::Result<()> {
     for group in &groups {
         let rows: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
         let batch = Batch::from_sequences(&rows, encoder.pad_id())?;
-        tokens += batch.len() * batch.width();
-        decoder.forward(&batch.ids, &batch.mask, None, &req)?;
+        if shared_prefix {
+            let shared = shared_prefix_len(&rows, 1);
+            tokens += shared + batch.len() * (batch.width() - shared);
+            prefill(&decoder, &rows, encoder.pad_id(), &req, 1)?;
+        } else {
+            tokens += batch.len() * batch.width();
+            decoder.forward(&batch.ids, &batch.mask, None, &req)?;
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     let real: usize = lengths.iter().sum();
     println!(
-        "scalpel capture ({dtype}, {}): {batches} batches of 16 ({:.0} tokens/prompt avg): {:.1} real (non-pad) tokens/s, \
-         {:.1} tokens/s with padding, {:.2} s",
+        "scalpel capture ({dtype}, {}{}): {batches} batches of 16 ({:.0} tokens/prompt avg): {:.1} real (non-pad) tokens/s, \
+         {:.1} tokens/s computed, {:.2} s",
         if file_order { "file order" } else { "length-bucketed" },
+        if shared_prefix { ", shared prefix once" } else { "" },
         real as f64 / prompts.len() as f64,
         real as f64 / secs,
         tokens as f64 / secs,
