@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Time per trial of `scalpel search` on the demo model (Qwen2.5-Coder-0.5B-Instruct):
 # a probe (cached in out/bench-search/probe), then a fresh search of TRIALS trials (default 6)
-# with the recipe's settings, and the seconds each trial took (baseline measurement excluded).
+# with the recipe's settings (80 + 120 validation prompts, 40 harmless answered, 8-token
+# answers, batch 40), and the seconds each trial took (baseline measurement excluded).
 #   scripts/bench-search.sh [TRIALS] [extra scalpel search flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,8 @@ fi
 rm -rf "$out/search"
 start=$(date +%s.%N)
 /usr/bin/time -f "search: %e s wall, peak RSS %M KB" target/release/scalpel search "$model" \
-  --directions "$out/probe/directions.safetensors" --out "$out/search" --trials "$trials" "$@" > /dev/null
+  --directions "$out/probe/directions.safetensors" --out "$out/search" --trials "$trials" \
+  --max-tokens 8 --batch 40 --answered-harmless 40 "$@" > /dev/null
 end=$(date +%s.%N)
 python3 - "$out/search/trials.jsonl" "$start" "$end" <<'PY'
 import json, sys
