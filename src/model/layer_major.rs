@@ -13,11 +13,10 @@ use super::decoder::{layer_step, scale_embedding, BatchContext, Ropes};
 use super::hooks::{CaptureSpec, Captures};
 use super::interventions::Interventions;
 use super::layer::Layer;
-use super::prefill::MIN_SHARED_PREFIX;
 use super::weights::Loader;
 use crate::arch::{AttentionLayout, LayerNames, MlpLayout, ModelSpec};
 use crate::checkpoint::ModelDir;
-use crate::prompts::{left_pad, shared_prefix_len};
+use crate::prompts::batch::{split_shared_prefix, PrefixBatch};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::cell::Cell;
@@ -100,21 +99,17 @@ impl<'m> LayerMajor<'m> {
             return Err(Error::Invalid("a layer-major batch needs non-empty prompts".into()));
         }
         let (spec, rows) = (self.spec(), prompts.len());
-        let shared = shared_prefix_len(prompts, min_suffix.max(1));
-        if shared < MIN_SHARED_PREFIX {
-            let batch = left_pad(prompts, pad);
-            let t = batch.ids[0].len();
-            let ctx = BatchContext::new(spec, &self.ropes, &batch.mask, t, &self.device, self.dtype)?;
-            return Ok(Pending { prefix: None, rows, h: self.embed(&batch.ids)?, ctx });
-        }
-        let prefix = vec![prompts[0][..shared].to_vec()];
-        let prefix_ctx = BatchContext::new(spec, &self.ropes, &[vec![1; shared]], shared, &self.device, self.dtype)?;
-        let suffixes: Vec<Vec<u32>> = prompts.iter().map(|p| p[shared..].to_vec()).collect();
-        let batch = left_pad(&suffixes, pad);
-        let mask: Vec<Vec<u8>> = batch.mask.iter().map(|row| [vec![1u8; shared], row.clone()].concat()).collect();
-        let t = batch.ids[0].len();
-        let ctx = BatchContext::new(spec, &self.ropes, &mask, t, &self.device, self.dtype)?;
-        Ok(Pending { prefix: Some((self.embed(&prefix)?, prefix_ctx)), rows, h: self.embed(&batch.ids)?, ctx })
+        let PrefixBatch { prefix, ids, mask } = split_shared_prefix(prompts, pad, min_suffix);
+        let prefix = match prefix {
+            None => None,
+            Some(prefix) => {
+                let n = prefix.len();
+                let ctx = BatchContext::new(spec, &self.ropes, &[vec![1; n]], n, &self.device, self.dtype)?;
+                Some((self.embed(&[prefix])?, ctx))
+            }
+        };
+        let ctx = BatchContext::new(spec, &self.ropes, &mask, ids[0].len(), &self.device, self.dtype)?;
+        Ok(Pending { prefix, rows, h: self.embed(&ids)?, ctx })
     }
 
     /// Run `batches` (each a list of non-empty token lists, left-padded together like

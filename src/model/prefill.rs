@@ -10,11 +10,9 @@
 //! it to each row's copy.
 
 use super::decoder::{Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};
-use crate::prompts::{left_pad, shared_prefix_len};
+pub use crate::prompts::batch::MIN_SHARED_PREFIX;
+use crate::prompts::batch::{split_shared_prefix, PrefixBatch};
 use crate::Result;
-
-/// A shared prefix shorter than this is not worth a separate pass.
-pub const MIN_SHARED_PREFIX: usize = 4;
 
 /// The result of [`prefill`].
 #[derive(Debug)]
@@ -41,21 +39,16 @@ pub fn prefill(
         return Err(crate::Error::Invalid("prefill returns the last position's logits only".into()));
     }
     let mut cache = KvCache::new(decoder.spec().num_layers);
-    let shared = shared_prefix_len(prompts, min_suffix.max(1));
-    if shared < MIN_SHARED_PREFIX {
-        let batch = left_pad(prompts, pad);
-        let output = decoder.forward(&batch.ids, &batch.mask, Some(&mut cache), request)?;
-        return Ok(Prefilled { output, cache, mask: batch.mask });
+    let PrefixBatch { prefix, ids, mask } = split_shared_prefix(prompts, pad, min_suffix);
+    if let Some(prefix) = prefix {
+        // The prefix needs no logits. With capture only, it stops where the batch will stop
+        // (its own captures are dropped); with logits, every layer's keys are needed.
+        let capture = if request.logits == LogitsMode::None { request.capture } else { None };
+        let prefix_request = ForwardRequest { capture, interventions: request.interventions, logits: LogitsMode::None };
+        let n = prefix.len();
+        decoder.forward(&[prefix], &[vec![1; n]], Some(&mut cache), &prefix_request)?;
+        cache.keep_rows(&vec![0; prompts.len()])?;
     }
-    // The prefix needs no logits. With capture only, it stops where the batch will stop (its
-    // own captures are dropped); with logits, every layer's keys are needed.
-    let capture = if request.logits == LogitsMode::None { request.capture } else { None };
-    let prefix_request = ForwardRequest { capture, interventions: request.interventions, logits: LogitsMode::None };
-    decoder.forward(&[prompts[0][..shared].to_vec()], &[vec![1; shared]], Some(&mut cache), &prefix_request)?;
-    cache.keep_rows(&vec![0; prompts.len()])?;
-    let suffixes: Vec<Vec<u32>> = prompts.iter().map(|p| p[shared..].to_vec()).collect();
-    let batch = left_pad(&suffixes, pad);
-    let mask: Vec<Vec<u8>> = batch.mask.iter().map(|row| [vec![1u8; shared], row.clone()].concat()).collect();
-    let output = decoder.forward(&batch.ids, &mask, Some(&mut cache), request)?;
+    let output = decoder.forward(&ids, &mask, Some(&mut cache), request)?;
     Ok(Prefilled { output, cache, mask })
 }

@@ -238,6 +238,35 @@ pub fn shared_prefix_len(sequences: &[Vec<u32>], min_suffix: usize) -> usize {
     common.min(shortest.saturating_sub(min_suffix))
 }
 
+/// A shared prefix shorter than this is not worth a separate pass.
+pub const MIN_SHARED_PREFIX: usize = 4;
+
+/// A batch split into its shared prefix (run once) and left-padded suffixes (run as the batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixBatch {
+    /// The shared leading tokens, when at least [`MIN_SHARED_PREFIX`] long (else the whole
+    /// prompts are the suffixes).
+    pub prefix: Option<Vec<u32>>,
+    /// The left-padded suffixes `[batch][tokens]`.
+    pub ids: Vec<Vec<u32>>,
+    /// Each row's key mask over prefix and suffix: `[1; prefix] ++ [0; pad] ++ [1; suffix]`.
+    pub mask: Vec<Vec<u8>>,
+}
+
+/// Split `sequences` into their shared prefix (leaving each at least `min_suffix` tokens, at
+/// least 1) and left-padded suffixes; see [`PrefixBatch`].
+pub fn split_shared_prefix(sequences: &[Vec<u32>], pad: u32, min_suffix: usize) -> PrefixBatch {
+    let shared = shared_prefix_len(sequences, min_suffix.max(1));
+    if shared < MIN_SHARED_PREFIX {
+        let batch = left_pad(sequences, pad);
+        return PrefixBatch { prefix: None, ids: batch.ids, mask: batch.mask };
+    }
+    let suffixes: Vec<Vec<u32>> = sequences.iter().map(|s| s[shared..].to_vec()).collect();
+    let batch = left_pad(&suffixes, pad);
+    let mask = batch.mask.iter().map(|row| [vec![1u8; shared], row.clone()].concat()).collect();
+    PrefixBatch { prefix: Some(sequences[0][..shared].to_vec()), ids: batch.ids, mask }
+}
+
 /// Consecutive chunks of at most `batch_size` items (the last may be shorter).
 pub fn chunks<T>(items: &[T], batch_size: usize) -> Result<std::slice::Chunks<'_, T>> {
     if batch_size == 0 {
