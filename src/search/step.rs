@@ -47,9 +47,15 @@ pub fn search_step(
     Ok(outcome)
 }
 
-/// The starting trials: the probe's recommendation, then each ranking's pick of the same
-/// stream, each at full strength on every writer (the edit the research note's recipe makes),
-/// without repeats.
+/// Layers of the starting sweep: the edits a person tries by hand (one layer's direction at
+/// full strength on every writer), at this many layers evenly spread over the direction range.
+pub const LAYER_SWEEP: usize = 8;
+
+/// The starting trials, each at full strength on every writer (the edit the research note's
+/// recipe makes): the probe's recommendation, each ranking's pick of the same stream, then a
+/// sweep of [`LAYER_SWEEP`] layers evenly spread over the direction range — so the search
+/// measures the hand-picked edits first and the sampler starts from the best of them; without
+/// repeats.
 pub fn starting_trials(
     space: &SearchSpace,
     directions: &DirectionsFile,
@@ -70,6 +76,10 @@ pub fn starting_trials(
             picks.push((format!("{rule} pick of {stream}"), stream.to_string(), layer as usize));
         }
     }
+    let stream = recommended.map_or_else(|| space.streams[0].clone(), |(s, _)| s);
+    for layer in sweep_layers(space.direction_layers, LAYER_SWEEP) {
+        picks.push((format!("layer sweep of {stream}"), stream.clone(), layer));
+    }
     let mut starts: Vec<(String, TrialParams)> = Vec::new();
     for (origin, stream, layer) in picks {
         let params = space.full_strength(&stream, layer);
@@ -78,6 +88,16 @@ pub fn starting_trials(
         }
     }
     starts
+}
+
+/// `count` integer layers evenly spread over `[lo, hi]`, both ends included, without repeats.
+fn sweep_layers((lo, hi): (f64, f64), count: usize) -> Vec<usize> {
+    let mut layers: Vec<usize> = (0..count)
+        .map(|i| if count > 1 { lo + (hi - lo) * i as f64 / (count - 1) as f64 } else { (lo + hi) / 2.0 })
+        .map(|x| x.round().max(0.0) as usize)
+        .collect();
+    layers.dedup();
+    layers
 }
 
 /// A search trial ready to be written: its directions file, its surgery, and its record.
@@ -136,5 +156,57 @@ pub fn parse_trial_ref(text: &str) -> (std::path::PathBuf, Option<usize>) {
     match text.rsplit_once(':') {
         Some((dir, n)) if n.parse::<usize>().is_ok() => (dir.into(), n.parse().ok()),
         _ => (text.into(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directions::Direction;
+    use std::collections::BTreeMap;
+
+    fn probe_directions(layers: usize) -> DirectionsFile {
+        let entries = (0..layers)
+            .map(|l| {
+                let name = crate::directions::entry_name("resid_pre", l);
+                let mut row = vec![0.0f32; 4];
+                row[l % 4] = 1.0;
+                (name.clone(), Direction { name, rows: vec![row] })
+            })
+            .collect();
+        let metadata = BTreeMap::from([
+            ("recommended_layer".to_string(), "6".to_string()),
+            ("recommended_stream".to_string(), "resid_pre".to_string()),
+        ]);
+        DirectionsFile { path: "probe/directions.safetensors".into(), entries, metadata }
+    }
+
+    #[test]
+    fn the_sweep_spreads_over_the_range_with_both_ends() {
+        assert_eq!(sweep_layers((4.0, 19.0), 8), [4, 6, 8, 10, 13, 15, 17, 19]);
+        assert_eq!(sweep_layers((2.0, 4.0), 8), [2, 3, 4]);
+        assert_eq!(sweep_layers((3.0, 3.0), 8), [3]);
+        assert_eq!(sweep_layers((3.0, 9.0), 1), [6]);
+    }
+
+    #[test]
+    fn starting_trials_are_the_picks_then_the_sweep_at_full_strength_without_repeats() {
+        let directions = probe_directions(12);
+        let candidates: Vec<usize> = (2..=9).collect();
+        let space = SearchSpace::new(&directions, 12, &candidates).unwrap();
+        let metrics = serde_json::json!({
+            "rankings": [["resid_pre", {"rule": "mean-similarity", "order": [[5, 0.9]]}],
+                         ["resid_mid", {"rule": "max-norm", "order": [[7, 0.9]]}]]
+        });
+        let starts = starting_trials(&space, &directions, Some(&metrics));
+        let layers: Vec<f64> = starts.iter().map(|(_, p)| p.direction_layer).collect();
+        // Recommendation 6, the resid_pre ranking's 5 (resid_mid's pick is another stream), then
+        // the sweep 2..=9 less the repeated 5 and 6.
+        assert_eq!(layers, [6.0, 5.0, 2.0, 3.0, 4.0, 7.0, 8.0, 9.0]);
+        assert_eq!(starts[0].0, "probe's recommendation");
+        assert!(starts[2].0.starts_with("layer sweep"));
+        for (_, p) in &starts {
+            assert_eq!(*p, space.full_strength("resid_pre", p.direction_layer as usize));
+        }
     }
 }
