@@ -6,10 +6,36 @@ use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{resolve_model, ModelDir};
 use std::path::PathBuf;
 
+use super::runtime::{InterventionArgs, RunArgs};
+use scalpel::eval::{Loaded, OnDemand};
+use scalpel::model::Interventions;
+
 /// Resolve (local folder, cache or hub) and open a model.
 pub fn open_model(model: &str) -> anyhow::Result<ModelDir> {
     let dir: PathBuf = resolve_model(model)?;
     ModelDir::open(&dir).with_context(|| format!("opening model {model}"))
+}
+
+/// `model` (already opened, so that a wrong path fails at once) as a source that loads its
+/// decoder when it is measured and drops it after; `intervene` builds its interventions.
+pub fn on_demand<'a>(
+    name: &str,
+    model: ModelDir,
+    run: &'a RunArgs,
+    intervene: Option<&'a InterventionArgs>,
+) -> OnDemand<'a> {
+    let error = |e: anyhow::Error| scalpel::Error::Other(format!("{e:#}"));
+    OnDemand {
+        name: name.to_string(),
+        load: Box::new(move || {
+            let (decoder, encoder) = run.load(&model).map_err(error)?;
+            let interventions = match intervene {
+                Some(i) => i.build(&decoder).map_err(error)?,
+                None => Interventions::none(),
+            };
+            Ok(Loaded { decoder, encoder, interventions })
+        }),
+    }
 }
 
 /// A byte-count progress bar on stderr (hidden when stderr is not a terminal).

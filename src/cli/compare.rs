@@ -1,11 +1,10 @@
 //! `scalpel compare`: answers of two models side by side.
 
-use super::common::open_model;
+use super::common::{on_demand, open_model};
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
 use indicatif::ProgressBar;
-use scalpel::eval::{compare, side_by_side, Subject};
-use scalpel::model::Interventions;
+use scalpel::eval::{compare, side_by_side};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
 
@@ -39,37 +38,24 @@ pub struct Args {
 /// Run `compare`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let prompts = PromptSet::load(&args.prompts, None)?.shuffled_limited(None, Some(args.limit)).prompts;
-    let left_model = open_model(&args.original)?;
-    let (left_decoder, left_encoder) = args.run.load(&left_model)?;
-    let none = Interventions::none();
-    let left =
-        Subject { name: args.original.clone(), decoder: &left_decoder, encoder: &left_encoder, interventions: &none };
-    let right_loaded = match &args.edited {
-        Some(e) => Some(args.run.load(&open_model(e)?)?),
-        None => None,
-    };
-    let (right_decoder, right_encoder) = match &right_loaded {
-        Some((d, e)) => (d, e),
-        None => (&left_decoder, &left_encoder),
-    };
-    let interventions = args.intervene.build(right_decoder)?;
+    let has_intervention =
+        [&args.intervene.ablate, &args.intervene.add, &args.intervene.rotate].iter().any(|p| p.is_some());
     anyhow::ensure!(
-        args.edited.is_some() || !interventions.is_empty(),
+        args.edited.is_some() || has_intervention,
         "give an EDITED model, or an intervention (--ablate FILE, --add FILE, --rotate FILE) for the right side"
     );
+    // One model at a time: the left one answers and is dropped before the right one is loaded
+    // (without EDITED, the original is loaded again with the intervention).
+    let mut left = on_demand(&args.original, open_model(&args.original)?, &args.run, None);
     let right_name = args.edited.clone().unwrap_or_else(|| format!("{} + intervention", args.original));
-    let right = Subject {
-        name: right_name.clone(),
-        decoder: right_decoder,
-        encoder: right_encoder,
-        interventions: &interventions,
-    };
+    let right_model = open_model(args.edited.as_deref().unwrap_or(&args.original))?;
+    let mut right = on_demand(&right_name, right_model, &args.run, Some(&args.intervene));
     let progress = ProgressBar::new(2 * prompts.len() as u64);
-    let rows = side_by_side(&left, &right, &prompts, args.max_tokens, 8, &progress)?;
+    let rows = side_by_side(&mut left, &mut right, &prompts, args.max_tokens, 8, &progress)?;
     progress.finish_and_clear();
-    print!("{}", compare::columns(&rows, &left.name, &right.name, 58));
+    print!("{}", compare::columns(&rows, &args.original, &right_name, 58));
     if let Some(path) = &args.out {
-        std::fs::write(path, compare::markdown(&rows, &left.name, &right.name))?;
+        std::fs::write(path, compare::markdown(&rows, &args.original, &right_name))?;
     }
     Ok(())
 }

@@ -1,12 +1,12 @@
 //! `scalpel eval`: refusal rate, over-refusal and KL divergence on held-out prompts, and
 //! optionally the cross-entropy of a text set.
 
+use super::common::on_demand;
 use super::common::open_model;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use scalpel::eval::{Subject, REFUSAL_MARKERS};
-use scalpel::model::Interventions;
+use scalpel::eval::{SubjectSource, REFUSAL_MARKERS};
 use scalpel::pipeline::{eval_step, EvalSets};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
@@ -79,12 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         harmful: load(&args.harmful)?,
         harmless: load(&args.harmless)?,
         texts: args.text.as_deref().map(load).transpose()?,
+        samples: Vec::new(),
     };
-    let model = open_model(&model_name)?;
-    let (decoder, encoder) = args.run.load(&model)?;
-    let interventions = args.intervene.build(&decoder)?;
-    let subject =
-        Subject { name: model_name.clone(), decoder: &decoder, encoder: &encoder, interventions: &interventions };
     let generations = (sets.harmful.len() + sets.harmless.len()) * if args.baseline.is_some() { 2 } else { 1 };
     let progress = ProgressBar::new(generations as u64);
     progress.set_style(
@@ -98,22 +94,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.max_tokens,
         args.baseline.as_deref().map(|b| format!(", baseline {b}")).unwrap_or_default()
     );
-    let base = match &args.baseline {
-        Some(name) => {
-            let m = open_model(name)?;
-            let (d, e) = args.run.load(&m)?;
-            Some((name.clone(), d, e))
-        }
+    // Each model is loaded when its turn comes and dropped after: one model in memory at a time.
+    let mut subject = on_demand(&model_name, open_model(&model_name)?, &args.run, Some(&args.intervene));
+    let mut baseline = match args.baseline.as_deref() {
+        Some(name) => Some(on_demand(name, open_model(name)?, &args.run, None)),
         None => None,
     };
-    let none = Interventions::none();
-    let baseline = base.as_ref().map(|(name, decoder, encoder)| Subject {
-        name: name.clone(),
-        decoder,
-        encoder,
-        interventions: &none,
-    });
-    let report = eval_step(&subject, baseline.as_ref(), &sets, args.max_tokens, args.batch, &progress)?;
+    let (report, _) = eval_step(
+        &mut subject,
+        baseline.as_mut().map(|b| b as &mut dyn SubjectSource),
+        &sets,
+        args.max_tokens,
+        args.batch,
+        &progress,
+    )?;
     progress.finish_and_clear();
     let table = report.markdown(&model_name, args.baseline.as_deref());
     if args.json {

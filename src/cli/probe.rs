@@ -101,12 +101,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let budget = memory_budget()?;
-    let choice = choose_capture_path(model_memory_bytes(&model, dtype)?, budget.as_ref(), force);
+    let choice =
+        choose_capture_path(model_memory_bytes(&model, dtype, args.run.storage()?, &device)?, budget.as_ref(), force);
     let encoder = PromptEncoder::from_model_dir(&model.root, args.run.format())?;
     let (whole, layer_major) = match choice.path {
         CapturePath::WholeModel => {
             eprintln!("capture path: whole model in memory ({})", choice.reason);
-            (Some(Decoder::load(&model, &device, dtype).context("loading the model")?), None)
+            (Some(Decoder::load_with(&model, &device, dtype, args.run.storage()?).context("loading the model")?), None)
         }
         CapturePath::LayerMajor => {
             eprintln!("capture path: layer-major, one layer in memory at a time ({})", choice.reason);

@@ -1,6 +1,7 @@
 //! Side-by-side answers of two models (or a model with and without an intervention).
 
-use super::run::{greedy_answers, Subject};
+use super::run::greedy_answers;
+use super::staged::SubjectSource;
 use crate::Result;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -16,18 +17,37 @@ pub struct SideBySide {
     pub right: String,
 }
 
-/// Greedy answers of `left` and `right` to every prompt.
+/// Greedy answers of `left` and `right` to every prompt, one model after the other (a source
+/// that loads its model holds it only for its own answers).
 pub fn side_by_side(
-    left: &Subject<'_>,
-    right: &Subject<'_>,
+    left: &mut dyn SubjectSource,
+    right: &mut dyn SubjectSource,
     prompts: &[String],
     max_tokens: usize,
     batch: usize,
     progress: &ProgressBar,
 ) -> Result<Vec<SideBySide>> {
-    let l = greedy_answers(left, prompts, max_tokens, batch, progress)?;
-    let r = greedy_answers(right, prompts, max_tokens, batch, progress)?;
-    Ok(prompts.iter().zip(l).zip(r).map(|((p, left), right)| SideBySide { prompt: p.clone(), left, right }).collect())
+    let answers = |source: &mut dyn SubjectSource| -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        source.with_subject(&mut |s| {
+            out = greedy_answers(s, prompts, max_tokens, batch, progress)?;
+            Ok(())
+        })?;
+        Ok(out)
+    };
+    let l = answers(left)?;
+    let r = answers(right)?;
+    Ok(pair(prompts, l, r))
+}
+
+/// Rows of `prompts` with their `left` and `right` answers (in the prompts' order).
+pub fn pair(prompts: &[String], left: Vec<String>, right: Vec<String>) -> Vec<SideBySide> {
+    prompts
+        .iter()
+        .zip(left)
+        .zip(right)
+        .map(|((p, left), right)| SideBySide { prompt: p.clone(), left, right })
+        .collect()
 }
 
 /// The comparison as markdown: one section per prompt, both answers quoted.

@@ -7,6 +7,7 @@ pub mod fluency;
 pub mod kl;
 pub mod refusal;
 pub mod run;
+pub mod staged;
 
 pub use card::model_card;
 pub use compare::{side_by_side, SideBySide};
@@ -15,5 +16,7 @@ pub use fluency::loops;
 pub use kl::kl_divergence;
 pub use refusal::{is_refusal, refusal_marker, REFUSAL_MARKERS};
 pub use run::{
-    first_token_kl, greedy_answers, next_token_logits, refusals, Answer, EvalReport, KlScore, RefusalScore, Subject,
+    first_token_kl, greedy_answers, kl_of_logits, next_token_logits, refusals, Answer, EvalReport, KlScore,
+    RefusalScore, Subject,
 };
+pub use staged::{Loaded, OnDemand, SubjectSource};

@@ -153,9 +153,21 @@ pub fn first_token_kl(
 ) -> Result<KlScore> {
     let p = next_token_logits(baseline, prompts, batch)?;
     let q = next_token_logits(model, prompts, batch)?;
+    kl_of_logits(&p, &q, prompts, &baseline.name, &model.name)
+}
+
+/// `KL(p ‖ q)` per prompt from next-token logits `p` (of `baseline`) and `q` (of `model`),
+/// measured on `prompts`.
+pub fn kl_of_logits(
+    p: &[Vec<f32>],
+    q: &[Vec<f32>],
+    prompts: &[String],
+    baseline: &str,
+    model: &str,
+) -> Result<KlScore> {
     let per_prompt: Vec<f64> = p
         .iter()
-        .zip(&q)
+        .zip(q)
         .map(|(a, b)| {
             if a.len() != b.len() {
                 return Err(Error::Invalid(format!("vocabularies differ ({} vs {})", a.len(), b.len())));
@@ -166,7 +178,7 @@ pub fn first_token_kl(
     if let Some(i) = per_prompt.iter().position(|k| !k.is_finite()) {
         return Err(Error::Invalid(format!(
             "KL is not finite for prompt #{i} {:?}: the logits of {} or {} hold a NaN or infinity",
-            prompts[i], baseline.name, model.name
+            prompts[i], baseline, model
         )));
     }
     let mean = per_prompt.iter().sum::<f64>() / per_prompt.len().max(1) as f64;

@@ -6,7 +6,7 @@ use super::kernels::add;
 use super::layer::{rms_norm, Layer};
 use super::rope::Rope;
 use super::small_matmul;
-use super::weights::Loader;
+use super::weights::{Loader, WeightStorage};
 use crate::arch::{Family, ModelSpec};
 use crate::checkpoint::ModelDir;
 use crate::prompts::{attention_bias, position_ids};
@@ -262,17 +262,24 @@ pub(super) fn check_batch(
 }
 
 impl Decoder {
-    /// Load every weight of `model` onto `device` in `dtype`.
+    /// Load every weight of `model` onto `device` in `dtype`, the matrices kept as
+    /// [`WeightStorage::from_env`] says.
     pub fn load(model: &ModelDir, device: &Device, dtype: DType) -> Result<Decoder> {
+        Decoder::load_with(model, device, dtype, WeightStorage::from_env()?)
+    }
+
+    /// Load every weight of `model` onto `device` in `dtype`, the matrices kept as `storage`
+    /// says.
+    pub fn load_with(model: &ModelDir, device: &Device, dtype: DType, storage: WeightStorage) -> Result<Decoder> {
         let spec = model.spec.clone();
-        let loader = Loader { model, device, dtype };
-        let embed = loader.tensor(&spec.embed_name(), &[spec.vocab_size, spec.hidden_size])?;
+        let loader = Loader { model, device, dtype, storage };
+        let embed = loader.matrix(&spec.embed_name(), &[spec.vocab_size, spec.hidden_size])?;
         let layers = (0..spec.num_layers).map(|l| Layer::load(&loader, &spec, l)).collect::<Result<Vec<_>>>()?;
         let final_norm = loader.norm(&spec.final_norm_name(), spec.hidden_size)?;
         let lm_head = if model.head_is_tied() {
             embed.clone()
         } else {
-            loader.tensor(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?
+            loader.matrix(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?
         };
         let ropes = Ropes::new(model)?;
         Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes })
@@ -281,6 +288,19 @@ impl Decoder {
     /// The model description.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The bytes the weights take in memory (a tied head counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let head = if self.lm_head.id() == self.embed.id() { 0 } else { size(&self.lm_head) };
+        let layers: usize = self.layers.iter().map(super::layer::Layer::bytes).sum();
+        size(&self.embed) + head + size(&self.final_norm) + layers
     }
 
     /// The device the weights live on.
@@ -304,7 +324,8 @@ impl Decoder {
         let iv = request.interventions;
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let ids_t = Tensor::from_vec(flat, (b * t,), &self.device)?;
-        let h = self.embed.index_select(&ids_t, 0)?.reshape((b, t, spec.hidden_size))?;
+        // Gather the rows, then widen them (a 16-bit embedding stays 16-bit).
+        let h = self.embed.index_select(&ids_t, 0)?.to_dtype(self.dtype)?.reshape((b, t, spec.hidden_size))?;
         let mut h = scale_embedding(spec, h)?;
         let ctx = BatchContext::new(spec, &self.ropes, attention, t, &self.device, self.dtype)?;
         let mut captures = Captures::default();

@@ -16,15 +16,16 @@ impl Decoder {
     /// tensors only. A tied head follows the edited embedding unless the plan unties it.
     pub fn with_edits(&self, plan: &SurgeryPlan) -> Result<Decoder> {
         let mut edited = self.clone();
+        let dtype = self.dtype();
         for edit in &plan.edits {
             let norm_preserve = plan.options.norm_preserve;
             match (edit.kind, edit.layer) {
-                (WriterKind::Embed, _) => edited.embed = edited_tensor(&edited.embed, edit, norm_preserve)?,
+                (WriterKind::Embed, _) => edited.embed = edited_tensor(&edited.embed, edit, norm_preserve, dtype)?,
                 (WriterKind::Attn, Some(l)) => {
-                    edited.layers[l].o_proj = edited_linear(&edited.layers[l].o_proj, edit, norm_preserve)?
+                    edited.layers[l].o_proj = edited_linear(&edited.layers[l].o_proj, edit, norm_preserve, dtype)?
                 }
                 (WriterKind::Mlp, Some(l)) => {
-                    edited.layers[l].down_proj = edited_linear(&edited.layers[l].down_proj, edit, norm_preserve)?
+                    edited.layers[l].down_proj = edited_linear(&edited.layers[l].down_proj, edit, norm_preserve, dtype)?
                 }
                 (kind, None) => {
                     return Err(Error::Invalid(format!("a {} edit without a layer: {}", kind.name(), edit.tensor)))
@@ -38,22 +39,24 @@ impl Decoder {
     }
 }
 
-fn edited_linear(linear: &Linear, edit: &PlannedEdit, norm_preserve: bool) -> Result<Linear> {
+fn edited_linear(linear: &Linear, edit: &PlannedEdit, norm_preserve: bool, dtype: DType) -> Result<Linear> {
     Ok(if edit.is_bias {
         let b = linear.b.as_ref().ok_or_else(|| Error::bad_tensor(&edit.tensor, "the running model has no bias"))?;
-        Linear { w: linear.w.clone(), b: Some(edited_tensor(b, edit, norm_preserve)?) }
+        Linear { w: linear.w.clone(), b: Some(edited_tensor(b, edit, norm_preserve, dtype)?) }
     } else {
-        Linear { w: edited_tensor(&linear.w, edit, norm_preserve)?, b: linear.b.clone() }
+        Linear { w: edited_tensor(&linear.w, edit, norm_preserve, dtype)?, b: linear.b.clone() }
     })
 }
 
-/// `t` edited in f32 and returned in its own dtype and device.
-fn edited_tensor(t: &Tensor, edit: &PlannedEdit, norm_preserve: bool) -> Result<Tensor> {
+/// `t` edited in f32 and returned on its device in the compute dtype `dtype`: a matrix kept
+/// 16-bit (`WeightStorage::Checkpoint`) comes back unrounded, as with f32 weights, so a trial's
+/// scores do not depend on how the weights are stored.
+fn edited_tensor(t: &Tensor, edit: &PlannedEdit, norm_preserve: bool, dtype: DType) -> Result<Tensor> {
     let cols = match edit.layout {
         Layout::Columns => t.dim(1)?,
         Layout::Rows => 0,
     };
     let mut values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     edit_values(&mut values, cols, edit, norm_preserve);
-    Ok(Tensor::from_vec(values, t.shape(), t.device())?.to_dtype(t.dtype())?)
+    Ok(Tensor::from_vec(values, t.shape(), t.device())?.to_dtype(dtype)?)
 }

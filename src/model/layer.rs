@@ -93,6 +93,18 @@ impl Layer {
         })
     }
 
+    /// The bytes its tensors take in memory.
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let norms = [Some(&self.attn_norm), self.q_norm.as_ref(), self.k_norm.as_ref(), self.attn_post_norm.as_ref()]
+            .into_iter()
+            .chain([Some(&self.mlp_norm), self.mlp_post_norm.as_ref()])
+            .flatten()
+            .map(size)
+            .sum::<usize>();
+        norms + self.qkv.bytes() + self.o_proj.bytes() + self.mlp_in.gate_up.bytes() + self.down_proj.bytes()
+    }
+
     /// The attention block's raw output (before any post-norm) for normed input `x` `[B, T, H]`.
     /// `cache` holds this layer's keys and values so far and is extended.
     #[allow(clippy::too_many_arguments)]

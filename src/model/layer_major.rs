@@ -13,7 +13,7 @@ use super::decoder::{layer_step, scale_embedding, BatchContext, Ropes};
 use super::hooks::{CaptureSpec, Captures};
 use super::interventions::Interventions;
 use super::layer::Layer;
-use super::weights::Loader;
+use super::weights::{Loader, WeightStorage};
 use crate::arch::{AttentionLayout, LayerNames, MlpLayout, ModelSpec};
 use crate::checkpoint::ModelDir;
 use crate::prompts::batch::{split_shared_prefix, PrefixBatch};
@@ -128,7 +128,9 @@ impl<'m> LayerMajor<'m> {
         let spec = self.spec();
         let mut pending = batches.iter().map(|b| self.start(b, pad, min_suffix)).collect::<Result<Vec<_>>>()?;
         let layers = capture.last_layer().map_or(spec.num_layers, |l| (l + 1).min(spec.num_layers));
-        let loader = Loader { model: self.model, device: &self.device, dtype: self.dtype };
+        // One layer serves every batch, so its matrices are widened once, at load.
+        let storage = WeightStorage::Compute;
+        let loader = Loader { model: self.model, device: &self.device, dtype: self.dtype, storage };
         for l in 0..layers {
             let layer = Layer::load(&loader, spec, l)?;
             for (i, p) in pending.iter_mut().enumerate() {

@@ -1,9 +1,10 @@
 //! How much memory a run may use, how much a model needs in memory, and the choice between the
 //! whole-model path and the layer-major path ([`super::LayerMajor`]) that follows from them.
 
+use super::weights::WeightStorage;
 use crate::checkpoint::ModelDir;
 use crate::{Error, Result};
-use candle_core::DType;
+use candle_core::{DType, Device};
 use std::path::Path;
 
 /// Environment variable that replaces the detected memory budget (bytes, or with a suffix:
@@ -135,13 +136,21 @@ fn cgroup_limit() -> Option<MemoryBudget> {
     })
 }
 
-/// The bytes `model`'s weights take in memory in the compute dtype `dtype` (every tensor of the
-/// checkpoint, at the compute dtype's element size).
-pub fn model_memory_bytes(model: &ModelDir, dtype: DType) -> Result<u64> {
+/// The bytes `model`'s weights take in memory on `device` in the compute dtype `dtype` (every
+/// tensor of the checkpoint; matrices in the dtype `storage` keeps them in, the rest at the
+/// compute dtype's element size).
+pub fn model_memory_bytes(model: &ModelDir, dtype: DType, storage: WeightStorage, device: &Device) -> Result<u64> {
     let checkpoint = &model.checkpoint;
     let mut total = 0u64;
     for name in checkpoint.names() {
-        total += checkpoint.tensor(name)?.numel() as u64 * dtype.size_in_bytes() as u64;
+        let view = checkpoint.tensor(name)?;
+        let stored = match view.dtype {
+            safetensors::Dtype::BF16 => DType::BF16,
+            safetensors::Dtype::F16 => DType::F16,
+            _ => dtype,
+        };
+        let kept = if view.shape.len() == 2 { storage.matrix_dtype(stored, dtype, device) } else { dtype };
+        total += view.numel() as u64 * kept.size_in_bytes() as u64;
     }
     Ok(total)
 }

@@ -16,6 +16,7 @@ pub(crate) mod rope;
 mod sampling;
 pub mod small_matmul;
 mod weights;
+pub use weights::{WeightStorage, WEIGHTS_DTYPE_ENV};
 
 pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};
 pub use generate::{generate, GenerateOptions, Generation};

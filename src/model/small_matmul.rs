@@ -8,6 +8,10 @@
 //! take disjoint blocks of `W`'s rows (the output's columns). AVX-512F and AVX2+FMA kernels are
 //! chosen at run time; a portable kernel covers every other CPU.
 //!
+//! `W` may be f32, or bf16/f16 as a checkpoint stores it: 16-bit elements are widened to f32 in
+//! registers (exactly: bf16 → f32 is a 16-bit left shift), so the products equal, bit for bit,
+//! those of the widened f32 matrix while a decode step reads half the bytes.
+//!
 //! Each output element's sum runs in an order that depends only on `k` and the kernel (lanes of
 //! the vector width along `k`, then a fixed reduction), never on `m` or the thread count, so a
 //! row's result does not depend on which other rows share its batch.
@@ -39,12 +43,57 @@ pub fn takes_kernel(m: usize, n: usize) -> bool {
 /// cores on the smallest products (896 × 896).
 const W_BYTES_PER_TASK: usize = 192 * 1024;
 
+/// An element type of `W` the kernel reads, widened exactly to f32.
+pub trait Weight: Copy + Send + Sync + 'static {
+    /// Which type, for the vector loads.
+    const KIND: WeightKind;
+    /// Zero (tail padding).
+    const ZERO: Self;
+    /// The value as f32 (exact).
+    fn widen(self) -> f32;
+}
+
+/// The element types of [`Weight`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightKind {
+    /// f32.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// IEEE half.
+    F16,
+}
+
+impl Weight for f32 {
+    const KIND: WeightKind = WeightKind::F32;
+    const ZERO: f32 = 0.0;
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Weight for half::bf16 {
+    const KIND: WeightKind = WeightKind::Bf16;
+    const ZERO: half::bf16 = half::bf16::ZERO;
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+impl Weight for half::f16 {
+    const KIND: WeightKind = WeightKind::F16;
+    const ZERO: half::f16 = half::f16::ZERO;
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
 /// Which kernel computes the dot products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     /// AVX-512F, 16 lanes, 4 × 4 tiles.
     Avx512,
-    /// AVX2 with FMA, 8 lanes, 3 × 4 tiles.
+    /// AVX2 with FMA (and F16C for f16 weights), 8 lanes, 3 × 4 tiles.
     Avx2,
     /// Plain Rust (no FMA), 8 lanes in arrays.
     Portable,
@@ -63,7 +112,9 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => is_x86_feature_detected!("avx512f"),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+            }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }
@@ -71,7 +122,8 @@ impl Isa {
 }
 
 /// `x · Wᵀ + b` for `x` `[m, k]`, `w` `[n, k]`, `b` `[n]`: this module's kernel on the CPU for
-/// f32 and few rows ([`takes_kernel`]), else candle's matmul (and the fused bias add).
+/// an f32 `x` and few rows ([`takes_kernel`]), `w` f32 or 16-bit; else candle's matmul (and the
+/// fused bias add), with a `w` of another dtype than `x` widened for the call.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
     let (m, k) = x.dims2()?;
     let fits = takes_kernel(m, w.dim(0)?)
@@ -79,7 +131,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
         && x.device().is_cpu()
         && w.device().is_cpu()
         && x.dtype() == DType::F32
-        && w.dtype() == DType::F32
+        && matches!(w.dtype(), DType::F32 | DType::BF16 | DType::F16)
         && b.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu());
     if fits {
         let (x, w) = (x.contiguous()?, w.contiguous()?);
@@ -89,6 +141,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
             None => x.apply_op2_no_bwd(&w, &op),
         };
     }
+    let w = if w.dtype() == x.dtype() { w.clone() } else { widen_weight(w, x.dtype())? };
     let y = x.matmul(&w.t()?)?;
     match b {
         Some(b) => kernels::add(&y, b),
@@ -96,9 +149,43 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
     }
 }
 
+/// `w` in `dtype`: a contiguous 16-bit CPU tensor widened to f32 on every core (candle's
+/// `to_dtype` uses one), anything else by `to_dtype`.
+fn widen_weight(w: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+    fn par<W: Weight>(v: &[W]) -> Vec<f32> {
+        let mut out = vec![0f32; v.len()];
+        out.par_chunks_mut(1 << 16).zip(v.par_chunks(1 << 16)).for_each(|(o, i)| {
+            o.iter_mut().zip(i).for_each(|(o, &i)| *o = i.widen());
+        });
+        out
+    }
+    if dtype != DType::F32 || !w.device().is_cpu() || !w.is_contiguous() {
+        return w.to_dtype(dtype);
+    }
+    let (storage, layout) = w.storage_and_layout();
+    let wide = match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(CpuStorage::BF16(v)), Some((s, e))) => par(&v[s..e]),
+        (candle_core::Storage::Cpu(CpuStorage::F16(v)), Some((s, e))) => par(&v[s..e]),
+        _ => {
+            drop(storage);
+            return w.to_dtype(dtype);
+        }
+    };
+    Tensor::from_vec(wide, w.shape(), w.device())
+}
+
 /// `y = x · Wᵀ + b` on slices: `x` `[m, k]`, `w` `[n, k]`, `bias` `[n]`, all row-major; `y` is
-/// `[m, n]`. Panics if `isa` is not [`Isa::available`] or a length does not match.
-pub fn matmul_wt(isa: Isa, x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+/// `[m, n]`; `w`'s elements are widened to f32 exactly. Panics if `isa` is not
+/// [`Isa::available`] or a length does not match.
+pub fn matmul_wt<W: Weight>(
+    isa: Isa,
+    x: &[f32],
+    w: &[W],
+    bias: Option<&[f32]>,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
     assert!(isa.available(), "{isa:?} kernels need a CPU that has them");
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
     assert_eq!(w.len(), n * k, "w is not [{n}, {k}]");
@@ -116,11 +203,11 @@ pub fn matmul_wt(isa: Isa, x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize,
         return y;
     }
     match isa {
-        Isa::Portable => run::<Portable>(x, w, bias, m, k, n, &mut y),
+        Isa::Portable => run::<Portable, W>(x, w, bias, m, k, n, &mut y),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => run::<x86::Avx512>(x, w, bias, m, k, n, &mut y),
+        Isa::Avx512 => run::<x86::Avx512, W>(x, w, bias, m, k, n, &mut y),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => run::<x86::Avx2>(x, w, bias, m, k, n, &mut y),
+        Isa::Avx2 => run::<x86::Avx2, W>(x, w, bias, m, k, n, &mut y),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("checked by available()"),
     }
@@ -137,10 +224,10 @@ trait Tiles {
     ///
     /// # Safety
     /// The CPU has the kernel's instruction set (`Isa::available`).
-    unsafe fn tile<const MR: usize, const NR: usize>(
+    unsafe fn tile<W: Weight, const MR: usize, const NR: usize>(
         x: &[f32],
-        w: &[f32],
-        next: Option<&[f32]>,
+        w: &[W],
+        next: Option<&[W]>,
         k: usize,
     ) -> [[f32; NR]; MR];
 }
@@ -150,8 +237,8 @@ const NR: usize = 4;
 
 /// Fill `y` `[m, n]`: tasks take blocks of `W`'s rows; within a block, each group of `NR` rows of
 /// `W` meets every `x` row while it is in L1.
-fn run<T: Tiles>(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize, y: &mut [f32]) {
-    let per_task = (W_BYTES_PER_TASK / (4 * k)).next_multiple_of(NR).max(NR);
+fn run<T: Tiles, W: Weight>(x: &[f32], w: &[W], bias: Option<&[f32]>, m: usize, k: usize, n: usize, y: &mut [f32]) {
+    let per_task = (W_BYTES_PER_TASK / (size_of::<W>() * k)).next_multiple_of(NR).max(NR);
     // Each task's columns of each output row, so tasks write disjoint slices.
     let tasks = n.div_ceil(per_task);
     let mut columns: Vec<Vec<&mut [f32]>> = (0..tasks).map(|_| Vec::with_capacity(m)).collect();
@@ -177,14 +264,14 @@ fn run<T: Tiles>(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize,
                 // SAFETY: `matmul_wt` checked that the CPU has `T`'s instruction set.
                 let block: [[f32; NR]; 4] = unsafe {
                     match (mr, nr) {
-                        (4, NR) => T::tile::<4, NR>(xb, wb, next, k),
-                        (3, NR) => widen(T::tile::<3, NR>(xb, wb, next, k)),
-                        (2, NR) => widen(T::tile::<2, NR>(xb, wb, next, k)),
-                        (1, NR) => widen(T::tile::<1, NR>(xb, wb, next, k)),
-                        (4, _) => widen_cols(T::tile::<4, 1>(xb, wb, next, k)),
-                        (3, _) => widen(widen_cols(T::tile::<3, 1>(xb, wb, next, k))),
-                        (2, _) => widen(widen_cols(T::tile::<2, 1>(xb, wb, next, k))),
-                        _ => widen(widen_cols(T::tile::<1, 1>(xb, wb, next, k))),
+                        (4, NR) => T::tile::<W, 4, NR>(xb, wb, next, k),
+                        (3, NR) => widen(T::tile::<W, 3, NR>(xb, wb, next, k)),
+                        (2, NR) => widen(T::tile::<W, 2, NR>(xb, wb, next, k)),
+                        (1, NR) => widen(T::tile::<W, 1, NR>(xb, wb, next, k)),
+                        (4, _) => widen_cols(T::tile::<W, 4, 1>(xb, wb, next, k)),
+                        (3, _) => widen(widen_cols(T::tile::<W, 3, 1>(xb, wb, next, k))),
+                        (2, _) => widen(widen_cols(T::tile::<W, 2, 1>(xb, wb, next, k))),
+                        _ => widen(widen_cols(T::tile::<W, 1, 1>(xb, wb, next, k))),
                     }
                 };
                 for (r, values) in block.iter().take(mr).enumerate() {
@@ -227,10 +314,10 @@ struct Portable;
 impl Tiles for Portable {
     const MR: usize = 4;
 
-    unsafe fn tile<const MR: usize, const NR: usize>(
+    unsafe fn tile<W: Weight, const MR: usize, const NR: usize>(
         x: &[f32],
-        w: &[f32],
-        _: Option<&[f32]>,
+        w: &[W],
+        _: Option<&[W]>,
         k: usize,
     ) -> [[f32; NR]; MR] {
         const L: usize = 8;
@@ -242,7 +329,7 @@ impl Tiles for Portable {
                 for (j, acc) in acc.iter_mut().enumerate() {
                     let wv = &w[j * k + p..j * k + p + L];
                     for l in 0..L {
-                        acc[l] += xv[l] * wv[l];
+                        acc[l] += xv[l] * wv[l].widen();
                     }
                 }
             }
@@ -252,7 +339,7 @@ impl Tiles for Portable {
             for j in 0..NR {
                 let lanes = &mut acc[i][j];
                 for p in full..k {
-                    lanes[p - full] += x[i * k + p] * w[j * k + p];
+                    lanes[p - full] += x[i * k + p] * w[j * k + p].widen();
                 }
                 out[i][j] = reduce8(lanes);
             }
@@ -270,33 +357,84 @@ fn reduce8(v: &[f32; 8]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::Tiles;
+    use super::{Tiles, Weight, WeightKind};
     use std::arch::x86_64::*;
+
+    /// 16 elements of `W` at `p`, widened to f32.
+    ///
+    /// # Safety
+    /// AVX-512F is available; `p` points at 16 readable elements.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16<W: Weight>(p: *const W) -> __m512 {
+        // SAFETY: the caller guarantees 16 readable elements; a `W` of this kind is that type.
+        unsafe {
+            match W::KIND {
+                WeightKind::F32 => _mm512_loadu_ps(p.cast()),
+                WeightKind::Bf16 => {
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()))))
+                }
+                WeightKind::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+            }
+        }
+    }
+
+    /// 8 elements of `W` at `p`, widened to f32.
+    ///
+    /// # Safety
+    /// AVX2 and F16C are available; `p` points at 8 readable elements.
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn load8<W: Weight>(p: *const W) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable elements; a `W` of this kind is that type.
+        unsafe {
+            match W::KIND {
+                WeightKind::F32 => _mm256_loadu_ps(p.cast()),
+                WeightKind::Bf16 => {
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))))
+                }
+                WeightKind::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+            }
+        }
+    }
+
+    /// The `len` (< `N`) elements at `p` followed by zeros, in a local buffer.
+    ///
+    /// # Safety
+    /// `p` points at `len` readable elements.
+    #[inline]
+    unsafe fn padded<W: Weight, const N: usize>(p: *const W, len: usize) -> [W; N] {
+        let mut buf = [W::ZERO; N];
+        // SAFETY: the caller guarantees `len` readable elements, and len < N.
+        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), len.min(N)) };
+        buf
+    }
 
     pub(super) struct Avx512;
 
     impl Tiles for Avx512 {
         const MR: usize = 4;
 
-        unsafe fn tile<const MR: usize, const NR: usize>(
+        unsafe fn tile<W: Weight, const MR: usize, const NR: usize>(
             x: &[f32],
-            w: &[f32],
-            next: Option<&[f32]>,
+            w: &[W],
+            next: Option<&[W]>,
             k: usize,
         ) -> [[f32; NR]; MR] {
             assert!(x.len() >= MR * k && w.len() >= NR * k && next.is_none_or(|n| n.len() >= NR * k));
             // SAFETY: the caller guarantees AVX-512F; the lengths were checked above.
-            unsafe { tile512::<MR, NR>(x.as_ptr(), w.as_ptr(), next.map(|n| n.as_ptr()), k) }
+            unsafe { tile512::<W, MR, NR>(x.as_ptr(), w.as_ptr(), next.map(|n| n.as_ptr()), k) }
         }
     }
 
     /// # Safety
-    /// AVX-512F is available; `x` points at `MR · k`, `w` and `next` at `NR · k` readable f32.
+    /// AVX-512F is available; `x` points at `MR · k` readable f32, `w` and `next` at `NR · k`
+    /// readable elements.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile512<const MR: usize, const NR: usize>(
+    unsafe fn tile512<W: Weight, const MR: usize, const NR: usize>(
         x: *const f32,
-        w: *const f32,
-        next: Option<*const f32>,
+        w: *const W,
+        next: Option<*const W>,
         k: usize,
     ) -> [[f32; NR]; MR] {
         let mut acc = [[_mm512_setzero_ps(); NR]; MR];
@@ -311,7 +449,7 @@ mod x86 {
             }
             for (j, v) in wv.iter_mut().enumerate() {
                 // SAFETY: p + 16 ≤ k, so the 16 lanes lie inside row j of w.
-                *v = unsafe { _mm512_loadu_ps(w.add(j * k + p)) };
+                *v = unsafe { load16(w.add(j * k + p)) };
             }
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: as above, inside row i of x.
@@ -325,8 +463,14 @@ mod x86 {
         if p < k {
             let mask: __mmask16 = ((1u32 << (k - p)) - 1) as __mmask16;
             for (j, v) in wv.iter_mut().enumerate() {
-                // SAFETY: masked-off lanes are not read, and the k − p read ones lie inside row j.
-                *v = unsafe { _mm512_maskz_loadu_ps(mask, w.add(j * k + p)) };
+                // SAFETY: masked-off lanes are not read, and the k − p read ones lie inside row j;
+                // 16-bit rows are copied (k − p elements) into a zero-padded buffer.
+                *v = unsafe {
+                    match W::KIND {
+                        WeightKind::F32 => _mm512_maskz_loadu_ps(mask, w.add(j * k + p).cast()),
+                        _ => load16(padded::<W, 16>(w.add(j * k + p), k - p).as_ptr()),
+                    }
+                };
             }
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: as above, inside row i of x.
@@ -351,26 +495,26 @@ mod x86 {
         // 3 × 4 accumulators, 4 rows of W and one of x fill the 16 vector registers.
         const MR: usize = 3;
 
-        unsafe fn tile<const MR: usize, const NR: usize>(
+        unsafe fn tile<W: Weight, const MR: usize, const NR: usize>(
             x: &[f32],
-            w: &[f32],
-            next: Option<&[f32]>,
+            w: &[W],
+            next: Option<&[W]>,
             k: usize,
         ) -> [[f32; NR]; MR] {
             assert!(x.len() >= MR * k && w.len() >= NR * k && next.is_none_or(|n| n.len() >= NR * k));
-            // SAFETY: the caller guarantees AVX2 and FMA; the lengths were checked above.
-            unsafe { tile256::<MR, NR>(x.as_ptr(), w.as_ptr(), next.map(|n| n.as_ptr()), k) }
+            // SAFETY: the caller guarantees AVX2, FMA and F16C; the lengths were checked above.
+            unsafe { tile256::<W, MR, NR>(x.as_ptr(), w.as_ptr(), next.map(|n| n.as_ptr()), k) }
         }
     }
 
     /// # Safety
-    /// AVX2 and FMA are available; `x` points at `MR · k`, `w` and `next` at `NR · k` readable
-    /// f32.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile256<const MR: usize, const NR: usize>(
+    /// AVX2, FMA and F16C are available; `x` points at `MR · k` readable f32, `w` and `next` at
+    /// `NR · k` readable elements.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile256<W: Weight, const MR: usize, const NR: usize>(
         x: *const f32,
-        w: *const f32,
-        next: Option<*const f32>,
+        w: *const W,
+        next: Option<*const W>,
         k: usize,
     ) -> [[f32; NR]; MR] {
         let mut acc = [[_mm256_setzero_ps(); NR]; MR];
@@ -385,7 +529,7 @@ mod x86 {
             }
             for (j, v) in wv.iter_mut().enumerate() {
                 // SAFETY: p + 8 ≤ k, so the 8 lanes lie inside row j of w.
-                *v = unsafe { _mm256_loadu_ps(w.add(j * k + p)) };
+                *v = unsafe { load8(w.add(j * k + p)) };
             }
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: as above, inside row i of x.
@@ -401,8 +545,14 @@ mod x86 {
             // SAFETY: an unaligned load of 8 i32 from a local array.
             let mask = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
             for (j, v) in wv.iter_mut().enumerate() {
-                // SAFETY: masked-off lanes are not read, and the k − p read ones lie inside row j.
-                *v = unsafe { _mm256_maskload_ps(w.add(j * k + p), mask) };
+                // SAFETY: masked-off lanes are not read, and the k − p read ones lie inside row j;
+                // 16-bit rows are copied (k − p elements) into a zero-padded buffer.
+                *v = unsafe {
+                    match W::KIND {
+                        WeightKind::F32 => _mm256_maskload_ps(w.add(j * k + p).cast(), mask),
+                        _ => load8(padded::<W, 8>(w.add(j * k + p), k - p).as_ptr()),
+                    }
+                };
             }
             for (i, acc) in acc.iter_mut().enumerate() {
                 // SAFETY: as above, inside row i of x.
@@ -446,7 +596,13 @@ impl SmallMatmul {
             Some((_, lb)) => candle_core::bail!("small matmul: the bias is {:?}, expected [{n}]", lb.shape()),
             None => None,
         };
-        let y = matmul_wt(self.isa, f32_slice(sx, lx)?, f32_slice(sw, lw)?, b, m, k, n);
+        let x = f32_slice(sx, lx)?;
+        let y = match (sw, lw.contiguous_offsets()) {
+            (CpuStorage::F32(w), Some((s, e))) => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
+            (CpuStorage::BF16(w), Some((s, e))) => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
+            (CpuStorage::F16(w), Some((s, e))) => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
+            _ => candle_core::bail!("small matmul needs a contiguous f32, bf16 or f16 weight"),
+        };
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
     }
 }
@@ -557,6 +713,61 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn sixteen_bit_weights_give_the_widened_f32_weights_results_bit_for_bit(
+            m in 1usize..=9,
+            k in prop::sample::select(vec![1usize, 7, 8, 9, 15, 16, 17, 33, 100, 257]),
+            n in prop::sample::select(vec![1usize, 3, 4, 5, 17]),
+            with_bias: bool,
+            seed: u64,
+        ) {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let (x, w, b) = (random(m * k, &mut rng), random(n * k, &mut rng), random(n, &mut rng));
+            let bias = with_bias.then_some(b.as_slice());
+            let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let hf: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let bf_wide: Vec<f32> = bf.iter().map(|v| v.to_f32()).collect();
+            let hf_wide: Vec<f32> = hf.iter().map(|v| v.to_f32()).collect();
+            for isa in isas() {
+                let bits = |y: Vec<f32>| y.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                prop_assert_eq!(
+                    bits(matmul_wt(isa, &x, &bf, bias, m, k, n)),
+                    bits(matmul_wt(isa, &x, &bf_wide, bias, m, k, n)),
+                    "{:?} bf16", isa
+                );
+                prop_assert_eq!(
+                    bits(matmul_wt(isa, &x, &hf, bias, m, k, n)),
+                    bits(matmul_wt(isa, &x, &hf_wide, bias, m, k, n)),
+                    "{:?} f16", isa
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn linear_reads_sixteen_bit_weights_as_their_widened_values() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (k, n) = (67, 30);
+        let w = Tensor::from_vec(random(n * k, &mut rng), (n, k), &Device::Cpu).unwrap();
+        let b = Tensor::from_vec(random(n, &mut rng), n, &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let narrow = w.to_dtype(dtype).unwrap();
+            let wide = narrow.to_dtype(DType::F32).unwrap();
+            // Through the kernel (few rows) and through candle (the weight widened for the call).
+            for m in [3, MAX_ROWS_NARROW + 1] {
+                let x = Tensor::from_vec(random(m * k, &mut rng), (m, k), &Device::Cpu).unwrap();
+                let got = linear(&x, &narrow, Some(&b)).unwrap();
+                let want = linear(&x, &wide, Some(&b)).unwrap();
+                assert_eq!(got.dtype(), DType::F32);
+                let (got, want): (Vec<f32>, Vec<f32>) =
+                    (got.flatten_all().unwrap().to_vec1().unwrap(), want.flatten_all().unwrap().to_vec1().unwrap());
+                assert_eq!(got, want, "{dtype:?}, {m} rows");
+            }
+        }
+    }
+
     #[test]
     fn a_rows_result_does_not_depend_on_its_batch() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -603,6 +814,6 @@ mod tests {
     #[test]
     fn empty_inputs_give_empty_or_bias_outputs() {
         assert!(matmul_wt(Isa::Portable, &[], &[1.0; 6], None, 0, 3, 2).is_empty());
-        assert_eq!(matmul_wt(Isa::detect(), &[], &[], Some(&[1.0, 2.0]), 2, 0, 2), [1.0, 2.0, 1.0, 2.0]);
+        assert_eq!(matmul_wt::<f32>(Isa::detect(), &[], &[], Some(&[1.0, 2.0]), 2, 0, 2), [1.0, 2.0, 1.0, 2.0]);
     }
 }

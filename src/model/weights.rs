@@ -33,7 +33,7 @@ impl Linear {
                 .iter()
                 .map(|p| match &p.b {
                     Some(b) => Ok(b.clone()),
-                    None => Tensor::zeros(p.out_dim(), p.w.dtype(), p.w.device()),
+                    None => Tensor::zeros(p.out_dim(), bias_dtype(parts), p.w.device()),
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?;
             Some(Tensor::cat(&biases, 0)?)
@@ -43,22 +43,97 @@ impl Linear {
         Ok(Linear { w, b })
     }
 
+    /// The bytes its tensors take in memory.
+    pub fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        size(&self.w) + self.b.as_ref().map_or(0, size)
+    }
+
     /// Output width.
     pub fn out_dim(&self) -> usize {
         self.w.dims()[0]
     }
 }
 
-/// Reads named tensors of a model onto a device in the compute dtype.
+/// The dtype of the biases among `parts` (the first one's).
+fn bias_dtype(parts: &[Linear]) -> DType {
+    parts.iter().find_map(|p| p.b.as_ref().map(Tensor::dtype)).unwrap_or(DType::F32)
+}
+
+/// Environment variable that sets [`WeightStorage`] where no flag does: `checkpoint` or `compute`.
+pub const WEIGHTS_DTYPE_ENV: &str = "SCALPEL_WEIGHTS_DTYPE";
+
+/// The dtype the matrices of linears and the embedding/head are kept in.
+///
+/// The default is [`WeightStorage::Compute`]: on the 0.5B model (2 loaded cores) 16-bit weights
+/// generate as fast but capture (probe's batches of hundreds of rows, which widen every matrix
+/// for each product) about 25 % slower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightStorage {
+    /// A bf16/f16 checkpoint's matrices stay 16-bit when the compute dtype is f32 on the CPU
+    /// (half the memory); products widen them exactly, so the results are those of
+    /// [`WeightStorage::Compute`] bit for bit. Norms and biases are in the compute dtype.
+    Checkpoint,
+    /// Every tensor in the compute dtype.
+    #[default]
+    Compute,
+}
+
+impl WeightStorage {
+    /// Parse `checkpoint` or `compute` (also `f32`, as the compute dtype this matters for).
+    pub fn parse(text: &str) -> Result<WeightStorage> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "checkpoint" | "stored" => Ok(WeightStorage::Checkpoint),
+            "compute" | "f32" => Ok(WeightStorage::Compute),
+            other => Err(Error::Invalid(format!("weights dtype `{other}`: choose checkpoint or compute"))),
+        }
+    }
+
+    /// [`WEIGHTS_DTYPE_ENV`] if set, else the default ([`WeightStorage::Compute`]).
+    pub fn from_env() -> Result<WeightStorage> {
+        match std::env::var(WEIGHTS_DTYPE_ENV) {
+            Ok(v) => WeightStorage::parse(&v).map_err(|e| Error::Invalid(format!("{WEIGHTS_DTYPE_ENV}: {e}"))),
+            Err(_) => Ok(WeightStorage::default()),
+        }
+    }
+
+    /// The dtype a matrix stored as `stored` is kept in, for compute dtype `compute` on `device`.
+    pub fn matrix_dtype(self, stored: DType, compute: DType, device: &Device) -> DType {
+        let sixteen = matches!(stored, DType::BF16 | DType::F16);
+        if self == WeightStorage::Checkpoint && sixteen && compute == DType::F32 && device.is_cpu() {
+            stored
+        } else {
+            compute
+        }
+    }
+}
+
+/// Reads named tensors of a model onto a device in the compute dtype (matrices as `storage`
+/// says).
 pub(crate) struct Loader<'a> {
     pub model: &'a ModelDir,
     pub device: &'a Device,
     pub dtype: DType,
+    pub storage: WeightStorage,
 }
 
 impl Loader<'_> {
     /// One tensor, converted to the compute dtype, with its shape checked.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.stored(name, shape)?.to_dtype(self.dtype)?.to_device(self.device)?)
+    }
+
+    /// A matrix (a linear's weight, the embedding, the head): in the checkpoint's 16-bit dtype
+    /// or the compute dtype, as [`WeightStorage::matrix_dtype`] says.
+    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.stored(name, shape)?;
+        let dtype = self.storage.matrix_dtype(t.dtype(), self.dtype, self.device);
+        Ok(t.to_dtype(dtype)?.to_device(self.device)?)
+    }
+
+    /// One tensor in its stored dtype on the CPU, with its shape checked. Its pages of the
+    /// memory-mapped file are released once copied, so that they do not count twice.
+    fn stored(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let view = self.model.checkpoint.tensor(name)?;
         if view.shape != shape {
             return Err(Error::bad_tensor(name, format!("shape {:?}, expected {shape:?}", view.shape)));
@@ -72,12 +147,13 @@ impl Loader<'_> {
             }
         };
         let t = Tensor::from_raw_buffer(view.data, dtype, view.shape, &Device::Cpu)?;
-        Ok(t.to_dtype(self.dtype)?.to_device(self.device)?)
+        self.model.checkpoint.release(name);
+        Ok(t)
     }
 
     /// A linear layer `[out, in]` with an optional bias.
     pub fn linear(&self, weight: &str, bias: Option<&String>, out: usize, inp: usize) -> Result<Linear> {
-        Ok(Linear { w: self.tensor(weight, &[out, inp])?, b: bias.map(|b| self.tensor(b, &[out])).transpose()? })
+        Ok(Linear { w: self.matrix(weight, &[out, inp])?, b: bias.map(|b| self.tensor(b, &[out])).transpose()? })
     }
 
     /// A norm's scale `γ` (stored weight plus the family's offset), in f32.

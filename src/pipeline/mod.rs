@@ -9,7 +9,7 @@ pub mod steps;
 
 use crate::checkpoint::{resolve_model, ModelDir};
 use crate::directions::DirectionsFile;
-use crate::eval::{side_by_side, EvalReport, SideBySide, Subject};
+use crate::eval::{EvalReport, Loaded, OnDemand, SideBySide};
 use crate::model::{default_device, parse_dtype, Decoder, Interventions};
 use crate::probe::{probe_to_folder, DirectionKind, ProbeFolder};
 use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
@@ -111,7 +111,8 @@ struct Run<'r> {
     stamps: Stamps,
     ran: Vec<String>,
     model: ModelDir,
-    decoder: Decoder,
+    /// The original model, loaded by the first step that runs it; eval takes it.
+    decoder: Option<Decoder>,
     encoder: PromptEncoder,
     progress: &'r dyn Fn(&str),
 }
@@ -121,10 +122,9 @@ pub fn run_recipe(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<RunSummary
     let out = recipe.output.dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let model = ModelDir::open(&resolve_model(&recipe.model.path)?)?;
-    let decoder = Decoder::load(&model, &default_device(), parse_dtype(&recipe.model.dtype)?)?;
     let encoder = PromptEncoder::from_model_dir(&model.root, format_of(recipe))?;
     let stamps = Stamps::load(&out);
-    let mut run = Run { recipe, out, stamps, ran: Vec::new(), model, decoder, encoder, progress };
+    let mut run = Run { recipe, out, stamps, ran: Vec::new(), model, decoder: None, encoder, progress };
     let probe_hash = run.probe()?;
     let probe_directions = run.out.join("probe").join("directions.safetensors");
     let directions = DirectionsFile::load(&probe_directions)?;
@@ -188,7 +188,8 @@ impl Run<'_> {
             harmless: &harmless,
         };
         let bar = ProgressBar::hidden();
-        probe_to_folder(&self.decoder, &inputs, &settings, &probe_dir, true, &bar)?;
+        let decoder = original_decoder(&mut self.decoder, &self.model, r)?;
+        probe_to_folder(decoder, &inputs, &settings, &probe_dir, true, &bar)?;
         self.stamps.set("probe", &hash)?;
         self.ran.push("probe".into());
         Ok(hash)
@@ -224,7 +225,7 @@ impl Run<'_> {
         let validation = Validation { harmful: first(&s.harmful)?, harmless: first(&s.harmless)? };
         let bar = ProgressBar::hidden();
         search_step(
-            &self.decoder,
+            original_decoder(&mut self.decoder, &self.model, r)?,
             &self.model,
             &self.encoder,
             probe_directions,
@@ -282,26 +283,12 @@ impl Run<'_> {
         if self.stamps.fresh("eval", &hash, &eval_path) {
             return read_eval(&eval_path);
         }
-        let edited = ModelDir::open(&self.out.join("model"))?;
-        let edited_decoder = Decoder::load(&edited, self.decoder.device(), parse_dtype(&r.model.dtype)?)?;
-        let edited_encoder = PromptEncoder::from_model_dir(&edited.root, format_of(r))?;
-        let none = Interventions::none();
-        let before =
-            Subject { name: "original".into(), decoder: &self.decoder, encoder: &self.encoder, interventions: &none };
-        let after =
-            Subject { name: "edited".into(), decoder: &edited_decoder, encoder: &edited_encoder, interventions: &none };
         let sets = EvalSets {
             harmful: load_set(&r.prompts.harmful_test, r, e.limit)?.prompts,
             harmless: load_set(&r.prompts.harmless_test, r, e.limit)?.prompts,
             texts: e.text.as_deref().map(|t| load_set(t, r, None).map(|s| s.prompts)).transpose()?,
+            samples: Vec::new(),
         };
-        (self.progress)(&format!(
-            "eval: {} harmful + {} harmless held-out prompts, before and after",
-            sets.harmful.len(),
-            sets.harmless.len()
-        ));
-        let bar = ProgressBar::hidden();
-        let report = eval_step(&after, Some(&before), &sets, e.max_tokens, e.batch, &bar)?;
         let picks: Vec<String> = sets
             .harmful
             .iter()
@@ -309,7 +296,39 @@ impl Run<'_> {
             .chain(sets.harmless.iter().take(e.samples.div_ceil(2)))
             .cloned()
             .collect();
-        let samples = side_by_side(&before, &after, &picks, e.max_tokens, e.batch, &bar)?;
+        let sets = EvalSets { samples: picks, ..sets };
+        (self.progress)(&format!(
+            "eval: {} harmful + {} harmless held-out prompts, before and after",
+            sets.harmful.len(),
+            sets.harmless.len()
+        ));
+        // One model at a time: the original (kept from the earlier steps, or loaded now) is
+        // measured and dropped before the edited one is loaded.
+        let mut held = self.decoder.take();
+        let (model, format) = (&self.model, format_of(r));
+        let mut before = OnDemand {
+            name: "original".into(),
+            load: Box::new(|| {
+                let decoder = match held.take() {
+                    Some(d) => d,
+                    None => load_decoder(model, r)?,
+                };
+                let encoder = PromptEncoder::from_model_dir(&model.root, format.clone())?;
+                Ok(Loaded { decoder, encoder, interventions: Interventions::none() })
+            }),
+        };
+        let edited_dir = self.out.join("model");
+        let mut after = OnDemand {
+            name: "edited".into(),
+            load: Box::new(|| {
+                let edited = ModelDir::open(&edited_dir)?;
+                let decoder = load_decoder(&edited, r)?;
+                let encoder = PromptEncoder::from_model_dir(&edited.root, format.clone())?;
+                Ok(Loaded { decoder, encoder, interventions: Interventions::none() })
+            }),
+        };
+        let bar = ProgressBar::hidden();
+        let (report, samples) = eval_step(&mut after, Some(&mut before), &sets, e.max_tokens, e.batch, &bar)?;
         let text = serde_json::to_string_pretty(&serde_json::json!({"report": report, "samples": samples}))
             .map_err(|er| Error::Other(er.to_string()))?;
         std::fs::write(&eval_path, text).map_err(|er| Error::io(&eval_path, er))?;
@@ -317,6 +336,19 @@ impl Run<'_> {
         self.ran.push("eval".into());
         Ok((report, samples))
     }
+}
+
+/// The original model's decoder, loaded into `slot` on first use.
+fn original_decoder<'d>(slot: &'d mut Option<Decoder>, model: &ModelDir, recipe: &Recipe) -> Result<&'d Decoder> {
+    if slot.is_none() {
+        *slot = Some(load_decoder(model, recipe)?);
+    }
+    Ok(slot.as_ref().expect("loaded above"))
+}
+
+/// `model`'s decoder on the default device in the recipe's dtype.
+fn load_decoder(model: &ModelDir, recipe: &Recipe) -> Result<Decoder> {
+    Decoder::load(model, &default_device(), parse_dtype(&recipe.model.dtype)?)
 }
 
 /// The direction an edit uses: its entry name, or `{stream}.L` for per-layer edits.

@@ -4,7 +4,11 @@
 use crate::arch::WriterKind;
 use crate::checkpoint::ModelDir;
 use crate::directions::DirectionsFile;
-use crate::eval::{cross_entropy, first_token_kl, refusals, EvalReport, Subject};
+use crate::eval::compare::pair;
+use crate::eval::{
+    cross_entropy, greedy_answers, kl_of_logits, next_token_logits, refusals, CrossEntropy, EvalReport, RefusalScore,
+    SideBySide, SubjectSource,
+};
 use crate::layers::parse_layers;
 use crate::model::HookPoint;
 use crate::probe::{
@@ -246,32 +250,80 @@ pub struct EvalSets {
     pub harmless: Vec<String>,
     /// Texts whose cross-entropy is measured, if any.
     pub texts: Option<Vec<String>>,
+    /// Prompts answered by both models side by side (with a baseline only).
+    pub samples: Vec<String>,
+}
+
+/// What an evaluation measures of one model.
+struct Measured {
+    name: String,
+    refusals: RefusalScore,
+    over_refusals: RefusalScore,
+    cross_entropy: Option<CrossEntropy>,
+    /// The first generated token's logits on the harmless prompts (when there is a baseline).
+    logits: Option<Vec<Vec<f32>>>,
+    /// Answers to `EvalSets::samples` (when there is a baseline).
+    samples: Vec<String>,
+}
+
+/// Measure one model on `sets`; `paired`: it is compared with another one (KL, samples).
+fn measure(
+    source: &mut dyn SubjectSource,
+    sets: &EvalSets,
+    max_tokens: usize,
+    batch: usize,
+    paired: bool,
+    progress: &ProgressBar,
+) -> Result<Measured> {
+    let mut out = None;
+    source.with_subject(&mut |s| {
+        out = Some(Measured {
+            name: s.name.clone(),
+            refusals: refusals(s, &sets.harmful, max_tokens, batch, progress)?,
+            over_refusals: refusals(s, &sets.harmless, max_tokens, batch, progress)?,
+            cross_entropy: sets.texts.as_ref().map(|t| cross_entropy(s, t, batch)).transpose()?,
+            logits: paired.then(|| next_token_logits(s, &sets.harmless, batch)).transpose()?,
+            samples: match paired && !sets.samples.is_empty() {
+                true => greedy_answers(s, &sets.samples, max_tokens, batch, progress)?,
+                false => Vec::new(),
+            },
+        });
+        Ok(())
+    })?;
+    out.ok_or_else(|| Error::Other("the model source measured nothing".into()))
 }
 
 /// Refusals, over-refusals, cross-entropy, and with a baseline the same for it plus
-/// `KL(baseline ‖ model)` on the harmless prompts.
+/// `KL(baseline ‖ model)` on the harmless prompts and both models' answers to `sets.samples`
+/// (baseline left). The baseline is measured first and the model after, so that sources which
+/// load their model ([`crate::eval::OnDemand`]) hold one model at a time.
 pub fn eval_step(
-    model: &Subject<'_>,
-    baseline: Option<&Subject<'_>>,
+    model: &mut dyn SubjectSource,
+    baseline: Option<&mut dyn SubjectSource>,
     sets: &EvalSets,
     max_tokens: usize,
     batch: usize,
     progress: &ProgressBar,
-) -> Result<EvalReport> {
-    let mut report = EvalReport {
-        refusals: refusals(model, &sets.harmful, max_tokens, batch, progress)?,
-        over_refusals: refusals(model, &sets.harmless, max_tokens, batch, progress)?,
-        baseline_refusals: None,
-        baseline_over_refusals: None,
-        kl: None,
-        cross_entropy: sets.texts.as_ref().map(|t| cross_entropy(model, t, batch)).transpose()?,
-        baseline_cross_entropy: None,
+) -> Result<(EvalReport, Vec<SideBySide>)> {
+    let paired = baseline.is_some();
+    let base = baseline.map(|b| measure(b, sets, max_tokens, batch, true, progress)).transpose()?;
+    let m = measure(model, sets, max_tokens, batch, paired, progress)?;
+    let (kl, samples) = match (&base, &m.logits) {
+        (Some(b), Some(q)) => {
+            let p = b.logits.as_deref().unwrap_or_default();
+            let kl = kl_of_logits(p, q, &sets.harmless, &b.name, &m.name)?;
+            (Some(kl), pair(&sets.samples, b.samples.clone(), m.samples))
+        }
+        _ => (None, Vec::new()),
     };
-    if let Some(base) = baseline {
-        report.baseline_refusals = Some(refusals(base, &sets.harmful, max_tokens, batch, progress)?);
-        report.baseline_over_refusals = Some(refusals(base, &sets.harmless, max_tokens, batch, progress)?);
-        report.kl = Some(first_token_kl(base, model, &sets.harmless, batch)?);
-        report.baseline_cross_entropy = sets.texts.as_ref().map(|t| cross_entropy(base, t, batch)).transpose()?;
-    }
-    Ok(report)
+    let report = EvalReport {
+        refusals: m.refusals,
+        over_refusals: m.over_refusals,
+        kl,
+        cross_entropy: m.cross_entropy,
+        baseline_cross_entropy: base.as_ref().and_then(|b| b.cross_entropy.clone()),
+        baseline_refusals: base.as_ref().map(|b| b.refusals.clone()),
+        baseline_over_refusals: base.map(|b| b.over_refusals),
+    };
+    Ok((report, samples))
 }

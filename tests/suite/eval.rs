@@ -143,3 +143,82 @@ fn cross_entropy_is_the_mean_next_token_loss_and_independent_of_batch_size() {
     assert!((single.perplexity() - single.nats_per_token.exp()).abs() < 1e-9);
     assert!(single.nats_per_token > 1.0, "a random fixture is far from certain ({})", single.nats_per_token);
 }
+
+/// `eval_step` with sources that load their model on demand measures the baseline, drops it,
+/// then loads the model, and reports exactly what it reports for models loaded up front.
+#[test]
+fn eval_with_a_baseline_holds_one_model_at_a_time_and_reports_the_same() {
+    use scalpel::eval::{Loaded, OnDemand, SubjectSource};
+    use scalpel::pipeline::{eval_step, EvalSets};
+    use std::cell::Cell;
+    let tmp = tempfile::tempdir().unwrap();
+    let options = FixtureOptions { num_layers: 2, ..Default::default() };
+    let src = ModelDir::open(&common::fixture(tmp.path(), "qwen2", "qwen2", &options)).unwrap();
+    let dirs = common::directions(tmp.path(), src.spec.hidden_size, 2, 1, 1);
+    let edited = common::ablate_everything(&src, &dirs, &tmp.path().join("edited"), false);
+    let all = prompts();
+    let sets = EvalSets {
+        harmful: all[..3].to_vec(),
+        harmless: all[2..].to_vec(),
+        texts: Some(all[..2].to_vec()),
+        samples: all[1..3].to_vec(),
+    };
+    let none = Interventions::none();
+    let (d0, e0) = load(&src);
+    let (d1, e1) = load(&edited);
+    let bar = ProgressBar::hidden();
+    let (up_front, up_front_samples) = eval_step(
+        &mut subject("edited", &d1, &e1, &none),
+        Some(&mut subject("original", &d0, &e0, &none) as &mut dyn SubjectSource),
+        &sets,
+        4,
+        2,
+        &bar,
+    )
+    .unwrap();
+    drop((d0, e0, d1, e1));
+
+    // Which models were loaded, in order; `live` counts the measurements under way.
+    let loads = Cell::new(Vec::new());
+    let live = Cell::new(0usize);
+    let source = |name: &'static str, model: &'static str| {
+        let (loads, model) = (&loads, if model == "src" { &src } else { &edited });
+        Nested {
+            live: &live,
+            inner: OnDemand {
+                name: name.into(),
+                load: Box::new(move || {
+                    let (decoder, encoder) = load(model);
+                    let mut seen = loads.take();
+                    seen.push(name);
+                    loads.set(seen);
+                    Ok(Loaded { decoder, encoder, interventions: Interventions::none() })
+                }),
+            },
+        }
+    };
+    let (mut model, mut baseline) = (source("edited", "edited"), source("original", "src"));
+    let (on_demand, on_demand_samples) =
+        eval_step(&mut model, Some(&mut baseline as &mut dyn SubjectSource), &sets, 4, 2, &bar).unwrap();
+    assert_eq!(loads.take(), ["original", "edited"]);
+    assert_eq!(on_demand, up_front);
+    assert_eq!(on_demand_samples, up_front_samples);
+    assert_eq!(on_demand_samples.len(), 2);
+    assert!(up_front.kl.as_ref().is_some_and(|kl| kl.mean > 0.0), "the edit moved nothing: the test proves nothing");
+}
+
+/// A source that fails when another one's measurement is under way (both models in memory).
+struct Nested<'a> {
+    live: &'a std::cell::Cell<usize>,
+    inner: scalpel::eval::OnDemand<'a>,
+}
+
+impl scalpel::eval::SubjectSource for Nested<'_> {
+    fn with_subject(&mut self, f: &mut dyn FnMut(&Subject<'_>) -> scalpel::Result<()>) -> scalpel::Result<()> {
+        self.live.set(self.live.get() + 1);
+        assert_eq!(self.live.get(), 1, "two models were in memory at once");
+        let result = self.inner.with_subject(f);
+        self.live.set(self.live.get() - 1);
+        result
+    }
+}

@@ -21,3 +21,4 @@ mod speed;
 mod surgery;
 mod svd;
 mod trust;
+mod weight_storage;
