@@ -284,14 +284,19 @@ fn validation_id(v: &Validation) -> (usize, usize, String) {
 }
 
 /// Write `search.json`, or check that the folder's own matches (a resumed search must search
-/// the same space with the same inputs; only the number of trials may grow).
+/// the same space with the same inputs; only the number of trials may grow). The directions
+/// are compared by content (their hash), not by the path they were given as: the same file
+/// named relatively, absolutely or after a move is the same input.
 fn check_or_write_record(out: &Path, record: &SearchRecord) -> Result<()> {
     let path = out.join(SETTINGS_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let old: SearchRecord =
             serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        let same =
-            SearchRecord { settings: SearchSettings { trials: record.settings.trials, ..old.settings.clone() }, ..old };
+        let same = SearchRecord {
+            settings: SearchSettings { trials: record.settings.trials, ..old.settings.clone() },
+            directions: record.directions.clone(),
+            ..old
+        };
         if same != *record {
             return Err(Error::Invalid(format!(
                 "{} holds a search with other settings, inputs or model measurements; choose another --out or remove it",

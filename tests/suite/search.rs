@@ -118,6 +118,10 @@ fn setup() -> Setup {
 }
 
 fn search(s: &Setup, out: &str, trials: usize, seed: u64) -> Vec<scalpel::search::TrialRecord> {
+    search_with(s, &s.directions, out, trials, seed)
+}
+
+fn search_with(s: &Setup, directions: &Path, out: &str, trials: usize, seed: u64) -> Vec<scalpel::search::TrialRecord> {
     let decoder = Decoder::load(&s.model, &Device::Cpu, DType::F32).unwrap();
     let encoder = PromptEncoder::from_model_dir(&s.model.root, PromptFormat::Chat { system: None }).unwrap();
     let validation = Validation {
@@ -133,7 +137,7 @@ fn search(s: &Setup, out: &str, trials: usize, seed: u64) -> Vec<scalpel::search
     };
     let dir = s.root.join(out);
     let outcome =
-        search_step(&decoder, &s.model, &encoder, &s.directions, &validation, &settings, &dir, &ProgressBar::hidden())
+        search_step(&decoder, &s.model, &encoder, directions, &validation, &settings, &dir, &ProgressBar::hidden())
             .unwrap();
     assert!(dir.join("report.md").exists() && dir.join("pareto.png").exists() && dir.join("chosen.json").exists());
     assert_eq!(outcome.trials, load_trials(&dir).unwrap());
@@ -155,7 +159,10 @@ fn a_seeded_search_repeats_itself_and_resumes_without_redoing_trials() {
     // uninterrupted search drew.
     let first = search(&s, "d", 4, 11);
     let first_lines = std::fs::read_to_string(s.root.join("d").join("trials.jsonl")).unwrap();
-    let resumed = search(&s, "d", 7, 11);
+    // The same directions file named by another path (as a relative and an absolute path
+    // differ) is the same input: the search resumes.
+    let other_spelling = s.directions.parent().unwrap().join(".").join(s.directions.file_name().unwrap());
+    let resumed = search_with(&s, &other_spelling, "d", 7, 11);
     let resumed_lines = std::fs::read_to_string(s.root.join("d").join("trials.jsonl")).unwrap();
     assert!(resumed_lines.starts_with(&first_lines), "trials already done are not redone");
     assert_eq!(params(&resumed), params(&whole));
