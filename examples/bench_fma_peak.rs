@@ -46,8 +46,11 @@ unsafe fn chains_avx2(rounds: usize) -> f32 {
         .sum()
 }
 
-/// Lanes per FMA and a function running `rounds` rounds of [`CHAINS`] FMAs.
-fn kernel() -> Option<(usize, fn(usize) -> f32)> {
+/// A function running `rounds` rounds of [`CHAINS`] FMAs.
+type Chains = fn(usize) -> f32;
+
+/// Lanes per FMA and the function that runs the chains.
+fn kernel() -> Option<(usize, Chains)> {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {

@@ -5,8 +5,10 @@ use super::runtime::RunArgs;
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};
-use scalpel::model::memory::{choose_capture_path, format_bytes, memory_budget, model_memory_bytes, CapturePath};
-use scalpel::model::{parse_device, parse_dtype, Decoder, LayerMajor};
+use scalpel::model::memory::{
+    choose_capture_path, format_bytes, memory_budget, model_memory_bytes, storage_for, CapturePath,
+};
+use scalpel::model::{parse_device, parse_dtype, Decoder, LayerMajor, WeightStorage};
 use scalpel::pipeline::{parse_streams, ProbeRequest};
 use scalpel::probe::{probe_to_folder, rule_name, CaptureModel, ExtraDirections, ProbeFolder, RankRule};
 use scalpel::prompts::{PromptEncoder, PromptSet};
@@ -101,13 +103,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let budget = memory_budget()?;
-    let choice =
-        choose_capture_path(model_memory_bytes(&model, dtype, args.run.storage()?, &device)?, budget.as_ref(), force);
+    // `auto` weights resolved first: a model whose f32 weights would not fit may fit in 16 bits.
+    let compute_bytes = model_memory_bytes(&model, dtype, WeightStorage::Compute, &device)?;
+    let storage = storage_for(args.run.storage()?, compute_bytes, budget.as_ref());
+    let choice = choose_capture_path(model_memory_bytes(&model, dtype, storage, &device)?, budget.as_ref(), force);
     let encoder = PromptEncoder::from_model_dir(&model.root, args.run.format())?;
     let (whole, layer_major) = match choice.path {
         CapturePath::WholeModel => {
             eprintln!("capture path: whole model in memory ({})", choice.reason);
-            (Some(Decoder::load_with(&model, &device, dtype, args.run.storage()?).context("loading the model")?), None)
+            (Some(Decoder::load_with(&model, &device, dtype, storage).context("loading the model")?), None)
         }
         CapturePath::LayerMajor => {
             eprintln!("capture path: layer-major, one layer in memory at a time ({})", choice.reason);

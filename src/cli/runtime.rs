@@ -25,9 +25,10 @@ pub struct RunArgs {
     pub dtype: String,
     /// Where the compute dtype is f32 on the CPU, keep a bf16/f16 checkpoint's matrices in its
     /// 16-bit dtype (`checkpoint`: half the memory, the same results bit for bit, generation as
-    /// fast, capture ~25 % slower) or widen them at load (`compute`). Default:
-    /// $SCALPEL_WEIGHTS_DTYPE, else `compute`.
-    #[arg(long, value_name = "checkpoint|compute")]
+    /// fast, capture ~25 % slower), widen them at load (`compute`), or widen them when the
+    /// widened weights and half again fit the available memory, else keep them 16-bit (`auto`).
+    /// Default: $SCALPEL_WEIGHTS_DTYPE, else `auto`.
+    #[arg(long, value_name = "auto|checkpoint|compute")]
     pub weights_dtype: Option<String>,
     /// System prompt for the chat template.
     #[arg(long)]

@@ -269,8 +269,9 @@ impl Decoder {
     }
 
     /// Load every weight of `model` onto `device` in `dtype`, the matrices kept as `storage`
-    /// says.
+    /// says ([`WeightStorage::Auto`] resolved against the memory budget).
     pub fn load_with(model: &ModelDir, device: &Device, dtype: DType, storage: WeightStorage) -> Result<Decoder> {
+        let storage = super::memory::resolve_storage(storage, model, dtype, device)?;
         let spec = model.spec.clone();
         let loader = Loader { model, device, dtype, storage };
         let embed = loader.matrix(&spec.embed_name(), &[spec.vocab_size, spec.hidden_size])?;

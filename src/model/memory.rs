@@ -155,6 +155,36 @@ pub fn model_memory_bytes(model: &ModelDir, dtype: DType, storage: WeightStorage
     Ok(total)
 }
 
+/// How [`WeightStorage::Auto`] resolves when the weights take `compute_bytes` in the compute
+/// dtype: [`WeightStorage::Compute`] (faster for large batches) when that plus half again (for
+/// activations, the KV cache and a search's edited matrices) fits `budget` or the budget is
+/// unknown, else [`WeightStorage::Checkpoint`] (16-bit matrices: half the memory, the same
+/// results). Other choices are kept.
+pub fn storage_for(storage: WeightStorage, compute_bytes: u64, budget: Option<&MemoryBudget>) -> WeightStorage {
+    match (storage, budget) {
+        (WeightStorage::Auto, Some(b)) if compute_bytes.saturating_add(compute_bytes / 2) > b.bytes => {
+            WeightStorage::Checkpoint
+        }
+        (WeightStorage::Auto, _) => WeightStorage::Compute,
+        (chosen, _) => chosen,
+    }
+}
+
+/// [`storage_for`] with `model`'s size in the compute dtype and the detected [`memory_budget`]
+/// (read only when `storage` is [`WeightStorage::Auto`]).
+pub fn resolve_storage(
+    storage: WeightStorage,
+    model: &ModelDir,
+    dtype: DType,
+    device: &Device,
+) -> Result<WeightStorage> {
+    if storage != WeightStorage::Auto {
+        return Ok(storage);
+    }
+    let compute_bytes = model_memory_bytes(model, dtype, WeightStorage::Compute, device)?;
+    Ok(storage_for(storage, compute_bytes, memory_budget()?.as_ref()))
+}
+
 /// Choose the capture path: `force` if given (`--layer-major` / `--no-layer-major`), else the
 /// layer-major path when the weights plus a tenth for activations and load-time copies
 /// (`model_bytes × 1.1`) exceed `budget`; the whole model when the budget is unknown.
@@ -193,6 +223,21 @@ pub fn choose_capture_path(model_bytes: u64, budget: Option<&MemoryBudget>, forc
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_storage_widens_what_fits_and_keeps_16_bit_what_does_not() {
+        let budget = |bytes| MemoryBudget { bytes, source: "test".into() };
+        let auto = WeightStorage::Auto;
+        assert_eq!(storage_for(auto, 1000, Some(&budget(1500))), WeightStorage::Compute);
+        assert_eq!(storage_for(auto, 1000, Some(&budget(1499))), WeightStorage::Checkpoint);
+        assert_eq!(storage_for(auto, 1000, None), WeightStorage::Compute, "unknown budget: the faster choice");
+        for chosen in [WeightStorage::Compute, WeightStorage::Checkpoint] {
+            assert_eq!(storage_for(chosen, 1000, Some(&budget(1))), chosen);
+            assert_eq!(storage_for(chosen, 1, Some(&budget(1000))), chosen);
+        }
+        assert_eq!(WeightStorage::parse("AUTO").unwrap(), WeightStorage::Auto);
+        assert_eq!(WeightStorage::default(), WeightStorage::Auto);
+    }
 
     #[test]
     fn byte_counts_parse_with_and_without_units() {

@@ -60,14 +60,16 @@ fn bias_dtype(parts: &[Linear]) -> DType {
     parts.iter().find_map(|p| p.b.as_ref().map(Tensor::dtype)).unwrap_or(DType::F32)
 }
 
-/// Environment variable that sets [`WeightStorage`] where no flag does: `checkpoint` or `compute`.
+/// Environment variable that sets [`WeightStorage`] where no flag does: `auto`, `checkpoint` or
+/// `compute`.
 pub const WEIGHTS_DTYPE_ENV: &str = "SCALPEL_WEIGHTS_DTYPE";
 
 /// The dtype the matrices of linears and the embedding/head are kept in.
 ///
-/// The default is [`WeightStorage::Compute`]: on the 0.5B model (2 loaded cores) 16-bit weights
-/// generate as fast but capture (probe's batches of hundreds of rows, which widen every matrix
-/// for each product) about 25 % slower.
+/// The default is [`WeightStorage::Auto`]: matrices widened to the compute dtype when they fit
+/// the memory with room to spare (on the 0.5B model, 2 cores, 16-bit weights generate as fast
+/// but capture — probe's batches of hundreds of rows, which widen every matrix for each product
+/// — about 25 % slower), kept 16-bit when they would not (half the memory, the same results).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightStorage {
     /// A bf16/f16 checkpoint's matrices stay 16-bit when the compute dtype is f32 on the CPU
@@ -75,21 +77,26 @@ pub enum WeightStorage {
     /// [`WeightStorage::Compute`] bit for bit. Norms and biases are in the compute dtype.
     Checkpoint,
     /// Every tensor in the compute dtype.
-    #[default]
     Compute,
+    /// [`WeightStorage::Compute`] when the weights in the compute dtype, half again for
+    /// activations and edited copies, fit the memory budget (or the budget is unknown), else
+    /// [`WeightStorage::Checkpoint`]: see [`crate::model::memory::resolve_storage`].
+    #[default]
+    Auto,
 }
 
 impl WeightStorage {
-    /// Parse `checkpoint` or `compute` (also `f32`, as the compute dtype this matters for).
+    /// Parse `auto`, `checkpoint` or `compute` (also `f32`, as the compute dtype this matters for).
     pub fn parse(text: &str) -> Result<WeightStorage> {
         match text.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(WeightStorage::Auto),
             "checkpoint" | "stored" => Ok(WeightStorage::Checkpoint),
             "compute" | "f32" => Ok(WeightStorage::Compute),
-            other => Err(Error::Invalid(format!("weights dtype `{other}`: choose checkpoint or compute"))),
+            other => Err(Error::Invalid(format!("weights dtype `{other}`: choose auto, checkpoint or compute"))),
         }
     }
 
-    /// [`WEIGHTS_DTYPE_ENV`] if set, else the default ([`WeightStorage::Compute`]).
+    /// [`WEIGHTS_DTYPE_ENV`] if set, else the default ([`WeightStorage::Auto`]).
     pub fn from_env() -> Result<WeightStorage> {
         match std::env::var(WEIGHTS_DTYPE_ENV) {
             Ok(v) => WeightStorage::parse(&v).map_err(|e| Error::Invalid(format!("{WEIGHTS_DTYPE_ENV}: {e}"))),
@@ -97,7 +104,8 @@ impl WeightStorage {
         }
     }
 
-    /// The dtype a matrix stored as `stored` is kept in, for compute dtype `compute` on `device`.
+    /// The dtype a matrix stored as `stored` is kept in, for compute dtype `compute` on `device`
+    /// (an unresolved [`WeightStorage::Auto`] counts as [`WeightStorage::Compute`]).
     pub fn matrix_dtype(self, stored: DType, compute: DType, device: &Device) -> DType {
         let sixteen = matches!(stored, DType::BF16 | DType::F16);
         if self == WeightStorage::Checkpoint && sixteen && compute == DType::F32 && device.is_cpu() {
