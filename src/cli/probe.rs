@@ -106,6 +106,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // `auto` weights resolved first: a model whose f32 weights would not fit may fit in 16 bits.
     let compute_bytes = model_memory_bytes(&model, dtype, WeightStorage::Compute, &device)?;
     let storage = storage_for(args.run.storage()?, compute_bytes, budget.as_ref());
+    if storage == WeightStorage::Checkpoint && args.run.storage()? == WeightStorage::Auto {
+        eprintln!(
+            "weights: 16-bit matrices kept 16-bit (in f32 the weights need {}, which with half again exceeds the budget)",
+            format_bytes(compute_bytes)
+        );
+    }
     let choice = choose_capture_path(model_memory_bytes(&model, dtype, storage, &device)?, budget.as_ref(), force);
     let encoder = PromptEncoder::from_model_dir(&model.root, args.run.format())?;
     let (whole, layer_major) = match choice.path {
