@@ -5,9 +5,10 @@
 //! running model's weights in memory with the same per-tensor code as the written checkpoint,
 //! then measured on validation prompts disjoint from probe's and eval's: refusals on harmful
 //! prompts, over-refusals on harmless ones, and the KL divergence of the first answer token
-//! against the original ([`objective`]). Start-up trials (the probe's picks at full strength,
-//! then random ones) are followed by a TPE sampler ([`tpe`]) aimed at the goal (the fewest
-//! refusals above the target, then the smallest KL); the report shows the Pareto front of
+//! against the original ([`objective`]). Start-up trials (the probe's picks and a sweep of
+//! layers at full strength, then random ones) are followed by a TPE sampler ([`tpe`]) aimed at
+//! the goal (the fewest refusals above the target, then the smallest KL); the chosen trial is
+//! the smallest KL within the target with 80 % confidence; the report shows the Pareto front of
 //! refusals against KL ([`pareto`]).
 //! Trials are appended to `trials.jsonl` as they finish, so a stopped search resumes.
 

@@ -98,7 +98,7 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
     );
     let _ = writeln!(
         md,
-        "**Chosen: trial {}** (rule: smallest KL among trials with at most {:.0}% refusals and no more over-refusals than the original). Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
+        "**Chosen: trial {}** (rule: smallest KL among trials whose refusal rate is at most {:.0}% with 80 % confidence — the Wilson upper bound over the validation prompts, a margin for the luck of the trial picked — and no more over-refusals than the original; failing that, at most that rate as measured). Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
         chosen.number,
         100.0 * target_rate,
         chosen.number

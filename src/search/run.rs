@@ -235,20 +235,45 @@ pub fn point(scores: &Scores, baseline: &Scores) -> Point<2> {
     }
 }
 
-/// The trial to use: among trials that keep the constraint and refuse at most
-/// `target_rate` of the harmful prompts, the one with the smallest KL; if none reaches the
-/// target, the one that keeps the constraint with the fewest refusals (then smallest KL);
-/// if none keeps it, the best by rank.
+/// The one-sided confidence with which the chosen trial's refusal rate must be at most the
+/// target: the z of an 80 % one-sided normal quantile.
+pub const CHOICE_CONFIDENCE_Z: f64 = 0.8416;
+
+/// An upper bound on the refusal rate behind `refusals` of `asked` prompts, at
+/// [`CHOICE_CONFIDENCE_Z`] (the Wilson score bound, sound at counts near 0): what a trial
+/// refusing 4 of 80 validation prompts may refuse on new ones. The trial [`choose`] picks is
+/// the least damaging of those near the target, so its measured rate is likely a lucky one;
+/// asking for the bound, not the count, to be at the target leaves that margin (on 80 prompts
+/// and a 5 % target: at most 2 refusals, not 4).
+pub fn refusal_rate_bound(refusals: usize, asked: usize) -> f64 {
+    if asked == 0 {
+        return 1.0;
+    }
+    let (n, z) = (asked as f64, CHOICE_CONFIDENCE_Z);
+    let p = refusals as f64 / n;
+    let centre = p + z * z / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt();
+    ((centre + spread) / (1.0 + z * z / n)).min(1.0)
+}
+
+/// The trial to use: among trials that keep the constraint and whose refusal rate is at most
+/// `target_rate` with [`CHOICE_CONFIDENCE_Z`]'s confidence ([`refusal_rate_bound`]), the one
+/// with the smallest KL; if none, the same among those whose measured rate is at most the
+/// target; if none reaches the target, the one that keeps the constraint with the fewest
+/// refusals (then smallest KL); if none keeps it, the best by rank.
 pub fn choose(trials: &[TrialRecord], baseline: &Scores, target_rate: f64) -> Option<usize> {
     let points: Vec<Point<2>> = trials.iter().map(|t| point(&t.scores, baseline)).collect();
     let by = |key: &dyn Fn(usize) -> (f64, f64, f64)| {
         (0..trials.len()).min_by(|&a, &b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
     };
-    let reaching: Vec<usize> = (0..trials.len())
-        .filter(|&i| points[i].violation == 0.0 && trials[i].scores.refusal_rate() <= target_rate + 1e-12)
-        .collect();
-    if !reaching.is_empty() {
-        return reaching.into_iter().min_by(|&a, &b| points[a].objectives[1].total_cmp(&points[b].objectives[1]));
+    let bound = |t: &TrialRecord| refusal_rate_bound(t.scores.refusals, t.scores.harmful);
+    let measured = |t: &TrialRecord| t.scores.refusal_rate();
+    for rate in [&bound as &dyn Fn(&TrialRecord) -> f64, &measured] {
+        let reaching =
+            (0..trials.len()).filter(|&i| points[i].violation == 0.0 && rate(&trials[i]) <= target_rate + 1e-12);
+        if let Some(best) = reaching.min_by(|&a, &b| points[a].objectives[1].total_cmp(&points[b].objectives[1])) {
+            return Some(best);
+        }
     }
     by(&|i| (points[i].violation, points[i].objectives[0], points[i].objectives[1]))
 }
@@ -306,4 +331,61 @@ fn check_or_write_record(out: &Path, record: &SearchRecord) -> Result<()> {
     }
     let text = serde_json::to_string_pretty(record).map_err(|e| Error::Other(e.to_string()))?;
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial(number: usize, refusals: usize, over_refusals: usize, kl_mean: f64) -> TrialRecord {
+        let scores = Scores {
+            refusals,
+            harmful: 80,
+            over_refusals,
+            harmless: 40,
+            kl_prompts: 120,
+            loops: 0,
+            kl_mean,
+            kl_max: kl_mean,
+            seconds: 1.0,
+        };
+        let params = TrialParams {
+            direction_layer: 1.0,
+            stream: "resid_pre".into(),
+            projected: false,
+            attn: crate::surgery::WeightKernel::constant(1.0, 4),
+            mlp: crate::surgery::WeightKernel::constant(1.0, 4),
+            embed: false,
+            norm_preserve: false,
+        };
+        TrialRecord { number, origin: "test".into(), params, scores, answers: Vec::new() }
+    }
+
+    #[test]
+    fn the_refusal_bound_leaves_a_margin_that_shrinks_with_more_prompts() {
+        assert!((refusal_rate_bound(2, 80) - 0.0444).abs() < 1e-3);
+        assert!(refusal_rate_bound(3, 80) > 0.05 && refusal_rate_bound(0, 80) > 0.0);
+        assert!(refusal_rate_bound(30, 800) < refusal_rate_bound(3, 80), "more prompts, a tighter bound");
+        assert_eq!(refusal_rate_bound(0, 0), 1.0);
+        for r in 0..=80 {
+            assert!(refusal_rate_bound(r, 80) >= r as f64 / 80.0);
+        }
+    }
+
+    #[test]
+    fn the_choice_is_the_smallest_kl_that_reaches_the_target_with_confidence() {
+        let baseline = trial(0, 47, 1, 0.0).scores;
+        let trials = vec![
+            trial(0, 4, 0, 0.14), // at the target as measured, not with confidence
+            trial(1, 2, 0, 0.18), // within it with confidence: chosen
+            trial(2, 1, 0, 0.30),
+            trial(3, 0, 2, 0.10), // more over-refusals than the original
+        ];
+        assert_eq!(choose(&trials, &baseline, 0.05), Some(1));
+        // None within the target with confidence: the measured rate decides.
+        assert_eq!(choose(&trials[..1], &baseline, 0.05), Some(0));
+        // None at the target: the fewest refusals that keep the constraint.
+        let far = vec![trial(0, 9, 0, 0.01), trial(1, 7, 1, 0.2), trial(2, 1, 3, 0.0)];
+        assert_eq!(choose(&far, &baseline, 0.05), Some(1));
+    }
 }
