@@ -337,30 +337,6 @@ fn check_or_write_record(out: &Path, record: &SearchRecord) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn trial(number: usize, refusals: usize, over_refusals: usize, kl_mean: f64) -> TrialRecord {
-        let scores = Scores {
-            refusals,
-            harmful: 80,
-            over_refusals,
-            harmless: 40,
-            kl_prompts: 120,
-            loops: 0,
-            kl_mean,
-            kl_max: kl_mean,
-            seconds: 1.0,
-        };
-        let params = TrialParams {
-            direction_layer: 1.0,
-            stream: "resid_pre".into(),
-            projected: false,
-            attn: crate::surgery::WeightKernel::constant(1.0, 4),
-            mlp: crate::surgery::WeightKernel::constant(1.0, 4),
-            embed: false,
-            norm_preserve: false,
-        };
-        TrialRecord { number, origin: "test".into(), params, scores, answers: Vec::new() }
-    }
-
     #[test]
     fn the_refusal_bound_leaves_a_margin_that_shrinks_with_more_prompts() {
         assert!((refusal_rate_bound(2, 80) - 0.0444).abs() < 1e-3);
@@ -370,22 +346,5 @@ mod tests {
         for r in 0..=80 {
             assert!(refusal_rate_bound(r, 80) >= r as f64 / 80.0);
         }
-    }
-
-    #[test]
-    fn the_choice_is_the_smallest_kl_that_reaches_the_target_with_confidence() {
-        let baseline = trial(0, 47, 1, 0.0).scores;
-        let trials = vec![
-            trial(0, 4, 0, 0.14), // at the target as measured, not with confidence
-            trial(1, 2, 0, 0.18), // within it with confidence: chosen
-            trial(2, 1, 0, 0.30),
-            trial(3, 0, 2, 0.10), // more over-refusals than the original
-        ];
-        assert_eq!(choose(&trials, &baseline, 0.05), Some(1));
-        // None within the target with confidence: the measured rate decides.
-        assert_eq!(choose(&trials[..1], &baseline, 0.05), Some(0));
-        // None at the target: the fewest refusals that keep the constraint.
-        let far = vec![trial(0, 9, 0, 0.01), trial(1, 7, 1, 0.2), trial(2, 1, 3, 0.0)];
-        assert_eq!(choose(&far, &baseline, 0.05), Some(1));
     }
 }

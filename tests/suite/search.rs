@@ -221,10 +221,9 @@ fn kl_covers_every_harmless_prompt_and_only_the_first_ones_are_answered() {
     assert_eq!(all.answers[..2], first.answers[..]);
 }
 
-#[test]
-fn the_samplers_good_group_keeps_low_kl_trials_just_above_the_target() {
-    use scalpel::search::{good_key, Scores};
-    let scores = |refusals: usize, over_refusals: usize, kl_mean: f64| Scores {
+/// Planted scores on the demo's validation sizes (80 harmful, 40 answered harmless, 120 KL).
+fn planted(refusals: usize, over_refusals: usize, kl_mean: f64) -> scalpel::search::Scores {
+    scalpel::search::Scores {
         refusals,
         harmful: 80,
         over_refusals,
@@ -234,14 +233,52 @@ fn the_samplers_good_group_keeps_low_kl_trials_just_above_the_target() {
         kl_mean,
         kl_max: kl_mean,
         seconds: 0.0,
-    };
-    let baseline = scores(47, 1, 0.0);
+    }
+}
+
+#[test]
+fn the_samplers_good_group_keeps_low_kl_trials_just_above_the_target() {
+    use scalpel::search::{good_key, Scores};
+    let baseline = planted(47, 1, 0.0);
     // 5 % of 80 allows 4 refusals, with a slack of 1: 5 refusals at KL 0.15 ranks before 0 at
     // KL 0.6; 6 refusals or an extra over-refusal do not.
     let key = |s: &Scores| good_key(s, &baseline, 0.05);
-    assert!(key(&scores(5, 1, 0.15)) < key(&scores(0, 0, 0.6)));
-    assert!(key(&scores(4, 1, 0.15)) < key(&scores(5, 1, 0.16)));
-    assert!(key(&scores(0, 0, 0.6)) < key(&scores(6, 1, 0.01)));
-    assert!(key(&scores(0, 0, 0.6)) < key(&scores(3, 2, 0.01)));
-    assert!(key(&scores(1, 0, 0.2)) < key(&scores(1, 0, f64::NAN)), "a non-finite KL ranks last");
+    assert!(key(&planted(5, 1, 0.15)) < key(&planted(0, 0, 0.6)));
+    assert!(key(&planted(4, 1, 0.15)) < key(&planted(5, 1, 0.16)));
+    assert!(key(&planted(0, 0, 0.6)) < key(&planted(6, 1, 0.01)));
+    assert!(key(&planted(0, 0, 0.6)) < key(&planted(3, 2, 0.01)));
+    assert!(key(&planted(1, 0, 0.2)) < key(&planted(1, 0, f64::NAN)), "a non-finite KL ranks last");
+}
+
+#[test]
+fn the_choice_is_the_smallest_kl_that_reaches_the_target_with_confidence() {
+    use scalpel::search::{choose, TrialParams, TrialRecord};
+    let trial = |number: usize, refusals: usize, over_refusals: usize, kl_mean: f64| TrialRecord {
+        number,
+        origin: "test".into(),
+        params: TrialParams {
+            direction_layer: 1.0,
+            stream: "resid_pre".into(),
+            projected: false,
+            attn: WeightKernel::constant(1.0, 4),
+            mlp: WeightKernel::constant(1.0, 4),
+            embed: false,
+            norm_preserve: false,
+        },
+        scores: planted(refusals, over_refusals, kl_mean),
+        answers: Vec::new(),
+    };
+    let baseline = planted(47, 1, 0.0);
+    let trials = vec![
+        trial(0, 4, 0, 0.14), // at the target as measured, not with confidence
+        trial(1, 2, 0, 0.18), // within it with confidence: chosen
+        trial(2, 1, 0, 0.30),
+        trial(3, 0, 2, 0.10), // more over-refusals than the original
+    ];
+    assert_eq!(choose(&trials, &baseline, 0.05), Some(1));
+    // None within the target with confidence: the measured rate decides.
+    assert_eq!(choose(&trials[..1], &baseline, 0.05), Some(0));
+    // None at the target: the fewest refusals that keep the constraint.
+    let far = vec![trial(0, 9, 0, 0.01), trial(1, 7, 1, 0.2), trial(2, 1, 3, 0.0)];
+    assert_eq!(choose(&far, &baseline, 0.05), Some(1));
 }
