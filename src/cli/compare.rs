@@ -38,10 +38,8 @@ pub struct Args {
 /// Run `compare`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let prompts = PromptSet::load(&args.prompts, None)?.shuffled_limited(None, Some(args.limit)).prompts;
-    let has_intervention =
-        [&args.intervene.ablate, &args.intervene.add, &args.intervene.rotate].iter().any(|p| p.is_some());
     anyhow::ensure!(
-        args.edited.is_some() || has_intervention,
+        args.edited.is_some() || args.intervene.any(),
         "give an EDITED model, or an intervention (--ablate FILE, --add FILE, --rotate FILE) for the right side"
     );
     // One model at a time: the left one answers and is dropped before the right one is loaded

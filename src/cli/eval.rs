@@ -1,8 +1,7 @@
 //! `scalpel eval`: refusal rate, over-refusal and KL divergence on held-out prompts, and
 //! optionally the cross-entropy of a text set.
 
-use super::common::on_demand;
-use super::common::open_model;
+use super::common::{on_demand, open_model};
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
 use indicatif::{ProgressBar, ProgressStyle};

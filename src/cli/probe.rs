@@ -105,8 +105,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let budget = memory_budget()?;
     // `auto` weights resolved first: a model whose f32 weights would not fit may fit in 16 bits.
     let compute_bytes = model_memory_bytes(&model, dtype, WeightStorage::Compute, &device)?;
-    let storage = storage_for(args.run.storage()?, compute_bytes, budget.as_ref());
-    if storage == WeightStorage::Checkpoint && args.run.storage()? == WeightStorage::Auto {
+    let requested = args.run.storage()?;
+    let storage = storage_for(requested, compute_bytes, budget.as_ref());
+    if storage == WeightStorage::Checkpoint && requested == WeightStorage::Auto {
         eprintln!(
             "weights: 16-bit matrices kept 16-bit (in f32 the weights need {}, which with half again exceeds the budget)",
             format_bytes(compute_bytes)

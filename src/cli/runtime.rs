@@ -103,6 +103,11 @@ pub struct InterventionArgs {
 }
 
 impl InterventionArgs {
+    /// Whether any intervention is asked for (what [`InterventionArgs::build`] turns into items).
+    pub fn any(&self) -> bool {
+        self.ablate.is_some() || self.add.is_some() || self.rotate.is_some()
+    }
+
     /// Build the interventions for a model with `num_layers` layers and width `hidden`.
     pub fn build(&self, decoder: &Decoder) -> anyhow::Result<Interventions> {
         let spec = decoder.spec();
