@@ -95,6 +95,9 @@ pub struct ProbeSection {
     pub positions: String,
     /// Prompts per forward pass.
     pub batch: usize,
+    /// Keep only the harmful prompts the model refuses and the harmless ones it answers
+    /// (judged on short greedy answers; see [`crate::probe::filter`]).
+    pub filter: bool,
 }
 
 impl Default for ProbeSection {
@@ -103,6 +106,7 @@ impl Default for ProbeSection {
             streams: vec!["resid_pre".into(), "resid_mid".into(), "resid_post".into()],
             positions: "-1".into(),
             batch: 16,
+            filter: true,
         }
     }
 }

@@ -10,7 +10,10 @@ use scalpel::model::memory::{
 };
 use scalpel::model::{parse_device, parse_dtype, Decoder, LayerMajor, WeightStorage};
 use scalpel::pipeline::{parse_streams, ProbeRequest};
-use scalpel::probe::{probe_to_folder, rule_name, CaptureModel, ExtraDirections, ProbeFolder, RankRule};
+use scalpel::probe::{
+    filter_by_answers, probe_to_folder, rule_name, BehaviourFilter, CaptureModel, ExtraDirections, ProbeFolder,
+    RankRule,
+};
 use scalpel::prompts::{PromptEncoder, PromptSet};
 use std::path::PathBuf;
 
@@ -71,6 +74,12 @@ pub struct Args {
     /// Also save every prompt's activations (activations.safetensors; large for big models).
     #[arg(long)]
     pub save_activations: bool,
+    /// Probe every prompt as given. By default the model first answers each prompt briefly
+    /// (greedy, up to 16 tokens) and only the harmful prompts it refuses and the harmless ones it
+    /// answers are probed (a set stays whole when fewer than 16 would remain); a harmful prompt
+    /// the model answers anyway blurs the direction.
+    #[arg(long)]
+    pub no_filter: bool,
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,
@@ -129,6 +138,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (Some(d), _) => d,
         (_, Some(l)) => l,
         _ => unreachable!("one path was chosen"),
+    };
+    let (harmful, harmless) = match &whole {
+        Some(decoder) if !args.no_filter => {
+            eprintln!("filter: answering every prompt briefly to keep those the model's behaviour confirms");
+            let filtered = filter_by_answers(decoder, &encoder, &harmful, &harmless, &BehaviourFilter::default())?;
+            for note in &filtered.notes {
+                eprintln!("filter: {note}");
+            }
+            (filtered.harmful, filtered.harmless)
+        }
+        None if !args.no_filter => {
+            eprintln!("filter: skipped (answering needs the whole model in memory; probing every prompt)");
+            (harmful, harmless)
+        }
+        _ => (harmful, harmless),
     };
     let streams: Vec<&str> = args.streams.split(',').collect();
     let request = ProbeRequest {

@@ -7,6 +7,7 @@ pub mod fluency;
 pub mod kl;
 pub mod refusal;
 pub mod run;
+pub mod short;
 pub mod staged;
 
 pub use card::model_card;
@@ -19,4 +20,5 @@ pub use run::{
     first_token_kl, greedy_answers, kl_of_logits, next_token_logits, refusals, Answer, EvalReport, KlScore,
     RefusalScore, Subject,
 };
+pub use short::short_answers;
 pub use staged::{Loaded, OnDemand, SubjectSource};

@@ -11,7 +11,7 @@ use crate::checkpoint::{resolve_model, ModelDir};
 use crate::directions::DirectionsFile;
 use crate::eval::{EvalReport, Loaded, OnDemand, SideBySide};
 use crate::model::{default_device, parse_dtype, Decoder, Interventions};
-use crate::probe::{probe_to_folder, DirectionKind, ProbeFolder};
+use crate::probe::{filter_by_answers, probe_to_folder, BehaviourFilter, DirectionKind, ProbeFolder};
 use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
 use crate::recipe::{Recipe, SearchSection};
 use crate::search::{search_step, trial_edit, TrialEdit, Validation, CHOSEN_FILE};
@@ -180,6 +180,16 @@ impl Run<'_> {
         let harmful = load_set(&r.prompts.harmful, r, r.prompts.limit)?;
         let harmless = load_set(&r.prompts.harmless, r, r.prompts.limit)?;
         let settings = probe_request(r)?.settings(self.model.spec.num_layers)?;
+        let decoder = original_decoder(&mut self.decoder, &self.model, r)?;
+        let (harmful, harmless) = if r.probe.filter {
+            let filtered = filter_by_answers(decoder, &self.encoder, &harmful, &harmless, &BehaviourFilter::default())?;
+            for note in &filtered.notes {
+                (self.progress)(&format!("probe: {note}"));
+            }
+            (filtered.harmful, filtered.harmless)
+        } else {
+            (harmful, harmless)
+        };
         let inputs = ProbeFolder {
             model_dir: &self.model,
             name: &r.model.path,
@@ -188,7 +198,6 @@ impl Run<'_> {
             harmless: &harmless,
         };
         let bar = ProgressBar::hidden();
-        let decoder = original_decoder(&mut self.decoder, &self.model, r)?;
         probe_to_folder(decoder, &inputs, &settings, &probe_dir, true, &bar)?;
         self.stamps.set("probe", &hash)?;
         self.ran.push("probe".into());

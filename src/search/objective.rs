@@ -8,8 +8,8 @@
 //! help its user, and one to a harmless prompt is a broken answer. Answers are greedy and short:
 //! a row stops as soon as a marker appears (the verdict cannot change) or after `max_tokens`.
 
-use crate::eval::{kl_divergence, loops, next_token_logits, refusal_marker, Subject};
-use crate::model::{generate, Decoder, GenerateOptions, Interventions, Sampling};
+use crate::eval::{kl_divergence, loops, next_token_logits, refusal_marker, short_answers, Subject};
+use crate::model::{Decoder, Interventions};
 use crate::prompts::PromptEncoder;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -116,7 +116,7 @@ pub fn measure(
     let answered = settings.answered_harmless.min(validation.harmless.len());
     let prompts: Vec<&String> = validation.harmful.iter().chain(&validation.harmless[..answered]).collect();
     let encoded = prompts.iter().map(|p| encoder.encode(p)).collect::<Result<Vec<_>>>()?;
-    let (texts, first_logits) = short_answers(decoder, encoder, &encoded, settings)?;
+    let (texts, first_logits) = short_answers(decoder, encoder, &encoded, settings.max_tokens, settings.batch)?;
     let answers: Vec<ShortAnswer> = prompts
         .iter()
         .zip(&texts)
@@ -155,45 +155,4 @@ fn finite_kl(p: &[f32], q: &[f32]) -> f64 {
         return f64::INFINITY;
     }
     kl_divergence(p, q)
-}
-
-/// Greedy answers (length-sorted batches, early stop at a marker) and each prompt's first-token logits.
-fn short_answers(
-    decoder: &Decoder,
-    encoder: &PromptEncoder,
-    encoded: &[Vec<u32>],
-    settings: &AnswerSettings,
-) -> Result<(Vec<String>, Vec<Vec<f32>>)> {
-    let options = GenerateOptions {
-        max_tokens: settings.max_tokens.max(1),
-        sampling: Sampling::default(),
-        stop_ids: encoder.eos_ids().to_vec(),
-    };
-    let mut order: Vec<usize> = (0..encoded.len()).collect();
-    order.sort_by_key(|&i| encoded[i].len());
-    let mut texts = vec![String::new(); encoded.len()];
-    let mut logits = vec![Vec::new(); encoded.len()];
-    for chunk in order.chunks(settings.batch.max(1)) {
-        let ids: Vec<Vec<u32>> = chunk.iter().map(|&i| encoded[i].clone()).collect();
-        let mut so_far: Vec<Vec<u32>> = vec![Vec::new(); chunk.len()];
-        let mut decode_error = None;
-        let out = generate(decoder, &ids, encoder.pad_id(), &options, &Interventions::none(), &mut |row, id| {
-            so_far[row].push(id);
-            match encoder.decode(&so_far[row]) {
-                Ok(text) => refusal_marker(&text).is_some_and(|m| !m.is_empty()),
-                Err(e) => {
-                    decode_error.get_or_insert(e);
-                    true
-                }
-            }
-        })?;
-        if let Some(e) = decode_error {
-            return Err(e);
-        }
-        for (&i, g) in chunk.iter().zip(out) {
-            texts[i] = encoder.decode(&g.ids)?.trim().to_string();
-            logits[i] = g.first_logits;
-        }
-    }
-    Ok((texts, logits))
 }
