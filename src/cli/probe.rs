@@ -11,8 +11,7 @@ use scalpel::model::memory::{
 use scalpel::model::{parse_device, parse_dtype, Decoder, LayerMajor, WeightStorage};
 use scalpel::pipeline::{parse_streams, ProbeRequest};
 use scalpel::probe::{
-    filter_by_answers, probe_to_folder, rule_name, BehaviourFilter, CaptureModel, ExtraDirections, ProbeFolder,
-    RankRule,
+    confirmed_prompts, probe_to_folder, rule_name, CaptureModel, ExtraDirections, ProbeFolder, RankRule,
 };
 use scalpel::prompts::{PromptEncoder, PromptSet};
 use std::path::PathBuf;
@@ -142,11 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (harmful, harmless) = match &whole {
         Some(decoder) if !args.no_filter => {
             eprintln!("filter: answering every prompt briefly to keep those the model's behaviour confirms");
-            let filtered = filter_by_answers(decoder, &encoder, &harmful, &harmless, &BehaviourFilter::default())?;
-            for note in &filtered.notes {
-                eprintln!("filter: {note}");
-            }
-            (filtered.harmful, filtered.harmless)
+            confirmed_prompts(decoder, &encoder, &harmful, &harmless, &|note| eprintln!("filter: {note}"))?
         }
         None if !args.no_filter => {
             eprintln!("filter: skipped (answering needs the whole model in memory; probing every prompt)");

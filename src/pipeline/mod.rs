@@ -11,7 +11,7 @@ use crate::checkpoint::{resolve_model, ModelDir};
 use crate::directions::DirectionsFile;
 use crate::eval::{EvalReport, Loaded, OnDemand, SideBySide};
 use crate::model::{default_device, parse_dtype, Decoder, Interventions};
-use crate::probe::{filter_by_answers, probe_to_folder, BehaviourFilter, DirectionKind, ProbeFolder};
+use crate::probe::{confirmed_prompts, probe_to_folder, DirectionKind, ProbeFolder};
 use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
 use crate::recipe::{Recipe, SearchSection};
 use crate::search::{search_step, trial_edit, TrialEdit, Validation, CHOSEN_FILE};
@@ -182,11 +182,9 @@ impl Run<'_> {
         let settings = probe_request(r)?.settings(self.model.spec.num_layers)?;
         let decoder = original_decoder(&mut self.decoder, &self.model, r)?;
         let (harmful, harmless) = if r.probe.filter {
-            let filtered = filter_by_answers(decoder, &self.encoder, &harmful, &harmless, &BehaviourFilter::default())?;
-            for note in &filtered.notes {
-                (self.progress)(&format!("probe: {note}"));
-            }
-            (filtered.harmful, filtered.harmless)
+            confirmed_prompts(decoder, &self.encoder, &harmful, &harmless, &|note| {
+                (self.progress)(&format!("probe: {note}"))
+            })?
         } else {
             (harmful, harmless)
         };

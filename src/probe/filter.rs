@@ -65,6 +65,22 @@ pub fn filter_by_answers(
     Ok(FilteredSets { harmful, harmless, notes: [harmful_note, harmless_note] })
 }
 
+/// [`filter_by_answers`] with the default settings, each set's note passed to `say`: the
+/// probe step of `scalpel probe` and of `scalpel run`.
+pub fn confirmed_prompts(
+    decoder: &Decoder,
+    encoder: &PromptEncoder,
+    harmful: &PromptSet,
+    harmless: &PromptSet,
+    say: &dyn Fn(&str),
+) -> Result<(PromptSet, PromptSet)> {
+    let filtered = filter_by_answers(decoder, encoder, harmful, harmless, &BehaviourFilter::default())?;
+    for note in &filtered.notes {
+        say(note);
+    }
+    Ok((filtered.harmful, filtered.harmless))
+}
+
 /// The prompts of `set` whose verdict is `wanted`, unless fewer than `min_kept` remain.
 fn keep(set: &PromptSet, refused: &[bool], wanted: bool, min_kept: usize, verb: &str) -> (PromptSet, String) {
     let kept: Vec<String> =

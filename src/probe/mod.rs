@@ -15,7 +15,7 @@ pub use analysis::{
     default_candidates, degenerate, parse_positions, parse_stream, ProbeAnalysis, SkippedLayer, NOISE_FLOOR,
 };
 pub use capture::{capture_set, capture_sets_layer_major, CaptureModel, CaptureSettings, SetStats};
-pub use filter::{filter_by_answers, BehaviourFilter, FilteredSets};
+pub use filter::{confirmed_prompts, filter_by_answers, BehaviourFilter, FilteredSets};
 pub use metrics::{layer_metrics, LayerMetrics};
 pub use ranking::{rank, rule_name, RankRule, Ranking};
 pub use report::{write_probe_outputs, ProbeProvenance};
