@@ -121,13 +121,13 @@ impl Isa {
     }
 }
 
-/// `x · Wᵀ + b` for `x` `[m, k]`, `w` `[n, k]`, `b` `[n]`: this module's kernel on the CPU for
-/// an f32 `x` and few rows ([`takes_kernel`]), `w` f32 or 16-bit; else candle's matmul (and the
-/// fused bias add), with a `w` of another dtype than `x` widened for the call.
+/// `x · Wᵀ + b` for `x` `[m, k]`, `w` `[n, k]`, `b` `[n]`. On the CPU, for an f32 `x` and a `w`
+/// f32 or 16-bit: this module's kernel for few rows ([`takes_kernel`]), else [`gemm_wt`] (a
+/// 16-bit `w` widened for the call into a reused buffer). Otherwise candle's matmul and bias add,
+/// with a `w` of another dtype than `x` converted for the call.
 pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let (m, k) = x.dims2()?;
-    let fits = takes_kernel(m, w.dim(0)?)
-        && k > 0
+    let (_, k) = x.dims2()?;
+    let fits = k > 0
         && x.device().is_cpu()
         && w.device().is_cpu()
         && x.dtype() == DType::F32
@@ -141,7 +141,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
             None => x.apply_op2_no_bwd(&w, &op),
         };
     }
-    let w = if w.dtype() == x.dtype() { w.clone() } else { widen_weight(w, x.dtype())? };
+    let w = if w.dtype() == x.dtype() { w.clone() } else { w.to_dtype(x.dtype())? };
     let y = x.matmul(&w.t()?)?;
     match b {
         Some(b) => kernels::add(&y, b),
@@ -149,29 +149,121 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core:
     }
 }
 
-/// `w` in `dtype`: a contiguous 16-bit CPU tensor widened to f32 on every core (candle's
-/// `to_dtype` uses one), anything else by `to_dtype`.
-fn widen_weight(w: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
-    fn par<W: Weight>(v: &[W]) -> Vec<f32> {
-        let mut out = vec![0f32; v.len()];
-        out.par_chunks_mut(1 << 16).zip(v.par_chunks(1 << 16)).for_each(|(o, i)| {
+/// Largest widened weight (bytes) kept in a thread's reusable buffer between calls; larger ones
+/// (an LM head) get a fresh allocation, so that 16-bit storage keeps its memory saving.
+const MAX_REUSED_WIDE_BYTES: usize = 64 << 20;
+
+thread_local! {
+    /// The f32 copy of a 16-bit weight for [`gemm_wt`], reused so that each call does not map
+    /// (and page-fault in) a fresh buffer of the matrix's size.
+    static WIDE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `f` applied to `w` widened to f32 (on every core), in this thread's reused buffer when the
+/// matrix is small enough and the buffer is free.
+fn with_widened<W: Weight, R>(w: &[W], f: impl FnOnce(&[f32]) -> R) -> R {
+    fn widen_into<W: Weight>(out: &mut [f32], w: &[W]) {
+        out.par_chunks_mut(1 << 16).zip(w.par_chunks(1 << 16)).for_each(|(o, i)| {
             o.iter_mut().zip(i).for_each(|(o, &i)| *o = i.widen());
         });
+    }
+    let fresh = |w: &[W]| {
+        let mut out = vec![0f32; w.len()];
+        widen_into(&mut out, w);
         out
+    };
+    if w.len() * size_of::<f32>() > MAX_REUSED_WIDE_BYTES {
+        return f(&fresh(w));
     }
-    if dtype != DType::F32 || !w.device().is_cpu() || !w.is_contiguous() {
-        return w.to_dtype(dtype);
+    WIDE.with(|cell| {
+        // Re-entered (a rayon task run by this thread during its own product): a private copy.
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return f(&fresh(w));
+        };
+        if buf.len() < w.len() {
+            buf.resize(w.len(), 0.0);
+        }
+        widen_into(&mut buf[..w.len()], w);
+        f(&buf[..w.len()])
+    })
+}
+
+/// A raw pointer to `y` for tasks that write disjoint column blocks of it.
+#[derive(Clone, Copy)]
+struct Columns(*mut f32);
+// SAFETY: the tasks write disjoint elements, and the scope ends before `y` is used again.
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
     }
-    let (storage, layout) = w.storage_and_layout();
-    let wide = match (&*storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(CpuStorage::BF16(v)), Some((s, e))) => par(&v[s..e]),
-        (candle_core::Storage::Cpu(CpuStorage::F16(v)), Some((s, e))) => par(&v[s..e]),
-        _ => {
-            drop(storage);
-            return w.to_dtype(dtype);
+}
+
+/// Output columns per gemm task at least (a multiple of the AVX-512 lane count).
+const GEMM_MIN_COLUMNS: usize = 64;
+
+/// `y = x · Wᵀ + b` on slices (`x` `[m, k]`, `w` `[n, k]`, `bias` `[n]`, row-major; `y`
+/// `[m, n]`) with gemm, for products of many rows. `W`'s rows (the output columns) are split in
+/// one block per rayon thread, each a single-threaded gemm call: gemm's own split packs all of
+/// `W` on the calling thread first, which left narrow products (attention output, MLP down) at
+/// about half the machine's rate. The bias is the gemm's initial `y` (no separate pass). Each
+/// output element's sum depends on `k` and gemm's blocking, not on the thread split. Panics if
+/// a length does not match.
+pub fn gemm_wt(x: &[f32], w: &[f32], bias: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+    assert_eq!(w.len(), n * k, "w is not [{n}, {k}]");
+    let mut y = match bias {
+        Some(b) => {
+            assert_eq!(b.len(), n, "the bias is not [{n}]");
+            b.repeat(m)
+        }
+        None => vec![0f32; m * n],
+    };
+    if m == 0 || n == 0 || k == 0 {
+        return y;
+    }
+    let parts = rayon::current_num_threads().clamp(1, n.div_ceil(GEMM_MIN_COLUMNS));
+    let per = n.div_ceil(parts).next_multiple_of(16);
+    let out = Columns(y.as_mut_ptr());
+    let read_dst = bias.is_some();
+    let block = |j0: usize| {
+        let cols = per.min(n - j0);
+        // SAFETY: x is [m, k] and w [n, k] row-major (checked above), so row j0 + c of w for
+        // c < cols is in bounds; y is [m, n] and this block writes only its columns j0..j0+cols.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                out.at(j0),
+                1,
+                n as isize,
+                read_dst,
+                x.as_ptr(),
+                1,
+                k as isize,
+                w.as_ptr().add(j0 * k),
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
         }
     };
-    Tensor::from_vec(wide, w.shape(), w.device())
+    rayon::scope(|s| {
+        for j0 in (per..n).step_by(per) {
+            s.spawn(move |_| block(j0));
+        }
+        block(0);
+    });
+    y
 }
 
 /// `y = x · Wᵀ + b` on slices: `x` `[m, k]`, `w` `[n, k]`, `bias` `[n]`, all row-major; `y` is
@@ -574,7 +666,8 @@ mod x86 {
     }
 }
 
-/// The candle op: inputs `x` `[m, k]` (contiguous), `w` `[n, k]`, optionally `b` `[n]`.
+/// The candle op: inputs `x` `[m, k]` (contiguous), `w` `[n, k]`, optionally `b` `[n]`; the
+/// small kernel for few rows, [`gemm_wt`] beyond.
 struct SmallMatmul {
     isa: Isa,
 }
@@ -597,10 +690,14 @@ impl SmallMatmul {
             None => None,
         };
         let x = f32_slice(sx, lx)?;
+        let small = takes_kernel(m, n);
         let y = match (sw, lw.contiguous_offsets()) {
-            (CpuStorage::F32(w), Some((s, e))) => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
-            (CpuStorage::BF16(w), Some((s, e))) => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
-            (CpuStorage::F16(w), Some((s, e))) => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
+            (CpuStorage::F32(w), Some((s, e))) if small => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
+            (CpuStorage::F32(w), Some((s, e))) => gemm_wt(x, &w[s..e], b, m, k, n),
+            (CpuStorage::BF16(w), Some((s, e))) if small => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
+            (CpuStorage::BF16(w), Some((s, e))) => with_widened(&w[s..e], |w| gemm_wt(x, w, b, m, k, n)),
+            (CpuStorage::F16(w), Some((s, e))) if small => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
+            (CpuStorage::F16(w), Some((s, e))) => with_widened(&w[s..e], |w| gemm_wt(x, w, b, m, k, n)),
             _ => candle_core::bail!("small matmul needs a contiguous f32, bf16 or f16 weight"),
         };
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
@@ -766,6 +863,20 @@ mod tests {
                 assert_eq!(got, want, "{dtype:?}, {m} rows");
             }
         }
+    }
+
+    #[test]
+    fn gemm_path_equals_candle_matmul() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // Output widths below, at and above one task's minimum, and not multiples of 16.
+        for (m, k, n) in [(130, 37, 5), (150, 64, 64), (129, 100, 250), (200, 17, 1001)] {
+            let (x, w, b) = (random(m * k, &mut rng), random(n * k, &mut rng), random(n, &mut rng));
+            for bias in [None, Some(b.as_slice())] {
+                let (want, scale) = reference(&x, &w, bias, m, k, n);
+                assert_close(Isa::detect(), &gemm_wt(&x, &w, bias, m, k, n), &want, &scale);
+            }
+        }
+        assert_eq!(gemm_wt(&[], &[], Some(&[1.0, 2.0]), 2, 0, 2), [1.0, 2.0, 1.0, 2.0]);
     }
 
     #[test]
