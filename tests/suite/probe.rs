@@ -1,6 +1,8 @@
 //! Probe on a fixture with a planted direction: harmful and harmless prompts are built from two
 //! disjoint token sets whose embeddings differ along a known `r`; probe must recover `r` at
-//! layer 0 (cosine > 0.99), and the outputs must be complete.
+//! layer 0 (cosine > 0.99), and the outputs must be complete. A fixture planted to refuse the
+//! prompts that contain those harmful tokens shows the prompt filter keeping exactly the
+//! prompts its answers confirm.
 
 use crate::common;
 
@@ -127,4 +129,101 @@ fn iterative_and_pca_directions_are_orthonormal_and_lead_with_r() {
         let cos: f32 = rows[0].iter().zip(&r).map(|(a, b)| a * b).sum();
         assert!(cos > 0.98, "{extra:?}: first direction cosine {cos}");
     }
+}
+
+/// A one-layer fixture that refuses (answers with its end-of-turn token at once, an empty answer)
+/// exactly the prompts containing one of `HARMFUL_LETTERS`, and answers every other prompt. q
+/// and k are zero, so attention averages the prompt's positions; v and o carry each token's
+/// component along `u` (only the trigger letters' embeddings have one) into the last position,
+/// the MLP writes nothing, and the head's end-of-turn rows read `u` (no other row does).
+fn refusing_model(dir: &std::path::Path) -> ModelDir {
+    let options = FixtureOptions { num_layers: 1, tie_embeddings: Some(false), ..Default::default() };
+    let src = common::fixture(dir, "refusing-src", "llama", &options);
+    let model = ModelDir::open(&src).unwrap();
+    let tok = tokenizers::Tokenizer::from_file(src.join("tokenizer.json")).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Chat { system: None }).unwrap();
+    let hidden = model.spec.hidden_size;
+    let u = common::unit_vector(hidden, 5);
+    let without_u = |rows: &mut [f32]| {
+        for row in rows.chunks_exact_mut(hidden) {
+            let along: f32 = row.iter().zip(&u).map(|(a, b)| a * b).sum();
+            row.iter_mut().zip(&u).for_each(|(a, b)| *a -= along * b);
+        }
+    };
+    let read = |name: &str| model.checkpoint.read_f32(name).unwrap();
+    let (mut embed, _) = read(&model.spec.embed_name());
+    without_u(&mut embed);
+    for c in HARMFUL_LETTERS {
+        let id = tok.token_to_id(&c.to_string()).unwrap() as usize;
+        embed[id * hidden..(id + 1) * hidden].iter_mut().zip(&u).for_each(|(e, x)| *e += 10.0 * x);
+    }
+    let (mut head, _) = read(&model.spec.lm_head_name());
+    without_u(&mut head);
+    for &id in encoder.eos_ids() {
+        head[id as usize * hidden..(id as usize + 1) * hidden].iter_mut().zip(&u).for_each(|(h, x)| *h = 10.0 * x);
+    }
+    let names = model.spec.layer_names(0);
+    let scalpel::arch::AttentionLayout::Separate { q, k, v, .. } = &names.attention else {
+        panic!("llama has separate q, k, v")
+    };
+    let mut replace: std::collections::HashMap<String, Vec<f32>> = std::collections::HashMap::new();
+    for name in [q, k, &names.down_proj] {
+        replace.insert(name.clone(), vec![0.0; read(name).0.len()]);
+    }
+    let mut value = vec![0.0; read(v).0.len()];
+    value[..hidden].copy_from_slice(&u); // kv head 0, dim 0 = u · norm(x)
+    replace.insert(v.clone(), value);
+    let (o, o_shape) = read(&names.o_proj);
+    let mut output = vec![0.0; o.len()];
+    for (row, x) in u.iter().enumerate() {
+        output[row * o_shape[1]] = 10.0 * x; // query head 0, dim 0 → 10 u
+    }
+    replace.insert(names.o_proj.clone(), output);
+    for name in [names.attn_norm.clone(), model.spec.final_norm_name()] {
+        replace.insert(name, vec![1.0; hidden]);
+    }
+    replace.insert(model.spec.embed_name(), embed);
+    replace.insert(model.spec.lm_head_name(), head);
+    let out = dir.join("refusing");
+    let edit = |t: scalpel::checkpoint::TensorRef<'_>| {
+        Ok(match replace.get(t.name) {
+            Some(values) => TensorEdit::Replace(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            None => TensorEdit::Keep,
+        })
+    };
+    write_checkpoint(&model, &out, &WriteOptions::default(), &ProgressBar::hidden(), &edit).unwrap();
+    ModelDir::open(&out).unwrap()
+}
+
+#[test]
+fn the_probe_keeps_only_the_prompts_the_models_answers_confirm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = refusing_model(tmp.path());
+    let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Chat { system: None }).unwrap();
+    let set = |name: &str, prompts: Vec<String>| scalpel::prompts::PromptSet {
+        name: name.into(),
+        source: format!("{name}.txt"),
+        prompts,
+    };
+    // 20 harmful prompts the model refuses and 4 it answers; 20 harmless it answers, 3 it refuses.
+    let (refused, answered) = (prompts(HARMFUL_LETTERS, 23, 0), prompts(HARMLESS_LETTERS, 24, 1));
+    let harmful = set("harmful", [&refused[..20], &answered[20..]].concat());
+    let harmless = set("harmless", [&answered[..20], &refused[20..]].concat());
+    let said = std::cell::RefCell::new(Vec::new());
+    let (kept_harmful, kept_harmless) =
+        scalpel::probe::confirmed_prompts(&decoder, &encoder, &harmful, &harmless, &|s| {
+            said.borrow_mut().push(s.to_string())
+        })
+        .unwrap();
+    assert_eq!(kept_harmful.prompts, refused[..20], "the harmful prompts the model refuses, in order");
+    assert_eq!(kept_harmless.prompts, answered[..20], "the harmless prompts the model answers, in order");
+    let said = said.into_inner();
+    assert!(said[0].contains("kept the 20 of 24") && said[1].contains("kept the 20 of 23"), "{said:?}");
+
+    // Too few refusals to keep (the default keeps at least 16): the harmful set stays whole.
+    let mostly_answered = set("harmful", [&refused[..10], &answered[..14]].concat());
+    let (whole, _) =
+        scalpel::probe::confirmed_prompts(&decoder, &encoder, &mostly_answered, &harmless, &|_| {}).unwrap();
+    assert_eq!(whole.prompts, mostly_answered.prompts);
 }
