@@ -10,139 +10,90 @@ use candle_core::{Device, Tensor};
 use scalpel::model::small_matmul::gemm_wt;
 use std::time::Instant;
 
-/// `y = x · Wᵀ` with one gemm call over all of `y`'s rows, `par` its parallelism.
-fn gemm_call(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize, par: gemm::Parallelism) {
-    // SAFETY: x is [m, k], w is [n, k], y is [m, n], all row-major (checked by the slicing).
-    let (x, w, y) = (&x[..m * k], &w[..n * k], &mut y[..m * n]);
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            y.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            x.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+/// How gemm reads `B` (`[k, n]` in its terms): `W` `[n, k]` as scalpel stores it, or a
+/// transposed copy `[k, n]`.
+#[derive(Clone, Copy)]
+enum Rhs {
+    W,
+    Transposed,
 }
 
-/// Rows split in `parts` blocks, one single-threaded gemm each, on rayon.
-fn split_rows(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize, parts: usize) {
-    use rayon::prelude::*;
-    let per = m.div_ceil(parts);
-    y.par_chunks_mut(per * n).zip(x.par_chunks(per * k)).for_each(|(y, x)| {
-        let rows = x.len() / k;
-        gemm_call(x, w, y, rows, k, n, gemm::Parallelism::None);
-    });
+/// The operands of `y = x · B`: `x` `[m, k]` and `b` (`W` or its transpose, per `rhs`).
+#[derive(Clone, Copy)]
+struct Product<'a> {
+    x: &'a [f32],
+    b: &'a [f32],
+    rhs: Rhs,
+    m: usize,
+    k: usize,
+    n: usize,
 }
 
-/// `y = x · W` for `W` stored transposed (`wt` `[k, n]`), its columns split in `parts` blocks,
-/// one single-threaded gemm each (`parts` 0: one gemm on rayon).
-fn transposed(x: &[f32], wt: &[f32], y: &mut [f32], m: usize, k: usize, n: usize, parts: usize) {
-    if parts == 0 {
-        // SAFETY: x [m, k], wt [k, n], y [m, n], row-major.
+impl Product<'_> {
+    /// `y[.., j0 .. j0 + cols] = x · B[.., j0 .. j0 + cols]` with one gemm call, `y` `[m, n]`
+    /// row-major at address `y`.
+    fn block(&self, y: usize, j0: usize, cols: usize, par: gemm::Parallelism) {
+        let &Product { x, b, rhs, m, k, n } = self;
+        assert!(x.len() >= m * k && b.len() >= n * k && j0 + cols <= n);
+        let (b0, b_cs, b_rs) = match rhs {
+            Rhs::W => (j0 * k, k as isize, 1),
+            Rhs::Transposed => (j0, 1, n as isize),
+        };
+        // SAFETY: the lengths were checked above; `y` is the address of an [m, n] buffer the
+        // caller holds, of which this call writes only columns j0 .. j0 + cols.
         unsafe {
             gemm::gemm(
                 m,
-                n,
+                cols,
                 k,
-                y.as_mut_ptr(),
+                (y as *mut f32).add(j0),
                 1,
                 n as isize,
                 false,
                 x.as_ptr(),
                 1,
                 k as isize,
-                wt.as_ptr(),
-                1,
-                n as isize,
+                b.as_ptr().add(b0),
+                b_cs,
+                b_rs,
                 0.0,
                 1.0,
                 false,
                 false,
                 false,
-                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                par,
             )
         }
-        return;
     }
-    let per = n.div_ceil(parts).next_multiple_of(16);
-    let yp = y.as_mut_ptr() as usize;
-    rayon::scope(|s| {
-        for j0 in (0..n).step_by(per) {
-            let cols = per.min(n - j0);
-            s.spawn(move |_| unsafe {
-                gemm::gemm(
-                    m,
-                    cols,
-                    k,
-                    (yp as *mut f32).add(j0),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    wt.as_ptr().add(j0),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            });
-        }
-    });
-}
 
-/// Columns of `y` (rows of `W`) split in `parts` blocks, one single-threaded gemm each.
-fn split_cols(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize, parts: usize) {
-    let per = n.div_ceil(parts).next_multiple_of(16);
-    let yp = y.as_mut_ptr() as usize;
-    rayon::scope(|s| {
-        for j0 in (0..n).step_by(per) {
-            let cols = per.min(n - j0);
-            s.spawn(move |_| unsafe {
-                gemm::gemm(
-                    m,
-                    cols,
-                    k,
-                    (yp as *mut f32).add(j0),
-                    1,
-                    n as isize,
-                    false,
-                    x.as_ptr(),
-                    1,
-                    k as isize,
-                    w.as_ptr().add(j0 * k),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            });
-        }
-    });
+    /// `y = x · B`, one gemm call with parallelism `par`.
+    fn call(&self, y: &mut [f32], par: gemm::Parallelism) {
+        assert!(y.len() >= self.m * self.n);
+        self.block(y.as_mut_ptr() as usize, 0, self.n, par);
+    }
+
+    /// Rows split in `parts` blocks, one single-threaded gemm each, on rayon.
+    fn split_rows(&self, y: &mut [f32], parts: usize) {
+        use rayon::prelude::*;
+        let (k, n) = (self.k, self.n);
+        let per = self.m.div_ceil(parts);
+        y.par_chunks_mut(per * n).zip(self.x.par_chunks(per * k)).for_each(|(y, x)| {
+            Product { x, m: x.len() / k, ..*self }.call(y, gemm::Parallelism::None);
+        });
+    }
+
+    /// Columns of `y` split in `parts` blocks, one single-threaded gemm each, on rayon.
+    fn split_cols(&self, y: &mut [f32], parts: usize) {
+        assert!(y.len() >= self.m * self.n);
+        let n = self.n;
+        let per = n.div_ceil(parts).next_multiple_of(16);
+        let yp = y.as_mut_ptr() as usize;
+        rayon::scope(|s| {
+            for j0 in (0..n).step_by(per) {
+                s.spawn(move |_| self.block(yp, j0, per.min(n - j0), gemm::Parallelism::None));
+            }
+        });
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -165,6 +116,8 @@ fn main() -> anyhow::Result<()> {
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
             let mut y = vec![0f32; m * n];
+            let w_rows = Product { x: &xv, b: &wv, rhs: Rhs::W, m, k, n };
+            let w_cols = Product { b: &wtv, rhs: Rhs::Transposed, ..w_rows };
             let flop = 2.0 * (m * k * n) as f64 * 1e-9;
             let names = [
                 "candle",
@@ -183,14 +136,14 @@ fn main() -> anyhow::Result<()> {
                     let t = Instant::now();
                     match c {
                         0 => drop(std::hint::black_box(x.matmul(&wt)?)),
-                        1 => gemm_call(&xv, &wv, &mut y, m, k, n, gemm::Parallelism::Rayon(threads)),
-                        2 => split_rows(&xv, &wv, &mut y, m, k, n, threads),
-                        3 => split_cols(&xv, &wv, &mut y, m, k, n, threads),
-                        4 => split_cols(&xv, &wv, &mut y, m, k, n, 2 * threads),
-                        5 => transposed(&xv, &wtv, &mut y, m, k, n, 0),
-                        6 => transposed(&xv, &wtv, &mut y, m, k, n, threads),
+                        1 => w_rows.call(&mut y, gemm::Parallelism::Rayon(threads)),
+                        2 => w_rows.split_rows(&mut y, threads),
+                        3 => w_rows.split_cols(&mut y, threads),
+                        4 => w_rows.split_cols(&mut y, 2 * threads),
+                        5 => w_cols.call(&mut y, gemm::Parallelism::Rayon(threads)),
+                        6 => w_cols.split_cols(&mut y, threads),
                         7 => drop(std::hint::black_box(gemm_wt(&xv, &wv, None, m, k, n))),
-                        _ => gemm_call(&xv, &wv, &mut y, m, k, n, gemm::Parallelism::None),
+                        _ => w_rows.call(&mut y, gemm::Parallelism::None),
                     }
                     std::hint::black_box(&y);
                     *b = b.min(t.elapsed().as_secs_f64());
