@@ -549,7 +549,7 @@ mod x86 {
     }
 
     /// Ask the CPU to bring the cache line at `line` into L2 (not L1: with 20 rows of `x`
-    /// streaming through L1, lines fetched there were evicted before use; measured 5–10 % faster).
+    /// streaming through L1, lines fetched there were evicted before use; measured 4–9 % faster).
     #[inline(always)]
     fn fetch(line: *const u8) {
         // SAFETY: a prefetch never faults, whatever the address.
