@@ -8,7 +8,7 @@ use crate::common;
 
 use candle_core::{DType, Device};
 use indicatif::ProgressBar;
-use scalpel::checkpoint::{write_checkpoint, ModelDir, TensorEdit, WriteOptions};
+use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::FixtureOptions;
 use scalpel::model::{Decoder, HookPoint};
@@ -39,14 +39,8 @@ fn planted_model(dir: &std::path::Path) -> (ModelDir, Vec<f32>) {
             }
         }
     }
-    let bytes: Vec<u8> = embed.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let name = model.spec.embed_name();
-    let out = dir.join("planted");
-    let edit = |v: scalpel::checkpoint::TensorRef<'_>| {
-        Ok(if v.name == name { TensorEdit::Replace(bytes.clone()) } else { TensorEdit::Keep })
-    };
-    write_checkpoint(&model, &out, &WriteOptions::default(), &ProgressBar::hidden(), &edit).unwrap();
-    (ModelDir::open(&out).unwrap(), r)
+    let planted = common::replace_tensors(&src, &dir.join("planted"), &[(&model.spec.embed_name(), &embed)]);
+    (planted, r)
 }
 
 fn settings(extra: ExtraDirections) -> ProbeSettings {
@@ -166,33 +160,24 @@ fn refusing_model(dir: &std::path::Path) -> ModelDir {
     let scalpel::arch::AttentionLayout::Separate { q, k, v, .. } = &names.attention else {
         panic!("llama has separate q, k, v")
     };
-    let mut replace: std::collections::HashMap<String, Vec<f32>> = std::collections::HashMap::new();
-    for name in [q, k, &names.down_proj] {
-        replace.insert(name.clone(), vec![0.0; read(name).0.len()]);
-    }
+    let mut replace: Vec<(String, Vec<f32>)> =
+        [q, k, &names.down_proj].into_iter().map(|name| (name.clone(), vec![0.0; read(name).0.len()])).collect();
     let mut value = vec![0.0; read(v).0.len()];
     value[..hidden].copy_from_slice(&u); // kv head 0, dim 0 = u · norm(x)
-    replace.insert(v.clone(), value);
+    replace.push((v.clone(), value));
     let (o, o_shape) = read(&names.o_proj);
     let mut output = vec![0.0; o.len()];
     for (row, x) in u.iter().enumerate() {
         output[row * o_shape[1]] = 10.0 * x; // query head 0, dim 0 → 10 u
     }
-    replace.insert(names.o_proj.clone(), output);
+    replace.push((names.o_proj.clone(), output));
     for name in [names.attn_norm.clone(), model.spec.final_norm_name()] {
-        replace.insert(name, vec![1.0; hidden]);
+        replace.push((name, vec![1.0; hidden]));
     }
-    replace.insert(model.spec.embed_name(), embed);
-    replace.insert(model.spec.lm_head_name(), head);
-    let out = dir.join("refusing");
-    let edit = |t: scalpel::checkpoint::TensorRef<'_>| {
-        Ok(match replace.get(t.name) {
-            Some(values) => TensorEdit::Replace(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            None => TensorEdit::Keep,
-        })
-    };
-    write_checkpoint(&model, &out, &WriteOptions::default(), &ProgressBar::hidden(), &edit).unwrap();
-    ModelDir::open(&out).unwrap()
+    replace.push((model.spec.embed_name(), embed));
+    replace.push((model.spec.lm_head_name(), head));
+    let replace: Vec<(&str, &[f32])> = replace.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+    common::replace_tensors(&src, &dir.join("refusing"), &replace)
 }
 
 #[test]

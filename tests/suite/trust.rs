@@ -6,7 +6,7 @@ use crate::common;
 use candle_core::{DType, Device};
 use indicatif::ProgressBar;
 use scalpel::arch::WriterKind;
-use scalpel::checkpoint::{encode_f32, write_checkpoint, EditableDtype, ModelDir, TensorEdit, WriteOptions};
+use scalpel::checkpoint::{encode_f32, EditableDtype, ModelDir};
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::eval::{first_token_kl, Subject};
 use scalpel::fixture::{FixtureOptions, FAMILIES};
@@ -74,18 +74,6 @@ fn probe_then_ablate_with_only_the_directions_file_works_for_every_family() {
     }
 }
 
-fn replace_tensor(src: &Path, out: &Path, name: &str, values: &[f32]) -> ModelDir {
-    let model = ModelDir::open(src).unwrap();
-    let view = model.checkpoint.tensor(name).unwrap();
-    let bytes = encode_f32(EditableDtype::of(view.dtype, name).unwrap(), values);
-    let edit = |v: scalpel::checkpoint::TensorRef<'_>| {
-        Ok(if v.name == name { TensorEdit::Replace(bytes.clone()) } else { TensorEdit::Keep })
-    };
-    write_checkpoint(&model, out, &WriteOptions { force: true, ..Default::default() }, &ProgressBar::hidden(), &edit)
-        .unwrap();
-    ModelDir::open(out).unwrap()
-}
-
 /// Item 3: a NaN in the model is an error naming the layer and prompt, in probe and in KL.
 #[test]
 fn non_finite_activations_and_logits_are_errors_not_good_scores() {
@@ -95,7 +83,7 @@ fn non_finite_activations_and_logits_are_errors_not_good_scores() {
     let name = "model.layers.1.mlp.down_proj.weight";
     let (mut w, _) = original.checkpoint.read_f32(name).unwrap();
     w[5] = f32::NAN;
-    let broken = replace_tensor(&src, &tmp.path().join("nan"), name, &w);
+    let broken = common::replace_tensors(&src, &tmp.path().join("nan"), &[(name, &w)]);
     let decoder = Decoder::load(&broken, &Device::Cpu, DType::F32).unwrap();
     let encoder = PromptEncoder::from_model_dir(&broken.root, PromptFormat::Chat { system: None }).unwrap();
     let prompts: Vec<String> = ["How do I bake bread?", "Name a river."].iter().map(|p| p.to_string()).collect();
@@ -227,10 +215,10 @@ fn verify_separates_a_partial_bf16_edit_from_a_correct_one_and_checks_strength()
         (0..COLS).map(|j| (0..HIDDEN).map(|i| f64::from(r[i]) * f64::from(w[i * COLS + j])).sum()).collect();
     let partial: Vec<f32> =
         (0..HIDDEN * COLS).map(|k| we[k] + (0.4 * f64::from(r[k / COLS]) * c[k % COLS]) as f32).collect();
-    let bad = replace_tensor(&edited.root, &tmp.path().join("partial"), name, &partial);
+    let bad = common::replace_tensors(&edited.root, &tmp.path().join("partial"), &[(name, &partial)]);
     let fifth: Vec<f32> =
         (0..HIDDEN * COLS).map(|k| we[k] + (0.2 * f64::from(r[k / COLS]) * c[k % COLS]) as f32).collect();
-    let slight = replace_tensor(&edited.root, &tmp.path().join("fifth"), name, &fifth);
+    let slight = common::replace_tensors(&edited.root, &tmp.path().join("fifth"), &[(name, &fifth)]);
     let (_, report) = verify_step(&slight, &dirs, None, Some(&model)).unwrap();
     eprintln!("20 % put back, original given: {:?}", report.rows[0]);
     assert!(!report.all_pass(), "20 % put back fails against the original: {:?}", report.rows[0]);
@@ -245,7 +233,7 @@ fn verify_separates_a_partial_bf16_edit_from_a_correct_one_and_checks_strength()
     let half = edit(&model, &dirs, &tmp.path().join("half"), 0.5);
     let (_, report) = verify_step(&half, &dirs, None, Some(&model)).unwrap();
     assert!(report.all_pass() && report.rows[0].expected > 0.005, "{:?}", report.rows[0]);
-    let wrong = replace_tensor(&half.root, &tmp.path().join("wrong"), name, &we);
+    let wrong = common::replace_tensors(&half.root, &tmp.path().join("wrong"), &[(name, &we)]);
     let (_, report) = verify_step(&wrong, &dirs, None, Some(&model)).unwrap();
     assert!(!report.all_pass(), "a full removal recorded as λ = 0.5: {:?}", report.rows[0]);
     let err = verify_step(&wrong, &dirs, None, None).unwrap_err().to_string();

@@ -3,13 +3,35 @@
 use candle_core::Device;
 use indicatif::ProgressBar;
 use scalpel::arch::WriterKind;
-use scalpel::checkpoint::ModelDir;
+use scalpel::checkpoint::{encode_f32, write_checkpoint, EditableDtype, ModelDir, TensorEdit, TensorRef, WriteOptions};
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::fixture::{write_fixture, FixtureOptions};
 use scalpel::model::{basis_tensor, HookPoint, Intervention, Interventions};
 use scalpel::surgery::{ablate, plan, Basis, DirectionChoice, SurgeryOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// A copy of the model at `src` in `out` with each named tensor's values replaced (stored in the
+/// tensor's own dtype), every other tensor and file as it was.
+pub fn replace_tensors(src: &Path, out: &Path, replacements: &[(&str, &[f32])]) -> ModelDir {
+    let model = ModelDir::open(src).unwrap();
+    let encoded: BTreeMap<&str, Vec<u8>> = replacements
+        .iter()
+        .map(|&(name, values)| {
+            let view = model.checkpoint.tensor(name).unwrap();
+            (name, encode_f32(EditableDtype::of(view.dtype, name).unwrap(), values))
+        })
+        .collect();
+    let edit = |v: TensorRef<'_>| {
+        Ok(match encoded.get(v.name) {
+            Some(bytes) => TensorEdit::Replace(bytes.clone()),
+            None => TensorEdit::Keep,
+        })
+    };
+    write_checkpoint(&model, out, &WriteOptions { force: true, ..Default::default() }, &ProgressBar::hidden(), &edit)
+        .unwrap();
+    ModelDir::open(out).unwrap()
+}
 
 /// Write a fixture of `family` into `dir/name` and return its path.
 pub fn fixture(dir: &Path, name: &str, family: &str, options: &FixtureOptions) -> PathBuf {
