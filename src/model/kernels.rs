@@ -55,7 +55,7 @@ impl CustomOp1 for SiluMul {
 }
 
 /// Whether `xs` can take the fused CPU path: all on the CPU, f32, contiguous.
-fn fusable(xs: &[&Tensor]) -> bool {
+pub(crate) fn fusable(xs: &[&Tensor]) -> bool {
     xs.iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous())
 }
 

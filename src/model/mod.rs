@@ -23,7 +23,7 @@ pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{CaptureSpec, Captures, HookPoint};
 pub use interventions::{basis_tensor, Intervention, Interventions};
 pub use layer_major::LayerMajor;
-pub use prefill::{prefill, Prefilled, MIN_SHARED_PREFIX};
+pub use prefill::{prefill, shares_prefix, Prefilled, MIN_SHARED_PREFIX};
 pub use sampling::{argmax, Sampler, Sampling};
 
 use crate::{Error, Result};

@@ -43,6 +43,14 @@ impl Linear {
         Ok(Linear { w, b })
     }
 
+    /// Apply only the output rows `[from, from + n)` of `W` and `b` to `x`: one part of a fused
+    /// linear, as a contiguous output of its own (a row range of `W` is a contiguous view).
+    pub fn forward_rows(&self, x: &Tensor, from: usize, n: usize) -> candle_core::Result<Tensor> {
+        let part =
+            Linear { w: self.w.narrow(0, from, n)?, b: self.b.as_ref().map(|b| b.narrow(0, from, n)).transpose()? };
+        part.forward(x)
+    }
+
     /// The bytes its tensors take in memory.
     pub fn bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
@@ -169,5 +177,30 @@ impl Loader<'_> {
         let offset = f64::from(self.model.spec.norm_kind.offset());
         let w = self.tensor(name, &[size])?.to_dtype(DType::F32)?;
         Ok((w + offset)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_range_of_a_fused_linear_equals_that_part_of_its_output() {
+        let device = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (10, 6), &device).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 10, &device).unwrap();
+        // 3 rows take the few-rows kernel, 300 take gemm: both must honour the view's offset.
+        for rows in [3, 300] {
+            let x = Tensor::randn(0f32, 1.0, (rows, 6), &device).unwrap();
+            for linear in [Linear { w: w.clone(), b: Some(b.clone()) }, Linear { w: w.clone(), b: None }] {
+                let whole = linear.forward(&x).unwrap();
+                for (from, n) in [(0, 4), (4, 6), (3, 5)] {
+                    let part = linear.forward_rows(&x, from, n).unwrap();
+                    let expected = whole.narrow(1, from, n).unwrap();
+                    let diff = (part - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(diff < 1e-5, "rows {rows}, part [{from}, {}): off by {diff}", from + n);
+                }
+            }
+        }
     }
 }
