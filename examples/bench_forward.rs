@@ -5,12 +5,15 @@
 //! `--file-order` batches them in file order instead (what `scripts/compare_transformers.py`
 //! does), `--no-shared-prefix` runs every row whole (the work transformers does).
 //!
-//! `cargo run --release --example bench_forward -- [MODEL_DIR] [BATCHES] [--file-order] [--no-shared-prefix] [--dtype D]`
+//! The first batch runs once untimed before the clock starts (kernel loading on a GPU, first-touch
+//! of buffers), and the time it took is printed apart.
+//!
+//! `cargo run --release --example bench_forward -- [MODEL_DIR] [BATCHES] [--file-order] [--no-shared-prefix] [--dtype D] [--device D]`
 
-use candle_core::Device;
 use scalpel::checkpoint::ModelDir;
 use scalpel::model::{
-    parse_dtype, prefill, CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode,
+    parse_device, parse_dtype, prefill, shares_prefix, CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions,
+    LogitsMode,
 };
 use scalpel::prompts::batch::length_buckets;
 use scalpel::prompts::{shared_prefix_len, Batch, PromptEncoder, PromptFormat, PromptSet};
@@ -18,20 +21,26 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     let mut positional = Vec::new();
-    let (mut file_order, mut shared_prefix, mut dtype) = (false, true, "f32".to_string());
+    let (mut file_order, mut shared_prefix, mut dtype, mut device) =
+        (false, true, "f32".to_string(), "cpu".to_string());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--file-order" => file_order = true,
             "--no-shared-prefix" => shared_prefix = false,
             "--dtype" => dtype = args.next().unwrap_or_default(),
+            "--device" => device = args.next().unwrap_or_default(),
             _ => positional.push(a),
         }
     }
     let dir = positional.first().cloned().unwrap_or_else(|| "models/smollm2-135m-instruct".into());
     let batches: usize = positional.get(1).map(|b| b.parse()).transpose()?.unwrap_or(8);
     let model = ModelDir::open(std::path::Path::new(&dir))?;
-    let decoder = Decoder::load(&model, &Device::Cpu, parse_dtype(&dtype)?)?;
+    let loading = Instant::now();
+    let decoder = Decoder::load(&model, &parse_device(&device)?, parse_dtype(&dtype)?)?;
+    let load_secs = loading.elapsed().as_secs_f64();
+    // `prefill` runs a batch whole where splitting it does not pay (a GPU in 16 bits).
+    let shared_prefix = shared_prefix && shares_prefix(&decoder);
     let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Chat { system: None })?;
     // ~64-token prompts: two held-out instructions joined, through the chat template.
     let set = PromptSet::load("builtin:harmless_train", None)?.prompts;
@@ -53,25 +62,35 @@ fn main() -> anyhow::Result<()> {
     };
     let iv = Interventions::none();
     let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::None };
+    // One batch: the tokens it computes. Its captures are read back to the host, as `probe` does.
+    let run = |group: &[usize]| -> anyhow::Result<usize> {
+        let rows: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
+        let batch = Batch::from_sequences(&rows, encoder.pad_id())?;
+        let captures = if shared_prefix {
+            let shared = shared_prefix_len(&rows, 1);
+            let out = prefill(&decoder, &rows, encoder.pad_id(), &req, 1)?;
+            (shared + batch.len() * (batch.width() - shared), out.output.captures)
+        } else {
+            (batch.len() * batch.width(), decoder.forward(&batch.ids, &batch.mask, None, &req)?.captures)
+        };
+        for value in captures.1.values.values() {
+            value.flatten_all()?.to_vec1::<f32>()?;
+        }
+        Ok(captures.0)
+    };
+    let warming = Instant::now();
+    run(&groups[0])?;
+    let warm_secs = warming.elapsed().as_secs_f64();
     let mut tokens = 0usize;
     let started = Instant::now();
     for group in &groups {
-        let rows: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
-        let batch = Batch::from_sequences(&rows, encoder.pad_id())?;
-        if shared_prefix {
-            let shared = shared_prefix_len(&rows, 1);
-            tokens += shared + batch.len() * (batch.width() - shared);
-            prefill(&decoder, &rows, encoder.pad_id(), &req, 1)?;
-        } else {
-            tokens += batch.len() * batch.width();
-            decoder.forward(&batch.ids, &batch.mask, None, &req)?;
-        }
+        tokens += run(group)?;
     }
     let secs = started.elapsed().as_secs_f64();
     let real: usize = lengths.iter().sum();
     println!(
-        "scalpel capture ({dtype}, {}{}): {batches} batches of 16 ({:.0} tokens/prompt avg): {:.1} real (non-pad) tokens/s, \
-         {:.1} tokens/s computed, {:.2} s",
+        "scalpel capture ({dtype}, {device}, {}{}): {batches} batches of 16 ({:.0} tokens/prompt avg): {:.1} real (non-pad) tokens/s, \
+         {:.1} tokens/s computed, {:.2} s (load {load_secs:.2} s, first batch {warm_secs:.2} s)",
         if file_order { "file order" } else { "length-bucketed" },
         if shared_prefix { ", shared prefix once" } else { "" },
         real as f64 / prompts.len() as f64,
