@@ -66,20 +66,22 @@ fn main() -> anyhow::Result<()> {
     let run = |group: &[usize]| -> anyhow::Result<usize> {
         let rows: Vec<Vec<u32>> = group.iter().map(|&i| encoded[i].clone()).collect();
         let batch = Batch::from_sequences(&rows, encoder.pad_id())?;
-        let captures = if shared_prefix {
+        let (computed, captures) = if shared_prefix {
             let shared = shared_prefix_len(&rows, 1);
             let out = prefill(&decoder, &rows, encoder.pad_id(), &req, 1)?;
             (shared + batch.len() * (batch.width() - shared), out.output.captures)
         } else {
             (batch.len() * batch.width(), decoder.forward(&batch.ids, &batch.mask, None, &req)?.captures)
         };
-        for value in captures.1.values.values() {
+        for value in captures.values.values() {
             value.flatten_all()?.to_vec1::<f32>()?;
         }
-        Ok(captures.0)
+        Ok(computed)
     };
     let warming = Instant::now();
-    run(&groups[0])?;
+    if let Some(first) = groups.first() {
+        run(first)?;
+    }
     let warm_secs = warming.elapsed().as_secs_f64();
     let mut tokens = 0usize;
     let started = Instant::now();
