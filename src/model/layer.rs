@@ -7,8 +7,9 @@ use crate::arch::{Activation, AttentionLayout, MlpLayout, ModelSpec};
 use crate::Result;
 use candle_core::{DType, Tensor};
 
-/// The MLP's input projections, fused into one product: `[.., 2·inter]` whose first half goes
-/// through the activation and multiplies the second half.
+/// The MLP's input projections, fused into one weight: `[.., 2·inter]` whose first half goes
+/// through the activation and multiplies the second half (one product on the fused CPU f32 path,
+/// one per half elsewhere; see [`Layer::mlp`]).
 #[derive(Debug, Clone)]
 pub(crate) struct MlpIn {
     pub gate_up: Linear,
