@@ -7,7 +7,10 @@
 //! of `x`, with `W` row-major as stored (each tile load gathers 16 rows at the matrix's stride)
 //! and in a tile-blocked layout (each tile's 16 × 32 values contiguous).
 //!
-//! `cargo run --release --example bench_amx -- [OUT_ROWS] [IN]` (default 28672 × 896: 51 MB of
+//! Each product runs three row blocks at a time (three accumulator tiles take turns), on one
+//! thread and on two (each a share of the output rows).
+//!
+//! `cargo run --release --example bench_amx -- [OUT_ROWS] [IN]` (default 28800 × 896: 52 MB of
 //! bf16 weights, beyond the caches). Linux on x86-64 with AMX only; elsewhere it says so.
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -34,11 +37,11 @@ mod amx {
         unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
     }
 
-    /// Tiles 0..7 as 16 rows of 64 bytes.
+    /// All eight tiles as 16 rows of 64 bytes.
     fn configure() {
         let mut config =
             TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
-        for t in 0..7 {
+        for t in 0..8 {
             config.bytes_per_row[t] = 64;
             config.rows[t] = 16;
         }
@@ -74,36 +77,54 @@ mod amx {
         c
     }
 
-    /// Every row of `w` times the 16 rows of `x` (three parts), two row blocks at a time.
-    fn product(w: &[bf16], n: usize, k: usize, parts: &[Vec<bf16>; 3], blocked: bool, out: &mut [f32]) {
-        for r in (0..n / 16).step_by(2) {
-            // SAFETY: as in `one_tile`; `out` holds n × 16 values.
+    /// Rows `[48g, 48g + 48)` of `w` times the 16 rows of `x` (three parts) for every group `g`
+    /// in `groups`: three row blocks at a time, so that three accumulator tiles take turns (one
+    /// tile's products depend on each other; three chains keep the unit busy).
+    fn product(
+        w: &[bf16],
+        k: usize,
+        parts: &[Vec<bf16>; 3],
+        blocked: bool,
+        groups: std::ops::Range<usize>,
+        out: &mut [f32],
+    ) {
+        configure();
+        for (g, out) in groups.zip(out.chunks_mut(3 * 256)) {
+            let r = 3 * g;
+            // SAFETY: as in `one_tile`; `out` holds this group's 3 × 256 values.
             unsafe {
-                asm!("tilezero tmm0", "tilezero tmm1");
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2");
                 for kb in 0..k / 32 {
-                    let ((a0, s), (a1, _)) = (tile(w, k, blocked, r, kb), tile(w, k, blocked, r + 1, kb));
+                    let (a0, s) = tile(w, k, blocked, r, kb);
+                    let (a1, a2) = (tile(w, k, blocked, r + 1, kb).0, tile(w, k, blocked, r + 2, kb).0);
                     asm!(
-                        "tileloadd tmm2, [{a0} + {s}*1]",
-                        "tileloadd tmm3, [{a1} + {s}*1]",
-                        "tileloadd tmm4, [{b0} + {bs}*1]",
-                        "tileloadd tmm5, [{b1} + {bs}*1]",
+                        "tileloadd tmm3, [{a0} + {s}*1]",
+                        "tileloadd tmm4, [{a1} + {s}*1]",
+                        "tileloadd tmm5, [{a2} + {s}*1]",
+                        "tileloadd tmm6, [{b0} + {bs}*1]",
+                        "tileloadd tmm7, [{b1} + {bs}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
                         "tileloadd tmm6, [{b2} + {bs}*1]",
-                        "tdpbf16ps tmm0, tmm2, tmm4",
-                        "tdpbf16ps tmm1, tmm3, tmm4",
-                        "tdpbf16ps tmm0, tmm2, tmm5",
-                        "tdpbf16ps tmm1, tmm3, tmm5",
-                        "tdpbf16ps tmm0, tmm2, tmm6",
-                        "tdpbf16ps tmm1, tmm3, tmm6",
-                        a0 = in(reg) a0, a1 = in(reg) a1, s = in(reg) s,
+                        "tdpbf16ps tmm0, tmm3, tmm7",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm7",
+                        "tdpbf16ps tmm0, tmm3, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        a0 = in(reg) a0, a1 = in(reg) a1, a2 = in(reg) a2, s = in(reg) s,
                         b0 = in(reg) parts[0][kb * 512..].as_ptr(), b1 = in(reg) parts[1][kb * 512..].as_ptr(),
                         b2 = in(reg) parts[2][kb * 512..].as_ptr(), bs = in(reg) 64isize,
                     );
                 }
-                let p = out[r * 256..].as_mut_ptr();
-                asm!("tilestored [{p} + {s}*1], tmm0", "tilestored [{q} + {s}*1], tmm1",
-                    p = in(reg) p, q = in(reg) p.add(256), s = in(reg) 64isize);
+                let p = out.as_mut_ptr();
+                asm!("tilestored [{p} + {s}*1], tmm0", "tilestored [{q} + {s}*1], tmm1", "tilestored [{t} + {s}*1], tmm2",
+                    p = in(reg) p, q = in(reg) p.add(256), t = in(reg) p.add(512), s = in(reg) 64isize);
             }
         }
+        // SAFETY: releases the tile state this thread configured.
+        unsafe { asm!("tilerelease") };
     }
 
     pub fn run(n: usize, k: usize) {
@@ -113,7 +134,7 @@ mod amx {
             println!("this CPU or kernel gives no AMX bf16");
             return;
         }
-        assert!(n.is_multiple_of(32) && k.is_multiple_of(32), "OUT_ROWS must be a multiple of 32, IN of 32");
+        assert!(n.is_multiple_of(96) && k.is_multiple_of(32), "OUT_ROWS must be a multiple of 96, IN of 32");
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut random = move || {
             seed ^= seed << 13;
@@ -137,6 +158,8 @@ mod amx {
         }
         configure();
         let c = one_tile(&w, k, &parts, 0);
+        // SAFETY: releases the tile state this thread configured.
+        unsafe { asm!("tilerelease") };
         let mut worst = 0f64;
         for r in 0..16 {
             for j in 0..16 {
@@ -159,34 +182,42 @@ mod amx {
             b
         };
         let mut out = vec![0f32; n * 16];
+        let groups = n / 48;
         for (name, weights, is_blocked) in [("row-major", &w, false), ("tile-blocked", &blocked, true)] {
-            let reps = (200_000_000 / (n * k)).max(1);
-            let mut best = f64::INFINITY;
-            for _ in 0..3 {
-                let started = Instant::now();
-                for _ in 0..reps {
-                    product(weights, n, k, &parts, is_blocked, &mut out);
+            for threads in [1, 2] {
+                let reps = (2_000_000_000 / (n * k)).max(1);
+                let mut best = f64::INFINITY;
+                for _ in 0..3 {
+                    let started = Instant::now();
+                    for _ in 0..reps {
+                        let share = groups.div_ceil(threads);
+                        let parts = &parts;
+                        std::thread::scope(|scope| {
+                            for (t, out) in out.chunks_mut(share * 3 * 256).enumerate() {
+                                let range = t * share..((t + 1) * share).min(groups);
+                                scope.spawn(move || product(weights, k, parts, is_blocked, range, out));
+                            }
+                        });
+                    }
+                    best = best.min(started.elapsed().as_secs_f64() / reps as f64);
                 }
-                best = best.min(started.elapsed().as_secs_f64() / reps as f64);
+                println!(
+                    "{name}, {threads} thread(s): {:.2} ms per product of {} MB of bf16 weights with 16 rows: \
+                     {:.1} GB/s of weights, {:.0} GFLOP/s counted as f32 work (three AMX products each)",
+                    best * 1e3,
+                    n * k * 2 / 1_000_000,
+                    (n * k * 2) as f64 / best / 1e9,
+                    2.0 * (n * k * 16) as f64 / best / 1e9
+                );
             }
-            println!(
-                "{name}: {:.2} ms per product of {} MB of bf16 weights with 16 rows: {:.1} GB/s of weights, \
-                 {:.0} GFLOP/s counted as f32 work (three AMX products each), one thread",
-                best * 1e3,
-                n * k * 2 / 1_000_000,
-                (n * k * 2) as f64 / best / 1e9,
-                2.0 * (n * k * 16) as f64 / best / 1e9
-            );
         }
-        // SAFETY: releases the tile state this thread configured.
-        unsafe { asm!("tilerelease") };
     }
 }
 
 fn main() {
     let arg = |i: usize, default: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    amx::run(arg(1, 28672), arg(2, 896));
+    amx::run(arg(1, 28800), arg(2, 896));
     #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
     println!("AMX is an x86-64 feature; this benchmark runs on Linux only ({} × {} asked)", arg(1, 0), arg(2, 0));
 }
