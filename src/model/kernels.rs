@@ -1,6 +1,7 @@
 //! Fused CPU kernels for the f32 forward pass, where candle would make several full-tensor
 //! passes (each a fresh allocation and, for strided inputs, a single-threaded copy). Every
-//! kernel has a candle-ops fallback for other devices and dtypes, with the same arithmetic.
+//! kernel has a candle-ops fallback for other devices and dtypes, with the same arithmetic
+//! (SiLU·up's is `Layer::mlp`'s one product per half of the fused weight).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -10,13 +11,10 @@ const ROWS_PER_TASK: usize = 8;
 /// Elements per rayon task of elementwise kernels.
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
-/// `silu(g) · u` for `x = [.., g | u]` (the fused gate/up product), as `[.., width / 2]`.
+/// `silu(g) · u` for `x = [.., g | u]` (the fused gate/up product), as `[.., width / 2]`, in one
+/// pass, for an `x` that is [`fusable`]; `Layer::mlp` takes its own path for any other.
 pub(crate) fn silu_mul(x: &Tensor) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        return x.apply_op1_no_bwd(&SiluMul);
-    }
-    let half = x.dim(D::Minus1)? / 2;
-    x.narrow(D::Minus1, 0, half)?.silu()? * x.narrow(D::Minus1, half, half)?
+    x.apply_op1_no_bwd(&SiluMul)
 }
 
 struct SiluMul;

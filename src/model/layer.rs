@@ -32,13 +32,11 @@ pub(crate) struct Layer {
     pub mlp_post_norm: Option<Tensor>,
 }
 
-/// RMSNorm over the last dimension with scale `gamma` (f32), in one fused pass that computes in
-/// f32 and writes x's dtype (candle-nn's kernel: `x / sqrt(mean(x²) + eps) · γ`).
+/// RMSNorm over the last dimension with scale `gamma` (in x's dtype, as `Loader::norm` keeps
+/// it), in one fused pass that computes in f32 and writes x's dtype (candle-nn's kernel:
+/// `x / sqrt(mean(x²) + eps) · γ`). A 16-bit `x` is read as it is, not widened and narrowed again.
 pub(crate) fn rms_norm(x: &Tensor, gamma: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    // candle-nn's kernel reads a 16-bit `x` and accumulates in f32 itself; only γ is cast (to
-    // x's dtype, as Hugging Face multiplies by its 16-bit weight), not the whole stream twice.
-    let gamma = if gamma.dtype() == x.dtype() { gamma.clone() } else { gamma.to_dtype(x.dtype())? };
-    candle_nn::ops::rms_norm(&x.contiguous()?, &gamma, eps as f32)
+    candle_nn::ops::rms_norm(&x.contiguous()?, gamma, eps as f32)
 }
 
 fn activation(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {

@@ -172,11 +172,12 @@ impl Loader<'_> {
         Ok(Linear { w: self.matrix(weight, &[out, inp])?, b: bias.map(|b| self.tensor(b, &[out])).transpose()? })
     }
 
-    /// A norm's scale `γ` (stored weight plus the family's offset), in f32.
+    /// A norm's scale `γ` (stored weight plus the family's offset, added in f32), in the compute
+    /// dtype: the dtype of the stream it scales, so that a forward pass never casts it.
     pub fn norm(&self, name: &str, size: usize) -> Result<Tensor> {
         let offset = f64::from(self.model.spec.norm_kind.offset());
         let w = self.tensor(name, &[size])?.to_dtype(DType::F32)?;
-        Ok((w + offset)?)
+        Ok((w + offset)?.to_dtype(self.dtype)?)
     }
 }
 
