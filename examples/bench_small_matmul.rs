@@ -1,12 +1,14 @@
 //! `x · Wᵀ` for few rows of `x`: scalpel's small-matmul kernel against candle's matmul (gemm),
 //! on the linear shapes of Qwen2.5-Coder-0.5B (fused qkv, o_proj, fused gate/up, down, LM head),
-//! for several row counts, f32, the best of REPEATS runs each; then a whole decode step's
+//! for several row counts, f32, the best of REPEATS runs each (and, where AMX is on, the AMX
+//! product of the weights rounded to bf16: `scalpel::model::amx`); then a whole decode step's
 //! products (24 layers' distinct weights and the LM head, about 2 GB, so they stream from memory
 //! as in generation).
 //!
 //! `cargo run --release --example bench_small_matmul -- [ROWS,ROWS,..] [REPEATS]`
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use scalpel::model::amx;
 use scalpel::model::small_matmul::{matmul_wt, Isa};
 use std::time::Instant;
 
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
     for (name, k, n) in shapes {
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
         let wv = w.flatten_all()?.to_vec1::<f32>()?;
+        let packed = amx::PackedRows::pack(&w.to_dtype(DType::BF16)?)?;
         for &m in &rows {
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
@@ -53,8 +56,17 @@ fn main() -> anyhow::Result<()> {
             let candle = best(repeats, || {
                 std::hint::black_box(x.matmul(&wt).unwrap());
             });
+            let amx = match &packed {
+                Some(p) => {
+                    let t = best(repeats, || {
+                        std::hint::black_box(amx::linear(&x, p, None).unwrap());
+                    });
+                    format!("  amx {:8.2} ms ({:5.1})", t * 1e3, flop / t)
+                }
+                None => String::new(),
+            };
             println!(
-                "{name:8} k {k:5} n {n:6} m {m:3}: small {:8.2} ms ({:5.1})  candle {:8.2} ms ({:5.1})  {:.2}x",
+                "{name:8} k {k:5} n {n:6} m {m:3}: small {:8.2} ms ({:5.1})  candle {:8.2} ms ({:5.1})  {:.2}x{amx}",
                 ours * 1e3,
                 flop / ours,
                 candle * 1e3,

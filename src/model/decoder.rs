@@ -5,8 +5,7 @@ use super::interventions::Interventions;
 use super::kernels::add;
 use super::layer::{rms_norm, Layer};
 use super::rope::Rope;
-use super::small_matmul;
-use super::weights::{Loader, WeightStorage};
+use super::weights::{Linear, Loader, WeightStorage};
 use crate::arch::{Family, ModelSpec};
 use crate::checkpoint::ModelDir;
 use crate::prompts::{attention_bias, position_ids};
@@ -85,7 +84,7 @@ pub struct Decoder {
     pub(super) embed: Tensor,
     pub(super) layers: Vec<Layer>,
     final_norm: Tensor,
-    pub(super) lm_head: Tensor,
+    pub(super) lm_head: Linear,
     ropes: Ropes,
 }
 
@@ -282,6 +281,7 @@ impl Decoder {
         } else {
             loader.matrix(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?
         };
+        let lm_head = loader.finish(Linear::new(lm_head, None))?;
         let ropes = Ropes::new(model)?;
         Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes })
     }
@@ -299,7 +299,11 @@ impl Decoder {
     /// The bytes the weights take in memory (a tied head counted once).
     pub fn weight_bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        let head = if self.lm_head.id() == self.embed.id() { 0 } else { size(&self.lm_head) };
+        let head = if self.lm_head.w.id() == self.embed.id() {
+            self.lm_head.bytes() - size(&self.embed)
+        } else {
+            self.lm_head.bytes()
+        };
         let layers: usize = self.layers.iter().map(super::layer::Layer::bytes).sum();
         size(&self.embed) + head + size(&self.final_norm) + layers
     }
@@ -346,9 +350,11 @@ impl Decoder {
                 let n = iv.apply(HookPoint::FinalNorm, spec.num_layers, n)?;
                 record(request.capture, &mut captures, HookPoint::FinalNorm, spec.num_layers, &n)?;
                 let (bb, tt, hh) = n.dims3()?;
-                let mut logits = small_matmul::linear(&n.reshape((bb * tt, hh))?, &self.lm_head, None)?
-                    .to_dtype(DType::F32)?
-                    .reshape((bb, tt, spec.vocab_size))?;
+                let mut logits = self.lm_head.forward(&n.reshape((bb * tt, hh))?)?.to_dtype(DType::F32)?.reshape((
+                    bb,
+                    tt,
+                    spec.vocab_size,
+                ))?;
                 if let Some(cap) = spec.final_logit_softcapping {
                     logits = ((logits / cap)?.tanh()? * cap)?;
                 }

@@ -33,7 +33,7 @@ impl Decoder {
             }
         }
         if plan.edits_tied_head && !plan.options.untie {
-            edited.lm_head = edited.embed.clone();
+            edited.lm_head = repacked(Linear::new(edited.embed.clone(), None), &self.lm_head)?;
         }
         Ok(edited)
     }
@@ -42,21 +42,36 @@ impl Decoder {
 fn edited_linear(linear: &Linear, edit: &PlannedEdit, norm_preserve: bool, dtype: DType) -> Result<Linear> {
     Ok(if edit.is_bias {
         let b = linear.b.as_ref().ok_or_else(|| Error::bad_tensor(&edit.tensor, "the running model has no bias"))?;
-        Linear { w: linear.w.clone(), b: Some(edited_tensor(b, edit, norm_preserve, dtype)?) }
+        Linear { b: Some(edited_tensor(b, edit, norm_preserve, dtype)?), ..linear.clone() }
     } else {
-        Linear { w: edited_tensor(&linear.w, edit, norm_preserve, dtype)?, b: linear.b.clone() }
+        repacked(Linear::new(edited_tensor(&linear.w, edit, norm_preserve, dtype)?, linear.b.clone()), linear)?
     })
 }
 
-/// `t` edited in f32 and returned on its device in the compute dtype `dtype`: a matrix kept
-/// 16-bit (`WeightStorage::Checkpoint`) comes back unrounded, as with f32 weights, so a trial's
-/// scores do not depend on how the weights are stored.
+/// `edited` packed for AMX if the linear it replaces was.
+fn repacked(edited: Linear, original: &Linear) -> Result<Linear> {
+    Ok(if original.amx.is_some() { edited.packed()? } else { edited })
+}
+
+/// `t` edited in f32 and returned on its device. A matrix whose values are all exact in bf16 (a
+/// bf16 checkpoint's) is rounded to bf16 after the edit, as the checkpoint `ablate` writes it,
+/// and kept in its in-memory dtype; any other comes back unrounded in the compute dtype
+/// `dtype`. Either way a trial's scores do not depend on how the weights are stored (16-bit or
+/// widened, packed for AMX or not), and on a bf16 checkpoint the trial runs the very weights
+/// `ablate` would write.
 fn edited_tensor(t: &Tensor, edit: &PlannedEdit, norm_preserve: bool, dtype: DType) -> Result<Tensor> {
     let cols = match edit.layout {
         Layout::Columns => t.dim(1)?,
         Layout::Rows => 0,
     };
     let mut values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let bf16_exact = values.iter().all(|v| v.to_bits() & 0xffff == 0);
     edit_values(&mut values, cols, edit, norm_preserve);
-    Ok(Tensor::from_vec(values, t.shape(), t.device())?.to_dtype(dtype)?)
+    let edited = Tensor::from_vec(values, t.shape(), t.device())?;
+    Ok(if bf16_exact {
+        let kept = if t.dtype() == DType::BF16 { DType::BF16 } else { dtype };
+        edited.to_dtype(DType::BF16)?.to_dtype(kept)?
+    } else {
+        edited.to_dtype(dtype)?
+    })
 }

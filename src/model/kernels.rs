@@ -58,7 +58,7 @@ pub(crate) fn fusable(xs: &[&Tensor]) -> bool {
 }
 
 /// The contiguous f32 slice of a CPU storage.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     match (storage, layout.contiguous_offsets()) {
         (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
         _ => candle_core::bail!("{op} needs contiguous f32 inputs"),

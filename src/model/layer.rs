@@ -79,16 +79,17 @@ impl Layer {
                 act: Activation::Silu,
             },
         };
+        let mlp_in = MlpIn { gate_up: loader.finish(mlp_in.gate_up)?, ..mlp_in };
         Ok(Layer {
             attn_norm: loader.norm(&n.attn_norm, h)?,
-            qkv,
+            qkv: loader.finish(qkv)?,
             q_norm: n.q_norm.as_deref().map(|q| loader.norm(q, hd)).transpose()?,
             k_norm: n.k_norm.as_deref().map(|k| loader.norm(k, hd)).transpose()?,
-            o_proj: loader.linear(&n.o_proj, n.o_proj_bias.as_ref(), h, q_out)?,
+            o_proj: loader.finish(loader.linear(&n.o_proj, n.o_proj_bias.as_ref(), h, q_out)?)?,
             attn_post_norm: n.attn_post_norm.as_deref().map(|p| loader.norm(p, h)).transpose()?,
             mlp_norm: loader.norm(&n.mlp_norm, h)?,
             mlp_in,
-            down_proj: loader.linear(&n.down_proj, n.down_proj_bias.as_ref(), h, inter)?,
+            down_proj: loader.finish(loader.linear(&n.down_proj, n.down_proj_bias.as_ref(), h, inter)?)?,
             mlp_post_norm: n.mlp_post_norm.as_deref().map(|p| loader.norm(p, h)).transpose()?,
         })
     }

@@ -2,6 +2,7 @@
 //! candle ops, with an explicit per-layer loop, named hook points, capture of chosen points and
 //! positions, runtime interventions, a KV cache, sampling and generation.
 
+pub mod amx;
 mod decoder;
 mod edit;
 mod generate;

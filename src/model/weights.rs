@@ -1,23 +1,43 @@
 //! Loading weights from a memory-mapped checkpoint into candle tensors.
 
+use super::amx;
 use crate::checkpoint::ModelDir;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
-/// `y = x Wᵀ + b` with `W` stored `[out, in]`.
+/// `y = x Wᵀ + b` with `W` stored `[out, in]`, and where AMX multiplies it, `W` tile-packed.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     pub w: Tensor,
     pub b: Option<Tensor>,
+    /// `w` packed for the AMX products ([`amx::PackedRows`]), when it is exact in bf16 and
+    /// [`Linear::packed`] made it.
+    pub amx: Option<amx::PackedRows>,
 }
 
 impl Linear {
+    /// A linear without a packed copy.
+    pub fn new(w: Tensor, b: Option<Tensor>) -> Linear {
+        Linear { w, b, amx: None }
+    }
+
+    /// This linear with `w` packed for the AMX products when AMX is on and `w`'s values are
+    /// exact in bf16 (else as it is).
+    pub fn packed(mut self) -> candle_core::Result<Linear> {
+        self.amx = amx::PackedRows::pack(&self.w)?;
+        Ok(self)
+    }
+
     /// Apply to `x` `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let dims = x.dims().to_vec();
         let inner = *dims.last().expect("at least one dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = super::small_matmul::linear(&x.reshape((rows, inner))?, &self.w, self.b.as_ref())?;
+        let x = x.reshape((rows, inner))?;
+        let y = match &self.amx {
+            Some(packed) if amx::applies(&x, self.b.as_ref()) => amx::linear(&x, packed, self.b.as_ref())?,
+            _ => super::small_matmul::linear(&x, &self.w, self.b.as_ref())?,
+        };
         let mut out = dims;
         *out.last_mut().expect("at least one dim") = y.dim(1)?;
         y.reshape(out)
@@ -40,21 +60,24 @@ impl Linear {
         } else {
             None
         };
-        Ok(Linear { w, b })
+        Ok(Linear::new(w, b))
     }
 
     /// Apply only the output rows `[from, from + n)` of `W` and `b` to `x`: one part of a fused
     /// linear, as a contiguous output of its own (a row range of `W` is a contiguous view).
     pub fn forward_rows(&self, x: &Tensor, from: usize, n: usize) -> candle_core::Result<Tensor> {
-        let part =
-            Linear { w: self.w.narrow(0, from, n)?, b: self.b.as_ref().map(|b| b.narrow(0, from, n)).transpose()? };
+        let part = Linear {
+            w: self.w.narrow(0, from, n)?,
+            b: self.b.as_ref().map(|b| b.narrow(0, from, n)).transpose()?,
+            amx: self.amx.as_ref().and_then(|p| p.rows(from, n)),
+        };
         part.forward(x)
     }
 
     /// The bytes its tensors take in memory.
     pub fn bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        size(&self.w) + self.b.as_ref().map_or(0, size)
+        size(&self.w) + self.b.as_ref().map_or(0, size) + self.amx.as_ref().map_or(0, amx::PackedRows::bytes)
     }
 
     /// Output width.
@@ -140,11 +163,28 @@ impl Loader<'_> {
     }
 
     /// A matrix (a linear's weight, the embedding, the head): in the checkpoint's 16-bit dtype
-    /// or the compute dtype, as [`WeightStorage::matrix_dtype`] says.
+    /// or the compute dtype, as [`WeightStorage::matrix_dtype`] says; a bf16 matrix that
+    /// [`Loader::finish`] will pack for AMX stays bf16 (its f32 copy would go unused).
     pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let t = self.stored(name, shape)?;
-        let dtype = self.storage.matrix_dtype(t.dtype(), self.dtype, self.device);
+        let dtype = if self.packs() && t.dtype() == DType::BF16 {
+            DType::BF16
+        } else {
+            self.storage.matrix_dtype(t.dtype(), self.dtype, self.device)
+        };
         Ok(t.to_dtype(dtype)?.to_device(self.device)?)
+    }
+
+    /// Whether the linears this loader makes are packed for AMX: AMX is on, the products run in
+    /// f32 on the CPU, and the storage is not [`WeightStorage::Checkpoint`] (chosen, or forced
+    /// by the memory budget, for half the memory: the packed copy would take it back).
+    fn packs(&self) -> bool {
+        amx::enabled() && self.device.is_cpu() && self.dtype == DType::F32 && self.storage != WeightStorage::Checkpoint
+    }
+
+    /// A loaded (and fused) linear, packed for AMX where [`Loader::packs`] says.
+    pub fn finish(&self, linear: Linear) -> Result<Linear> {
+        Ok(if self.packs() { linear.packed()? } else { linear })
     }
 
     /// One tensor in its stored dtype on the CPU, with its shape checked. Its pages of the
@@ -169,7 +209,7 @@ impl Loader<'_> {
 
     /// A linear layer `[out, in]` with an optional bias.
     pub fn linear(&self, weight: &str, bias: Option<&String>, out: usize, inp: usize) -> Result<Linear> {
-        Ok(Linear { w: self.matrix(weight, &[out, inp])?, b: bias.map(|b| self.tensor(b, &[out])).transpose()? })
+        Ok(Linear::new(self.matrix(weight, &[out, inp])?, bias.map(|b| self.tensor(b, &[out])).transpose()?))
     }
 
     /// A norm's scale `γ` (stored weight plus the family's offset, added in f32), in the compute
@@ -193,7 +233,7 @@ mod tests {
         // 3 rows take the few-rows kernel, 300 take gemm: both must honour the view's offset.
         for rows in [3, 300] {
             let x = Tensor::randn(0f32, 1.0, (rows, 6), &device).unwrap();
-            for linear in [Linear { w: w.clone(), b: Some(b.clone()) }, Linear { w: w.clone(), b: None }] {
+            for linear in [Linear::new(w.clone(), Some(b.clone())), Linear::new(w.clone(), None)] {
                 let whole = linear.forward(&x).unwrap();
                 for (from, n) in [(0, 4), (4, 6), (3, 5)] {
                     let part = linear.forward_rows(&x, from, n).unwrap();
