@@ -8,6 +8,7 @@
 use crate::common;
 
 use candle_core::{DType, Device};
+use indicatif::ProgressBar;
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
@@ -16,7 +17,7 @@ use scalpel::model::{
     amx, generate, CaptureSpec, Decoder, ForwardRequest, GenerateOptions, HookPoint, Interventions, LogitsMode,
     Sampling, WeightStorage,
 };
-use scalpel::surgery::{plan, DirectionChoice, SurgeryOptions, SurgeryPlan};
+use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPlan};
 
 /// Logits of every position and captures of every stream, as bits, for a left-padded batch of
 /// `rows` prompts of `len` tokens (few rows take the kernel, many take candle's matmul).
@@ -104,6 +105,29 @@ fn sixteen_bit_weights_give_the_same_logits_captures_and_generations_for_every_f
             same(&run(&narrow_edited, 2, 5), &run(&wide_edited, 2, 5), "edited models");
             assert!(run(&narrow_edited, 2, 5) != run(&narrow, 2, 5), "{name}: the edit changed nothing");
         }
+    }
+}
+
+/// On a bf16 checkpoint, a plan applied in memory (a search trial) runs the very weights that
+/// `ablate` writes: its edits are rounded to bf16 as the written checkpoint's are, so the logits
+/// are equal bit for bit (with AMX or without, output biases and a tied embedding included).
+#[test]
+fn a_bf16_model_edited_in_memory_equals_the_checkpoint_ablate_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    for family in ["qwen2", "gemma"] {
+        let options =
+            FixtureOptions { num_layers: 2, dtype: FixtureDtype::BF16, output_biases: true, ..Default::default() };
+        let model = ModelDir::open(&common::fixture(tmp.path(), family, family, &options)).unwrap();
+        let dirs = common::directions(tmp.path(), model.spec.hidden_size, 2, 1, 1);
+        let p = edit_plan(&model, &dirs);
+        let out = tmp.path().join(format!("{family}-edited"));
+        let record = p.record(&model.root.display().to_string(), "", "");
+        ablate(&model, &p, &record, &out, false, true, &ProgressBar::hidden()).unwrap();
+        let written = Decoder::load(&ModelDir::open(&out).unwrap(), &Device::Cpu, DType::F32).unwrap();
+        let original = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
+        let in_memory = original.with_edits(&p).unwrap();
+        assert!(run(&in_memory, 3, 20) == run(&written, 3, 20), "{family}: in memory and written differ");
+        assert!(run(&in_memory, 3, 20) != run(&original, 3, 20), "{family}: the edit changed nothing");
     }
 }
 
