@@ -19,34 +19,9 @@ mod amx {
     use std::arch::asm;
     use std::time::Instant;
 
-    /// The tile configuration `ldtilecfg` reads (palette 1).
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        bytes_per_row: [u16; 16],
-        rows: [u8; 16],
-    }
-
-    /// Ask the kernel for the AMX tile state (Linux keeps it off until a process asks).
-    fn request_amx() -> bool {
-        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-        const XFEATURE_XTILEDATA: libc::c_long = 18;
-        // SAFETY: a plain system call with integer arguments.
-        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
-    }
-
-    /// All eight tiles as 16 rows of 64 bytes.
+    /// All eight tiles as 16 rows of 64 bytes (the library's configuration, once per thread).
     fn configure() {
-        let mut config =
-            TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
-        for t in 0..8 {
-            config.bytes_per_row[t] = 64;
-            config.rows[t] = 16;
-        }
-        // SAFETY: the configuration is a valid palette-1 layout, 64-byte aligned.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &config as *const TileConfig) };
+        scalpel::model::amx::configure_thread();
     }
 
     /// Where tile (row block `r`, column block `c`) of `w` (`[n, k]`) starts, and the stride of
@@ -123,15 +98,12 @@ mod amx {
                     p = in(reg) p, q = in(reg) p.add(256), t = in(reg) p.add(512), s = in(reg) 64isize);
             }
         }
-        // SAFETY: releases the tile state this thread configured.
-        unsafe { asm!("tilerelease") };
     }
 
     pub fn run(n: usize, k: usize) {
-        // CPUID leaf 7: EDX bit 22 is AMX-BF16.
-        let amx_bf16 = std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 22) != 0;
-        if !(amx_bf16 && request_amx()) {
-            println!("this CPU or kernel gives no AMX bf16");
+        // The CPU's AMX-BF16 and Linux's grant of the tile state, as the products ask for them.
+        if !scalpel::model::amx::enabled() {
+            println!("this CPU or kernel gives no AMX bf16 (or SCALPEL_AMX is off)");
             return;
         }
         assert!(n.is_multiple_of(96) && k.is_multiple_of(32), "OUT_ROWS must be a multiple of 96, IN of 32");
@@ -158,8 +130,6 @@ mod amx {
         }
         configure();
         let c = one_tile(&w, k, &parts, 0);
-        // SAFETY: releases the tile state this thread configured.
-        unsafe { asm!("tilerelease") };
         let mut worst = 0f64;
         for r in 0..16 {
             for j in 0..16 {

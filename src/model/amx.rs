@@ -20,6 +20,7 @@
 //! for); [`enabled`] is false elsewhere, and `SCALPEL_AMX=0` turns it off.
 
 use super::kernels::f32_slice;
+use super::small_matmul::Columns;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
@@ -37,6 +38,13 @@ pub fn enabled() -> bool {
             .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
         !off && tiles::request()
     })
+}
+
+/// Configure the calling thread's tiles as the products here use them (all eight 16 rows × 64
+/// bytes), once per thread; for code that issues tile instructions of its own
+/// (`examples/bench_amx.rs`). [`enabled`] must be true.
+pub fn configure_thread() {
+    tiles::configure();
 }
 
 /// Values per tile row (64 bytes of bf16) and rows per tile.
@@ -273,21 +281,6 @@ thread_local! {
     static PARTS: std::cell::Cell<Vec<Line>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// A raw pointer to the padded output for tasks that write disjoint column groups of it.
-#[derive(Clone, Copy)]
-struct Output(*mut f32);
-// SAFETY: the tasks write disjoint elements, and the scope ends before the buffer is used again.
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
-
-impl Output {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: callers stay inside the buffer.
-        unsafe { self.0.add(offset) }
-    }
-}
-
 /// `x · Wᵀ + b`, `x` `[m, k]` row-major, as `[m, n]`. [`enabled`] must be true.
 fn matmul_wt(x: &[f32], m: usize, w: &PackedRows, bias: Option<&[f32]>) -> Vec<f32> {
     let (n, k) = w.dims();
@@ -307,7 +300,7 @@ fn matmul_wt(x: &[f32], m: usize, w: &PackedRows, bias: Option<&[f32]>) -> Vec<f
     let whole_groups = n / (GROUP * TILE_ROWS);
     let mut y = vec![0f32; m_pad * n];
     let mut edge = vec![0f32; if whole_groups < groups { m_pad * GROUP * TILE_ROWS } else { 0 }];
-    let (out, side) = (Output(y.as_mut_ptr()), Output(edge.as_mut_ptr()));
+    let (out, side) = (Columns(y.as_mut_ptr()), Columns(edge.as_mut_ptr()));
     // The accumulators start from the bias (each tile's 16 rows read the same 16 values).
     let bias: Option<Vec<f32>> = bias.map(|b| {
         let mut padded = b.to_vec();

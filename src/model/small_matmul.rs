@@ -190,14 +190,14 @@ fn with_widened<W: Weight, R>(w: &[W], f: impl FnOnce(&[f32]) -> R) -> R {
 
 /// A raw pointer to `y` for tasks that write disjoint column blocks of it.
 #[derive(Clone, Copy)]
-struct Columns(*mut f32);
+pub(crate) struct Columns(pub(crate) *mut f32);
 // SAFETY: the tasks write disjoint elements, and the scope ends before `y` is used again.
 unsafe impl Send for Columns {}
 unsafe impl Sync for Columns {}
 
 impl Columns {
     /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
