@@ -24,10 +24,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Where the compute dtype is f32 on the CPU, keep a bf16/f16 checkpoint's matrices in its
-    /// 16-bit dtype (`checkpoint`: half the memory, the same results bit for bit, generation as
-    /// fast, capture ~25 % slower), widen them at load (`compute`), or widen them when the
-    /// widened weights and half again fit the available memory, else keep them 16-bit (`auto`).
-    /// Default: $SCALPEL_WEIGHTS_DTYPE, else `auto`.
+    /// 16-bit dtype (`checkpoint`: half the memory, the same results, capture ~25 % slower),
+    /// widen them at load (`compute`; on a CPU with AMX a bf16 checkpoint's are kept bf16 and
+    /// tile-packed instead, for f32-accurate AMX products, the same memory), or choose
+    /// `compute` when its weights and half again fit the available memory, else `checkpoint`
+    /// (`auto`). Default: $SCALPEL_WEIGHTS_DTYPE, else `auto`. SCALPEL_AMX=0 turns AMX off.
     #[arg(long, value_name = "auto|checkpoint|compute")]
     pub weights_dtype: Option<String>,
     /// System prompt for the chat template.

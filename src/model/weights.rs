@@ -105,9 +105,11 @@ pub const WEIGHTS_DTYPE_ENV: &str = "SCALPEL_WEIGHTS_DTYPE";
 pub enum WeightStorage {
     /// A bf16/f16 checkpoint's matrices stay 16-bit when the compute dtype is f32 on the CPU
     /// (half the memory); products widen them exactly, so the results are those of
-    /// [`WeightStorage::Compute`] bit for bit. Norms and biases are in the compute dtype.
+    /// [`WeightStorage::Compute`] bit for bit (to f32 accuracy where AMX multiplies
+    /// `Compute`'s bf16 weights). Norms and biases are in the compute dtype.
     Checkpoint,
-    /// Every tensor in the compute dtype.
+    /// Every tensor in the compute dtype; on a CPU with AMX, a bf16 checkpoint's matrices stay
+    /// bf16 with a tile-packed copy for the AMX products ([`super::amx`]), the same memory.
     Compute,
     /// [`WeightStorage::Compute`] when the weights in the compute dtype, half again for
     /// activations and edited copies, fit the memory budget (or the budget is unknown), else
