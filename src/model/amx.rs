@@ -272,8 +272,9 @@ fn split(lines: &mut Vec<Line>, x: &[f32], m: usize, k: usize, k_blocks: usize) 
     });
 }
 
-/// Largest split of `x` (bytes) kept in a thread's reusable buffer between calls.
-const MAX_REUSED_PARTS_BYTES: usize = 256 << 20;
+/// Largest split of `x` (bytes) kept in a thread's reusable buffer between calls (a capture
+/// batch of 800 rows into MLP down takes 23 MB); a larger one is freed after its product.
+const MAX_REUSED_PARTS_BYTES: usize = 64 << 20;
 
 thread_local! {
     /// The buffer [`split`] fills, reused so that each product does not map (and page-fault in)
