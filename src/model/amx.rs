@@ -13,7 +13,7 @@
 //! the memory's speed. Three blocks of 16 outputs are computed at once (three accumulator tiles
 //! take turns), for each 16 rows of `x`; long `k` runs in chunks with the accumulators stored in
 //! the output between chunks, so that a chunk of `x` stays in cache while every weight block
-//! passes it. Rayon tasks take disjoint groups of output columns.
+//! passes it. Rayon tasks take (a pass of `x`'s row blocks, a range of output groups) pairs.
 //!
 //! Each output element is a sum over `k` in an order fixed by `k` alone, so a row's result does
 //! not depend on the other rows of its batch. Linux on x86-64 only (the tile state must be asked
@@ -52,7 +52,7 @@ const TILE_K: usize = 32;
 const TILE_ROWS: usize = 16;
 /// Output blocks of 16 computed together (three accumulator tiles).
 const GROUP: usize = 3;
-/// `k` blocks per chunk when `x` has more than 16 rows: a chunk of `x`'s three parts (16 KB per
+/// `k` blocks per chunk when `x` has more than 16 rows: a chunk of `x`'s three parts (48 KB per
 /// 16 rows) stays in cache while the weight blocks of a task pass it.
 const K_BLOCKS_PER_CHUNK: usize = 16;
 /// Row blocks of `x` per pass over a task's weight groups: their three parts of a `k` chunk
@@ -176,7 +176,8 @@ pub fn linear(x: &Tensor, w: &PackedRows, b: Option<&Tensor>) -> candle_core::Re
     }
 }
 
-/// Whether [`linear`] applies: AMX on, `x` f32 on the CPU, `b` (if any) on the CPU.
+/// Whether [`linear`] applies to `x` and `b`: `x` f32 on the CPU, `b` (if any) on the CPU (a
+/// [`PackedRows`] exists only where AMX is on).
 pub(crate) fn applies(x: &Tensor, b: Option<&Tensor>) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32 && b.is_none_or(|b| b.device().is_cpu())
 }
