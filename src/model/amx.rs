@@ -110,7 +110,7 @@ impl PackedRows {
             CpuStorage::BF16(v) => Packed::new(n, k, |i| v[start + i].to_bits()),
             CpuStorage::F32(v) => {
                 let v = &v[start..end];
-                if v.par_iter().any(|x| x.to_bits() & 0xffff != 0) {
+                if !exact_in_bf16(v) {
                     return Ok(None);
                 }
                 Packed::new(n, k, |i| (v[i].to_bits() >> 16) as u16)
@@ -139,6 +139,12 @@ impl PackedRows {
     pub fn dims(&self) -> (usize, usize) {
         (self.n, self.packed.k)
     }
+}
+
+/// Whether every value is exact in bf16 (its low 16 bits zero), as a bf16 checkpoint's are once
+/// widened.
+pub(crate) fn exact_in_bf16(values: &[f32]) -> bool {
+    values.par_iter().all(|v| v.to_bits() & 0xffff == 0)
 }
 
 impl Packed {

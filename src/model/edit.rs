@@ -65,7 +65,7 @@ fn edited_tensor(t: &Tensor, edit: &PlannedEdit, norm_preserve: bool, dtype: DTy
         Layout::Rows => 0,
     };
     let mut values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let bf16_exact = values.iter().all(|v| v.to_bits() & 0xffff == 0);
+    let bf16_exact = super::amx::exact_in_bf16(&values);
     edit_values(&mut values, cols, edit, norm_preserve);
     let edited = Tensor::from_vec(values, t.shape(), t.device())?;
     Ok(if bf16_exact {
