@@ -46,18 +46,18 @@ pub struct ForwardOutput {
 /// Keys and values of every layer so far (for generation).
 #[derive(Debug, Default)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerCache>>,
 }
 
 impl KvCache {
     /// An empty cache.
     pub fn new(num_layers: usize) -> KvCache {
-        KvCache { layers: vec![None; num_layers] }
+        KvCache { layers: (0..num_layers).map(|_| None).collect() }
     }
 
     /// Tokens cached so far.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |l| l.len)
     }
 
     /// Whether nothing is cached.
@@ -65,12 +65,77 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Make room for `more` tokens beyond those cached, so that appending them copies only the
+    /// new keys and values (generation reserves its `max_tokens` once after the prefill).
+    pub fn reserve(&mut self, more: usize) -> Result<()> {
+        for slot in self.layers.iter_mut().flatten() {
+            slot.grow_to(slot.len + more)?;
+        }
+        Ok(())
+    }
+
     /// Keep only the batch rows `rows` (in that order), e.g. to drop finished generations.
     pub fn keep_rows(&mut self, rows: &[usize]) -> Result<()> {
         for slot in self.layers.iter_mut().flatten() {
-            let index = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect(), rows.len(), slot.0.device())?;
-            *slot = (slot.0.index_select(&index, 0)?, slot.1.index_select(&index, 0)?);
+            slot.keep_rows(rows)?;
         }
+        Ok(())
+    }
+}
+
+/// One layer's cached keys and values: buffers `[batch, kv_heads, capacity, head_dim]` whose
+/// first `len` positions are filled. Appending writes the new positions in place (candle's
+/// `slice_set`) instead of concatenating, which copied the whole cache at every generated
+/// token (6 % of SmolLM2's generation time).
+#[derive(Debug)]
+pub(crate) struct LayerCache {
+    k: Tensor,
+    v: Tensor,
+    len: usize,
+}
+
+impl LayerCache {
+    /// Append `k`, `v` (`[batch, kv_heads, new, head_dim]`) to the layer's cache in `slot` and
+    /// return views of all its keys and values so far.
+    pub(crate) fn append(slot: &mut Option<LayerCache>, k: Tensor, v: Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let cache = match slot {
+            None => slot.insert(LayerCache { len: k.dim(2)?, k: k.contiguous()?, v: v.contiguous()? }),
+            Some(cache) => {
+                let new = k.dim(2)?;
+                if cache.len + new > cache.k.dim(2)? {
+                    // Doubling keeps the copies of a growing cache linear in its length.
+                    cache.grow_to((cache.len + new).max(2 * cache.len))?;
+                }
+                cache.k.slice_set(&k.contiguous()?, 2, cache.len)?;
+                cache.v.slice_set(&v.contiguous()?, 2, cache.len)?;
+                cache.len += new;
+                cache
+            }
+        };
+        Ok((cache.k.narrow(2, 0, cache.len)?, cache.v.narrow(2, 0, cache.len)?))
+    }
+
+    /// Keep only the batch rows `rows` (in that order; a row may repeat).
+    pub(crate) fn keep_rows(&mut self, rows: &[usize]) -> candle_core::Result<()> {
+        let index = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect(), rows.len(), self.k.device())?;
+        self.k = self.k.index_select(&index, 0)?;
+        self.v = self.v.index_select(&index, 0)?;
+        Ok(())
+    }
+
+    /// Reallocate the buffers to hold at least `capacity` positions (a no-op if they do).
+    fn grow_to(&mut self, capacity: usize) -> candle_core::Result<()> {
+        let (b, heads, cap, d) = self.k.dims4()?;
+        if capacity <= cap {
+            return Ok(());
+        }
+        let widen = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let buffer = Tensor::zeros((b, heads, capacity, d), t.dtype(), t.device())?;
+            buffer.slice_set(&t.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+            Ok(buffer)
+        };
+        self.k = widen(&self.k)?;
+        self.v = widen(&self.v)?;
         Ok(())
     }
 }
@@ -204,7 +269,7 @@ pub(super) fn layer_step(
     l: usize,
     mut h: Tensor,
     ctx: &BatchContext,
-    cache: Option<&mut Option<(Tensor, Tensor)>>,
+    cache: Option<&mut Option<LayerCache>>,
     iv: &Interventions,
     capture: Option<&CaptureSpec>,
     captures: &mut Captures,

@@ -48,6 +48,9 @@ pub fn generate(
     }
     let Prefilled { output, mut cache, mut mask } = prefill(decoder, prompts, pad, &request, 1)?;
     let mut logits = output.logits.expect("logits requested");
+    // Room for the tokens to come (at most 512 ahead: the cache doubles past that), so that each
+    // step writes its keys and values in place.
+    cache.reserve(options.max_tokens.saturating_sub(1).min(512))?;
     let mut samplers: Vec<Sampler> = (0..prompts.len())
         .map(|i| {
             Sampler::new(Sampling { seed: options.sampling.seed.wrapping_add(i as u64), ..options.sampling.clone() })

@@ -1,5 +1,6 @@
 //! One decoder layer: attention and MLP blocks with their norms, for every supported family.
 
+use super::decoder::LayerCache;
 use super::kernels;
 use super::rope;
 use super::weights::{Linear, Loader};
@@ -116,7 +117,7 @@ impl Layer {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut Option<LayerCache>>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
@@ -141,14 +142,7 @@ impl Layer {
             }
         };
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                    None => (k, v),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
+            Some(slot) => LayerCache::append(slot, k, v)?,
             None => (k, v),
         };
         let s = k.dim(2)?;

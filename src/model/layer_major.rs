@@ -149,9 +149,8 @@ impl<'m> LayerMajor<'m> {
                     )?;
                     p.prefix = Some((hp, ctx));
                     // The prefix's keys and values, copied to every row.
-                    if let Some((k, v)) = slot.take() {
-                        let index = Tensor::from_vec(vec![0u32; p.rows], p.rows, &self.device)?;
-                        slot = Some((k.index_select(&index, 0)?, v.index_select(&index, 0)?));
+                    if let Some(cache) = slot.as_mut() {
+                        cache.keep_rows(&vec![0; p.rows])?;
                     }
                 }
                 let mut captures = Captures::default();
