@@ -8,8 +8,8 @@
 //! `cargo run --release --example bench_small_matmul -- [ROWS,ROWS,..] [REPEATS]`
 
 use candle_core::{DType, Device, Tensor};
-use scalpel::model::amx;
 use scalpel::model::small_matmul::{matmul_wt, Isa};
+use scalpel::model::{amx, panels};
 use std::time::Instant;
 
 /// `(k, n, W as a Vec, W as a tensor)`.
@@ -33,18 +33,37 @@ fn main() -> anyhow::Result<()> {
     };
     let repeats: usize = args.get(1).map(|r| r.parse()).transpose()?.unwrap_or(5);
     let isa = Isa::detect();
-    let shapes = [
-        ("qkv", 896, 1152),
-        ("o_proj", 896, 896),
-        ("gate_up", 896, 9728),
-        ("down", 4864, 896),
-        ("lm_head", 896, 151936),
-    ];
+    // SHAPES=smollm2 takes SmolLM2-135M's shapes (30 layers) instead of Qwen2.5-Coder-0.5B's (24).
+    let (shapes, layers) = if std::env::var("SHAPES").is_ok_and(|s| s == "smollm2") {
+        (
+            [
+                ("qkv", 576, 960),
+                ("o_proj", 576, 576),
+                ("gate_up", 576, 3072),
+                ("down", 1536, 576),
+                ("lm_head", 576, 49152),
+            ],
+            30,
+        )
+    } else {
+        (
+            [
+                ("qkv", 896, 1152),
+                ("o_proj", 896, 896),
+                ("gate_up", 896, 9728),
+                ("down", 4864, 896),
+                ("lm_head", 896, 151936),
+            ],
+            24,
+        )
+    };
+    let (hidden, inter) = (shapes[0].1, shapes[3].1);
     println!("kernel {isa:?}; ms per product, best of {repeats} (GFLOP/s)");
     for (name, k, n) in shapes {
         let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu)?;
         let wv = w.flatten_all()?.to_vec1::<f32>()?;
         let packed = amx::PackedRows::pack(&w.to_dtype(DType::BF16)?)?;
+        let in_panels = panels::Panels::pack(&w)?;
         for &m in &rows {
             let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
             let xv = x.flatten_all()?.to_vec1::<f32>()?;
@@ -65,8 +84,17 @@ fn main() -> anyhow::Result<()> {
                 }
                 None => String::new(),
             };
+            let in_panels = match &in_panels {
+                Some(p) => {
+                    let t = best(repeats, || {
+                        std::hint::black_box(panels::linear(&x, p, None).unwrap());
+                    });
+                    format!("  panels {:8.2} ms ({:5.1})", t * 1e3, flop / t)
+                }
+                None => String::new(),
+            };
             println!(
-                "{name:8} k {k:5} n {n:6} m {m:3}: small {:8.2} ms ({:5.1})  candle {:8.2} ms ({:5.1})  {:.2}x{amx}",
+                "{name:8} k {k:5} n {n:6} m {m:3}: small {:8.2} ms ({:5.1})  candle {:8.2} ms ({:5.1})  {:.2}x{in_panels}{amx}",
                 ours * 1e3,
                 flop / ours,
                 candle * 1e3,
@@ -75,9 +103,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("decode step (24 layers + LM head, distinct weights), ms per step, best of {repeats}");
+    println!("decode step ({layers} layers + LM head, distinct weights), ms per step, best of {repeats}");
     let layer_shapes = &shapes[..4];
-    let weights: Vec<Vec<Weight>> = (0..24)
+    let weights: Vec<Vec<Weight>> = (0..layers)
         .map(|_| {
             layer_shapes
                 .iter()
@@ -93,15 +121,21 @@ fn main() -> anyhow::Result<()> {
             (k, n, w.flatten_all()?.to_vec1::<f32>()?, w)
         }])))
         .collect::<anyhow::Result<_>>()?;
+    // The same weights in panels (where they apply), each with its `k`.
+    let step_panels: Option<Vec<(usize, panels::Panels)>> = weights
+        .iter()
+        .flatten()
+        .map(|(k, _, _, w)| Ok(panels::Panels::pack(w)?.map(|p| (*k, p))))
+        .collect::<anyhow::Result<_>>()?;
     for &m in &rows {
-        let xs: Vec<(Vec<f32>, Tensor)> = [896, 4864]
+        let xs: Vec<(Vec<f32>, Tensor)> = [hidden, inter]
             .iter()
             .map(|&k| {
                 let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)?;
                 Ok((x.flatten_all()?.to_vec1::<f32>()?, x))
             })
             .collect::<anyhow::Result<_>>()?;
-        let x_for = |k: usize| &xs[usize::from(k != 896)];
+        let x_for = |k: usize| &xs[usize::from(k != hidden)];
         let ours = best(repeats, || {
             for layer in &weights {
                 for (k, n, wv, _) in layer {
@@ -116,7 +150,23 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         });
-        println!("m {m:3}: small {:8.1} ms  candle {:8.1} ms  {:.2}x", ours * 1e3, candle * 1e3, candle / ours);
+        let in_panels = match &step_panels {
+            Some(step) => {
+                let t = best(repeats, || {
+                    for (k, p) in step {
+                        std::hint::black_box(panels::linear(&x_for(*k).1, p, None).unwrap());
+                    }
+                });
+                format!("  panels {:8.1} ms", t * 1e3)
+            }
+            None => String::new(),
+        };
+        println!(
+            "m {m:3}: small {:8.1} ms  candle {:8.1} ms  {:.2}x{in_panels}",
+            ours * 1e3,
+            candle * 1e3,
+            candle / ours
+        );
     }
     Ok(())
 }

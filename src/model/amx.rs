@@ -19,9 +19,9 @@
 //! not depend on the other rows of its batch. Linux on x86-64 only (the tile state must be asked
 //! for); [`enabled`] is false elsewhere, and `SCALPEL_AMX=0` turns it off.
 
-use super::kernels::f32_slice;
+use super::packed::PackedWeight;
 use super::small_matmul::Columns;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
@@ -174,68 +174,18 @@ impl Packed {
 
 /// `x · Wᵀ + b` for a CPU f32 `x` `[m, k]` and `w` packed `[n, k]`, `b` `[n]` f32.
 pub fn linear(x: &Tensor, w: &PackedRows, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let x = x.contiguous()?;
-    let op = AmxLinear { w: w.clone() };
-    match b {
-        Some(b) => x.apply_op2_no_bwd(&b.to_dtype(DType::F32)?.contiguous()?, &op),
-        None => x.apply_op1_no_bwd(&op),
-    }
+    super::packed::linear(x, w, b)
 }
 
-/// Whether [`linear`] applies to `x` and `b`: `x` f32 on the CPU, `b` (if any) on the CPU (a
-/// [`PackedRows`] exists only where AMX is on).
-pub(crate) fn applies(x: &Tensor, b: Option<&Tensor>) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32 && b.is_none_or(|b| b.device().is_cpu())
-}
+impl PackedWeight for PackedRows {
+    const NAME: &'static str = "amx-matmul";
 
-struct AmxLinear {
-    w: PackedRows,
-}
-
-impl AmxLinear {
-    fn forward(
-        &self,
-        (sx, lx): (&CpuStorage, &Layout),
-        bias: Option<(&CpuStorage, &Layout)>,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (m, k) = lx.shape().dims2()?;
-        let (n, kw) = self.w.dims();
-        if kw != k {
-            candle_core::bail!("amx matmul: x is [{m}, {k}] but w is [{n}, {kw}]");
-        }
-        let b = match bias {
-            Some((sb, lb)) if lb.shape().dims() == [n] => Some(f32_slice(sb, lb, "amx matmul")?),
-            Some((_, lb)) => candle_core::bail!("amx matmul: the bias is {:?}, expected [{n}]", lb.shape()),
-            None => None,
-        };
-        let y = matmul_wt(f32_slice(sx, lx, "amx matmul")?, m, &self.w, b);
-        Ok((CpuStorage::F32(y), Shape::from((m, n))))
-    }
-}
-
-impl CustomOp1 for AmxLinear {
-    fn name(&self) -> &'static str {
-        "amx-matmul"
+    fn dims(&self) -> (usize, usize) {
+        PackedRows::dims(self)
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.forward((s, l), None)
-    }
-}
-
-impl CustomOp2 for AmxLinear {
-    fn name(&self) -> &'static str {
-        "amx-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.forward((s1, l1), Some((s2, l2)))
+    fn product(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        matmul_wt(x, m, self, bias)
     }
 }
 
@@ -528,6 +478,7 @@ mod tiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::DType;
     use candle_core::Device;
 
     /// A deterministic value in [-1, 1).

@@ -342,11 +342,11 @@ impl Decoder {
         let layers = (0..spec.num_layers).map(|l| Layer::load(&loader, &spec, l)).collect::<Result<Vec<_>>>()?;
         let final_norm = loader.norm(&spec.final_norm_name(), spec.hidden_size)?;
         let lm_head = if model.head_is_tied() {
-            embed.clone()
+            loader.finish_tied(Linear::new(embed.clone(), None))?
         } else {
-            loader.matrix(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?
+            loader
+                .finish(Linear::new(loader.matrix(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?, None))?
         };
-        let lm_head = loader.finish(Linear::new(lm_head, None))?;
         let ropes = Ropes::new(model)?;
         Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes })
     }

@@ -44,13 +44,13 @@ fn edited_linear(linear: &Linear, edit: &PlannedEdit, norm_preserve: bool, dtype
         let b = linear.b.as_ref().ok_or_else(|| Error::bad_tensor(&edit.tensor, "the running model has no bias"))?;
         Linear { b: Some(edited_tensor(b, edit, norm_preserve, dtype)?), ..linear.clone() }
     } else {
-        repacked(Linear::new(edited_tensor(&linear.w, edit, norm_preserve, dtype)?, linear.b.clone()), linear)?
+        repacked(Linear::new(edited_tensor(&linear.weight()?, edit, norm_preserve, dtype)?, linear.b.clone()), linear)?
     })
 }
 
-/// `edited` packed for AMX if the linear it replaces was.
+/// `edited` packed as the linear it replaces was (for AMX, or in panels).
 fn repacked(edited: Linear, original: &Linear) -> Result<Linear> {
-    Ok(if original.amx.is_some() { edited.packed()? } else { edited })
+    Ok(if original.is_packed() { edited.packed(original.amx.is_some(), original.panels.is_some())? } else { edited })
 }
 
 /// `t` edited in f32 and returned on its device. A matrix whose values are all exact in bf16 (a

@@ -12,6 +12,8 @@ mod kernels;
 mod layer;
 mod layer_major;
 pub mod memory;
+mod packed;
+pub mod panels;
 mod prefill;
 pub(crate) mod rope;
 mod sampling;

@@ -1,31 +1,60 @@
 //! Loading weights from a memory-mapped checkpoint into candle tensors.
 
 use super::amx;
+use super::packed::{self, PackedWeight};
+use super::panels::Panels;
 use crate::checkpoint::ModelDir;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
-/// `y = x Wᵀ + b` with `W` stored `[out, in]`, and where AMX multiplies it, `W` tile-packed.
+/// `y = x Wᵀ + b` with `W` stored `[out, in]`: row-major in `w`, or packed for a kernel of its
+/// own — tile-packed for AMX (bf16-exact weights, `w` kept in bf16 beside it), or in panels
+/// (f32 weights on AVX-512, in place of `w`).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
+    /// `W` `[out, in]`; an empty `[0, in]` placeholder where [`Linear::panels`] holds it.
     pub w: Tensor,
     pub b: Option<Tensor>,
     /// `w` packed for the AMX products ([`amx::PackedRows`]), when it is exact in bf16 and
     /// [`Linear::packed`] made it.
     pub amx: Option<amx::PackedRows>,
+    /// `W` in panels ([`Panels`]), when it is f32 and [`Linear::packed`] made them.
+    pub panels: Option<Panels>,
 }
 
 impl Linear {
     /// A linear without a packed copy.
     pub fn new(w: Tensor, b: Option<Tensor>) -> Linear {
-        Linear { w, b, amx: None }
+        Linear { w, b, amx: None, panels: None }
     }
 
-    /// This linear with `w` packed for the AMX products when AMX is on and `w`'s values are
-    /// exact in bf16 (else as it is).
-    pub fn packed(mut self) -> candle_core::Result<Linear> {
-        self.amx = amx::PackedRows::pack(&self.w)?;
+    /// This linear with `w` packed for its CPU kernel: for AMX where `amx` asks for it, AMX is
+    /// on and `w`'s values are exact in bf16; else in panels where `panels` asks for them, `w`
+    /// is f32 and the panels are on (the row-major copy is then dropped); else as it is.
+    pub fn packed(mut self, amx: bool, panels: bool) -> candle_core::Result<Linear> {
+        if amx {
+            self.amx = amx::PackedRows::pack(&self.w)?;
+        }
+        if panels && self.amx.is_none() && self.panels.is_none() {
+            if let Some(panels) = Panels::pack(&self.w)? {
+                self.w = Tensor::zeros((0, self.w.dim(1)?), self.w.dtype(), self.w.device())?;
+                self.panels = Some(panels);
+            }
+        }
         Ok(self)
+    }
+
+    /// Whether `w` is packed for a CPU kernel (AMX or panels).
+    pub fn is_packed(&self) -> bool {
+        self.amx.is_some() || self.panels.is_some()
+    }
+
+    /// `W` `[out, in]` row-major (unpacked from the panels if it is there).
+    pub fn weight(&self) -> candle_core::Result<Tensor> {
+        match &self.panels {
+            Some(panels) => panels.unpack(),
+            None => Ok(self.w.clone()),
+        }
     }
 
     /// Apply to `x` `[..., in]`.
@@ -34,9 +63,11 @@ impl Linear {
         let inner = *dims.last().expect("at least one dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x = x.reshape((rows, inner))?;
-        let y = match &self.amx {
-            Some(packed) if amx::applies(&x, self.b.as_ref()) => amx::linear(&x, packed, self.b.as_ref())?,
-            _ => super::small_matmul::linear(&x, &self.w, self.b.as_ref())?,
+        let b = self.b.as_ref();
+        let y = match (&self.amx, &self.panels) {
+            (Some(packed), _) if packed::applies(&x, b) => packed::linear(&x, packed, b)?,
+            (_, Some(panels)) if packed::applies(&x, b) => packed::linear(&x, panels, b)?,
+            _ => super::small_matmul::linear(&x, &self.weight()?, b)?,
         };
         let mut out = dims;
         *out.last_mut().expect("at least one dim") = y.dim(1)?;
@@ -46,7 +77,7 @@ impl Linear {
     /// Stack several linears over the same input into one (`[Σ out, in]`), so that one product
     /// replaces several; a missing bias is zero when another part has one.
     pub fn fuse(parts: &[Linear]) -> candle_core::Result<Linear> {
-        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.w).collect();
+        let weights = parts.iter().map(Linear::weight).collect::<candle_core::Result<Vec<_>>>()?;
         let w = Tensor::cat(&weights, 0)?;
         let b = if parts.iter().any(|p| p.b.is_some()) {
             let biases = parts
@@ -66,10 +97,17 @@ impl Linear {
     /// Apply only the output rows `[from, from + n)` of `W` and `b` to `x`: one part of a fused
     /// linear, as a contiguous output of its own (a row range of `W` is a contiguous view).
     pub fn forward_rows(&self, x: &Tensor, from: usize, n: usize) -> candle_core::Result<Tensor> {
-        let part = Linear {
-            w: self.w.narrow(0, from, n)?,
-            b: self.b.as_ref().map(|b| b.narrow(0, from, n)).transpose()?,
-            amx: self.amx.as_ref().and_then(|p| p.rows(from, n)),
+        let b = self.b.as_ref().map(|b| b.narrow(0, from, n)).transpose()?;
+        let part = match self.panels.as_ref().map(|p| p.rows(from, n)) {
+            Some(Some(panels)) => Linear { w: self.w.clone(), b, amx: None, panels: Some(panels) },
+            // Not at a panel boundary: the rows unpacked (a slow path no model's shapes take).
+            Some(None) => Linear::new(self.weight()?.narrow(0, from, n)?, b),
+            None => Linear {
+                w: self.w.narrow(0, from, n)?,
+                b,
+                amx: self.amx.as_ref().and_then(|p| p.rows(from, n)),
+                panels: None,
+            },
         };
         part.forward(x)
     }
@@ -77,12 +115,18 @@ impl Linear {
     /// The bytes its tensors take in memory.
     pub fn bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        size(&self.w) + self.b.as_ref().map_or(0, size) + self.amx.as_ref().map_or(0, amx::PackedRows::bytes)
+        size(&self.w)
+            + self.b.as_ref().map_or(0, size)
+            + self.amx.as_ref().map_or(0, amx::PackedRows::bytes)
+            + self.panels.as_ref().map_or(0, Panels::bytes)
     }
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.w.dims()[0]
+        match &self.panels {
+            Some(panels) => panels.dims().0,
+            None => self.w.dims()[0],
+        }
     }
 }
 
@@ -184,9 +228,18 @@ impl Loader<'_> {
         amx::enabled() && self.device.is_cpu() && self.dtype == DType::F32 && self.storage != WeightStorage::Checkpoint
     }
 
-    /// A loaded (and fused) linear, packed for AMX where [`Loader::packs`] says.
+    /// A loaded (and fused) linear, packed for its CPU kernel where the products run in f32 on
+    /// the CPU: for AMX where [`Loader::packs`] says, else in panels if its matrix is f32.
     pub fn finish(&self, linear: Linear) -> Result<Linear> {
-        Ok(if self.packs() { linear.packed()? } else { linear })
+        let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
+        Ok(if cpu_f32 { linear.packed(self.packs(), true)? } else { linear })
+    }
+
+    /// [`Loader::finish`] for a head tied to the embedding: packed for AMX only, as the panels
+    /// would be a second f32 copy of the embedding (whose lookup reads its rows).
+    pub fn finish_tied(&self, linear: Linear) -> Result<Linear> {
+        let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
+        Ok(if cpu_f32 { linear.packed(self.packs(), false)? } else { linear })
     }
 
     /// One tensor in its stored dtype on the CPU, with its shape checked. Its pages of the
@@ -230,14 +283,19 @@ mod tests {
     #[test]
     fn a_row_range_of_a_fused_linear_equals_that_part_of_its_output() {
         let device = Device::Cpu;
-        let w = Tensor::randn(0f32, 1.0, (10, 6), &device).unwrap();
-        let b = Tensor::randn(0f32, 1.0, 10, &device).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (70, 6), &device).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 70, &device).unwrap();
         // 3 rows take the few-rows kernel, 300 take gemm: both must honour the view's offset.
+        // In panels (where the CPU has them), a view at a group boundary (32) is a view of the
+        // panels; one elsewhere unpacks its rows.
         for rows in [3, 300] {
             let x = Tensor::randn(0f32, 1.0, (rows, 6), &device).unwrap();
-            for linear in [Linear::new(w.clone(), Some(b.clone())), Linear::new(w.clone(), None)] {
+            let plain = [Linear::new(w.clone(), Some(b.clone())), Linear::new(w.clone(), None)];
+            let in_panels = plain.clone().map(|l| l.packed(false, true).unwrap());
+            assert_eq!(in_panels[0].panels.is_some(), super::super::panels::enabled());
+            for linear in plain.into_iter().chain(in_panels) {
                 let whole = linear.forward(&x).unwrap();
-                for (from, n) in [(0, 4), (4, 6), (3, 5)] {
+                for (from, n) in [(0, 4), (4, 6), (3, 5), (32, 38), (32, 20), (0, 70)] {
                     let part = linear.forward_rows(&x, from, n).unwrap();
                     let expected = whole.narrow(1, from, n).unwrap();
                     let diff = (part - expected).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();

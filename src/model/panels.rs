@@ -1,0 +1,452 @@
+//! `y = x · Wᵀ (+ b)` for an f32 `W` kept in panels of 16 output columns (AVX-512), in place of
+//! its row-major copy.
+//!
+//! Row-major `W` suits dot products along `k`, which for a few rows of `x` (a decode step of a
+//! batch) reload `x` for every 4 rows of `W` and reduce each sum across the vector lanes at the
+//! end: on SmolLM2-135M (f32), 20 rows, a whole step's products ran at 75 GFLOP/s, where
+//! streaming the weights from memory alone allows 190. In panels (`W`'s rows `[16g, 16g + 16)`
+//! stored column by column: value `(16g + r, p)` at `(g · k + p) · 16 + r`, 64-byte aligned),
+//! a vector load is 16 outputs' weights for one `p`; broadcasting `x[i, p]` into it needs no
+//! reduction and each weight is loaded once per 10 rows of `x`. Two panels (32 outputs) × 10
+//! rows of accumulators; `k` in chunks of 128, with the accumulators kept in `y` between chunks,
+//! so that a chunk of two panels (16 KB) stays in L1 while every row block of `x` passes it: the
+//! same kernel serves a capture batch of 800 rows at gemm's rate. Each output is a sum over `p`
+//! in order, so a row's result does not depend on the other rows of its batch.
+//!
+//! x86-64 with AVX-512F only ([`enabled`]; `SCALPEL_PANELS=0` turns it off); the loader keeps
+//! row-major weights elsewhere.
+
+use super::packed::PackedWeight;
+use super::small_matmul::Columns;
+use candle_core::{CpuStorage, DType, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, OnceLock};
+
+/// Environment variable that turns the panel products off (`0`, `off`, `false`, `no`).
+pub const PANELS_ENV: &str = "SCALPEL_PANELS";
+
+/// Output columns per panel (one AVX-512 vector of f32).
+const WIDTH: usize = 16;
+/// Panels per group (accumulator columns), stored interleaved: one stream of weights per group.
+const NR: usize = 2;
+/// Output columns per group.
+const GROUP: usize = NR * WIDTH;
+/// Rows of `x` per kernel call (accumulator rows): 10 × 2 accumulators, 2 weight vectors.
+const MR: usize = 10;
+/// `k` per chunk: two panels' chunk is 16 KB.
+const KC: usize = 128;
+/// The most steps along `k` per chunk: two panels' chunk (32 KB) and a row block's stay in L1.
+const MAX_KC: usize = 256;
+/// The most bytes of `x` per chunk of `k` beyond `KC` steps (half a core's L2).
+const X_CHUNK_BYTES: usize = 1 << 20;
+/// Steps along `k` between a weight block's prefetch and its use.
+const AHEAD: usize = 24;
+
+/// Whether f32 weights are packed in panels: the CPU has AVX-512F and [`PANELS_ENV`] does not
+/// turn it off. Asked once.
+pub fn enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        let off = std::env::var(PANELS_ENV)
+            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
+        !off && available()
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn available() -> bool {
+    false
+}
+
+/// 16 f32 values, 64-byte aligned: one row `p` of one panel.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Block([f32; WIDTH]);
+
+/// An f32 matrix `[n, k]` in panels, zero past row `n`.
+struct Packed {
+    k: usize,
+    blocks: Vec<Block>,
+}
+
+/// Rows `[16 · first, 16 · first + n)` of a panel-packed matrix: a whole matrix or one part of a
+/// fused one, sharing its storage.
+#[derive(Clone)]
+pub struct Panels {
+    packed: Arc<Packed>,
+    first: usize,
+    n: usize,
+}
+
+impl std::fmt::Debug for Panels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Panels({} × {} from panel {})", self.n, self.packed.k, self.first)
+    }
+}
+
+impl Panels {
+    /// `w` (`[n, k]` f32 on the CPU) in panels; `None` when the panels are off or `w` is
+    /// anything else.
+    pub fn pack(w: &Tensor) -> candle_core::Result<Option<Panels>> {
+        if !enabled() || !w.device().is_cpu() || w.dtype() != DType::F32 || w.rank() != 2 {
+            return Ok(None);
+        }
+        let (n, k) = w.dims2()?;
+        let w = w.contiguous()?;
+        let (storage, layout) = w.storage_and_layout();
+        let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        else {
+            return Ok(None);
+        };
+        let v = &v[start..end];
+        let mut blocks = vec![Block([0.0; WIDTH]); n.div_ceil(GROUP) * NR * k];
+        if k > 0 {
+            blocks.par_chunks_mut(NR * k).zip(v.par_chunks(GROUP * k)).for_each(|(group, rows)| {
+                for (r, row) in rows.chunks(k).enumerate() {
+                    for (p, &value) in row.iter().enumerate() {
+                        group[p * NR + r / WIDTH].0[r % WIDTH] = value;
+                    }
+                }
+            });
+        }
+        Ok(Some(Panels { packed: Arc::new(Packed { k, blocks }), first: 0, n }))
+    }
+
+    /// Rows `[from, from + n)`, sharing the storage; `None` unless `from` is a multiple of 32
+    /// (a group of panels) and the rows are inside.
+    pub fn rows(&self, from: usize, n: usize) -> Option<Panels> {
+        (from.is_multiple_of(GROUP) && from + n <= self.n).then(|| Panels {
+            packed: self.packed.clone(),
+            first: self.first + from / GROUP,
+            n,
+        })
+    }
+
+    /// The matrix back in rows, `[n, k]` (for edits).
+    pub fn unpack(&self) -> candle_core::Result<Tensor> {
+        let k = self.packed.k;
+        let mut values = vec![0f32; self.n * k];
+        if k > 0 {
+            let groups = &self.packed.blocks[self.first * NR * k..];
+            values.par_chunks_mut(GROUP * k).zip(groups.par_chunks(NR * k)).for_each(|(rows, group)| {
+                for (r, row) in rows.chunks_mut(k).enumerate() {
+                    for (p, value) in row.iter_mut().enumerate() {
+                        *value = group[p * NR + r / WIDTH].0[r % WIDTH];
+                    }
+                }
+            });
+        }
+        Tensor::from_vec(values, (self.n, k), &candle_core::Device::Cpu)
+    }
+
+    /// The bytes the panels take (the whole matrix, for any view of it).
+    pub fn bytes(&self) -> usize {
+        self.packed.blocks.len() * size_of::<Block>()
+    }
+}
+
+/// `x · Wᵀ + b` for a CPU f32 `x` `[m, k]` and `w` in panels `[n, k]`, `b` `[n]` f32.
+pub fn linear(x: &Tensor, w: &Panels, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    super::packed::linear(x, w, b)
+}
+
+impl PackedWeight for Panels {
+    const NAME: &'static str = "panel-matmul";
+
+    fn dims(&self) -> (usize, usize) {
+        (self.n, self.packed.k)
+    }
+
+    fn product(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        matmul_wt(x, m, self, bias)
+    }
+}
+
+/// `x · Wᵀ + b`, `x` `[m, k]` row-major, as `[m, n]`. [`enabled`] must be true.
+fn matmul_wt(x: &[f32], m: usize, w: &Panels, bias: Option<&[f32]>) -> Vec<f32> {
+    let (n, k) = (w.n, w.packed.k);
+    if m == 0 || n == 0 || k == 0 {
+        return match bias {
+            Some(b) => b.repeat(m),
+            None => vec![0f32; m * n],
+        };
+    }
+    // `x` in blocks of `MR` rows, each row block stored column by column, so that a step along
+    // `k` broadcasts from one cache line (rows past `m` are zero).
+    // Every value is written (a reused buffer needs no clearing).
+    let mut xp = PACKED_X.take();
+    xp.resize(m.div_ceil(MR) * k * MR, 0.0);
+    xp.truncate(m.div_ceil(MR) * k * MR);
+    xp.par_chunks_mut(k * MR).zip(x.par_chunks(MR * k)).for_each(|(block, rows)| {
+        let real = rows.len() / k;
+        if real < MR {
+            block.chunks_mut(MR).for_each(|step| step[real..].fill(0.0));
+        }
+        for (i, row) in rows.chunks(k).enumerate() {
+            for (p, &v) in row.iter().enumerate() {
+                block[p * MR + i] = v;
+            }
+        }
+    });
+    // Steps along `k` per chunk: at least `KC`, more while that chunk of `x` stays in L2, so
+    // that the output (read and written once per chunk) is not the traffic that binds.
+    let chunk = (X_CHUNK_BYTES / (size_of::<f32>() * m)).clamp(KC, MAX_KC);
+    let groups = n.div_ceil(GROUP);
+    // Contiguous ranges of groups, a few per thread (each streams its weights once).
+    let tasks = (4 * rayon::current_num_threads()).min(groups);
+    let per_task = groups.div_ceil(tasks);
+    // Written in full by the first chunk of each group (the accumulators' start is the bias or
+    // zero), so it is not cleared first: a product of 800 rows spent 5 % of its time on that.
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    let out = Columns(y.as_mut_ptr());
+    let blocks = &w.packed.blocks[w.first * NR * k..];
+    (0..groups.div_ceil(per_task)).into_par_iter().for_each(|task| {
+        for g in task * per_task..((task + 1) * per_task).min(groups) {
+            let cols = (n - g * GROUP).min(GROUP);
+            for k0 in (0..k).step_by(chunk) {
+                let kc = (k - k0).min(chunk);
+                let start = if k0 > 0 {
+                    Start::Output
+                } else {
+                    bias.map_or(Start::Zero, |b| Start::Bias(b[g * GROUP..].as_ptr()))
+                };
+                let mut i0 = 0;
+                while i0 < m {
+                    let mr = (m - i0).min(MR);
+                    let call = Call {
+                        x: xp[(i0 / MR * k + k0) * MR..].as_ptr(),
+                        w: blocks[(g * k + k0) * NR..].as_ptr(),
+                        kc,
+                        y: out.at(i0 * n + g * GROUP),
+                        n,
+                        cols,
+                        start,
+                        fetch: i0 == 0,
+                    };
+                    // SAFETY: `enabled` checked AVX-512F; `call` lies inside `x`, the panels and
+                    // `y` (rows `i0..i0 + mr`, columns `g·32..g·32 + cols`, this task's alone).
+                    unsafe { kernel::dispatch(mr, &call) };
+                    i0 += mr;
+                }
+            }
+        }
+    });
+    if xp.len() * size_of::<f32>() <= MAX_REUSED_X_BYTES {
+        PACKED_X.set(xp);
+    }
+    // SAFETY: the tasks wrote all `m · n` values (rows `0..m` of every group's columns).
+    unsafe { y.set_len(m * n) };
+    y
+}
+
+/// Largest packed `x` (bytes) kept in a thread's reusable buffer between products.
+const MAX_REUSED_X_BYTES: usize = 64 << 20;
+
+thread_local! {
+    /// The buffer `x` is packed into, reused so that each product does not map (and page-fault
+    /// in) a fresh one.
+    static PACKED_X: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// What the accumulators start from.
+#[derive(Clone, Copy)]
+enum Start {
+    Zero,
+    /// The bias at the call's first column.
+    Bias(*const f32),
+    /// The output so far (a later chunk of `k`).
+    Output,
+}
+
+/// One kernel call: a row block of packed `x` from `x` (`MR` values per step along `k`), `kc`
+/// steps, a group's panels from `w` (interleaved), output at `y` (row stride `n`), `cols` ≤
+/// `GROUP` columns.
+struct Call {
+    x: *const f32,
+    w: *const Block,
+    kc: usize,
+    y: *mut f32,
+    n: usize,
+    cols: usize,
+    start: Start,
+    /// Whether to ask for the weights `AHEAD` steps ahead (the first row block of a chunk).
+    fetch: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use super::{Call, Start, AHEAD, MR, NR, WIDTH};
+    use std::arch::x86_64::*;
+
+    /// Run `call` for `mr` ≤ 10 rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, and `call`'s pointers cover what it reads and writes.
+    pub(super) unsafe fn dispatch(mr: usize, call: &Call) {
+        debug_assert!(mr <= MR);
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match mr {
+                14 => tile::<14>(call),
+                13 => tile::<13>(call),
+                12 => tile::<12>(call),
+                11 => tile::<11>(call),
+                10 => tile::<10>(call),
+                9 => tile::<9>(call),
+                8 => tile::<8>(call),
+                7 => tile::<7>(call),
+                6 => tile::<6>(call),
+                5 => tile::<5>(call),
+                4 => tile::<4>(call),
+                3 => tile::<3>(call),
+                2 => tile::<2>(call),
+                1 => tile::<1>(call),
+                _ => unreachable!("at most 14 rows per block"),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize>(call: &Call) {
+        // Lanes of each panel that are real columns.
+        let masks: [__mmask16; NR] = std::array::from_fn(|j| {
+            let lanes = call.cols.saturating_sub(j * WIDTH).min(WIDTH);
+            ((1u32 << lanes) - 1) as __mmask16
+        });
+        let (x, n, y) = (call.x, call.n, call.y);
+        let mut acc = [[_mm512_setzero_ps(); NR]; R];
+        // SAFETY (all blocks): the caller's pointers cover rows `0..R` of `x` and `y` and the
+        // group's `kc` rows of blocks; masked lanes are not touched.
+        unsafe {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (j, a) in row.iter_mut().enumerate() {
+                    *a = match call.start {
+                        Start::Zero => _mm512_setzero_ps(),
+                        Start::Bias(b) => _mm512_maskz_loadu_ps(masks[j], b.add(j * WIDTH)),
+                        Start::Output => _mm512_maskz_loadu_ps(masks[j], y.add(i * n + j * WIDTH)),
+                    };
+                }
+            }
+            let mut w = call.w;
+            for p in 0..call.kc {
+                if call.fetch {
+                    // Past the chunk's end the address is only prefetched, never read.
+                    let ahead = w.wrapping_add(AHEAD * NR).cast::<i8>();
+                    _mm_prefetch::<_MM_HINT_T0>(ahead);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+                }
+                let wv: [__m512; NR] = std::array::from_fn(|j| _mm512_load_ps((*w.add(j)).0.as_ptr()));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(*x.add(p * MR + i));
+                    for (a, &wv) in row.iter_mut().zip(&wv) {
+                        *a = _mm512_fmadd_ps(b, wv, *a);
+                    }
+                }
+                w = w.add(NR);
+            }
+            for (i, row) in acc.iter().enumerate() {
+                for (j, &a) in row.iter().enumerate() {
+                    _mm512_mask_storeu_ps(y.add(i * n + j * WIDTH), masks[j], a);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod kernel {
+    use super::Call;
+
+    /// Never called: [`super::enabled`] is false off x86-64.
+    pub(super) unsafe fn dispatch(_: usize, _: &Call) {
+        unreachable!("panels are x86-64 only")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::packed;
+    use candle_core::Device;
+
+    /// `x · Wᵀ + b` in f64.
+    fn reference(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut y = vec![0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..k).map(|p| f64::from(x[i * k + p]) * f64::from(w[j * k + p])).sum();
+                y[i * n + j] = dot + b.map_or(0.0, |b| f64::from(b[j]));
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn panel_products_match_f64_with_tails_views_and_bias() {
+        if !enabled() {
+            eprintln!("skipped: no AVX-512F");
+            return;
+        }
+        let device = Device::Cpu;
+        // Tails in every dimension: m past 10-row blocks, n past 16/32 columns, k past 128.
+        for (m, k, n) in [(1, 5, 3), (13, 300, 47), (21, 128, 64), (3, 257, 16)] {
+            let w = Tensor::randn(0f32, 1.0, (n, k), &device).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &device).unwrap();
+            let b = Tensor::randn(0f32, 1.0, n, &device).unwrap();
+            let (wv, xv, bv) = (
+                w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                b.to_vec1::<f32>().unwrap(),
+            );
+            let panels = Panels::pack(&w).unwrap().expect("f32 packs");
+            assert_eq!(panels.unpack().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), wv, "round trip");
+            for bias in [None, Some(&b)] {
+                let y = packed::linear(&x, &panels, bias).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let want = reference(&xv, &wv, bias.map(|_| bv.as_slice()), m, k, n);
+                for (i, (&got, &want)) in y.iter().zip(&want).enumerate() {
+                    assert!(
+                        (f64::from(got) - want).abs() < 1e-4 * (1.0 + want.abs()),
+                        "{m}x{k}x{n} [{i}]: {got} vs {want}"
+                    );
+                }
+            }
+            // A view at a group boundary equals that part of the whole product.
+            if n > GROUP {
+                let part = panels.rows(GROUP, n - GROUP).unwrap();
+                let whole = packed::linear(&x, &panels, Some(&b)).unwrap();
+                let got = packed::linear(&x, &part, Some(&b.narrow(0, GROUP, n - GROUP).unwrap())).unwrap();
+                assert_eq!(
+                    got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    whole.narrow(1, GROUP, n - GROUP).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                );
+                assert!(panels.rows(WIDTH, 4).is_none(), "views start at group boundaries");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_does_not_depend_on_its_batch() {
+        if !enabled() {
+            return;
+        }
+        let device = Device::Cpu;
+        let (k, n) = (300, 70);
+        let w = Panels::pack(&Tensor::randn(0f32, 1.0, (n, k), &device).unwrap()).unwrap().unwrap();
+        let x = Tensor::randn(0f32, 1.0, (23, k), &device).unwrap();
+        let all = packed::linear(&x, &w, None).unwrap();
+        for r in [0, 9, 10, 22] {
+            let one = packed::linear(&x.narrow(0, r, 1).unwrap(), &w, None).unwrap();
+            assert_eq!(
+                one.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                all.narrow(0, r, 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                "row {r}"
+            );
+        }
+    }
+}
