@@ -1,9 +1,10 @@
 //! `x · Wᵀ` for few rows of `x`: scalpel's small-matmul kernel against candle's matmul (gemm),
-//! on the linear shapes of Qwen2.5-Coder-0.5B (fused qkv, o_proj, fused gate/up, down, LM head),
-//! for several row counts, f32, the best of REPEATS runs each (and, where AMX is on, the AMX
-//! product of the weights rounded to bf16: `scalpel::model::amx`); then a whole decode step's
-//! products (24 layers' distinct weights and the LM head, about 2 GB, so they stream from memory
-//! as in generation).
+//! on the linear shapes of Qwen2.5-Coder-0.5B (fused qkv, o_proj, fused gate/up, down, LM head;
+//! `SHAPES=smollm2` for SmolLM2-135M's), for several row counts, f32, the best of REPEATS runs
+//! each (and, where the CPU has them, the panel product of the same weights,
+//! `scalpel::model::panels`, and the AMX product of the weights rounded to bf16,
+//! `scalpel::model::amx`); then a whole decode step's products (every layer's distinct weights
+//! and the LM head, 0.5–2 GB, so they stream from memory as in generation).
 //!
 //! `cargo run --release --example bench_small_matmul -- [ROWS,ROWS,..] [REPEATS]`
 
@@ -75,24 +76,26 @@ fn main() -> anyhow::Result<()> {
             let candle = best(repeats, || {
                 std::hint::black_box(x.matmul(&wt).unwrap());
             });
-            let amx = match &packed {
-                Some(p) => {
-                    let t = best(repeats, || {
-                        std::hint::black_box(amx::linear(&x, p, None).unwrap());
-                    });
-                    format!("  amx {:8.2} ms ({:5.1})", t * 1e3, flop / t)
+            // An optional column: `label`, time and rate of `product` where it applies.
+            let column = |label: &str, product: Option<Box<dyn Fn() + '_>>| match product {
+                Some(f) => {
+                    let t = best(repeats, f);
+                    format!("  {label} {:8.2} ms ({:5.1})", t * 1e3, flop / t)
                 }
                 None => String::new(),
             };
-            let in_panels = match &in_panels {
-                Some(p) => {
-                    let t = best(repeats, || {
-                        std::hint::black_box(panels::linear(&x, p, None).unwrap());
-                    });
-                    format!("  panels {:8.2} ms ({:5.1})", t * 1e3, flop / t)
-                }
-                None => String::new(),
-            };
+            let amx = column(
+                "amx",
+                packed.as_ref().map(|p| -> Box<dyn Fn()> {
+                    Box::new(|| drop(std::hint::black_box(amx::linear(&x, p, None).unwrap())))
+                }),
+            );
+            let in_panels = column(
+                "panels",
+                in_panels.as_ref().map(|p| -> Box<dyn Fn()> {
+                    Box::new(|| drop(std::hint::black_box(panels::linear(&x, p, None).unwrap())))
+                }),
+            );
             println!(
                 "{name:8} k {k:5} n {n:6} m {m:3}: small {:8.2} ms ({:5.1})  candle {:8.2} ms ({:5.1})  {:.2}x{in_panels}{amx}",
                 ours * 1e3,
