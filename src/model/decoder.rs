@@ -344,8 +344,10 @@ impl Decoder {
         let lm_head = if model.head_is_tied() {
             loader.finish_tied(Linear::new(embed.clone(), None))?
         } else {
-            loader
-                .finish(Linear::new(loader.matrix(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?, None))?
+            loader.finish(Linear::new(
+                loader.linear_matrix(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?,
+                None,
+            ))?
         };
         let ropes = Ropes::new(model)?;
         Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes })

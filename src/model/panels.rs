@@ -18,7 +18,7 @@
 
 use super::packed::PackedWeight;
 use super::small_matmul::Columns;
-use candle_core::{CpuStorage, DType, Tensor};
+use candle_core::{CpuStorage, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, OnceLock};
 
@@ -74,6 +74,23 @@ struct Packed {
     blocks: Vec<Block>,
 }
 
+impl Packed {
+    /// The row-major `[n, k]` `values` in panels, widened to f32.
+    fn new<T: Copy + Into<f32> + Sync>(n: usize, k: usize, values: &[T]) -> Packed {
+        let mut blocks = vec![Block([0.0; WIDTH]); n.div_ceil(GROUP) * NR * k];
+        if k > 0 {
+            blocks.par_chunks_mut(NR * k).zip(values.par_chunks(GROUP * k)).for_each(|(group, rows)| {
+                for (r, row) in rows.chunks(k).enumerate() {
+                    for (p, &value) in row.iter().enumerate() {
+                        group[p * NR + r / WIDTH].0[r % WIDTH] = value.into();
+                    }
+                }
+            });
+        }
+        Packed { k, blocks }
+    }
+}
+
 /// Rows `[16 · first, 16 · first + n)` of a panel-packed matrix: a whole matrix or one part of a
 /// fused one, sharing its storage.
 #[derive(Clone)]
@@ -90,32 +107,26 @@ impl std::fmt::Debug for Panels {
 }
 
 impl Panels {
-    /// `w` (`[n, k]` f32 on the CPU) in panels; `None` when the panels are off or `w` is
-    /// anything else.
+    /// `w` (`[n, k]` on the CPU: f32, or bf16/f16 widened exactly while packing, so that a
+    /// 16-bit checkpoint's matrix needs no f32 row-major copy first) in panels; `None` when the
+    /// panels are off or `w` is anything else.
     pub fn pack(w: &Tensor) -> candle_core::Result<Option<Panels>> {
-        if !enabled() || !w.device().is_cpu() || w.dtype() != DType::F32 || w.rank() != 2 {
+        if !enabled() || !w.device().is_cpu() || w.rank() != 2 {
             return Ok(None);
         }
         let (n, k) = w.dims2()?;
         let w = w.contiguous()?;
         let (storage, layout) = w.storage_and_layout();
-        let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        else {
+        let (candle_core::Storage::Cpu(storage), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
             return Ok(None);
         };
-        let v = &v[start..end];
-        let mut blocks = vec![Block([0.0; WIDTH]); n.div_ceil(GROUP) * NR * k];
-        if k > 0 {
-            blocks.par_chunks_mut(NR * k).zip(v.par_chunks(GROUP * k)).for_each(|(group, rows)| {
-                for (r, row) in rows.chunks(k).enumerate() {
-                    for (p, &value) in row.iter().enumerate() {
-                        group[p * NR + r / WIDTH].0[r % WIDTH] = value;
-                    }
-                }
-            });
-        }
-        Ok(Some(Panels { packed: Arc::new(Packed { k, blocks }), first: 0, n }))
+        let packed = match storage {
+            CpuStorage::F32(v) => Packed::new(n, k, &v[start..end]),
+            CpuStorage::BF16(v) => Packed::new(n, k, &v[start..end]),
+            CpuStorage::F16(v) => Packed::new(n, k, &v[start..end]),
+            _ => return Ok(None),
+        };
+        Ok(Some(Panels { packed: Arc::new(packed), first: 0, n }))
     }
 
     /// Rows `[from, from + n)`, sharing the storage; `None` unless `from` is a multiple of 32
@@ -373,7 +384,7 @@ mod kernel {
 mod tests {
     use super::*;
     use crate::model::packed;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     /// `x · Wᵀ + b` in f64.
     fn reference(x: &[f32], w: &[f32], b: Option<&[f32]>, m: usize, k: usize, n: usize) -> Vec<f64> {
@@ -427,6 +438,20 @@ mod tests {
                 );
                 assert!(panels.rows(WIDTH, 4).is_none(), "views start at group boundaries");
             }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_matrices_pack_as_their_widened_values() {
+        if !enabled() {
+            return;
+        }
+        let w = Tensor::randn(0f32, 1.0, (37, 20), &Device::Cpu).unwrap();
+        for dtype in [DType::BF16, DType::F16] {
+            let narrow = w.to_dtype(dtype).unwrap();
+            let widened = narrow.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let packed = Panels::pack(&narrow).unwrap().expect("16-bit packs");
+            assert_eq!(packed.unpack().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), widened, "{dtype:?}");
         }
     }
 

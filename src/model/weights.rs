@@ -2,7 +2,7 @@
 
 use super::amx;
 use super::packed::{self, PackedWeight};
-use super::panels::Panels;
+use super::panels::{self, Panels};
 use crate::checkpoint::ModelDir;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -221,6 +221,30 @@ impl Loader<'_> {
         Ok(t.to_dtype(dtype)?.to_device(self.device)?)
     }
 
+    /// A linear's matrix: as [`Loader::matrix`], except that a 16-bit matrix that
+    /// [`Loader::finish`] will put in panels stays 16-bit until then (packing widens it, so an
+    /// f32 row-major copy never exists beside the panels: an LM head's took 0.3 GiB more peak).
+    pub fn linear_matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.stored(name, shape)?;
+        let sixteen = matches!(t.dtype(), DType::BF16 | DType::F16);
+        let dtype = if (self.packs() && t.dtype() == DType::BF16) || (self.panels() && sixteen) {
+            t.dtype()
+        } else {
+            self.storage.matrix_dtype(t.dtype(), self.dtype, self.device)
+        };
+        Ok(t.to_dtype(dtype)?.to_device(self.device)?)
+    }
+
+    /// Whether the linears this loader makes are packed in panels whatever their stored dtype:
+    /// the panels are on, the products run in f32 on the CPU, and the storage is not
+    /// [`WeightStorage::Checkpoint`] (whose 16-bit matrices stay 16-bit; f32 ones are packed).
+    fn panels(&self) -> bool {
+        panels::enabled()
+            && self.device.is_cpu()
+            && self.dtype == DType::F32
+            && self.storage != WeightStorage::Checkpoint
+    }
+
     /// Whether the linears this loader makes are packed for AMX: AMX is on, the products run in
     /// f32 on the CPU, and the storage is not [`WeightStorage::Checkpoint`] (chosen, or forced
     /// by the memory budget, for half the memory: the packed copy would take it back).
@@ -229,10 +253,12 @@ impl Loader<'_> {
     }
 
     /// A loaded (and fused) linear, packed for its CPU kernel where the products run in f32 on
-    /// the CPU: for AMX where [`Loader::packs`] says, else in panels if its matrix is f32.
+    /// the CPU: for AMX where [`Loader::packs`] says, else in panels if its matrix is f32 or
+    /// [`Loader::panels`] says.
     pub fn finish(&self, linear: Linear) -> Result<Linear> {
         let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
-        Ok(if cpu_f32 { linear.packed(self.packs(), true)? } else { linear })
+        let panels = self.panels() || linear.w.dtype() == DType::F32;
+        Ok(if cpu_f32 { linear.packed(self.packs(), panels)? } else { linear })
     }
 
     /// [`Loader::finish`] for a head tied to the embedding: packed for AMX only, as the panels
@@ -264,7 +290,7 @@ impl Loader<'_> {
 
     /// A linear layer `[out, in]` with an optional bias.
     pub fn linear(&self, weight: &str, bias: Option<&String>, out: usize, inp: usize) -> Result<Linear> {
-        Ok(Linear::new(self.matrix(weight, &[out, inp])?, bias.map(|b| self.tensor(b, &[out])).transpose()?))
+        Ok(Linear::new(self.linear_matrix(weight, &[out, inp])?, bias.map(|b| self.tensor(b, &[out])).transpose()?))
     }
 
     /// A norm's scale `γ` (stored weight plus the family's offset, added in f32), in the compute
