@@ -5,13 +5,15 @@
 //! batch) reload `x` for every 4 rows of `W` and reduce each sum across the vector lanes at the
 //! end: on SmolLM2-135M (f32), 20 rows, a whole step's products ran at 75 GFLOP/s, where
 //! streaming the weights from memory alone allows 190. In panels (`W`'s rows `[16g, 16g + 16)`
-//! stored column by column: value `(16g + r, p)` at `(g · k + p) · 16 + r`, 64-byte aligned),
-//! a vector load is 16 outputs' weights for one `p`; broadcasting `x[i, p]` into it needs no
-//! reduction and each weight is loaded once per 10 rows of `x`. Two panels (32 outputs) × 10
-//! rows of accumulators; `k` in chunks of 128, with the accumulators kept in `y` between chunks,
-//! so that a chunk of two panels (16 KB) stays in L1 while every row block of `x` passes it: the
-//! same kernel serves a capture batch of 800 rows at gemm's rate. Each output is a sum over `p`
-//! in order, so a row's result does not depend on the other rows of its batch.
+//! stored column by column, two panels interleaved per group of 32 outputs: value `(32q + r, p)`
+//! in block `(q · k + p) · 2 + r / 16`, lane `r % 16`, 64-byte aligned), a vector load is 16
+//! outputs' weights for one `p`; broadcasting `x[i, p]` into it needs no reduction and each
+//! weight is loaded once per 10 rows of `x`. 10 rows × 2 panels of accumulators; `x` packed per
+//! 10-row block (one cache line per step); `k` in chunks of 128–256 steps, with the
+//! accumulators kept in `y` between chunks, so that a group's chunk stays in L1 while every row
+//! block of `x` passes it: the same kernel serves a capture batch of 800 rows at about gemm's
+//! rate. Each output is a sum over `p` in order, whatever the chunking, so a row's result does
+//! not depend on the other rows of its batch. A 16-bit matrix is widened while it is packed.
 //!
 //! x86-64 with AVX-512F only ([`enabled`]; `SCALPEL_PANELS=0` turns it off); the loader keeps
 //! row-major weights elsewhere.
