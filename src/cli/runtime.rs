@@ -28,7 +28,8 @@ pub struct RunArgs {
     /// widen them at load (`compute`; on a CPU with AMX a bf16 checkpoint's are kept bf16 and
     /// tile-packed instead, for f32-accurate AMX products, the same memory), or choose
     /// `compute` when its weights and half again fit the available memory, else `checkpoint`
-    /// (`auto`). Default: $SCALPEL_WEIGHTS_DTYPE, else `auto`. SCALPEL_AMX=0 turns AMX off.
+    /// (`auto`). Default: $SCALPEL_WEIGHTS_DTYPE, else `auto`. SCALPEL_AMX=0 turns AMX off;
+    /// SCALPEL_PANELS=0 keeps f32 matrices in rows instead of AVX-512 panels.
     #[arg(long, value_name = "auto|checkpoint|compute")]
     pub weights_dtype: Option<String>,
     /// System prompt for the chat template.

@@ -33,11 +33,7 @@ pub const AMX_ENV: &str = "SCALPEL_AMX";
 /// operating system granted the tile state, and [`AMX_ENV`] does not turn it off. Asked once.
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let off = std::env::var(AMX_ENV)
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
-        !off && tiles::request()
-    })
+    *ENABLED.get_or_init(|| !super::packed::turned_off(AMX_ENV) && tiles::request())
 }
 
 /// Configure the calling thread's tiles as the products here use them (all eight 16 rows × 64

@@ -50,7 +50,7 @@ fn edited_linear(linear: &Linear, edit: &PlannedEdit, norm_preserve: bool, dtype
 
 /// `edited` packed as the linear it replaces was (for AMX, or in panels).
 fn repacked(edited: Linear, original: &Linear) -> Result<Linear> {
-    Ok(if original.is_packed() { edited.packed(original.amx.is_some(), original.panels.is_some())? } else { edited })
+    Ok(edited.packed(original.amx.is_some(), original.panels.is_some())?)
 }
 
 /// `t` edited in f32 and returned on its device. A matrix whose values are all exact in bf16 (a

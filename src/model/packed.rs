@@ -4,6 +4,11 @@
 use super::kernels::f32_slice;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
 
+/// Whether the environment variable `var` turns a packed kernel off (`0`, `off`, `false`, `no`).
+pub(crate) fn turned_off(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"))
+}
+
 /// A weight `[n, k]` packed for a kernel of its own.
 pub(crate) trait PackedWeight: Clone + Send + Sync + 'static {
     /// The op's name in candle's errors.

@@ -48,11 +48,7 @@ const AHEAD: usize = 24;
 /// turn it off. Asked once.
 pub fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| {
-        let off = std::env::var(PANELS_ENV)
-            .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"));
-        !off && available()
-    })
+    *ENABLED.get_or_init(|| !super::packed::turned_off(PANELS_ENV) && available())
 }
 
 #[cfg(target_arch = "x86_64")]

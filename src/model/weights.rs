@@ -44,11 +44,6 @@ impl Linear {
         Ok(self)
     }
 
-    /// Whether `w` is packed for a CPU kernel (AMX or panels).
-    pub fn is_packed(&self) -> bool {
-        self.amx.is_some() || self.panels.is_some()
-    }
-
     /// `W` `[out, in]` row-major (unpacked from the panels if it is there).
     pub fn weight(&self) -> candle_core::Result<Tensor> {
         match &self.panels {
@@ -208,64 +203,70 @@ impl Loader<'_> {
         Ok(self.stored(name, shape)?.to_dtype(self.dtype)?.to_device(self.device)?)
     }
 
-    /// A matrix (a linear's weight, the embedding, the head): in the checkpoint's 16-bit dtype
-    /// or the compute dtype, as [`WeightStorage::matrix_dtype`] says; a bf16 matrix that
-    /// [`Loader::finish`] will pack for AMX stays bf16 (its f32 copy would go unused).
+    /// A matrix (the embedding, a tied head): in the checkpoint's 16-bit dtype or the compute
+    /// dtype, as [`WeightStorage::matrix_dtype`] says; a bf16 matrix stays bf16 where AMX is on
+    /// (a tied head's packed copy is made from it; its f32 copy would go unused).
     pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.stored(name, shape)?;
-        let dtype = if self.packs() && t.dtype() == DType::BF16 {
-            DType::BF16
-        } else {
-            self.storage.matrix_dtype(t.dtype(), self.dtype, self.device)
-        };
-        Ok(t.to_dtype(dtype)?.to_device(self.device)?)
+        self.matrix_kept(name, shape, |dtype| self.packs() && dtype == DType::BF16)
     }
 
     /// A linear's matrix: as [`Loader::matrix`], except that a 16-bit matrix that
     /// [`Loader::finish`] will put in panels stays 16-bit until then (packing widens it, so an
     /// f32 row-major copy never exists beside the panels: an LM head's took 0.3 GiB more peak).
     pub fn linear_matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.matrix_kept(name, shape, |dtype| {
+            (self.packs() && dtype == DType::BF16) || (self.panels() && matches!(dtype, DType::BF16 | DType::F16))
+        })
+    }
+
+    /// A matrix in its stored dtype where `kept(stored dtype)`, else as
+    /// [`WeightStorage::matrix_dtype`] says.
+    fn matrix_kept(&self, name: &str, shape: &[usize], kept: impl Fn(DType) -> bool) -> Result<Tensor> {
         let t = self.stored(name, shape)?;
-        let sixteen = matches!(t.dtype(), DType::BF16 | DType::F16);
-        let dtype = if (self.packs() && t.dtype() == DType::BF16) || (self.panels() && sixteen) {
-            t.dtype()
-        } else {
-            self.storage.matrix_dtype(t.dtype(), self.dtype, self.device)
-        };
+        let dtype =
+            if kept(t.dtype()) { t.dtype() } else { self.storage.matrix_dtype(t.dtype(), self.dtype, self.device) };
         Ok(t.to_dtype(dtype)?.to_device(self.device)?)
     }
 
-    /// Whether the linears this loader makes are packed in panels whatever their stored dtype:
-    /// the panels are on, the products run in f32 on the CPU, and the storage is not
-    /// [`WeightStorage::Checkpoint`] (whose 16-bit matrices stay 16-bit; f32 ones are packed).
-    fn panels(&self) -> bool {
-        panels::enabled()
-            && self.device.is_cpu()
-            && self.dtype == DType::F32
-            && self.storage != WeightStorage::Checkpoint
+    /// Whether the products run in f32 on the CPU, where the linears are packed for a kernel.
+    fn cpu_f32(&self) -> bool {
+        self.device.is_cpu() && self.dtype == DType::F32
     }
 
-    /// Whether the linears this loader makes are packed for AMX: AMX is on, the products run in
-    /// f32 on the CPU, and the storage is not [`WeightStorage::Checkpoint`] (chosen, or forced
-    /// by the memory budget, for half the memory: the packed copy would take it back).
+    /// Whether this loader's linears are packed whatever their stored dtype (for AMX where
+    /// exact in bf16, in panels otherwise): the products run in f32 on the CPU and the storage
+    /// is not [`WeightStorage::Checkpoint`] (chosen, or forced by the memory budget, for half
+    /// the memory: a packed f32-sized copy would take it back; its f32 matrices are packed).
+    fn packs_any(&self) -> bool {
+        self.cpu_f32() && self.storage != WeightStorage::Checkpoint
+    }
+
+    /// Whether the linears this loader makes are packed in panels whatever their stored dtype.
+    fn panels(&self) -> bool {
+        panels::enabled() && self.packs_any()
+    }
+
+    /// Whether the linears this loader makes are packed for AMX.
     fn packs(&self) -> bool {
-        amx::enabled() && self.device.is_cpu() && self.dtype == DType::F32 && self.storage != WeightStorage::Checkpoint
+        amx::enabled() && self.packs_any()
     }
 
     /// A loaded (and fused) linear, packed for its CPU kernel where the products run in f32 on
     /// the CPU: for AMX where [`Loader::packs`] says, else in panels if its matrix is f32 or
     /// [`Loader::panels`] says.
     pub fn finish(&self, linear: Linear) -> Result<Linear> {
-        let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
         let panels = self.panels() || linear.w.dtype() == DType::F32;
-        Ok(if cpu_f32 { linear.packed(self.packs(), panels)? } else { linear })
+        self.finish_with(linear, panels)
     }
 
     /// [`Loader::finish`] for a head tied to the embedding: packed for AMX only, as the panels
     /// would be a second f32 copy of the embedding (whose lookup reads its rows).
     pub fn finish_tied(&self, linear: Linear) -> Result<Linear> {
-        let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
-        Ok(if cpu_f32 { linear.packed(self.packs(), false)? } else { linear })
+        self.finish_with(linear, false)
+    }
+
+    fn finish_with(&self, linear: Linear, panels: bool) -> Result<Linear> {
+        Ok(if self.cpu_f32() { linear.packed(self.packs(), panels)? } else { linear })
     }
 
     /// One tensor in its stored dtype on the CPU, with its shape checked. Its pages of the
