@@ -146,7 +146,9 @@ pub struct Decoder {
     spec: ModelSpec,
     device: Device,
     dtype: DType,
-    pub(super) embed: Tensor,
+    /// The token embedding `[vocab, hidden]`; `None` where the head is tied to it and kept in
+    /// panels, whose rows then serve the lookup ([`Loader::tied_embedding`]).
+    pub(super) embed: Option<Tensor>,
     pub(super) layers: Vec<Layer>,
     final_norm: Tensor,
     pub(super) lm_head: Linear,
@@ -338,19 +340,23 @@ impl Decoder {
         let storage = super::memory::resolve_storage(storage, model, dtype, device)?;
         let spec = model.spec.clone();
         let loader = Loader { model, device, dtype, storage };
-        let embed = loader.matrix(&spec.embed_name(), &[spec.vocab_size, spec.hidden_size])?;
+        let embed_shape = [spec.vocab_size, spec.hidden_size];
+        let (embed, lm_head) = if model.head_is_tied() {
+            loader.tied_embedding(&spec.embed_name(), &embed_shape)?
+        } else {
+            let head = loader.finish(Linear::new(loader.linear_matrix(&spec.lm_head_name(), &embed_shape)?, None))?;
+            (Some(loader.matrix(&spec.embed_name(), &embed_shape)?), head)
+        };
         let layers = (0..spec.num_layers).map(|l| Layer::load(&loader, &spec, l)).collect::<Result<Vec<_>>>()?;
         let final_norm = loader.norm(&spec.final_norm_name(), spec.hidden_size)?;
-        let lm_head = if model.head_is_tied() {
-            loader.finish_tied(Linear::new(embed.clone(), None))?
-        } else {
-            loader.finish(Linear::new(
-                loader.linear_matrix(&spec.lm_head_name(), &[spec.vocab_size, spec.hidden_size])?,
-                None,
-            ))?
-        };
         let ropes = Ropes::new(model)?;
         Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes })
+    }
+
+    /// The embedding matrix `[vocab, hidden]` (unpacked from the tied head's panels where the
+    /// embedding lives there).
+    pub(super) fn embedding(&self) -> candle_core::Result<Tensor> {
+        self.embed.clone().map_or_else(|| self.lm_head.weight(), Ok)
     }
 
     /// The model description.
@@ -366,13 +372,9 @@ impl Decoder {
     /// The bytes the weights take in memory (a tied head counted once).
     pub fn weight_bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        let head = if self.lm_head.w.id() == self.embed.id() {
-            self.lm_head.bytes() - size(&self.embed)
-        } else {
-            self.lm_head.bytes()
-        };
+        let embed = self.embed.as_ref().filter(|e| e.id() != self.lm_head.w.id()).map_or(0, size);
         let layers: usize = self.layers.iter().map(super::layer::Layer::bytes).sum();
-        size(&self.embed) + head + size(&self.final_norm) + layers
+        embed + self.lm_head.bytes() + size(&self.final_norm) + layers
     }
 
     /// The device the weights live on.
@@ -395,9 +397,12 @@ impl Decoder {
         let spec = &self.spec;
         let iv = request.interventions;
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-        let ids_t = Tensor::from_vec(flat, (b * t,), &self.device)?;
         // Gather the rows, then widen them (a 16-bit embedding stays 16-bit).
-        let h = self.embed.index_select(&ids_t, 0)?.to_dtype(self.dtype)?.reshape((b, t, spec.hidden_size))?;
+        let h = match &self.embed {
+            Some(embed) => embed.index_select(&Tensor::new(flat.as_slice(), &self.device)?, 0)?,
+            None => self.lm_head.gather_rows(&flat)?,
+        };
+        let h = h.to_dtype(self.dtype)?.reshape((b, t, spec.hidden_size))?;
         let mut h = scale_embedding(spec, h)?;
         let ctx = BatchContext::new(spec, &self.ropes, attention, t, &self.device, self.dtype)?;
         let mut captures = Captures::default();

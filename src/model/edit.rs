@@ -20,7 +20,9 @@ impl Decoder {
         for edit in &plan.edits {
             let norm_preserve = plan.options.norm_preserve;
             match (edit.kind, edit.layer) {
-                (WriterKind::Embed, _) => edited.embed = edited_tensor(&edited.embed, edit, norm_preserve, dtype)?,
+                (WriterKind::Embed, _) => {
+                    edited.embed = Some(edited_tensor(&edited.embedding()?, edit, norm_preserve, dtype)?)
+                }
                 (WriterKind::Attn, Some(l)) => {
                     edited.layers[l].o_proj = edited_linear(&edited.layers[l].o_proj, edit, norm_preserve, dtype)?
                 }
@@ -33,7 +35,11 @@ impl Decoder {
             }
         }
         if plan.edits_tied_head && !plan.options.untie {
-            edited.lm_head = repacked(Linear::new(edited.embed.clone(), None), &self.lm_head)?;
+            edited.lm_head = repacked(Linear::new(edited.embedding()?, None), &self.lm_head)?;
+            if edited.lm_head.panels.is_some() {
+                // The edited head's panels serve the lookup, as in the original.
+                edited.embed = None;
+            }
         }
         Ok(edited)
     }

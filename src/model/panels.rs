@@ -89,8 +89,8 @@ impl Packed {
     }
 }
 
-/// Rows `[16 · first, 16 · first + n)` of a panel-packed matrix: a whole matrix or one part of a
-/// fused one, sharing its storage.
+/// Rows `[32 · first, 32 · first + n)` (`first` counts groups of panels) of a panel-packed
+/// matrix: a whole matrix or one part of a fused one, sharing its storage.
 #[derive(Clone)]
 pub struct Panels {
     packed: Arc<Packed>,
@@ -100,7 +100,7 @@ pub struct Panels {
 
 impl std::fmt::Debug for Panels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Panels({} × {} from panel {})", self.n, self.packed.k, self.first)
+        write!(f, "Panels({} × {} from group {})", self.n, self.packed.k, self.first)
     }
 }
 
@@ -139,19 +139,29 @@ impl Panels {
 
     /// The matrix back in rows, `[n, k]` (for edits).
     pub fn unpack(&self) -> candle_core::Result<Tensor> {
+        self.gather(&(0..self.n as u32).collect::<Vec<_>>())
+    }
+
+    /// Rows `ids` of the matrix, `[ids.len(), k]` f32: the embedding lookup of a head tied to
+    /// the embedding and kept in panels (one copy of the matrix serves both). Rows in order
+    /// share their panels' cache lines.
+    pub fn gather(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
         let k = self.packed.k;
-        let mut values = vec![0f32; self.n * k];
+        if let Some(&bad) = ids.iter().find(|&&r| r as usize >= self.n) {
+            candle_core::bail!("row {bad} is outside a {} × {k} matrix in panels", self.n);
+        }
+        let mut values = vec![0f32; ids.len() * k];
         if k > 0 {
-            let groups = &self.packed.blocks[self.first * NR * k..];
-            values.par_chunks_mut(GROUP * k).zip(groups.par_chunks(NR * k)).for_each(|(rows, group)| {
-                for (r, row) in rows.chunks_mut(k).enumerate() {
-                    for (p, value) in row.iter_mut().enumerate() {
-                        *value = group[p * NR + r / WIDTH].0[r % WIDTH];
-                    }
+            values.par_chunks_mut(k).zip(ids.par_iter()).for_each(|(row, &r)| {
+                let r = r as usize;
+                let group = &self.packed.blocks[(self.first + r / GROUP) * NR * k..][..NR * k];
+                let (panel, lane) = ((r % GROUP) / WIDTH, r % WIDTH);
+                for (p, value) in row.iter_mut().enumerate() {
+                    *value = group[p * NR + panel].0[lane];
                 }
             });
         }
-        Tensor::from_vec(values, (self.n, k), &candle_core::Device::Cpu)
+        Tensor::from_vec(values, (ids.len(), k), &candle_core::Device::Cpu)
     }
 
     /// The bytes the panels take (the whole matrix, for any view of it).
@@ -451,6 +461,34 @@ mod tests {
             let packed = Panels::pack(&narrow).unwrap().expect("16-bit packs");
             assert_eq!(packed.unpack().unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), widened, "{dtype:?}");
         }
+    }
+
+    #[test]
+    fn gathered_rows_are_the_matrix_rows_in_any_order_and_out_of_range_rows_are_refused() {
+        if !enabled() {
+            return;
+        }
+        let w = Tensor::randn(0f32, 1.0, (70, 9), &Device::Cpu).unwrap();
+        let panels = Panels::pack(&w).unwrap().unwrap();
+        // Rows across both panels of a group, several groups, repeats, out of order.
+        let ids = [69u32, 0, 17, 16, 31, 32, 17, 48];
+        let want = w.index_select(&Tensor::new(&ids[..], &Device::Cpu).unwrap(), 0).unwrap();
+        let got = panels.gather(&ids).unwrap();
+        assert_eq!(got.dims(), &[ids.len(), 9]);
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        // A view's rows count from its first group.
+        let view = panels.rows(GROUP, 38).unwrap();
+        let from_view = view.gather(&[0, 37]).unwrap();
+        let want = w.index_select(&Tensor::new(&[32u32, 69], &Device::Cpu).unwrap(), 0).unwrap();
+        assert_eq!(
+            from_view.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let err = view.gather(&[38]).unwrap_err().to_string();
+        assert!(err.contains("row 38 is outside"), "{err}");
     }
 
     #[test]

@@ -69,6 +69,15 @@ impl Linear {
         y.reshape(out)
     }
 
+    /// Rows `ids` of `W`, `[ids.len(), in]` (f32 from the panels, else in `W`'s dtype): the
+    /// embedding lookup of a head tied to the embedding.
+    pub fn gather_rows(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        match &self.panels {
+            Some(panels) => panels.gather(ids),
+            None => self.w.index_select(&Tensor::new(ids, self.w.device())?, 0),
+        }
+    }
+
     /// Stack several linears over the same input into one (`[Σ out, in]`), so that one product
     /// replaces several; a missing bias is zero when another part has one.
     pub fn fuse(parts: &[Linear]) -> candle_core::Result<Linear> {
@@ -256,17 +265,19 @@ impl Loader<'_> {
     /// [`Loader::panels`] says.
     pub fn finish(&self, linear: Linear) -> Result<Linear> {
         let panels = self.panels() || linear.w.dtype() == DType::F32;
-        self.finish_with(linear, panels)
-    }
-
-    /// [`Loader::finish`] for a head tied to the embedding: packed for AMX only, as the panels
-    /// would be a second f32 copy of the embedding (whose lookup reads its rows).
-    pub fn finish_tied(&self, linear: Linear) -> Result<Linear> {
-        self.finish_with(linear, false)
-    }
-
-    fn finish_with(&self, linear: Linear, panels: bool) -> Result<Linear> {
         Ok(if self.cpu_f32() { linear.packed(self.packs(), panels)? } else { linear })
+    }
+
+    /// The embedding `[vocab, hidden]` and a head tied to it. The head is packed as
+    /// [`Loader::finish`] packs a linear; where that puts it in panels, the embedding lookup
+    /// gathers its rows from them ([`Linear::gather_rows`]) and no row-major embedding is kept
+    /// (`None`): one copy of the matrix, and the head's product at panel speed (at 20 rows on
+    /// SmolLM2's head: 3.5 ms against 6.5 ms row-major). Packed for AMX, the head is a bf16 copy
+    /// beside the embedding.
+    pub fn tied_embedding(&self, name: &str, shape: &[usize]) -> Result<(Option<Tensor>, Linear)> {
+        let w = self.linear_matrix(name, shape)?;
+        let head = self.finish(Linear::new(w.clone(), None))?;
+        Ok((head.panels.is_none().then_some(w), head))
     }
 
     /// One tensor in its stored dtype on the CPU, with its shape checked. Its pages of the
