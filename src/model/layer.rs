@@ -1,5 +1,6 @@
 //! One decoder layer: attention and MLP blocks with their norms, for every supported family.
 
+use super::attention;
 use super::decoder::LayerCache;
 use super::kernels;
 use super::rope;
@@ -147,6 +148,12 @@ impl Layer {
         };
         let s = k.dim(2)?;
         let scale = spec.query_scale.unwrap_or(1.0 / (hd as f64).sqrt());
+        if spec.attn_logit_softcapping.is_none() {
+            // CPU f32: one op, parallel over (sequence, key/value head).
+            if let Some(out) = attention::fused(&q, &k, &v, mask, scale)? {
+                return self.o_proj.forward(&out);
+            }
+        }
         // Grouped-query attention without repeating K/V: the n_rep query heads that share a
         // key/value head are stacked along the rows of one product, so each (batch, kv head)
         // is a single gemm; q and the scores are contiguous, so the reshapes are free.

@@ -3,6 +3,7 @@
 //! positions, runtime interventions, a KV cache, sampling and generation.
 
 pub mod amx;
+mod attention;
 mod decoder;
 mod edit;
 mod generate;

@@ -1,0 +1,256 @@
+//! Attention of a batch on the CPU in f32 as one op: for each (sequence, key/value head), the
+//! scores of its query heads, the masked softmax and the weighted sum of the values, written
+//! straight into the `[B, T, heads · D]` rows the output projection reads.
+//!
+//! candle's batched matmul runs the (sequence, head) products one after another, each a gemm
+//! call that is too small to split across threads, so one core idled through attention; the
+//! scores and probabilities were full `[B, heads, T, S]` tensors and the output was transposed
+//! in one more copy. Here every (sequence, key/value head) is one task: the tasks run in
+//! parallel, the scores of at most [`QUERY_BLOCK`] queries exist at a time, keys that the
+//! causal mask hides from a whole block of queries are skipped, and the keys and values are
+//! read where they lie (a view of the KV cache is not copied).
+
+use super::kernels::{f32_slice, softmax_in_place};
+use super::small_matmul::Columns;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Queries per block of scores: a block's scores are `QUERY_BLOCK × S` f32.
+const QUERY_BLOCK: usize = 64;
+
+/// `softmax(q kᵀ · scale + mask) v` for `q` `[B, heads, T, D]`, `k` and `v` `[B, kv_heads, S, D]`
+/// (any strides but a unit one along `D`: a view of a cache) and an additive causal `mask`
+/// `[B, 1, T, S]` (queries are the last `T` of the `S` positions, as
+/// [`crate::prompts::attention_bias`] builds it), grouped-query (`heads` a multiple of
+/// `kv_heads`), as `[B, T, heads · D]`. `None` where the inputs do not fit: not all f32 on the
+/// CPU, `q` or `mask` not contiguous; the caller then runs candle ops.
+pub(crate) fn fused(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    scale: f64,
+) -> candle_core::Result<Option<Tensor>> {
+    let (b, heads, t, d) = q.dims4()?;
+    let (_, kv_heads, s, _) = k.dims4()?;
+    let fits = [q, k, v, mask].iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32)
+        && q.is_contiguous()
+        && mask.is_contiguous()
+        && mask.dims() == [b, 1, t, s]
+        && k.dims() == v.dims()
+        && k.dims() == [b, kv_heads, s, d]
+        && kv_heads > 0
+        && heads.is_multiple_of(kv_heads)
+        && t <= s
+        && k.stride()[3] == 1
+        && v.stride()[3] == 1;
+    if !fits {
+        return Ok(None);
+    }
+    let op = FusedAttention { mask: mask.clone(), scale: scale as f32 };
+    Ok(Some(q.apply_op3_no_bwd(k, v, &op)?))
+}
+
+struct FusedAttention {
+    mask: Tensor,
+    scale: f32,
+}
+
+/// Keys or values of one (sequence, key/value head) in a storage: the rows `[S, D]` start at
+/// `offset` and are `row_stride` apart.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    offset: usize,
+    row_stride: usize,
+}
+
+impl<'a> Rows<'a> {
+    /// The rows of sequence `b`, key/value head `g` of a `[B, kv_heads, S, D]` layout.
+    fn of(data: &'a [f32], layout: &Layout, b: usize, g: usize) -> Rows<'a> {
+        let stride = layout.stride();
+        Rows { data, offset: layout.start_offset() + b * stride[0] + g * stride[1], row_stride: stride[2] }
+    }
+
+    /// Whether `rows` rows of `d` values from here are inside the storage.
+    fn fits(&self, rows: usize, d: usize) -> bool {
+        rows == 0 || self.offset + (rows - 1) * self.row_stride + d <= self.data.len()
+    }
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let q = f32_slice(s1, l1, self.name())?;
+        let (CpuStorage::F32(k), CpuStorage::F32(v)) = (s2, s3) else {
+            candle_core::bail!("fused-attention needs f32 keys and values");
+        };
+        let (b, heads, t, d) = l1.shape().dims4()?;
+        let (_, kv_heads, s, _) = l2.shape().dims4()?;
+        let (mask_storage, mask_layout) = self.mask.storage_and_layout();
+        let candle_core::Storage::Cpu(mask_storage) = &*mask_storage else {
+            candle_core::bail!("fused-attention needs the mask on the CPU");
+        };
+        let mask = f32_slice(mask_storage, mask_layout, self.name())?;
+        let in_bounds = (0..b)
+            .all(|bi| (0..kv_heads).all(|g| Rows::of(k, l2, bi, g).fits(s, d) && Rows::of(v, l3, bi, g).fits(s, d)));
+        if !in_bounds || mask.len() != b * t * s {
+            candle_core::bail!("fused-attention: keys, values or mask do not match the queries");
+        }
+        let n_rep = heads / kv_heads;
+        let mut out = vec![0f32; b * t * heads * d];
+        let dst = Columns(out.as_mut_ptr());
+        (0..b * kv_heads).into_par_iter().for_each(|task| {
+            let (bi, g) = (task / kv_heads, task % kv_heads);
+            let (keys, values) = (Rows::of(k, l2, bi, g), Rows::of(v, l3, bi, g));
+            let mut scores = vec![0f32; QUERY_BLOCK.min(t) * s];
+            for h in g * n_rep..(g + 1) * n_rep {
+                for t0 in (0..t).step_by(QUERY_BLOCK) {
+                    let rows = QUERY_BLOCK.min(t - t0);
+                    // The causal mask hides keys past the block's last query from all of it.
+                    let seen = s - t + t0 + rows;
+                    let scores = &mut scores[..rows * seen];
+                    let queries = &q[((bi * heads + h) * t + t0) * d..][..rows * d];
+                    // SAFETY: `queries` is [rows, d] row-major; the keys' first `seen` rows are in
+                    // bounds (checked above); `scores` is [rows, seen] row-major.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            seen,
+                            d,
+                            scores.as_mut_ptr(),
+                            1,
+                            seen as isize,
+                            false,
+                            queries.as_ptr(),
+                            1,
+                            d as isize,
+                            keys.data.as_ptr().add(keys.offset),
+                            keys.row_stride as isize,
+                            1,
+                            0.0,
+                            self.scale,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                    for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
+                        softmax_in_place(row, &mask[(bi * t + t0 + i) * s..][..seen], 1.0);
+                    }
+                    // SAFETY: `scores` is [rows, seen]; the values' first `seen` rows are in
+                    // bounds; the destination rows (bi, t0..t0 + rows), columns of head h, are
+                    // inside `out` and written by this task only.
+                    unsafe {
+                        gemm::gemm(
+                            rows,
+                            d,
+                            seen,
+                            dst.at(((bi * t + t0) * heads + h) * d),
+                            1,
+                            (heads * d) as isize,
+                            false,
+                            scores.as_ptr(),
+                            1,
+                            seen as isize,
+                            values.data.as_ptr().add(values.offset),
+                            1,
+                            values.row_stride as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, t, heads * d))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompts::attention_bias;
+    use candle_core::Device;
+
+    /// The candle-ops attention the fused op replaces (`Layer::attention`'s fallback).
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
+        let (b, heads, t, d) = q.dims4().unwrap();
+        let n_rep = heads / k.dim(1).unwrap();
+        let k = k.unsqueeze(2).unwrap().repeat((1, 1, n_rep, 1, 1)).unwrap().flatten(1, 2).unwrap();
+        let v = v.unsqueeze(2).unwrap().repeat((1, 1, n_rep, 1, 1)).unwrap().flatten(1, 2).unwrap();
+        let scores = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap().broadcast_add(mask).unwrap();
+        let probs = candle_nn::ops::softmax_last_dim(&scores).unwrap();
+        probs.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((b, t, heads * d)).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn fused_attention_matches_candle_ops_with_padding_windows_blocks_and_a_cache_view() {
+        let device = Device::Cpu;
+        // Left padding in row 1; 70 queries span two query blocks; 2 past tokens (a cache).
+        for (past, t, window) in [(0, 70, None), (2, 3, None), (5, 1, None), (0, 70, Some(16))] {
+            let (b, heads, kv_heads, d, s) = (2, 6, 2, 8, past + t);
+            let key_mask: Vec<Vec<u8>> = vec![vec![1; s], (0..s).map(|j| u8::from(j >= 3.min(s - 1))).collect()];
+            let mask = attention_bias(&key_mask, t, window, &device).unwrap();
+            let q = Tensor::randn(0f32, 1.0, (b, heads, t, d), &device).unwrap();
+            // Keys and values as views of a larger cache buffer (capacity s + 4).
+            let cache = |seed: f32| {
+                (Tensor::randn(0f32, 1.0, (b, kv_heads, s + 4, d), &device).unwrap() * f64::from(seed))
+                    .unwrap()
+                    .narrow(2, 0, s)
+                    .unwrap()
+            };
+            let (k, v) = (cache(1.0), cache(2.0));
+            assert!(!k.is_contiguous());
+            let fused = fused(&q, &k, &v, &mask, 0.35).unwrap().expect("fits");
+            let want = reference(&q, &k.contiguous().unwrap(), &v.contiguous().unwrap(), &mask, 0.35);
+            assert_eq!(fused.dims(), want.dims());
+            // Real queries only: a padding query sees no key, and its output is never read.
+            for (row, keys) in key_mask.iter().enumerate() {
+                for query in (0..t).filter(|&i| keys[past + i] == 1) {
+                    let at = |x: &Tensor| x.narrow(0, row, 1).unwrap().narrow(1, query, 1).unwrap();
+                    let diff = max_diff(&at(&fused), &at(&want));
+                    assert!(
+                        diff < 1e-5,
+                        "past {past}, t {t}, window {window:?}, row {row}, query {query}: off by {diff}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn inputs_that_do_not_fit_are_left_to_candle_ops() {
+        let device = Device::Cpu;
+        let q = Tensor::zeros((1, 2, 3, 4), DType::F32, &device).unwrap();
+        let k = Tensor::zeros((1, 1, 3, 4), DType::F32, &device).unwrap();
+        let mask = Tensor::zeros((1, 1, 3, 3), DType::F32, &device).unwrap();
+        assert!(fused(&q, &k, &k, &mask, 1.0).unwrap().is_some());
+        let half = q.to_dtype(DType::F16).unwrap();
+        assert!(fused(&half, &k, &k, &mask, 1.0).unwrap().is_none(), "f16");
+        let k3 = Tensor::zeros((1, 3, 3, 4), DType::F32, &device).unwrap();
+        assert!(fused(&q, &k3, &k3, &mask, 1.0).unwrap().is_none(), "heads not a multiple of kv heads");
+        let wide = Tensor::zeros((1, 1, 3, 5), DType::F32, &device).unwrap();
+        assert!(fused(&q, &k, &k, &wide, 1.0).unwrap().is_none(), "mask shape");
+    }
+}
