@@ -385,7 +385,18 @@ impl Decoder {
     /// Run `ids` (`[batch][new]`, left-padded) whose attention mask over the whole sequence so
     /// far is `attention` (`[batch][past + new]`, 1 = real token). With a cache, `past` tokens
     /// are already in it and it is extended.
+    /// The pass runs on a worker of rayon's pool ([`super::threads`]).
     pub fn forward(
+        &self,
+        ids: &[Vec<u32>],
+        attention: &[Vec<u8>],
+        cache: Option<&mut KvCache>,
+        request: &ForwardRequest<'_>,
+    ) -> Result<ForwardOutput> {
+        super::threads::on_worker(|| self.forward_here(ids, attention, cache, request))
+    }
+
+    fn forward_here(
         &self,
         ids: &[Vec<u32>],
         attention: &[Vec<u8>],

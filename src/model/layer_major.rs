@@ -134,29 +134,34 @@ impl<'m> LayerMajor<'m> {
         for l in 0..layers {
             let layer = Layer::load(&loader, spec, l)?;
             for (i, p) in pending.iter_mut().enumerate() {
-                let mut slot = None;
-                if let Some((hp, ctx)) = p.prefix.take() {
-                    let hp = layer_step(
-                        spec,
-                        &layer,
-                        l,
-                        hp,
-                        &ctx,
-                        Some(&mut slot),
-                        interventions,
-                        None,
-                        &mut Captures::default(),
-                    )?;
-                    p.prefix = Some((hp, ctx));
-                    // The prefix's keys and values, copied to every row.
-                    if let Some(cache) = slot.as_mut() {
-                        cache.keep_rows(&vec![0; p.rows])?;
+                // On a worker of the pool, as `Decoder::forward` runs ([`super::threads`]).
+                let (dtype, device) = (self.dtype, &self.device);
+                let captures = super::threads::on_worker(|| -> Result<Captures> {
+                    let mut slot = None;
+                    if let Some((hp, ctx)) = p.prefix.take() {
+                        let hp = layer_step(
+                            spec,
+                            &layer,
+                            l,
+                            hp,
+                            &ctx,
+                            Some(&mut slot),
+                            interventions,
+                            None,
+                            &mut Captures::default(),
+                        )?;
+                        p.prefix = Some((hp, ctx));
+                        // The prefix's keys and values, copied to every row.
+                        if let Some(cache) = slot.as_mut() {
+                            cache.keep_rows(&vec![0; p.rows])?;
+                        }
                     }
-                }
-                let mut captures = Captures::default();
-                let h = std::mem::replace(&mut p.h, Tensor::zeros(1, self.dtype, &self.device)?);
-                let cache = if p.prefix.is_some() { Some(&mut slot) } else { None };
-                p.h = layer_step(spec, &layer, l, h, &p.ctx, cache, interventions, Some(capture), &mut captures)?;
+                    let mut captures = Captures::default();
+                    let h = std::mem::replace(&mut p.h, Tensor::zeros(1, dtype, device)?);
+                    let cache = if p.prefix.is_some() { Some(&mut slot) } else { None };
+                    p.h = layer_step(spec, &layer, l, h, &p.ctx, cache, interventions, Some(capture), &mut captures)?;
+                    Ok(captures)
+                })?;
                 sink(i, l, captures)?;
             }
             drop(layer);

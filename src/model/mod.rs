@@ -19,6 +19,7 @@ mod prefill;
 pub(crate) mod rope;
 mod sampling;
 pub mod small_matmul;
+mod threads;
 mod weights;
 pub use weights::{WeightStorage, WEIGHTS_DTYPE_ENV};
 
