@@ -114,72 +114,115 @@ impl CustomOp3 for FusedAttention {
         (0..b * kv_heads).into_par_iter().for_each(|task| {
             let (bi, g) = (task / kv_heads, task % kv_heads);
             let (keys, values) = (Rows::of(k, l2, bi, g), Rows::of(v, l3, bi, g));
-            let mut scores = vec![0f32; QUERY_BLOCK.min(t) * s];
+            let block_rows = if t == 1 { n_rep } else { QUERY_BLOCK.min(t) };
+            let mut scores = vec![0f32; block_rows * s];
+            let mut run = |block: Block<'_>| block.run(keys, values, self.scale, &mut scores, dst);
+            if t == 1 {
+                // A decode step: the group's query heads are contiguous rows, and so are their
+                // outputs, so one block serves them all (a third of the gemm calls on SmolLM2).
+                let first = bi * heads + g * n_rep;
+                let mask = &mask[bi * s..][..s];
+                run(Block {
+                    queries: &q[first * d..][..n_rep * d],
+                    d,
+                    seen: s,
+                    mask: &|_| mask,
+                    dst: first * d,
+                    stride: d,
+                });
+                return;
+            }
             for h in g * n_rep..(g + 1) * n_rep {
                 for t0 in (0..t).step_by(QUERY_BLOCK) {
                     let rows = QUERY_BLOCK.min(t - t0);
-                    // The causal mask hides keys past the block's last query from all of it.
-                    let seen = s - t + t0 + rows;
-                    let scores = &mut scores[..rows * seen];
-                    let queries = &q[((bi * heads + h) * t + t0) * d..][..rows * d];
-                    // SAFETY: `queries` is [rows, d] row-major; the keys' first `seen` rows are in
-                    // bounds (checked above); `scores` is [rows, seen] row-major.
-                    unsafe {
-                        gemm::gemm(
-                            rows,
-                            seen,
-                            d,
-                            scores.as_mut_ptr(),
-                            1,
-                            seen as isize,
-                            false,
-                            queries.as_ptr(),
-                            1,
-                            d as isize,
-                            keys.data.as_ptr().add(keys.offset),
-                            keys.row_stride as isize,
-                            1,
-                            0.0,
-                            self.scale,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
-                    for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
-                        softmax_in_place(row, &mask[(bi * t + t0 + i) * s..][..seen], 1.0);
-                    }
-                    // SAFETY: `scores` is [rows, seen]; the values' first `seen` rows are in
-                    // bounds; the destination rows (bi, t0..t0 + rows), columns of head h, are
-                    // inside `out` and written by this task only.
-                    unsafe {
-                        gemm::gemm(
-                            rows,
-                            d,
-                            seen,
-                            dst.at(((bi * t + t0) * heads + h) * d),
-                            1,
-                            (heads * d) as isize,
-                            false,
-                            scores.as_ptr(),
-                            1,
-                            seen as isize,
-                            values.data.as_ptr().add(values.offset),
-                            1,
-                            values.row_stride as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
-                        );
-                    }
+                    run(Block {
+                        queries: &q[((bi * heads + h) * t + t0) * d..][..rows * d],
+                        d,
+                        // The causal mask hides keys past the block's last query from all of it.
+                        seen: s - t + t0 + rows,
+                        mask: &|i| &mask[(bi * t + t0 + i) * s..][..s],
+                        dst: ((bi * t + t0) * heads + h) * d,
+                        stride: heads * d,
+                    });
                 }
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((b, t, heads * d))))
+    }
+}
+
+/// Queries of one task that attend to the same keys: `queries` `[rows, d]`, each seeing the
+/// first `seen` keys; row `i` takes the additive mask row `mask(i)` and writes its output at
+/// `dst + i · stride` of the op's output.
+struct Block<'a> {
+    queries: &'a [f32],
+    d: usize,
+    seen: usize,
+    mask: &'a dyn Fn(usize) -> &'a [f32],
+    dst: usize,
+    stride: usize,
+}
+
+impl Block<'_> {
+    /// Scores, softmax and the value sum of the block, with `scores` as scratch
+    /// (at least `rows · seen`).
+    fn run(&self, keys: Rows<'_>, values: Rows<'_>, scale: f32, scores: &mut [f32], out: Columns) {
+        let (d, seen) = (self.d, self.seen);
+        let rows = self.queries.len() / d;
+        let scores = &mut scores[..rows * seen];
+        // SAFETY: `queries` is [rows, d] row-major; the keys' first `seen` rows are in bounds
+        // (`Rows::fits`, checked by the op); `scores` is [rows, seen] row-major.
+        unsafe {
+            gemm::gemm(
+                rows,
+                seen,
+                d,
+                scores.as_mut_ptr(),
+                1,
+                seen as isize,
+                false,
+                self.queries.as_ptr(),
+                1,
+                d as isize,
+                keys.data.as_ptr().add(keys.offset),
+                keys.row_stride as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (i, row) in scores.chunks_exact_mut(seen).enumerate() {
+            softmax_in_place(row, &(self.mask)(i)[..seen], 1.0);
+        }
+        // SAFETY: `scores` is [rows, seen]; the values' first `seen` rows are in bounds; the
+        // destination rows are inside the output and written by this block's task only.
+        unsafe {
+            gemm::gemm(
+                rows,
+                d,
+                seen,
+                out.at(self.dst),
+                1,
+                self.stride as isize,
+                false,
+                scores.as_ptr(),
+                1,
+                seen as isize,
+                values.data.as_ptr().add(values.offset),
+                1,
+                values.row_stride as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 }
 
@@ -207,9 +250,12 @@ mod tests {
     #[test]
     fn fused_attention_matches_candle_ops_with_padding_windows_blocks_and_a_cache_view() {
         let device = Device::Cpu;
-        // Left padding in row 1; 70 queries span two query blocks; 2 past tokens (a cache).
-        for (past, t, window) in [(0, 70, None), (2, 3, None), (5, 1, None), (0, 70, Some(16))] {
-            let (b, heads, kv_heads, d, s) = (2, 6, 2, 8, past + t);
+        // Left padding in row 1; 70 queries span two query blocks; past tokens (a cache); decode
+        // steps (one query per head) with 3 and with 70 query heads per key/value head.
+        let cases =
+            [(0, 70, None, 6, 2), (2, 3, None, 6, 2), (5, 1, None, 6, 2), (4, 1, None, 70, 1), (0, 70, Some(16), 6, 2)];
+        for (past, t, window, heads, kv_heads) in cases {
+            let (b, d, s) = (2, 8, past + t);
             let key_mask: Vec<Vec<u8>> = vec![vec![1; s], (0..s).map(|j| u8::from(j >= 3.min(s - 1))).collect()];
             let mask = attention_bias(&key_mask, t, window, &device).unwrap();
             let q = Tensor::randn(0f32, 1.0, (b, heads, t, d), &device).unwrap();
