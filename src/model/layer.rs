@@ -154,6 +154,7 @@ impl Layer {
                 return self.o_proj.forward(&out);
             }
         }
+        // Elsewhere (a GPU, 16-bit compute, soft-capping), candle ops.
         // Grouped-query attention without repeating K/V: the n_rep query heads that share a
         // key/value head are stacked along the rows of one product, so each (batch, kv head)
         // is a single gemm; q and the scores are contiguous, so the reshapes are free.
