@@ -53,7 +53,7 @@ impl CustomOp1 for SiluMul {
 /// `o ← silu(g) · u`, compiled for AVX-512 where the CPU has it.
 fn silu_mul_row(o: &mut [f32], g: &[f32], u: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() {
+    if super::small_matmul::Isa::Avx512.available() {
         // SAFETY: the CPU has AVX-512F.
         return unsafe { silu_mul_row_avx512(o, g, u) };
     }
@@ -72,13 +72,6 @@ fn silu_mul_row_portable(o: &mut [f32], g: &[f32], u: &[f32]) {
         // candle's silu, `v / (1 + e^-v)`, with an exp the compiler vectorizes.
         *o = g / (1.0 + exp_vectorizable(-g)) * u;
     }
-}
-
-/// Whether the CPU has AVX-512F (asked once).
-#[cfg(target_arch = "x86_64")]
-fn avx512() -> bool {
-    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX512.get_or_init(|| is_x86_feature_detected!("avx512f"))
 }
 
 /// `e^x` within a few ulp for `x` in [−87, 88] (clamped there: results from 1.6e-38 to 1.7e38),
@@ -218,7 +211,7 @@ pub(crate) fn softmax_in_place(row: &mut [f32], mask: &[f32], scale: f32) {
 /// `exp`: below −104 it is 0 in f32 either way, and libm's slow path for underflow took 1.7 % of
 /// a capture's time.
 #[inline]
-pub(crate) fn exp_at_most_zero(x: f32) -> f32 {
+fn exp_at_most_zero(x: f32) -> f32 {
     if x < -104.0 {
         0.0
     } else {
