@@ -29,6 +29,7 @@ pub mod model;
 pub mod pipeline;
 pub mod plot;
 pub mod probe;
+pub mod progress;
 pub mod prompts;
 pub mod recipe;
 pub mod search;

@@ -12,8 +12,8 @@ use crate::arch::WriterKind;
 use crate::checkpoint::ModelDir;
 use crate::directions::DirectionsFile;
 use crate::linalg::thin_svd;
+use crate::progress::Progress;
 use crate::Result;
-use indicatif::ProgressBar;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -77,7 +77,7 @@ pub fn analyse_writers(
     model: &ModelDir,
     settings: &SvdSettings,
     directions: Option<&DirectionsFile>,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<SvdAnalysis> {
     let spec = &model.spec;
     let writers = spec.writers(&settings.layers, &settings.writers);

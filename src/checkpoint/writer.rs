@@ -5,8 +5,8 @@ use super::reader::INDEX_FILE;
 use super::shard::{Shard, TensorRef};
 use super::staging::StagedOutput;
 use super::stream::{SafetensorsStream, TensorEntry};
+use crate::progress::Progress;
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -72,7 +72,7 @@ pub fn write_checkpoint(
     model: &ModelDir,
     out: &Path,
     options: &WriteOptions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
 ) -> Result<WriteReport> {
     let (staged, mut report) = stage_checkpoint(model, out, options, progress, edit)?;
@@ -86,7 +86,7 @@ pub fn stage_checkpoint(
     model: &ModelDir,
     out: &Path,
     options: &WriteOptions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
 ) -> Result<(StagedOutput, WriteReport)> {
     let started = Instant::now();
@@ -141,7 +141,7 @@ fn write_shard(
     path: &Path,
     options: &WriteOptions,
     added: &[&AddedTensor],
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     edit: &(dyn Fn(TensorRef<'_>) -> Result<TensorEdit> + Sync),
     report: &mut WriteReport,
 ) -> Result<()> {
@@ -256,7 +256,7 @@ fn write_chunks(
     mut w: SafetensorsStream,
     shard: &Shard,
     receive: std::sync::mpsc::Receiver<Chunk>,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<()> {
     for chunk in receive {
         match chunk {

@@ -1,11 +1,13 @@
 //! `scalpel ablate`: write an edited copy of a model with directions projected out of its writers.
 
-use super::common::{bytes_progress, human_bytes, open_model};
+use super::common::{human_bytes, open_model};
+use super::progress::Bar;
 use super::selection::{describe, SelectionArgs};
 use super::verify::print_report;
 use clap::Args as ClapArgs;
 use scalpel::directions::DirectionsFile;
 use scalpel::pipeline::{ablate_step, AblateRequest};
+use scalpel::progress::{Progress, Unit};
 use scalpel::search::{parse_trial_ref, trial_edit};
 use scalpel::surgery::{SurgeryOptions, SurgeryPlan};
 use std::path::PathBuf;
@@ -83,9 +85,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     };
-    let progress = bytes_progress("writing");
+    let progress = Bar::new("writing", Unit::Bytes);
     let (_, report) = ablate_step(&request, &announce, &progress)?;
-    progress.finish_and_clear();
+    progress.finish();
     let w = &report.write;
     eprintln!(
         "wrote {} in {:.1}s ({}/s): {} tensors edited, {} copied; files: {}",

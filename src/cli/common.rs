@@ -1,7 +1,6 @@
 //! Small helpers shared by the subcommands.
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{resolve_model, ModelDir};
 use std::path::PathBuf;
@@ -36,18 +35,6 @@ pub fn on_demand<'a>(
             Ok(Loaded { decoder, encoder, interventions })
         }),
     }
-}
-
-/// A byte-count progress bar on stderr (hidden when stderr is not a terminal).
-pub fn bytes_progress(message: &str) -> ProgressBar {
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(message.to_string());
-    bar
 }
 
 /// Parse `embed,attn,mlp`.

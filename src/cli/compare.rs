@@ -1,10 +1,11 @@
 //! `scalpel compare`: answers of two models side by side.
 
 use super::common::{on_demand, open_model};
+use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
-use indicatif::ProgressBar;
 use scalpel::eval::{compare, side_by_side};
+use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
 
@@ -48,9 +49,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let right_name = args.edited.clone().unwrap_or_else(|| format!("{} + intervention", args.original));
     let right_model = open_model(args.edited.as_deref().unwrap_or(&args.original))?;
     let mut right = on_demand(&right_name, right_model, &args.run, Some(&args.intervene));
-    let progress = ProgressBar::new(2 * prompts.len() as u64);
+    let progress = Bar::with_length("answering", Unit::Items, 2 * prompts.len() as u64);
     let rows = side_by_side(&mut left, &mut right, &prompts, args.max_tokens, 8, &progress)?;
-    progress.finish_and_clear();
+    progress.finish();
     print!("{}", compare::columns(&rows, &args.original, &right_name, 58));
     if let Some(path) = &args.out {
         std::fs::write(path, compare::markdown(&rows, &args.original, &right_name))?;

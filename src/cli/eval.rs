@@ -2,11 +2,12 @@
 //! optionally the cross-entropy of a text set.
 
 use super::common::{on_demand, open_model};
+use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
-use indicatif::{ProgressBar, ProgressStyle};
 use scalpel::eval::{SubjectSource, REFUSAL_MARKERS};
 use scalpel::pipeline::{eval_step, EvalSets};
+use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
 
@@ -81,10 +82,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         samples: Vec::new(),
     };
     let generations = (sets.harmful.len() + sets.harmless.len()) * if args.baseline.is_some() { 2 } else { 1 };
-    let progress = ProgressBar::new(generations as u64);
-    progress.set_style(
-        ProgressStyle::with_template("evaluating [{bar:30}] {pos}/{len} answers eta {eta}").expect("template"),
-    );
+    let progress = Bar::with_length("evaluating", Unit::Items, generations as u64);
     eprintln!(
         "eval {}: {} harmful × {} harmless held-out prompts, greedy, {} tokens{}",
         model_name,
@@ -107,7 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.batch,
         &progress,
     )?;
-    progress.finish_and_clear();
+    progress.finish();
     let table = report.markdown(&model_name, args.baseline.as_deref());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -31,13 +31,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "f16" => EditableDtype::F16,
         _ => EditableDtype::F32,
     });
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("importing [{bar:30}] {pos}/{len} tensors").expect("template"),
-    );
+    let bar = super::progress::Bar::new("importing", scalpel::progress::Unit::Items);
     let started = std::time::Instant::now();
     let report = import_gguf(&args.gguf, &args.out, &ImportOptions { dtype, force: args.force }, &bar)?;
-    bar.finish_and_clear();
+    scalpel::progress::Progress::finish(&bar);
     let types: Vec<String> = report.source_types.iter().map(|(t, n)| format!("{t} × {n}")).collect();
     eprintln!(
         "imported {} ({}, {} tensors from {}) in {:.1}s",

@@ -10,6 +10,7 @@ mod generate;
 mod import;
 mod inspect;
 mod probe;
+mod progress;
 mod run;
 mod runtime;
 mod search;
@@ -30,6 +31,9 @@ pub struct Cli {
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// No progress bars or progress lines on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +72,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    progress::set_quiet(cli.quiet);
     let result: anyhow::Result<()> = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Inspect(args) => inspect::run(args),

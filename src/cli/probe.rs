@@ -1,10 +1,10 @@
 //! `scalpel probe`: find the layers and directions that separate two prompt sets.
 
 use super::common::open_model;
+use super::progress::Bar;
 use super::runtime::RunArgs;
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use indicatif::{ProgressBar, ProgressStyle};
 use scalpel::model::memory::{
     choose_capture_path, format_bytes, memory_budget, model_memory_bytes, storage_for, CapturePath,
 };
@@ -13,6 +13,7 @@ use scalpel::pipeline::{parse_streams, ProbeRequest};
 use scalpel::probe::{
     confirmed_prompts, probe_to_folder, rule_name, CaptureModel, ExtraDirections, ProbeFolder, RankRule,
 };
+use scalpel::progress::Unit;
 use scalpel::prompts::{PromptEncoder, PromptSet};
 use std::path::PathBuf;
 
@@ -181,10 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rule_name(args.rule),
         encoder.format()
     );
-    let progress = ProgressBar::new((harmful.prompts.len() + harmless.prompts.len()) as u64);
-    progress.set_style(
-        ProgressStyle::with_template("capturing [{bar:30}] {pos}/{len} prompts {per_sec} eta {eta}").expect("template"),
-    );
+    let progress = Bar::with_length("capturing", Unit::Items, (harmful.prompts.len() + harmless.prompts.len()) as u64);
     let name = model.root.display().to_string();
     let inputs =
         ProbeFolder { model_dir: &model, name: &name, encoder: &encoder, harmful: &harmful, harmless: &harmless };

@@ -27,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         recipe.output.dir = out;
     }
     eprintln!("run {} → {}", args.recipe.display(), recipe.output.dir.display());
-    let summary = run_recipe(&recipe, &|step| eprintln!("• {step}"))?;
+    let summary = run_recipe(&recipe, &super::progress::Terminal)?;
     eprintln!(
         "done: direction `{}`; steps run: {}",
         summary.direction,

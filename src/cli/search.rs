@@ -2,9 +2,10 @@
 //! validation prompts), trial by trial, without writing a checkpoint per trial.
 
 use super::common::open_model;
+use super::progress::Bar;
 use super::runtime::RunArgs;
 use clap::Args as ClapArgs;
-use indicatif::{ProgressBar, ProgressStyle};
+use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
 use scalpel::search::{search_step, trial_row, AnswerSettings, SearchSettings, Validation, TRIAL_HEADER};
 use std::path::PathBuf;
@@ -90,13 +91,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let validation = Validation { harmful: load(&args.harmful)?, harmless: load(&args.harmless)? };
     let model = open_model(&args.model)?;
     let (decoder, encoder) = args.run.load(&model)?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("search [{bar:30}] {pos}/{len} trials, {elapsed} {msg}").expect("template"),
-    );
+    let bar = Bar::new("search", Unit::Items);
     let settings = args.settings();
     let outcome = search_step(&decoder, &model, &encoder, &args.directions, &validation, &settings, &args.out, &bar)?;
-    bar.finish_and_clear();
+    bar.finish();
     let b = &outcome.baseline;
     eprintln!(
         "original: {}/{} refusals, {}/{} over-refusals on the validation prompts",

@@ -1,12 +1,13 @@
 //! `scalpel svd`: which directions do the layers' writers share?
 
 use super::common::{open_model, parse_targets};
+use super::progress::Bar;
 use clap::Args as ClapArgs;
-use indicatif::{ProgressBar, ProgressStyle};
 use scalpel::analysis::{analyse_writers, write_svd_outputs, SvdSettings};
 use scalpel::checkpoint::StagedOutput;
 use scalpel::directions::DirectionsFile;
 use scalpel::layers::parse_layers;
+use scalpel::progress::{Progress, Unit};
 use std::path::PathBuf;
 
 /// SVD of every output-side writer (attention and MLP outputs, the embedding): the top-k
@@ -53,10 +54,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let directions = args.directions.as_deref().map(DirectionsFile::load).transpose()?;
     let started = std::time::Instant::now();
-    let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("svd [{bar:30}] {pos}/{len} writers eta {eta}").expect("template"));
+    let bar = Bar::new("svd", Unit::Items);
     let analysis = analyse_writers(&model, &settings, directions.as_ref(), &bar)?;
-    bar.finish_and_clear();
+    bar.finish();
     let files = write_svd_outputs(staged.path(), &analysis, &model.root.display().to_string())?;
     let out = staged.commit()?;
     eprintln!(

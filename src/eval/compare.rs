@@ -2,8 +2,8 @@
 
 use super::run::greedy_answers;
 use super::staged::SubjectSource;
+use crate::progress::Progress;
 use crate::Result;
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 /// One prompt's two answers.
@@ -25,7 +25,7 @@ pub fn side_by_side(
     prompts: &[String],
     max_tokens: usize,
     batch: usize,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Vec<SideBySide>> {
     let answers = |source: &mut dyn SubjectSource| -> Result<Vec<String>> {
         let mut out = Vec::new();

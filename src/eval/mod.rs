@@ -9,6 +9,7 @@ pub mod refusal;
 pub mod run;
 pub mod short;
 pub mod staged;
+pub mod verdict;
 
 pub use card::model_card;
 pub use compare::{side_by_side, SideBySide};
@@ -22,3 +23,4 @@ pub use run::{
 };
 pub use short::short_answers;
 pub use staged::{Loaded, OnDemand, SubjectSource};
+pub use verdict::{Exchange, Judge, Judgement, Verdict, VerdictCounts};

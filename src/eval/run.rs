@@ -6,10 +6,10 @@ use super::fluency::loops;
 use super::kl::kl_divergence;
 use super::refusal::refusal_marker;
 use crate::model::{generate, prefill, Decoder, ForwardRequest, GenerateOptions, Interventions, LogitsMode, Sampling};
+use crate::progress::Progress;
 use crate::prompts::batch::length_buckets;
 use crate::prompts::PromptEncoder;
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use serde::Serialize;
 
 /// A model (with optional runtime interventions) and its tokenizer/template.
@@ -85,7 +85,7 @@ pub fn greedy_answers(
     prompts: &[String],
     max_tokens: usize,
     batch: usize,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Vec<String>> {
     let options =
         GenerateOptions { max_tokens, sampling: Sampling::default(), stop_ids: subject.encoder.eos_ids().to_vec() };
@@ -110,7 +110,7 @@ pub fn refusals(
     prompts: &[String],
     max_tokens: usize,
     batch: usize,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<RefusalScore> {
     let answers: Vec<Answer> = greedy_answers(subject, prompts, max_tokens, batch, progress)?
         .into_iter()

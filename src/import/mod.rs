@@ -13,10 +13,10 @@ pub use metadata::SUPPORTED;
 pub use names::{permute_rows, unpermute_rows};
 
 use crate::checkpoint::{encode_f32, EditableDtype, SafetensorsStream, StagedOutput, TensorEntry, SINGLE_FILE};
+use crate::progress::Progress;
 use crate::{Error, Result};
 use candle_core::quantized::gguf_file::Content;
 use candle_core::Device;
-use indicatif::ProgressBar;
 use names::Fix;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -72,7 +72,7 @@ pub fn default_dtype(content: &Content) -> EditableDtype {
 }
 
 /// Import `gguf` into a new Hugging Face folder `out`.
-pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &ProgressBar) -> Result<ImportReport> {
+pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &dyn Progress) -> Result<ImportReport> {
     let mut file = std::fs::File::open(gguf).map_err(|e| Error::io(gguf, e))?;
     let content =
         Content::read(&mut file).map_err(|e| Error::bad_checkpoint(gguf, format!("not a readable GGUF file: {e}")))?;

@@ -12,12 +12,12 @@ use crate::directions::DirectionsFile;
 use crate::eval::{EvalReport, Loaded, OnDemand, SideBySide};
 use crate::model::{default_device, parse_dtype, Decoder, Interventions};
 use crate::probe::{confirmed_prompts, probe_to_folder, DirectionKind, ProbeFolder};
+use crate::progress::{Reporter, Unit};
 use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
 use crate::recipe::{Recipe, SearchSection};
 use crate::search::{search_step, trial_edit, TrialEdit, Validation, CHOSEN_FILE};
 use crate::surgery::{DirectionChoice, SurgeryOptions, VerifyReport, EDIT_RECORD_FILE};
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use stamps::{hash_of, json, model_identity, Stamps};
 use std::path::{Path, PathBuf};
 pub use steps::{
@@ -114,17 +114,17 @@ struct Run<'r> {
     /// The original model, loaded by the first step that runs it; eval takes it.
     decoder: Option<Decoder>,
     encoder: PromptEncoder,
-    progress: &'r dyn Fn(&str),
+    reporter: &'r dyn Reporter,
 }
 
 /// Run `recipe`, writing everything under its output folder.
-pub fn run_recipe(recipe: &Recipe, progress: &dyn Fn(&str)) -> Result<RunSummary> {
+pub fn run_recipe(recipe: &Recipe, reporter: &dyn Reporter) -> Result<RunSummary> {
     let out = recipe.output.dir.clone();
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let model = ModelDir::open(&resolve_model(&recipe.model.path)?)?;
     let encoder = PromptEncoder::from_model_dir(&model.root, format_of(recipe))?;
     let stamps = Stamps::load(&out);
-    let mut run = Run { recipe, out, stamps, ran: Vec::new(), model, decoder: None, encoder, progress };
+    let mut run = Run { recipe, out, stamps, ran: Vec::new(), model, decoder: None, encoder, reporter };
     let probe_hash = run.probe()?;
     let probe_directions = run.out.join("probe").join("directions.safetensors");
     let directions = DirectionsFile::load(&probe_directions)?;
@@ -176,14 +176,14 @@ impl Run<'_> {
         if self.stamps.fresh("probe", &hash, &probe_dir.join("directions.safetensors")) {
             return Ok(hash);
         }
-        (self.progress)("probe: capturing activations of both prompt sets");
+        self.reporter.note("probe: capturing activations of both prompt sets");
         let harmful = load_set(&r.prompts.harmful, r, r.prompts.limit)?;
         let harmless = load_set(&r.prompts.harmless, r, r.prompts.limit)?;
         let settings = probe_request(r)?.settings(self.model.spec.num_layers)?;
         let decoder = original_decoder(&mut self.decoder, &self.model, r)?;
         let (harmful, harmless) = if r.probe.filter {
             confirmed_prompts(decoder, &self.encoder, &harmful, &harmless, &|note| {
-                (self.progress)(&format!("probe: {note}"))
+                self.reporter.note(&format!("probe: {note}"))
             })?
         } else {
             (harmful, harmless)
@@ -195,8 +195,10 @@ impl Run<'_> {
             harmful: &harmful,
             harmless: &harmless,
         };
-        let bar = ProgressBar::hidden();
-        probe_to_folder(decoder, &inputs, &settings, &probe_dir, true, &bar)?;
+        let bar = self.reporter.progress("probe: prompts", Unit::Items);
+        bar.set_length((harmful.prompts.len() + harmless.prompts.len()) as u64);
+        probe_to_folder(decoder, &inputs, &settings, &probe_dir, true, bar.as_ref())?;
+        bar.finish();
         self.stamps.set("probe", &hash)?;
         self.ran.push("probe".into());
         Ok(hash)
@@ -221,7 +223,7 @@ impl Run<'_> {
         }
         self.stamps.set("search-inputs", &inputs)?;
         let s = &r.search;
-        (self.progress)(&format!("search: {} trials on the validation prompts", s.trials));
+        self.reporter.note(&format!("search: {} trials on the validation prompts", s.trials));
         // The first `limit` prompts, unshuffled (as `scalpel search --limit`): the first
         // harmless ones are the answered ones.
         let first = |spec: &str| -> Result<Vec<String>> {
@@ -230,8 +232,8 @@ impl Run<'_> {
                 .prompts)
         };
         let validation = Validation { harmful: first(&s.harmful)?, harmless: first(&s.harmless)? };
-        let bar = ProgressBar::hidden();
-        search_step(
+        let bar = self.reporter.progress("search: trials", Unit::Items);
+        let outcome = search_step(
             original_decoder(&mut self.decoder, &self.model, r)?,
             &self.model,
             &self.encoder,
@@ -239,8 +241,10 @@ impl Run<'_> {
             &validation,
             &s.settings(),
             &dir,
-            &bar,
+            bar.as_ref(),
         )?;
+        bar.finish();
+        self.reporter.note(&format!("search: chose trial {}", outcome.chosen));
         self.stamps.set("search", &hash)?;
         self.ran.push("search".into());
         Ok((hash, trial_edit(&dir, None, n)?))
@@ -271,11 +275,17 @@ impl Run<'_> {
             command: "scalpel run",
             search_trial,
         };
-        let progress = self.progress;
+        let reporter = self.reporter;
         let announce = |plan: &crate::surgery::SurgeryPlan| {
-            progress(&format!("ablate: removing `{}` from {} tensors", direction_label(options), plan.edits.len()));
+            reporter.note(&format!(
+                "ablate: removing `{}` from {} tensors",
+                direction_label(options),
+                plan.edits.len()
+            ));
         };
-        let (_, report) = ablate_step(&request, &announce, &ProgressBar::hidden())?;
+        let bar = self.reporter.progress("ablate: writing", Unit::Bytes);
+        let (_, report) = ablate_step(&request, &announce, bar.as_ref())?;
+        bar.finish();
         let verification = report.verification.ok_or_else(|| Error::Other("ablate skipped verification".into()))?;
         self.stamps.set("ablate", &hash)?;
         self.ran.push("ablate".into());
@@ -304,7 +314,7 @@ impl Run<'_> {
             .cloned()
             .collect();
         let sets = EvalSets { samples: picks, ..sets };
-        (self.progress)(&format!(
+        self.reporter.note(&format!(
             "eval: {} harmful + {} harmless held-out prompts, before and after",
             sets.harmful.len(),
             sets.harmless.len()
@@ -334,8 +344,9 @@ impl Run<'_> {
                 Ok(Loaded { decoder, encoder, interventions: Interventions::none() })
             }),
         };
-        let bar = ProgressBar::hidden();
-        let (report, samples) = eval_step(&mut after, Some(&mut before), &sets, e.max_tokens, e.batch, &bar)?;
+        let bar = self.reporter.progress("eval: answers", Unit::Items);
+        let (report, samples) = eval_step(&mut after, Some(&mut before), &sets, e.max_tokens, e.batch, bar.as_ref())?;
+        bar.finish();
         let text = serde_json::to_string_pretty(&serde_json::json!({"report": report, "samples": samples}))
             .map_err(|er| Error::Other(er.to_string()))?;
         std::fs::write(&eval_path, text).map_err(|er| Error::io(&eval_path, er))?;

@@ -14,12 +14,12 @@ use crate::model::HookPoint;
 use crate::probe::{
     default_candidates, parse_positions, parse_stream, CaptureSettings, ExtraDirections, ProbeSettings, RankRule,
 };
+use crate::progress::Progress;
 use crate::surgery::{
     ablate, plan, verify_with_original, AblateReport, DirectionChoice, SurgeryOptions, SurgeryPlan, SurgeryRecord,
     VerifyReport, EDIT_RECORD_FILE,
 };
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use std::path::Path;
 
 /// What probe is asked to do: the one definition of probe's options, filled from the command
@@ -180,7 +180,7 @@ pub struct AblateRequest<'a> {
 pub fn ablate_step(
     request: &AblateRequest<'_>,
     announce: &dyn Fn(&SurgeryPlan),
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(SurgeryPlan, AblateReport)> {
     let directions = DirectionsFile::load(request.directions)?;
     let surgery = plan(request.model, &directions, request.options)?;
@@ -273,7 +273,7 @@ fn measure(
     max_tokens: usize,
     batch: usize,
     paired: bool,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Measured> {
     let mut out = None;
     source.with_subject(&mut |s| {
@@ -303,7 +303,7 @@ pub fn eval_step(
     sets: &EvalSets,
     max_tokens: usize,
     batch: usize,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(EvalReport, Vec<SideBySide>)> {
     let paired = baseline.is_some();
     let base = baseline.map(|b| measure(b, sets, max_tokens, batch, true, progress)).transpose()?;

@@ -6,11 +6,11 @@ use crate::arch::ModelSpec;
 use crate::model::{
     prefill, CaptureSpec, Captures, Decoder, ForwardRequest, HookPoint, Interventions, LayerMajor, LogitsMode,
 };
+use crate::progress::Progress;
 use crate::prompts::batch::length_buckets;
 use crate::prompts::PromptEncoder;
 use crate::{Error, Result};
 use candle_core::Device;
-use indicatif::ProgressBar;
 use std::collections::BTreeMap;
 
 /// Statistics of one prompt set: for each stream, one [`RunningStats`] per captured layer.
@@ -96,7 +96,7 @@ pub fn capture_set(
     prompts: &[String],
     settings: &CaptureSettings,
     interventions: &Interventions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<SetStats> {
     let spec = capture_spec(settings);
     let mut stats = empty_stats(settings, decoder.spec().hidden_size);
@@ -129,7 +129,7 @@ pub fn capture_sets_layer_major(
     sets: &[&[String]],
     settings: &CaptureSettings,
     interventions: &Interventions,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<Vec<SetStats>> {
     let spec = capture_spec(settings);
     let from_end_max = settings.from_end.iter().copied().max().unwrap_or(1);
@@ -177,7 +177,7 @@ pub trait CaptureModel {
         sets: &[&[String]],
         settings: &CaptureSettings,
         interventions: &Interventions,
-        progress: &ProgressBar,
+        progress: &dyn Progress,
     ) -> Result<Vec<SetStats>>;
 }
 
@@ -196,7 +196,7 @@ impl CaptureModel for Decoder {
         sets: &[&[String]],
         settings: &CaptureSettings,
         interventions: &Interventions,
-        progress: &ProgressBar,
+        progress: &dyn Progress,
     ) -> Result<Vec<SetStats>> {
         sets.iter().map(|prompts| capture_set(self, encoder, prompts, settings, interventions, progress)).collect()
     }
@@ -217,7 +217,7 @@ impl CaptureModel for LayerMajor<'_> {
         sets: &[&[String]],
         settings: &CaptureSettings,
         interventions: &Interventions,
-        progress: &ProgressBar,
+        progress: &dyn Progress,
     ) -> Result<Vec<SetStats>> {
         capture_sets_layer_major(self, encoder, sets, settings, interventions, progress)
     }

@@ -6,10 +6,10 @@ use super::extract::{mean_difference, pair_pca};
 use super::ranking::RankRule;
 use crate::directions::{entry_name, Direction};
 use crate::model::{basis_tensor, HookPoint, Interventions};
+use crate::progress::Progress;
 use crate::prompts::PromptEncoder;
 use crate::surgery::Basis;
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use std::time::Instant;
 
 /// How many directions to extract at the recommended layer, and how.
@@ -89,7 +89,7 @@ pub fn run_probe<M: CaptureModel + ?Sized>(
     harmful: &[String],
     harmless: &[String],
     settings: &ProbeSettings,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<ProbeOutcome> {
     if harmful.is_empty() || harmless.is_empty() {
         return Err(Error::Invalid("both prompt sets need at least one prompt".into()));
@@ -157,7 +157,7 @@ struct Recapture<'a, M: ?Sized> {
     harmful: &'a [String],
     harmless: &'a [String],
     settings: &'a ProbeSettings,
-    progress: &'a ProgressBar,
+    progress: &'a dyn Progress,
 }
 
 impl<M: CaptureModel + ?Sized> Recapture<'_, M> {
@@ -233,12 +233,12 @@ pub fn probe_to_folder<M: CaptureModel + ?Sized>(
     settings: &ProbeSettings,
     out: &std::path::Path,
     force: bool,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<(ProbeOutcome, Vec<String>, std::path::PathBuf)> {
     let staged = crate::checkpoint::StagedOutput::new(out, &[&inputs.model_dir.root], force)?;
     let (h, b) = (inputs.harmful, inputs.harmless);
     let outcome = run_probe(model, inputs.encoder, &h.prompts, &b.prompts, settings, progress)?;
-    progress.finish_and_clear();
+    progress.finish();
     let prov = super::ProbeProvenance {
         model: inputs.name.to_string(),
         harmful: (h.source.clone(), h.prompts.len(), h.hash()),

@@ -9,10 +9,10 @@ use super::tpe::{random_point, suggest};
 use crate::checkpoint::ModelDir;
 use crate::directions::{Direction, DirectionsFile};
 use crate::model::Decoder;
+use crate::progress::Progress;
 use crate::prompts::PromptEncoder;
 use crate::surgery::plan;
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -111,7 +111,7 @@ pub fn run_search(
     inputs: &SearchInputs<'_>,
     settings: &SearchSettings,
     out: &Path,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<SearchOutcome> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let reference = measure(inputs.decoder, inputs.encoder, inputs.validation, None, &settings.answers)?;
@@ -133,9 +133,15 @@ pub fn run_search(
         let measured = run_trial(inputs, &params, &reference, &settings.answers, number)?;
         let trial = TrialRecord { number, origin, params, scores: measured.scores, answers: measured.answers };
         append_trial(out, &trial)?;
+        let s = &trial.scores;
+        let line = format!(
+            "trial {number}/{}: refusals {}/{}, over-refusals {}/{}, KL {:.3}, {:.0} s",
+            settings.trials, s.refusals, s.harmful, s.over_refusals, s.harmless, s.kl_mean, s.seconds
+        );
         trials.push(trial);
         progress.set_position(trials.len() as u64);
         progress.set_message(progress_message(&trials, settings));
+        progress.finished_item(&format!("{line}; {}", progress_message(&trials, settings)));
     }
     write_directions(inputs, &trials, out)?;
     let chosen = choose(&trials, &record.baseline, settings.target_refusal_rate)

@@ -9,9 +9,9 @@ use crate::checkpoint::ModelDir;
 use crate::directions::DirectionsFile;
 use crate::model::Decoder;
 use crate::probe::default_candidates;
+use crate::progress::Progress;
 use crate::prompts::PromptEncoder;
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use std::path::Path;
 
 /// Run a search from the probe's `directions` (its `metrics.json` beside it, when present,
@@ -25,7 +25,7 @@ pub fn search_step(
     validation: &Validation,
     settings: &SearchSettings,
     out: &Path,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<SearchOutcome> {
     let directions = DirectionsFile::load(directions_path)?;
     let n = model.spec.num_layers;

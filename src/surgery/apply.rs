@@ -7,8 +7,8 @@ use crate::checkpoint::{
     encode_f32, stage_checkpoint, AddedTensor, EditableDtype, ModelDir, TensorEdit, TensorRef, WriteOptions,
     WriteReport,
 };
+use crate::progress::Progress;
 use crate::{Error, Result};
-use indicatif::ProgressBar;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -42,7 +42,7 @@ pub fn ablate(
     out: &Path,
     force: bool,
     check: bool,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> Result<AblateReport> {
     let by_name: HashMap<&str, &PlannedEdit> = plan.edits.iter().map(|e| (e.tensor.as_str(), e)).collect();
     let untie = plan.options.untie && plan.edits_tied_head;

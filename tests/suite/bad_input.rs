@@ -3,10 +3,10 @@
 use crate::common;
 
 use common::{directions, entries, fixture};
-use indicatif::ProgressBar;
 use scalpel::checkpoint::{Checkpoint, ModelDir};
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::fixture::FixtureOptions;
+use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -179,13 +179,13 @@ fn bad_directions_and_bad_requests_write_nothing() {
     let p = plan(&model, &file, &surgery_options(2, "resid_pre.0")).unwrap();
     let record = p.record("src", "dirs", "");
     for out in [src.clone(), src.join("sub")] {
-        let err = ablate(&model, &p, &record, &out, true, true, &ProgressBar::hidden()).unwrap_err().to_string();
+        let err = ablate(&model, &p, &record, &out, true, true, &Silent).unwrap_err().to_string();
         assert!(err.contains("overlaps the input"), "{err}");
     }
     // An existing output without --force.
     let existing = tmp.path().join("existing");
     std::fs::create_dir(&existing).unwrap();
-    let err = ablate(&model, &p, &record, &existing, false, true, &ProgressBar::hidden()).unwrap_err().to_string();
+    let err = ablate(&model, &p, &record, &existing, false, true, &Silent).unwrap_err().to_string();
     assert!(err.contains("--force"), "{err}");
     std::fs::remove_dir(&existing).unwrap();
 
@@ -211,8 +211,7 @@ fn a_failure_mid_write_leaves_no_output() {
             Ok(scalpel::checkpoint::TensorEdit::Keep)
         }
     };
-    let err =
-        scalpel::checkpoint::write_checkpoint(&model, &out, &options, &ProgressBar::hidden(), &failing).unwrap_err();
+    let err = scalpel::checkpoint::write_checkpoint(&model, &out, &options, &Silent, &failing).unwrap_err();
     assert!(err.to_string().contains("simulated failure"));
     assert!(!out.exists());
     assert!(entries(tmp.path()).iter().all(|n| !n.starts_with(".scalpel-tmp-")), "temp folder removed");

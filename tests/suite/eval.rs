@@ -6,12 +6,12 @@
 use crate::common;
 
 use candle_core::{DType, Device};
-use indicatif::ProgressBar;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::eval::{cross_entropy, first_token_kl, greedy_answers, refusals, Subject};
 use scalpel::fixture::FixtureOptions;
 use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
+use scalpel::progress::Silent;
 use scalpel::prompts::{encode_texts, PromptEncoder, PromptFormat};
 
 fn prompts() -> Vec<String> {
@@ -81,14 +81,14 @@ fn greedy_answers_are_deterministic_and_independent_of_batch_size() {
     let none = Interventions::none();
     let model = subject("m", &decoder, &encoder, &none);
     let prompts = prompts();
-    let one_by_one = greedy_answers(&model, &prompts, 6, 1, &ProgressBar::hidden()).unwrap();
-    let batched = greedy_answers(&model, &prompts, 6, 4, &ProgressBar::hidden()).unwrap();
+    let one_by_one = greedy_answers(&model, &prompts, 6, 1, &Silent).unwrap();
+    let batched = greedy_answers(&model, &prompts, 6, 4, &Silent).unwrap();
     assert_eq!(one_by_one.len(), prompts.len());
     assert!(one_by_one.iter().any(|a| !a.is_empty()), "the fixture answers something");
     assert_eq!(one_by_one, batched, "left-padded batches change greedy answers");
 
-    let first = refusals(&model, &prompts, 6, 3, &ProgressBar::hidden()).unwrap();
-    let again = refusals(&model, &prompts, 6, 3, &ProgressBar::hidden()).unwrap();
+    let first = refusals(&model, &prompts, 6, 3, &Silent).unwrap();
+    let again = refusals(&model, &prompts, 6, 3, &Silent).unwrap();
     assert_eq!(first, again);
     assert_eq!(first.total, prompts.len());
     assert_eq!(first.answers.iter().map(|a| a.answer.clone()).collect::<Vec<_>>(), batched);
@@ -166,7 +166,7 @@ fn eval_with_a_baseline_holds_one_model_at_a_time_and_reports_the_same() {
     let none = Interventions::none();
     let (d0, e0) = load(&src);
     let (d1, e1) = load(&edited);
-    let bar = ProgressBar::hidden();
+    let bar = Silent;
     let (up_front, up_front_samples) = eval_step(
         &mut subject("edited", &d1, &e1, &none),
         Some(&mut subject("original", &d0, &e0, &none) as &mut dyn SubjectSource),

@@ -8,12 +8,12 @@ use crate::common;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use indicatif::ProgressBar;
 use scalpel::arch::RopeScaling;
 use scalpel::checkpoint::{EditableDtype, ModelDir};
 use scalpel::fixture::FixtureOptions;
 use scalpel::import::{import_gguf, permute_rows, ImportOptions};
 use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
+use scalpel::progress::Silent;
 use std::path::Path;
 
 fn gguf_name(hf: &str) -> String {
@@ -160,13 +160,7 @@ fn llama_fixture_round_trips_through_gguf() {
         let gguf = tmp.path().join(format!("{name}.gguf"));
         export(&original, &gguf, dtype);
         let out = tmp.path().join(format!("imported-{name}"));
-        import_gguf(
-            &gguf,
-            &out,
-            &ImportOptions { dtype: Some(EditableDtype::F32), force: false },
-            &ProgressBar::hidden(),
-        )
-        .unwrap();
+        import_gguf(&gguf, &out, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &Silent).unwrap();
         let imported = ModelDir::open(&out).unwrap();
         assert_eq!(imported.spec.num_layers, original.spec.num_layers);
         assert_eq!(imported.spec.num_kv_heads, original.spec.num_kv_heads);
@@ -211,7 +205,7 @@ fn llama3_rope_scaling_survives_the_round_trip() {
     let gguf = tmp.path().join("scaled.gguf");
     export(&original, &gguf, GgmlDType::F32);
     let out = tmp.path().join("imported");
-    let report = import_gguf(&gguf, &out, &ImportOptions::default(), &ProgressBar::hidden()).unwrap();
+    let report = import_gguf(&gguf, &out, &ImportOptions::default(), &Silent).unwrap();
     assert!(report.skipped.contains(&"rope_freqs.weight".to_string()), "not written as a weight");
     let imported = ModelDir::open(&out).unwrap();
     assert_eq!(imported.config["rope_scaling"], scaling);
@@ -229,13 +223,13 @@ fn bad_gguf_files_are_refused_and_nothing_is_written() {
     let out = tmp.path().join("out");
     let junk = tmp.path().join("junk.gguf");
     std::fs::write(&junk, b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    let err = import_gguf(&junk, &out, &ImportOptions::default(), &ProgressBar::hidden()).unwrap_err().to_string();
+    let err = import_gguf(&junk, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.contains("junk.gguf"), "{err}");
     // An architecture scalpel does not import.
     let mamba = tmp.path().join("mamba.gguf");
     let arch = Value::String("mamba".into());
     gguf_file::write(&mut std::fs::File::create(&mamba).unwrap(), &[("general.architecture", &arch)], &[]).unwrap();
-    let err = import_gguf(&mamba, &out, &ImportOptions::default(), &ProgressBar::hidden()).unwrap_err().to_string();
+    let err = import_gguf(&mamba, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.contains("mamba") && err.contains("llama"), "{err}");
     assert!(!out.exists());
     assert!(std::fs::read_dir(tmp.path()).unwrap().all(|e| !e

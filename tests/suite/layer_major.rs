@@ -6,7 +6,6 @@
 use crate::common;
 
 use candle_core::{DType, Device};
-use indicatif::ProgressBar;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::{FixtureOptions, FAMILIES};
@@ -15,6 +14,7 @@ use scalpel::model::{Decoder, HookPoint, LayerMajor};
 use scalpel::probe::{
     capture_set, capture_sets_layer_major, run_probe, CaptureSettings, ExtraDirections, ProbeSettings, RankRule,
 };
+use scalpel::progress::Silent;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use std::path::Path;
 use std::process::Command;
@@ -86,7 +86,7 @@ fn layer_major_captures_and_directions_equal_the_whole_model_for_every_family() 
             };
             let (h, b) = (harmful(), harmless());
             let none = scalpel::model::Interventions::none();
-            let hidden = ProgressBar::hidden();
+            let hidden = Silent;
             let whole: Vec<_> = [&h, &b]
                 .iter()
                 .map(|set| capture_set(&decoder, &encoder, set, &settings, &none, &hidden).unwrap())
@@ -123,7 +123,7 @@ fn layer_major_captures_and_directions_equal_the_whole_model_for_every_family() 
             extra: ExtraDirections::Iterative(2),
             projected: true,
         };
-        let hidden = ProgressBar::hidden();
+        let hidden = Silent;
         let a = run_probe(&decoder, &encoder, &harmful(), &harmless(), &settings, &hidden).unwrap();
         let c = run_probe(&layered, &encoder, &harmful(), &harmless(), &settings, &hidden).unwrap();
         assert_eq!(a.analysis.recommended, c.analysis.recommended, "{family}");

@@ -7,7 +7,6 @@
 use crate::common;
 
 use candle_core::{DType, Device};
-use indicatif::ProgressBar;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::FixtureOptions;
@@ -15,6 +14,7 @@ use scalpel::model::{Decoder, HookPoint};
 use scalpel::probe::{
     run_probe, write_probe_outputs, CaptureSettings, ExtraDirections, ProbeProvenance, ProbeSettings, RankRule,
 };
+use scalpel::progress::Silent;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 
 const HARMFUL_LETTERS: &[char] = &['q', 'x', 'z', 'j', 'k'];
@@ -68,8 +68,7 @@ fn probe_recovers_a_planted_direction() {
     let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Raw { trailing_newline: false }).unwrap();
     let (harmful, harmless) = (prompts(HARMFUL_LETTERS, 40, 0), prompts(HARMLESS_LETTERS, 40, 1));
     let outcome =
-        run_probe(&decoder, &encoder, &harmful, &harmless, &settings(ExtraDirections::None), &ProgressBar::hidden())
-            .unwrap();
+        run_probe(&decoder, &encoder, &harmful, &harmless, &settings(ExtraDirections::None), &Silent).unwrap();
     let found = &outcome.directions.iter().find(|d| d.name == "resid_pre.0").unwrap().rows[0];
     let cos: f32 = found.iter().zip(&r).map(|(a, b)| a * b).sum();
     assert!(cos > 0.99, "recovered direction has cosine {cos}");
@@ -110,8 +109,7 @@ fn iterative_and_pca_directions_are_orthonormal_and_lead_with_r() {
     let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Raw { trailing_newline: false }).unwrap();
     let (harmful, harmless) = (prompts(HARMFUL_LETTERS, 24, 0), prompts(HARMLESS_LETTERS, 24, 1));
     for extra in [ExtraDirections::Iterative(3), ExtraDirections::Pca(3)] {
-        let outcome =
-            run_probe(&decoder, &encoder, &harmful, &harmless, &settings(extra), &ProgressBar::hidden()).unwrap();
+        let outcome = run_probe(&decoder, &encoder, &harmful, &harmless, &settings(extra), &Silent).unwrap();
         let rows = &outcome.directions.iter().find(|d| d.name == "resid_pre.0").unwrap().rows;
         assert_eq!(rows.len(), 3, "{extra:?}");
         for (i, a) in rows.iter().enumerate() {

@@ -4,12 +4,12 @@
 use crate::common;
 
 use candle_core::{DType, Device};
-use indicatif::ProgressBar;
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::fixture::{FixtureOptions, FAMILIES};
 use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
+use scalpel::progress::Silent;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use scalpel::search::{
     load_trials, measure, search_step, trial_directions, AnswerSettings, SearchSettings, SearchSpace, TrialParams,
@@ -81,16 +81,7 @@ fn a_trial_in_memory_equals_the_written_checkpoint_for_every_family() {
                 "{family}: beyond the width: {mlp_layers:?}"
             );
             let out = tmp.path().join(format!("{family}-{norm_preserve}-edited"));
-            ablate(
-                &src,
-                &p,
-                &p.record(&src.root.display().to_string(), "", ""),
-                &out,
-                false,
-                true,
-                &ProgressBar::hidden(),
-            )
-            .unwrap();
+            ablate(&src, &p, &p.record(&src.root.display().to_string(), "", ""), &out, false, true, &Silent).unwrap();
             let written = Decoder::load(&ModelDir::open(&out).unwrap(), &Device::Cpu, DType::F32).unwrap();
             let original = Decoder::load(&src, &Device::Cpu, DType::F32).unwrap();
             let in_memory = original.with_edits(&p).unwrap();
@@ -136,9 +127,7 @@ fn search_with(s: &Setup, directions: &Path, out: &str, trials: usize, seed: u64
         ..SearchSettings::default()
     };
     let dir = s.root.join(out);
-    let outcome =
-        search_step(&decoder, &s.model, &encoder, directions, &validation, &settings, &dir, &ProgressBar::hidden())
-            .unwrap();
+    let outcome = search_step(&decoder, &s.model, &encoder, directions, &validation, &settings, &dir, &Silent).unwrap();
     assert!(dir.join("report.md").exists() && dir.join("pareto.png").exists() && dir.join("chosen.json").exists());
     assert_eq!(outcome.trials, load_trials(&dir).unwrap());
     outcome.trials
@@ -184,7 +173,7 @@ fn a_search_folder_with_other_settings_is_refused() {
         &validation,
         &SearchSettings { trials: 4, ..SearchSettings::default() },
         &s.root.join("e"),
-        &ProgressBar::hidden(),
+        &Silent,
     )
     .unwrap_err()
     .to_string();

@@ -5,11 +5,11 @@
 use crate::common;
 
 use candle_core::{DType, Device};
-use indicatif::ProgressBar;
 use scalpel::checkpoint::ModelDir;
 use scalpel::fixture::FixtureOptions;
 use scalpel::model::{generate, parse_device, Decoder, GenerateOptions, HookPoint, Interventions, Sampling};
 use scalpel::probe::{capture_set, CaptureSettings};
+use scalpel::progress::Silent;
 use scalpel::prompts::batch::length_buckets;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 
@@ -46,9 +46,7 @@ fn bucketed_capture_keeps_prompt_order() {
             batch,
             keep: true,
         };
-        let stats =
-            capture_set(&decoder, &encoder, &prompts, &settings, &Interventions::none(), &ProgressBar::hidden())
-                .unwrap();
+        let stats = capture_set(&decoder, &encoder, &prompts, &settings, &Interventions::none(), &Silent).unwrap();
         stats.kept[&(HookPoint::ResidPost, 1)].clone()
     };
     let (one_by_one, bucketed) = (capture(1), capture(2));

@@ -4,11 +4,11 @@
 use crate::common;
 
 use common::{directions, fixture};
-use indicatif::ProgressBar;
 use scalpel::arch::{NormKind, WriterKind};
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::{FixtureDtype, FixtureOptions, FAMILIES};
+use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, projection, verify, Basis, DirectionChoice, SurgeryOptions, SurgeryPlan};
 use std::path::Path;
 
@@ -29,7 +29,7 @@ fn edit(model: &ModelDir, dirs: &Path, options: &SurgeryOptions, out: &Path) -> 
     let directions = DirectionsFile::load(dirs).unwrap();
     let plan = plan(model, &directions, options).unwrap();
     let record = plan.record("src", "dirs", "");
-    ablate(model, &plan, &record, out, false, true, &ProgressBar::hidden()).unwrap();
+    ablate(model, &plan, &record, out, false, true, &Silent).unwrap();
     (plan, ModelDir::open(out).unwrap())
 }
 

@@ -3,12 +3,12 @@
 
 use crate::common;
 
-use indicatif::ProgressBar;
 use scalpel::analysis::{alignment, analyse_writers, overlap, writer_subspace, SvdSettings};
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{write_checkpoint, ModelDir, TensorEdit, WriteOptions};
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::fixture::FixtureOptions;
+use scalpel::progress::Silent;
 use std::collections::BTreeMap;
 
 #[test]
@@ -26,7 +26,7 @@ fn planted_sharing_and_alignment_are_recovered() {
             TensorEdit::Keep
         })
     };
-    write_checkpoint(&model, &planted, &WriteOptions::default(), &ProgressBar::hidden(), &edit).unwrap();
+    write_checkpoint(&model, &planted, &WriteOptions::default(), &Silent, &edit).unwrap();
     let model = ModelDir::open(&planted).unwrap();
     let k = 4;
     // A direction planted in layer 2's writing space.
@@ -37,8 +37,7 @@ fn planted_sharing_and_alignment_are_recovered() {
     DirectionsFile::save(&dirs, &[Direction { name: "resid_pre.2".into(), rows: vec![r] }], &BTreeMap::new()).unwrap();
     let settings =
         SvdSettings { top_k: k, layers: (0..4).collect(), writers: vec![WriterKind::Attn], exact: false, consensus: 2 };
-    let a = analyse_writers(&model, &settings, Some(&DirectionsFile::load(&dirs).unwrap()), &ProgressBar::hidden())
-        .unwrap();
+    let a = analyse_writers(&model, &settings, Some(&DirectionsFile::load(&dirs).unwrap()), &Silent).unwrap();
     assert_eq!(a.writers.len(), 4);
     assert!((a.random_baseline - k as f64 / 64.0).abs() < 1e-12);
     assert!(a.overlap[0][1] > 0.99, "copied writers share their subspace: {}", a.overlap[0][1]);
@@ -108,8 +107,7 @@ fn the_report_summarises_a_large_directions_file() {
         exact: true,
         consensus: 1,
     };
-    let a = analyse_writers(&model, &settings, Some(&DirectionsFile::load(&dirs).unwrap()), &ProgressBar::hidden())
-        .unwrap();
+    let a = analyse_writers(&model, &settings, Some(&DirectionsFile::load(&dirs).unwrap()), &Silent).unwrap();
     let out = tmp.path().join("svd");
     std::fs::create_dir(&out).unwrap();
     let files = scalpel::analysis::write_svd_outputs(&out, &a, "m").unwrap();

@@ -4,7 +4,6 @@
 use crate::common;
 
 use candle_core::{DType, Device};
-use indicatif::ProgressBar;
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{encode_f32, EditableDtype, ModelDir};
 use scalpel::directions::{Direction, DirectionsFile};
@@ -13,6 +12,7 @@ use scalpel::fixture::{FixtureOptions, FAMILIES};
 use scalpel::model::{Decoder, Interventions};
 use scalpel::pipeline::{ablate_step, verify_step, AblateRequest};
 use scalpel::probe::{run_probe, ExtraDirections, RankRule};
+use scalpel::progress::Silent;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use scalpel::surgery::{DirectionChoice, SurgeryOptions};
 use std::collections::BTreeMap;
@@ -101,7 +101,7 @@ fn non_finite_activations_and_logits_are_errors_not_good_scores() {
         extra: ExtraDirections::None,
         projected: false,
     };
-    let err = run_probe(&decoder, &encoder, &prompts, &prompts, &settings, &ProgressBar::hidden()).unwrap_err();
+    let err = run_probe(&decoder, &encoder, &prompts, &prompts, &settings, &Silent).unwrap_err();
     let err = err.to_string();
     assert!(err.contains("non-finite") && err.contains("layer 1") && err.contains("prompt #0"), "{err}");
 
@@ -184,7 +184,7 @@ fn edit(model: &ModelDir, dirs: &Path, out: &Path, strength: f64) -> ModelDir {
         command: "",
         search_trial: None,
     };
-    let (_, report) = ablate_step(&request, &|_| {}, &ProgressBar::hidden()).unwrap();
+    let (_, report) = ablate_step(&request, &|_| {}, &Silent).unwrap();
     assert!(report.verification.unwrap().all_pass(), "a correct edit with λ = {strength} verifies");
     ModelDir::open(out).unwrap()
 }

@@ -8,7 +8,6 @@
 use crate::common;
 
 use candle_core::{DType, Device};
-use indicatif::ProgressBar;
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
@@ -17,6 +16,7 @@ use scalpel::model::{
     amx, generate, panels, CaptureSpec, Decoder, ForwardRequest, GenerateOptions, HookPoint, Interventions, LogitsMode,
     Sampling, WeightStorage,
 };
+use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPlan};
 
 /// Logits of every position and captures of every stream, as bits, for a left-padded batch of
@@ -124,7 +124,7 @@ fn a_bf16_model_edited_in_memory_equals_the_checkpoint_ablate_writes() {
         let p = edit_plan(&model, &dirs);
         let out = tmp.path().join(format!("{family}-edited"));
         let record = p.record(&model.root.display().to_string(), "", "");
-        ablate(&model, &p, &record, &out, false, true, &ProgressBar::hidden()).unwrap();
+        ablate(&model, &p, &record, &out, false, true, &Silent).unwrap();
         let written = Decoder::load(&ModelDir::open(&out).unwrap(), &Device::Cpu, DType::F32).unwrap();
         let original = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
         let in_memory = original.with_edits(&p).unwrap();

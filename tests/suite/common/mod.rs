@@ -1,12 +1,12 @@
 //! Helpers shared by the integration tests.
 
 use candle_core::Device;
-use indicatif::ProgressBar;
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{encode_f32, write_checkpoint, EditableDtype, ModelDir, TensorEdit, TensorRef, WriteOptions};
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::fixture::{write_fixture, FixtureOptions};
 use scalpel::model::{basis_tensor, HookPoint, Intervention, Interventions};
+use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, Basis, DirectionChoice, SurgeryOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,7 @@ pub fn replace_tensors(src: &Path, out: &Path, replacements: &[(&str, &[f32])]) 
             None => TensorEdit::Keep,
         })
     };
-    write_checkpoint(&model, out, &WriteOptions { force: true, ..Default::default() }, &ProgressBar::hidden(), &edit)
-        .unwrap();
+    write_checkpoint(&model, out, &WriteOptions { force: true, ..Default::default() }, &Silent, &edit).unwrap();
     ModelDir::open(out).unwrap()
 }
 
@@ -126,6 +125,6 @@ pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path
         profile: None,
     };
     let p = plan(src, &directions, &options).unwrap();
-    ablate(src, &p, &p.record("", "", ""), out, false, true, &ProgressBar::hidden()).unwrap();
+    ablate(src, &p, &p.record("", "", ""), out, false, true, &Silent).unwrap();
     ModelDir::open(out).unwrap()
 }
