@@ -1,4 +1,4 @@
-//! Small helpers shared by the subcommands.
+//! Small functions shared by the subcommands.
 
 use anyhow::Context;
 use scalpel::arch::WriterKind;

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 /// scalpel: find the direction a chat model uses to refuse, and cut it out of the weights.
 ///
-/// Typical session: `scalpel probe` (find directions) → `scalpel ablate` (edit the weights)
+/// Typical use: `scalpel probe` (find directions) → `scalpel ablate` (edit the weights)
 /// → `scalpel verify` / `scalpel eval` (check the result). `scalpel run RECIPE` does it all.
 #[derive(Debug, Parser)]
 #[command(name = "scalpel", version, propagate_version = true)]

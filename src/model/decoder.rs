@@ -85,8 +85,8 @@ impl KvCache {
 
 /// One layer's cached keys and values: buffers `[batch, kv_heads, capacity, head_dim]` whose
 /// first `len` positions are filled. Appending writes the new positions in place (candle's
-/// `slice_set`) instead of concatenating, which copied the whole cache at every generated
-/// token (6 % of SmolLM2's generation time).
+/// `slice_set`) instead of concatenating, which would copy the whole cache at every generated
+/// token.
 #[derive(Debug)]
 pub(crate) struct LayerCache {
     k: Tensor,
@@ -463,7 +463,7 @@ fn select_positions(x: &Tensor, from_end: &[usize]) -> Result<Tensor> {
     Ok(Tensor::cat(&parts, 1)?.to_dtype(DType::F32)?.contiguous()?)
 }
 
-/// Softmax of one row of logits, in f32 (helper for samplers and evaluation).
+/// Softmax of one row of logits, in f32 (for samplers and evaluation).
 pub fn log_probs(logits: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::ops::log_softmax(logits, D::Minus1)
 }

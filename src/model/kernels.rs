@@ -76,8 +76,7 @@ fn silu_mul_row_portable(o: &mut [f32], g: &[f32], u: &[f32]) {
 
 /// `e^x` within a few ulp for `x` in [−87, 88] (clamped there: results from 1.6e-38 to 1.7e38),
 /// as Cephes' `expf` computes it (`2^n · p(r)`, `r = x − n·ln 2`, a degree-7 polynomial), in
-/// branch-free arithmetic that the compiler vectorizes; libm's `expf` is a call per value
-/// (3.7 % of a capture's CPU time, in SiLU).
+/// branch-free arithmetic that the compiler vectorizes; libm's `expf` is a call per value.
 #[inline(always)]
 pub(crate) fn exp_vectorizable(x: f32) -> f32 {
     // 1.5 · 2^23: adding it rounds to an integer, which then sits in the low mantissa bits.
@@ -208,8 +207,7 @@ pub(crate) fn softmax_in_place(row: &mut [f32], mask: &[f32], scale: f32) {
 }
 
 /// `e^x` for `x ≤ 0`, with masked entries (far below any real score) answered without calling
-/// `exp`: below −104 it is 0 in f32 either way, and libm's slow path for underflow took 1.7 % of
-/// a capture's time.
+/// `exp`: below −104 it is 0 in f32 either way, and libm's slow path for underflow is costly.
 #[inline]
 fn exp_at_most_zero(x: f32) -> f32 {
     if x < -104.0 {

@@ -3,8 +3,8 @@
 //!
 //! Row-major `W` suits dot products along `k`, which for a few rows of `x` (a decode step of a
 //! batch) reload `x` for every 4 rows of `W` and reduce each sum across the vector lanes at the
-//! end: on SmolLM2-135M (f32), 20 rows, a whole step's products ran at 75 GFLOP/s, where
-//! streaming the weights from memory alone allows 190. In panels (`W`'s rows `[16g, 16g + 16)`
+//! end, which leaves a decode step well below the rate at which the weights stream from memory.
+//! In panels (`W`'s rows `[16g, 16g + 16)`
 //! stored column by column, two panels interleaved per group of 32 outputs: value `(32q + r, p)`
 //! in block `(q · k + p) · 2 + r / 16`, lane `r % 16`, 64-byte aligned), a vector load is 16
 //! outputs' weights for one `p`; broadcasting `x[i, p]` into it needs no reduction and each
@@ -42,9 +42,8 @@ const KC: usize = 128;
 const MAX_KC: usize = 256;
 /// The most bytes of `x` per chunk of `k` beyond `KC` steps (half a core's L2).
 const X_CHUNK_BYTES: usize = 1 << 20;
-/// The most bytes of packed `x` per pass over the weights (rows beyond it take another pass):
-/// Qwen2.5-0.5B's MLP down at 800 rows (15.6 MB of `x`, read once per group of 32 outputs)
-/// took 22.8–32.3 ms in one pass and 20.6–21.6 in passes of 3 MB (1 MB: the same).
+/// The most bytes of packed `x` per pass over the weights (rows beyond it take another pass), so
+/// that a long `k`'s `x`, read once per group of 32 outputs, meets every group from cache.
 const X_PASS_BYTES: usize = 3 << 20;
 /// Steps along `k` between a weight block's prefetch and its use.
 const AHEAD: usize = 24;
@@ -229,7 +228,7 @@ fn matmul_wt(x: &[f32], m: usize, w: &Panels, bias: Option<&[f32]>) -> Vec<f32> 
     let tasks = (4 * rayon::current_num_threads()).min(groups);
     let per_task = groups.div_ceil(tasks);
     // Written in full by the first chunk of each group (the accumulators' start is the bias or
-    // zero), so it is not cleared first: a product of 800 rows spent 5 % of its time on that.
+    // zero), so it is not cleared first: clearing is a visible share of a large product.
     let mut y: Vec<f32> = Vec::with_capacity(m * n);
     let out = Columns(y.as_mut_ptr());
     let blocks = &w.packed.blocks[w.first * NR * k..];

@@ -28,11 +28,10 @@ pub struct Prefilled {
 }
 
 /// Whether a batch on `decoder` is worth splitting at its shared prefix. On the CPU and in f32
-/// the arithmetic saved pays for the extra one-row pass (measured: Qwen2.5-0.5B on 2 cores, 1.6×
-/// the real tokens/s; a 1.78 B qwen2 on an H200 in f32, 1.29×). A GPU in 16 bits is bound by
-/// kernel launches, not arithmetic, and the extra pass's ~700 launches and the per-layer copies
-/// of the prefix's keys cost more than the shorter batch saves (the same H200 in bf16: 31,193
-/// real tokens/s with the split, 46,079 without), so there the batch runs whole.
+/// the arithmetic saved pays for the extra one-row pass. A GPU in 16 bits is bound by kernel
+/// launches, not arithmetic, and the extra pass's ~700 launches and the per-layer copies of the
+/// prefix's keys cost more than the shorter batch saves (docs/benchmarks.md, *On a GPU*), so
+/// there the batch runs whole.
 pub fn shares_prefix(decoder: &Decoder) -> bool {
     decoder.device().is_cpu() || decoder.dtype() == DType::F32
 }

@@ -21,14 +21,13 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor
 use rayon::prelude::*;
 
 /// The most rows of `x` for which [`linear`] takes this kernel rather than candle's matmul
-/// (measured with `examples/bench_small_matmul.rs` on the 0.5B model's shapes, AVX-512, 2
-/// threads: at 40 rows the kernel is 1.0–3.8× faster per shape, at 48 rows gemm wins on the wide
-/// products).
+/// (`examples/bench_small_matmul.rs`: up to here the kernel is faster on every shape, beyond it
+/// gemm wins on the wide products).
 pub const MAX_ROWS: usize = 40;
 
 /// Narrow products (at most [`NARROW_OUTPUTS`] outputs: attention output, MLP down) take the
-/// kernel up to this many rows: gemm parallelises them poorly (at 128 rows the kernel is still
-/// 1.2–1.5× faster on the 0.5B model's `o_proj` and `down_proj`).
+/// kernel up to this many rows: gemm parallelises them poorly (at this many rows the kernel is
+/// still faster on `o_proj` and `down_proj`).
 pub const MAX_ROWS_NARROW: usize = 128;
 
 /// See [`MAX_ROWS_NARROW`].
@@ -549,7 +548,7 @@ mod x86 {
     }
 
     /// Ask the CPU to bring the cache line at `line` into L2 (not L1: with 20 rows of `x`
-    /// streaming through L1, lines fetched there were evicted before use; measured 4–9 % faster).
+    /// streaming through L1, lines fetched there are evicted before use).
     #[inline(always)]
     fn fetch(line: *const u8) {
         // SAFETY: a prefetch never faults, whatever the address.

@@ -2,11 +2,10 @@
 //!
 //! Every fused kernel, packed product and candle op of a forward pass splits its work with rayon.
 //! Called from a thread outside the pool (the program's main thread), each of those hundreds of
-//! ops per pass injected its tasks into the pool, put the caller to sleep and woke it again at
-//! the end: on 2 cores, three threads traded the CPUs, and the scheduler's functions took 14 %
-//! of SmolLM2's generation (perf). Run on a worker, an op's first half runs on the caller and
-//! only the other half is stolen: generation (40 × 40 tokens, batch 20) went from 11.7–13.2 to
-//! 15.6–16.1 prompts/s.
+//! ops per pass injects its tasks into the pool, puts the caller to sleep and wakes it again at
+//! the end: one thread more than there are cores trades the CPUs, and the scheduler takes a
+//! large share of generation. Run on a worker, an op's first half runs on the caller and only
+//! the other half is stolen (docs/benchmarks.md has the measurement).
 
 /// `f()` on a worker of rayon's global pool (inline if this thread is one already).
 pub(crate) fn on_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {

@@ -146,9 +146,9 @@ pub const WEIGHTS_DTYPE_ENV: &str = "SCALPEL_WEIGHTS_DTYPE";
 /// The dtype the matrices of linears and the embedding/head are kept in.
 ///
 /// The default is [`WeightStorage::Auto`]: matrices widened to the compute dtype when they fit
-/// the memory with room to spare (on the 0.5B model, 2 cores, 16-bit weights generate as fast
-/// but capture — probe's batches of hundreds of rows, which widen every matrix for each product
-/// — about 25 % slower), kept 16-bit when they would not (half the memory, the same results).
+/// the memory with room to spare (16-bit weights make capture — probe's batches of hundreds of
+/// rows, which widen every matrix for each product — slower), kept 16-bit when they would not
+/// (half the memory, the same results).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightStorage {
     /// A bf16/f16 checkpoint's matrices stay 16-bit when the compute dtype is f32 on the CPU
@@ -221,7 +221,7 @@ impl Loader<'_> {
 
     /// A linear's matrix: as [`Loader::matrix`], except that a 16-bit matrix that
     /// [`Loader::finish`] will put in panels stays 16-bit until then (packing widens it, so an
-    /// f32 row-major copy never exists beside the panels: an LM head's took 0.3 GiB more peak).
+    /// f32 row-major copy never exists beside the panels, which for an LM head raises the peak).
     pub fn linear_matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.matrix_kept(name, shape, |dtype| {
             (self.packs() && dtype == DType::BF16) || (self.panels() && matches!(dtype, DType::BF16 | DType::F16))
@@ -271,8 +271,7 @@ impl Loader<'_> {
     /// The embedding `[vocab, hidden]` and a head tied to it. The head is packed as
     /// [`Loader::finish`] packs a linear; where that puts it in panels, the embedding lookup
     /// gathers its rows from them ([`Linear::gather_rows`]) and no row-major embedding is kept
-    /// (`None`): one copy of the matrix, and the head's product at panel speed (at 20 rows on
-    /// SmolLM2's head: 3.5 ms against 6.5 ms row-major). Packed for AMX, the head is a bf16 copy
+    /// (`None`): one copy of the matrix, and the head's product at panel speed. Packed for AMX, the head is a bf16 copy
     /// beside the embedding.
     pub fn tied_embedding(&self, name: &str, shape: &[usize]) -> Result<(Option<Tensor>, Linear)> {
         let w = self.linear_matrix(name, shape)?;
