@@ -12,7 +12,7 @@ pub mod rules;
 
 pub use labelled::{check_judge, load_labelled, parse_labelled, Confusion, JudgeCheck, Labelled, Split};
 pub use model::{LabelScorer, ModelJudge, RUBRIC, RUBRIC_VERSION};
-pub use rules::{judge_answer, RulesJudge};
+pub use rules::{judge_answer, RulesJudge, RULES_NAME};
 
 use crate::{Error, Result};
 use std::path::PathBuf;
