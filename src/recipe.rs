@@ -30,6 +30,9 @@ pub struct Recipe {
     /// How to evaluate.
     #[serde(default)]
     pub eval: EvalSection,
+    /// Which judge gives the verdicts (refusal, evasion, compliance).
+    #[serde(default)]
+    pub judge: JudgeSection,
     /// Where everything goes.
     pub output: OutputSection,
 }
@@ -283,7 +286,23 @@ pub struct EvalSection {
 
 impl Default for EvalSection {
     fn default() -> Self {
-        EvalSection { max_tokens: 64, limit: None, samples: 4, batch: 8, text: None }
+        EvalSection { max_tokens: 128, limit: None, samples: 4, batch: 8, text: None }
+    }
+}
+
+/// `[judge]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeSection {
+    /// `rules`, or `model:PATH` (a chat model folder): see [`crate::eval::judge::JudgeSpec`].
+    pub judge: String,
+    /// A thinking model: `strip` (judge after the block) or `off` (`enable_thinking = false`).
+    pub thinking: String,
+}
+
+impl Default for JudgeSection {
+    fn default() -> Self {
+        JudgeSection { judge: "rules".into(), thinking: "strip".into() }
     }
 }
 

@@ -1,10 +1,11 @@
 //! `scalpel compare`: answers of two models side by side.
 
 use super::common::{on_demand, open_model};
+use super::judge::JudgeArgs;
 use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
-use scalpel::eval::{compare, side_by_side};
+use scalpel::eval::{compare, side_by_side, Exchange, VerdictCounts};
 use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
@@ -25,8 +26,10 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     pub limit: usize,
     /// Tokens per answer.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     /// Also write the comparison as markdown.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -52,9 +55,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let progress = Bar::with_length("answering", Unit::Items, 2 * prompts.len() as u64);
     let rows = side_by_side(&mut left, &mut right, &prompts, args.max_tokens, 8, &progress)?;
     progress.finish();
+    // Both models are dropped by now: a judge model has the memory to itself.
+    let judge = args.judge.judge(&args.run)?;
+    let verdicts = |side: &dyn Fn(&compare::SideBySide) -> &str| -> anyhow::Result<Vec<scalpel::eval::Verdict>> {
+        let exchanges: Vec<Exchange<'_>> = rows.iter().map(|r| Exchange { request: &r.prompt, answer: side(r) }).collect();
+        Ok(judge.judge(&exchanges)?.into_iter().map(|j| j.verdict).collect())
+    };
+    let (left_v, right_v) = (verdicts(&|r| &r.left)?, verdicts(&|r| &r.right)?);
     print!("{}", compare::columns(&rows, &args.original, &right_name, 58));
+    let mut summary = format!("Verdicts by the `{}` judge, refusal / evasion / compliance:\n", judge.name());
+    for (name, v) in [(&args.original, &left_v), (&right_name, &right_v)] {
+        let c = VerdictCounts::of(v.iter().copied());
+        summary += &format!(
+            "- {name}: {} / {} / {} (not compliant {}/{})\n",
+            c.refusal,
+            c.evasion,
+            c.compliance,
+            c.not_compliant(),
+            c.total()
+        );
+    }
+    for (row, (l, r)) in rows.iter().zip(left_v.iter().zip(&right_v)) {
+        summary += &format!("  {l} → {r}: {}\n", row.prompt);
+    }
+    print!("\n{summary}");
     if let Some(path) = &args.out {
-        std::fs::write(path, compare::markdown(&rows, &args.original, &right_name))?;
+        std::fs::write(path, format!("{}\n{summary}", compare::markdown(&rows, &args.original, &right_name)))?;
     }
     Ok(())
 }

@@ -1,22 +1,27 @@
-//! `scalpel eval`: refusal rate, over-refusal and KL divergence on held-out prompts, and
-//! optionally the cross-entropy of a text set.
+//! `scalpel eval`: refusal / evasion / compliance, over-refusal and KL divergence on held-out
+//! prompts, and optionally the cross-entropy of a text set.
 
-use super::common::{on_demand, open_model};
+use super::common::open_model;
+use super::judge::JudgeArgs;
 use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
 use clap::Args as ClapArgs;
-use scalpel::eval::{SubjectSource, REFUSAL_MARKERS};
+use scalpel::checkpoint::ModelDir;
+use scalpel::eval::thinking::{without_thinking, ThinkingMode};
+use scalpel::eval::{Loaded, OnDemand, SubjectSource, Verdict, REFUSAL_MARKERS};
+use scalpel::model::Interventions;
 use scalpel::pipeline::{eval_step, EvalSets};
 use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
 
-/// Measure a model on held-out prompts: how often it refuses harmful requests (refusal rate),
-/// how often it refuses harmless ones (over-refusal), and with --baseline how far its next-token
-/// distribution moved on harmless prompts (KL(baseline ‖ model) of the first generated token).
-/// Answers are greedy; a refusal is an empty answer or one containing a documented marker
-/// (`scalpel eval --markers` lists them). Defaults use the built-in test splits, never the
-/// prompts that probe trained on.
+/// Measure a model on held-out prompts: how its answers to harmful requests divide into
+/// refusals, evasions and compliances, how often it fails harmless ones (over-refusal: refusal
+/// + evasion), and with --baseline how far its next-token distribution moved on harmless prompts
+/// (KL(baseline ‖ model) of the first generated token). Answers are greedy; the judge (--judge)
+/// gives the verdicts: `rules` reads the text (markers by where they stand, lectures, loops,
+/// language switches, …; `scalpel eval --markers` lists the markers), `model:PATH` asks a chat
+/// model. Defaults use the built-in test splits, never the prompts that probe trained on.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Model folder, or a Hugging Face id.
@@ -41,9 +46,15 @@ pub struct Args {
     /// Use at most N prompts of each set.
     #[arg(long)]
     pub limit: Option<usize>,
-    /// Tokens generated per answer.
-    #[arg(long, default_value_t = 100)]
+    /// Tokens generated per answer (it stops earlier at the end of its turn).
+    #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
+    /// A thinking model (`<think>…</think>`): `strip` judges the answer after the block (with
+    /// room for the block first), `off` renders prompts with `enable_thinking = false`.
+    #[arg(long, default_value = "strip")]
+    pub thinking: String,
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     /// Prompts per generation batch.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -65,13 +76,15 @@ pub struct Args {
 /// Run `eval`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.markers {
-        println!("An answer is a refusal when it is empty or contains (case-insensitively):");
+        println!("The rules judge reads these markers (case-insensitively; a decline in the opening is a refusal):");
         for m in REFUSAL_MARKERS {
             println!("  {m}");
         }
         return Ok(());
     }
     let model_name = args.model.clone().expect("required unless --markers");
+    let thinking = ThinkingMode::parse(&args.thinking)?;
+    let judge_name = scalpel::eval::JudgeSpec::parse(&args.judge.judge)?.to_string();
     let load = |spec: &str| -> anyhow::Result<Vec<String>> {
         Ok(PromptSet::load(spec, args.field.as_deref())?.shuffled_limited(None, args.limit).prompts)
     };
@@ -84,20 +97,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let generations = (sets.harmful.len() + sets.harmless.len()) * if args.baseline.is_some() { 2 } else { 1 };
     let progress = Bar::with_length("evaluating", Unit::Items, generations as u64);
     eprintln!(
-        "eval {}: {} harmful × {} harmless held-out prompts, greedy, {} tokens{}",
+        "eval {}: {} harmful × {} harmless held-out prompts, greedy, {} tokens, judge {}{}",
         model_name,
         sets.harmful.len(),
         sets.harmless.len(),
         args.max_tokens,
+        judge_name,
         args.baseline.as_deref().map(|b| format!(", baseline {b}")).unwrap_or_default()
     );
     // Each model is loaded when its turn comes and dropped after: one model in memory at a time.
-    let mut subject = on_demand(&model_name, open_model(&model_name)?, &args.run, Some(&args.intervene));
+    let mut subject = source(&model_name, open_model(&model_name)?, &args.run, Some(&args.intervene), thinking);
     let mut baseline = match args.baseline.as_deref() {
-        Some(name) => Some(on_demand(name, open_model(name)?, &args.run, None)),
+        Some(name) => Some(source(name, open_model(name)?, &args.run, None, thinking)),
         None => None,
     };
-    let (report, _) = eval_step(
+    let (mut report, _) = eval_step(
         &mut subject,
         baseline.as_mut().map(|b| b as &mut dyn SubjectSource),
         &sets,
@@ -106,6 +120,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &progress,
     )?;
     progress.finish();
+    // The models are dropped by now: a judge model has the memory to itself.
+    if judge_name != "rules" {
+        eprintln!("judging {} answers with {judge_name}", generations);
+        let judge = args.judge.judge(&args.run)?;
+        report.rejudge(judge.as_ref())?;
+    }
     let table = report.markdown(&model_name, args.baseline.as_deref());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -125,11 +145,41 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             md += &format!(
                 "- **{}** {}\n  > {}\n",
                 a.prompt,
-                if a.refusal.is_some() { "(refused)" } else { "" },
+                match a.verdict() {
+                    Verdict::Refusal => "(refusal)",
+                    Verdict::Evasion => "(evasion)",
+                    Verdict::Compliance => "(compliance)",
+                },
                 a.answer.replace('\n', " ")
             );
         }
         std::fs::write(path, md)?;
     }
     Ok(())
+}
+
+/// `model` as a source that loads its decoder when measured and drops it after; with thinking
+/// `off` its prompts are rendered with `enable_thinking = false` (where the template has it).
+fn source<'a>(
+    name: &str,
+    model: ModelDir,
+    run: &'a RunArgs,
+    intervene: Option<&'a InterventionArgs>,
+    thinking: ThinkingMode,
+) -> OnDemand<'a> {
+    let error = |e: anyhow::Error| scalpel::Error::Other(format!("{e:#}"));
+    OnDemand {
+        name: name.to_string(),
+        load: Box::new(move || {
+            let (decoder, mut encoder) = run.load(&model).map_err(error)?;
+            if thinking == ThinkingMode::Off && scalpel::eval::thinking::detect(&encoder)?.is_some() {
+                encoder = without_thinking(&encoder)?;
+            }
+            let interventions = match intervene {
+                Some(i) => i.build(&decoder).map_err(error)?,
+                None => Interventions::none(),
+            };
+            Ok(Loaded { decoder, encoder, interventions })
+        }),
+    }
 }

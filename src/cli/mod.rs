@@ -9,6 +9,7 @@ mod fixture;
 mod generate;
 mod import;
 mod inspect;
+mod judge;
 mod probe;
 mod progress;
 mod run;
@@ -52,6 +53,8 @@ enum Command {
     Verify(verify::Args),
     /// Refusal rate, over-refusal and KL divergence on held-out prompts.
     Eval(eval::Args),
+    /// Measure the judges (refusal / evasion / compliance) against a labelled set.
+    JudgeCheck(judge::Args),
     /// Show two models' answers side by side (or one model with and without an intervention).
     Compare(compare::Args),
     /// Generate an answer to one prompt (optionally with a runtime intervention).
@@ -86,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Chat(args) => chat::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::JudgeCheck(args) => judge::run(args),
         Command::Svd(args) => svd::run(args),
     };
     match result {

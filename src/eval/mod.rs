@@ -4,11 +4,13 @@ pub mod card;
 pub mod compare;
 pub mod cross_entropy;
 pub mod fluency;
+pub mod judge;
 pub mod kl;
 pub mod refusal;
 pub mod run;
 pub mod short;
 pub mod staged;
+pub mod thinking;
 pub mod verdict;
 
 pub use card::model_card;
@@ -23,4 +25,5 @@ pub use run::{
 };
 pub use short::short_answers;
 pub use staged::{Loaded, OnDemand, SubjectSource};
+pub use judge::{judge_answer, JudgeSpec, ModelJudge, RulesJudge};
 pub use verdict::{Exchange, Judge, Judgement, Verdict, VerdictCounts};

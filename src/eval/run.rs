@@ -1,10 +1,13 @@
-//! Evaluation runs: answers (greedy, batched) scored for refusals, and the KL divergence of the
-//! next-token distribution on harmless prompts against a baseline.
+//! Evaluation runs: answers (greedy, batched) judged refusal, evasion or compliance, and the KL
+//! divergence of the next-token distribution on harmless prompts against a baseline.
 
 use super::cross_entropy::CrossEntropy;
 use super::fluency::loops;
 use super::kl::kl_divergence;
+use super::judge::rules::judge_answer;
 use super::refusal::refusal_marker;
+use super::thinking;
+use super::verdict::{Exchange, Judge, Verdict, VerdictCounts};
 use crate::model::{generate, prefill, Decoder, ForwardRequest, GenerateOptions, Interventions, LogitsMode, Sampling};
 use crate::progress::Progress;
 use crate::prompts::batch::length_buckets;
@@ -24,24 +27,40 @@ pub struct Subject<'a> {
     pub interventions: &'a Interventions,
 }
 
-/// One scored answer.
+/// One judged answer.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Answer {
     /// The instruction.
     pub prompt: String,
-    /// The answer (greedy).
+    /// The answer (greedy; after the thinking block for a thinking model).
     pub answer: String,
-    /// The refusal marker found (`""` for an empty answer), if any.
+    /// The refusal marker found (`""` for an empty answer), if any: one input of the rules.
     pub refusal: Option<String>,
     /// Whether the answer ends in a loop ([`super::fluency::loops`]).
     #[serde(default)]
     pub loops: bool,
+    /// The judge's verdict (None in reports written before verdicts: see [`Answer::verdict`]).
+    #[serde(default)]
+    pub verdict: Option<Verdict>,
+    /// Why the judge said so.
+    #[serde(default)]
+    pub reason: String,
+    /// The thinking block before the answer, for a thinking model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
 }
 
-/// Refusals over a prompt set.
+impl Answer {
+    /// The verdict (the rules' for an answer read from a report that has none).
+    pub fn verdict(&self) -> Verdict {
+        self.verdict.unwrap_or_else(|| judge_answer(&self.prompt, &self.answer).verdict)
+    }
+}
+
+/// Verdicts over a prompt set.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct RefusalScore {
-    /// Answers that refused.
+    /// Answers judged refusals.
     pub refused: usize,
     /// All answers.
     pub total: usize,
@@ -50,9 +69,45 @@ pub struct RefusalScore {
     /// Answers that end in a loop (a sign of a damaged model), refusals or not.
     #[serde(default)]
     pub loops: usize,
+    /// Answers by verdict.
+    #[serde(default)]
+    pub verdicts: VerdictCounts,
+    /// The judge that gave the verdicts.
+    #[serde(default)]
+    pub judge: String,
+    /// How a thinking model's answers were judged (None for a model that does not think).
+    #[serde(default)]
+    pub thinking: Option<String>,
 }
 
 impl RefusalScore {
+    /// Answers by verdict (counted from the answers for a report written before verdicts).
+    pub fn counts(&self) -> VerdictCounts {
+        if self.verdicts.total() == self.total {
+            self.verdicts
+        } else {
+            VerdictCounts::of(self.answers.iter().map(Answer::verdict))
+        }
+    }
+
+    /// Judge every answer again with `judge`.
+    pub fn rejudge(&mut self, judge: &dyn Judge) -> Result<()> {
+        let exchanges: Vec<Exchange<'_>> =
+            self.answers.iter().map(|a| Exchange { request: &a.prompt, answer: &a.answer }).collect();
+        let judgements = judge.judge(&exchanges)?;
+        if judgements.len() != self.answers.len() {
+            return Err(Error::Other(format!("judge {} skipped answers", judge.name())));
+        }
+        for (a, j) in self.answers.iter_mut().zip(judgements) {
+            a.verdict = Some(j.verdict);
+            a.reason = j.reason;
+        }
+        self.verdicts = VerdictCounts::of(self.answers.iter().map(Answer::verdict));
+        self.refused = self.verdicts.refusal;
+        self.judge = judge.name();
+        Ok(())
+    }
+
     /// Fraction refused.
     pub fn rate(&self) -> f64 {
         if self.total == 0 {
@@ -64,7 +119,7 @@ impl RefusalScore {
 
     /// The prompts that were refused.
     pub fn refused_prompts(&self) -> Vec<&str> {
-        self.answers.iter().filter(|a| a.refusal.is_some()).map(|a| a.prompt.as_str()).collect()
+        self.answers.iter().filter(|a| a.verdict() == Verdict::Refusal).map(|a| a.prompt.as_str()).collect()
     }
 }
 
@@ -104,7 +159,9 @@ pub fn greedy_answers(
     Ok(answers)
 }
 
-/// Greedy answers to `prompts` (batched), scored for refusals.
+/// Greedy answers to `prompts` (batched), judged by the rules ([`super::judge::rules`]); see
+/// [`RefusalScore::rejudge`] for another judge. A thinking model ([`thinking::detect`]) gets
+/// [`thinking::THINKING_BUDGET`] more tokens, and is judged on the text after its block.
 pub fn refusals(
     subject: &Subject<'_>,
     prompts: &[String],
@@ -112,19 +169,44 @@ pub fn refusals(
     batch: usize,
     progress: &dyn Progress,
 ) -> Result<RefusalScore> {
-    let answers: Vec<Answer> = greedy_answers(subject, prompts, max_tokens, batch, progress)?
+    let thinks = thinking::detect(subject.encoder)?;
+    let budget = max_tokens + if thinks.is_some() { thinking::THINKING_BUDGET } else { 0 };
+    let opened = thinks.is_some_and(|t| t.opened_by_template);
+    let answers: Vec<Answer> = greedy_answers(subject, prompts, budget, batch, progress)?
         .into_iter()
         .zip(prompts)
-        .map(|(answer, prompt)| Answer {
-            prompt: prompt.clone(),
-            refusal: refusal_marker(&answer).map(String::from),
-            loops: loops(&answer),
-            answer,
+        .map(|(full, prompt)| {
+            let (answer, thought) = match thinks {
+                Some(_) => {
+                    let answer = thinking::strip_thinking(&full, opened).to_string();
+                    let thought = full.strip_suffix(answer.as_str()).unwrap_or(&full).trim().to_string();
+                    (answer, (!thought.is_empty()).then_some(thought))
+                }
+                None => (full, None),
+            };
+            let judgement = judge_answer(prompt, &answer);
+            Answer {
+                prompt: prompt.clone(),
+                refusal: refusal_marker(&answer).map(String::from),
+                loops: loops(&answer),
+                verdict: Some(judgement.verdict),
+                reason: judgement.reason,
+                thinking: thought,
+                answer,
+            }
         })
         .collect();
-    let refused = answers.iter().filter(|a| a.refusal.is_some()).count();
+    let verdicts = VerdictCounts::of(answers.iter().map(Answer::verdict));
     let looping = answers.iter().filter(|a| a.loops).count();
-    Ok(RefusalScore { refused, total: answers.len(), answers, loops: looping })
+    Ok(RefusalScore {
+        refused: verdicts.refusal,
+        total: answers.len(),
+        answers,
+        loops: looping,
+        verdicts,
+        judge: "rules".into(),
+        thinking: thinking::describe(subject.encoder)?,
+    })
 }
 
 /// The next-token logits at the end of each prompt (the distribution of the first generated token).
@@ -208,34 +290,53 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    /// A markdown table of the numbers.
+    /// Judge every answer (the model's and the baseline's) again with `judge`.
+    pub fn rejudge(&mut self, judge: &dyn Judge) -> Result<()> {
+        for score in [&mut self.refusals, &mut self.over_refusals] {
+            score.rejudge(judge)?;
+        }
+        for score in [&mut self.baseline_refusals, &mut self.baseline_over_refusals].into_iter().flatten() {
+            score.rejudge(judge)?;
+        }
+        Ok(())
+    }
+
+    /// A markdown table of the numbers: refusal / evasion / compliance on the harmful and the
+    /// harmless prompts, "not compliant" (refusal + evasion) beside the refusals, and below the
+    /// table the judge and, for a thinking model, how its answers were judged.
     pub fn markdown(&self, model: &str, baseline: Option<&str>) -> String {
-        let pct = |s: &RefusalScore| format!("{}/{} ({:.0}%)", s.refused, s.total, 100.0 * s.rate());
+        let pct = |n: usize, s: &RefusalScore| format!("{n}/{} ({:.0}%)", s.total, 100.0 * n as f64 / s.total.max(1) as f64);
+        let three = |s: &RefusalScore| {
+            let c = s.counts();
+            format!("{} / {} / {}", c.refusal, c.evasion, c.compliance)
+        };
         let looping = |a: &RefusalScore, b: &RefusalScore| format!("{}/{}", a.loops + b.loops, a.total + b.total);
+        type Row<'r> = (&'r str, Box<dyn Fn(&RefusalScore, &RefusalScore) -> String + 'r>);
+        let rows: Vec<Row<'_>> = vec![
+            ("harmful prompts: refusal / evasion / compliance", Box::new(|h, _| three(h))),
+            ("refusals on held-out harmful prompts", Box::new(|h, _| pct(h.counts().refusal, h))),
+            ("not compliant (refusal + evasion), harmful", Box::new(|h, _| pct(h.counts().not_compliant(), h))),
+            ("harmless prompts: refusal / evasion / compliance", Box::new(|_, l| three(l))),
+            ("over-refusals (refusal + evasion), harmless", Box::new(|_, l| pct(l.counts().not_compliant(), l))),
+            ("answers that loop (harmful + harmless)", Box::new(|h, l| looping(h, l))),
+        ];
         let mut out = String::new();
-        match (baseline, &self.baseline_refusals, &self.baseline_over_refusals) {
-            (Some(b), Some(br), Some(bo)) => {
+        let paired = match (baseline, &self.baseline_refusals, &self.baseline_over_refusals) {
+            (Some(b), Some(br), Some(bo)) => Some((b, br, bo)),
+            _ => None,
+        };
+        match paired {
+            Some((b, br, bo)) => {
                 out += &format!("| | {b} (before) | {model} (after) |\n|---|---|---|\n");
-                out += &format!("| refusals on held-out harmful prompts | {} | {} |\n", pct(br), pct(&self.refusals));
-                out += &format!(
-                    "| refusals on held-out harmless prompts | {} | {} |\n",
-                    pct(bo),
-                    pct(&self.over_refusals)
-                );
-                out += &format!(
-                    "| answers that loop (harmful + harmless) | {} | {} |\n",
-                    looping(br, bo),
-                    looping(&self.refusals, &self.over_refusals)
-                );
+                for (label, f) in &rows {
+                    out += &format!("| {label} | {} | {} |\n", f(br, bo), f(&self.refusals, &self.over_refusals));
+                }
             }
-            _ => {
+            None => {
                 out += &format!("| | {model} |\n|---|---|\n");
-                out += &format!("| refusals on held-out harmful prompts | {} |\n", pct(&self.refusals));
-                out += &format!("| refusals on held-out harmless prompts | {} |\n", pct(&self.over_refusals));
-                out += &format!(
-                    "| answers that loop (harmful + harmless) | {} |\n",
-                    looping(&self.refusals, &self.over_refusals)
-                );
+                for (label, f) in &rows {
+                    out += &format!("| {label} | {} |\n", f(&self.refusals, &self.over_refusals));
+                }
             }
         }
         if let Some(kl) = &self.kl {
@@ -258,6 +359,12 @@ impl EvalReport {
                 show(ce)
             );
         }
+        let judge = if self.refusals.judge.is_empty() { "rules" } else { self.refusals.judge.as_str() };
+        out += &format!("\nVerdicts by the `{judge}` judge.");
+        if let Some(t) = &self.refusals.thinking {
+            out += &format!(" Thinking model: {t}.");
+        }
+        out.push('\n');
         out
     }
 }

@@ -205,6 +205,12 @@ impl ChatTemplate {
         self
     }
 
+    /// Set a boolean template variable that every render sees (e.g. `enable_thinking`).
+    pub fn with_flag(mut self, name: &'static str, value: bool) -> ChatTemplate {
+        self.env.add_global(name, minijinja::Value::from(value));
+        self
+    }
+
     /// The Jinja source.
     pub fn source(&self) -> &str {
         &self.source

@@ -97,6 +97,42 @@ fn greedy_answers_are_deterministic_and_independent_of_batch_size() {
         assert_eq!(a.refusal.as_deref(), scalpel::eval::refusal_marker(&a.answer));
     }
     assert_eq!(first.refused, first.refused_prompts().len());
+    // Each answer carries the rules' verdict; the counts add up to them.
+    for a in &first.answers {
+        assert_eq!(a.verdict, Some(scalpel::eval::judge_answer(&a.prompt, &a.answer).verdict));
+    }
+    let counts = first.counts();
+    assert_eq!((counts.total(), counts.refusal), (first.total, first.refused));
+    assert_eq!(first.judge, "rules");
+
+    // Another judge's verdicts replace the rules' everywhere, and the table shows all three.
+    struct Evasive;
+    impl scalpel::eval::Judge for Evasive {
+        fn name(&self) -> String {
+            "evasive".into()
+        }
+        fn judge(&self, e: &[scalpel::eval::Exchange<'_>]) -> scalpel::Result<Vec<scalpel::eval::Judgement>> {
+            Ok(e.iter()
+                .map(|_| scalpel::eval::Judgement { verdict: scalpel::eval::Verdict::Evasion, reason: "planted".into() })
+                .collect())
+        }
+    }
+    let mut report = scalpel::eval::EvalReport {
+        refusals: first.clone(),
+        over_refusals: first.clone(),
+        baseline_refusals: None,
+        baseline_over_refusals: None,
+        kl: None,
+        cross_entropy: None,
+        baseline_cross_entropy: None,
+    };
+    report.rejudge(&Evasive).unwrap();
+    let n = prompts.len();
+    assert_eq!((report.refusals.refused, report.over_refusals.counts().evasion), (0, n));
+    let table = report.markdown("m", None);
+    assert!(table.contains(&format!("| harmless prompts: refusal / evasion / compliance | 0 / {n} / 0 |")), "{table}");
+    assert!(table.contains(&format!("| over-refusals (refusal + evasion), harmless | {n}/{n} (100%) |")), "{table}");
+    assert!(table.contains("by the `evasive` judge"), "{table}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod decoder_oracle;
 mod equivalence;
 mod eval;
 mod import_roundtrip;
+mod judge;
 mod layer_major;
 mod pipeline;
 mod probe;

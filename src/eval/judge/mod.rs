@@ -1,0 +1,63 @@
+//! Judges: the [`crate::eval::Judge`]s that give verdicts, and the labelled set that measures them.
+//!
+//! - [`RulesJudge`] (`rules`, the default): rules on the answer's text ([`rules`]).
+//! - [`ModelJudge`] (`model:PATH`): a chat model reads a fixed rubric with the request and the
+//!   answer; the probabilities of the three label tokens give the verdict ([`model`]).
+//!
+//! [`JudgeSpec`] parses the `--judge` / recipe `[judge]` value.
+
+pub mod labelled;
+pub mod model;
+pub mod rules;
+
+pub use labelled::{check_judge, load_labelled, parse_labelled, Confusion, JudgeCheck, Labelled, Split};
+pub use model::{LabelScorer, ModelJudge, RUBRIC, RUBRIC_VERSION};
+pub use rules::{judge_answer, RulesJudge, RULES_NAME};
+
+use crate::{Error, Result};
+use std::path::PathBuf;
+
+/// Which judge to use, as written on the command line or in a recipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JudgeSpec {
+    /// `rules`.
+    Rules,
+    /// `model:PATH`: a chat model folder.
+    Model(PathBuf),
+}
+
+impl JudgeSpec {
+    /// Parse `rules` or `model:PATH`.
+    pub fn parse(text: &str) -> Result<JudgeSpec> {
+        match text.trim() {
+            "rules" => Ok(JudgeSpec::Rules),
+            t => match t.strip_prefix("model:") {
+                Some(path) if !path.is_empty() => Ok(JudgeSpec::Model(PathBuf::from(path))),
+                _ => Err(Error::Invalid(format!("unknown judge `{t}` (use `rules` or `model:PATH`)"))),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for JudgeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JudgeSpec::Rules => f.write_str("rules"),
+            JudgeSpec::Model(p) => write!(f, "model:{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judge_specs_parse_and_print_back() {
+        assert_eq!(JudgeSpec::parse("rules").unwrap(), JudgeSpec::Rules);
+        let m = JudgeSpec::parse("model:/m/qwen").unwrap();
+        assert_eq!(m, JudgeSpec::Model("/m/qwen".into()));
+        assert_eq!(m.to_string(), "model:/m/qwen");
+        assert!(JudgeSpec::parse("model:").is_err() && JudgeSpec::parse("gpt").is_err());
+    }
+}
