@@ -73,4 +73,16 @@ pub struct RawConfig {
     pub bos_token_id: Option<serde_json::Value>,
     /// End-of-sequence token id(s).
     pub eos_token_id: Option<serde_json::Value>,
+    /// Granite: the embedding is multiplied by this.
+    pub embedding_multiplier: Option<f64>,
+    /// Granite: each block's output is multiplied by this before the residual add.
+    pub residual_multiplier: Option<f64>,
+    /// Granite: the attention scores' scale (in place of `head_dim^-0.5`).
+    pub attention_multiplier: Option<f64>,
+    /// Granite: the logits are divided by this.
+    pub logits_scaling: Option<f64>,
+    /// SmolLM3: per layer, 1 where it uses the rotary embedding and 0 where it does not.
+    pub no_rope_layers: Option<Vec<u8>>,
+    /// SmolLM3: without `no_rope_layers`, every n-th layer skips the rotary embedding.
+    pub no_rope_layer_interval: Option<usize>,
 }

@@ -4,18 +4,22 @@
 //! family's config fields into a [`ModelSpec`] and names its tensors ([`LayerNames`]).
 //! The spec is what the decoder runs and what the surgery edits: the embedding, each layer's
 //! output-side writers (attention output and MLP output, with biases), and for Gemma 2/3 the
-//! post-norm weights that sit between a writer and the residual stream.
+//! post-norm weights that sit between a writer and the residual stream (Gemma 2/3, OLMo 2, GLM-4).
 
 mod config;
 mod gemma;
 mod gemma2;
 mod gemma3;
+mod glm4;
+mod granite;
 mod llama;
 mod mistral;
+mod olmo2;
 mod phi3;
 mod qwen;
 mod qwen2;
 mod qwen3;
+mod smollm3;
 mod spec;
 
 pub use config::RawConfig;
@@ -48,11 +52,19 @@ pub enum Family {
     Phi3,
     /// Qwen-1 (`QWenLMHeadModel`, `transformer.h.N` names).
     Qwen,
+    /// OLMo 2 (norms after the blocks only, q/k norms over the whole projection).
+    Olmo2,
+    /// Granite 3 (embedding, residual, attention and logit multipliers).
+    Granite,
+    /// SmolLM3 (the Llama layout with rotary-free layers).
+    Smollm3,
+    /// GLM-4-0414 (`Glm4ForCausalLM`: post-norms, fused gate/up, interleaved partial rope).
+    Glm4,
 }
 
 impl Family {
     /// Every supported family.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 13] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
@@ -62,6 +74,10 @@ impl Family {
         Family::Gemma3,
         Family::Phi3,
         Family::Qwen,
+        Family::Olmo2,
+        Family::Granite,
+        Family::Smollm3,
+        Family::Glm4,
     ];
 
     /// The config.json `model_type` of this family.
@@ -76,6 +92,10 @@ impl Family {
             Family::Gemma3 => "gemma3_text",
             Family::Phi3 => "phi3",
             Family::Qwen => "qwen",
+            Family::Olmo2 => "olmo2",
+            Family::Granite => "granite",
+            Family::Smollm3 => "smollm3",
+            Family::Glm4 => "glm4",
         }
     }
 
@@ -99,6 +119,10 @@ impl Family {
             "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration" => Family::Gemma3,
             "Phi3ForCausalLM" => Family::Phi3,
             "QWenLMHeadModel" => Family::Qwen,
+            "Olmo2ForCausalLM" => Family::Olmo2,
+            "GraniteForCausalLM" => Family::Granite,
+            "SmolLM3ForCausalLM" => Family::Smollm3,
+            "Glm4ForCausalLM" => Family::Glm4,
             _ => return None,
         })
     }
@@ -149,6 +173,10 @@ pub fn spec_from_config(value: &serde_json::Value, path: &Path) -> Result<ModelS
         Family::Gemma3 => gemma3::spec(&raw, path),
         Family::Phi3 => phi3::spec(&raw, path),
         Family::Qwen => qwen::spec(&raw, path),
+        Family::Olmo2 => olmo2::spec(&raw, path),
+        Family::Granite => granite::spec(&raw, path),
+        Family::Smollm3 => smollm3::spec(&raw, path),
+        Family::Glm4 => glm4::spec(&raw, path),
     }?;
     spec.tensor_prefix = prefix.to_string();
     if let Some(tied) = value.get("tie_word_embeddings").and_then(|v| v.as_bool()) {

@@ -120,7 +120,7 @@ pub enum MlpLayout {
 /// Every tensor name of one decoder layer, by role.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerNames {
-    /// Norm before attention.
+    /// Norm before attention (empty where the family has none: [`ModelSpec::pre_norms`]).
     pub attn_norm: String,
     /// Attention input projections (never edited by refusal ablation).
     pub attention: AttentionLayout,
@@ -134,7 +134,7 @@ pub struct LayerNames {
     pub o_proj_bias: Option<String>,
     /// Norm applied to the attention output before the residual add (Gemma 2/3).
     pub attn_post_norm: Option<String>,
-    /// Norm before the MLP.
+    /// Norm before the MLP (empty where the family has none: [`ModelSpec::pre_norms`]).
     pub mlp_norm: String,
     /// MLP input projections (never edited by refusal ablation).
     pub mlp: MlpLayout,
@@ -267,6 +267,19 @@ pub struct ModelSpec {
     pub qk_norm: bool,
     /// Tensor name prefix (`model.`, `transformer.`, `language_model.model.`).
     pub tensor_prefix: String,
+    /// Whether each block reads the stream through a norm (OLMo 2's blocks read it raw; its
+    /// norms sit between the writers and the stream).
+    pub pre_norms: bool,
+    /// The q/k norms span the whole projection (`[heads · head_dim]`, OLMo 2), not each head.
+    pub qk_norm_full: bool,
+    /// Each block's output is multiplied by this before the residual add (Granite).
+    pub residual_multiplier: Option<f64>,
+    /// The logits are divided by this (Granite's `logits_scaling`).
+    pub logits_scaling: Option<f64>,
+    /// For each layer, whether it skips the rotary embedding (SmolLM3's NoPE layers).
+    pub nope_layers: Vec<bool>,
+    /// Rotary pairs are interleaved (dims `2i, 2i + 1`, GLM-4) rather than `i, i + d/2`.
+    pub rope_interleaved: bool,
 }
 
 impl ModelSpec {
@@ -322,6 +335,12 @@ impl ModelSpec {
             mlp_bias: false,
             qk_norm: false,
             tensor_prefix: "model.".into(),
+            pre_norms: true,
+            qk_norm_full: false,
+            residual_multiplier: None,
+            logits_scaling: None,
+            nope_layers: vec![false; num_layers],
+            rope_interleaved: false,
         })
     }
 
@@ -343,6 +362,13 @@ impl ModelSpec {
                 self.num_layers
             )));
         }
+        if self.nope_layers.len() != self.num_layers {
+            return Err(bad(format!(
+                "no_rope_layers lists {} layers but num_hidden_layers is {}",
+                self.nope_layers.len(),
+                self.num_layers
+            )));
+        }
         Ok(())
     }
 
@@ -351,9 +377,15 @@ impl ModelSpec {
         let p = format!("{}{}", self.tensor_prefix, if self.family == Family::Qwen { "h" } else { "layers" });
         let p = format!("{p}.{layer}.");
         match self.family {
-            Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 | Family::Gemma => {
-                super::llama::layer_names(self, &p)
-            }
+            Family::Llama
+            | Family::Mistral
+            | Family::Qwen2
+            | Family::Qwen3
+            | Family::Gemma
+            | Family::Granite
+            | Family::Smollm3 => super::llama::layer_names(self, &p),
+            Family::Olmo2 => super::olmo2::layer_names(self, &p),
+            Family::Glm4 => super::glm4::layer_names(self, &p),
             Family::Gemma2 | Family::Gemma3 => super::gemma2::layer_names(self, &p),
             Family::Phi3 => super::phi3::layer_names(&p),
             Family::Qwen => super::qwen::layer_names(self, &p),

@@ -134,3 +134,52 @@ fn missing_fields_and_bad_head_counts_are_clear_errors() {
     let err = spec_from_config(&config, Path::new("config.json")).unwrap_err().to_string();
     assert!(err.contains("num_key_value_heads"), "{err}");
 }
+
+#[test]
+fn olmo2_and_glm4_writers_carry_their_post_norms() {
+    let olmo = spec_of(base_config("olmo2"));
+    assert!(!olmo.pre_norms && olmo.qk_norm_full && olmo.qk_norm);
+    assert_eq!(olmo.norm_kind, NormKind::Rms);
+    let w = olmo.writers(&[1], &[WriterKind::Attn, WriterKind::Mlp]);
+    assert_eq!(w[0].post_norm.as_deref(), Some("model.layers.1.post_attention_layernorm.weight"));
+    assert_eq!(w[1].post_norm.as_deref(), Some("model.layers.1.post_feedforward_layernorm.weight"));
+    assert!(olmo.layer_names(1).attn_norm.is_empty() && olmo.layer_names(1).mlp_norm.is_empty());
+
+    let glm = spec_of(base_config("glm4"));
+    assert!(glm.pre_norms && glm.rope_interleaved && glm.qkv_bias && !glm.o_proj_bias);
+    assert_eq!(glm.partial_rotary_factor, 0.5);
+    let w = glm.writers(&[0], &[WriterKind::Attn, WriterKind::Mlp]);
+    assert_eq!(w[0].post_norm.as_deref(), Some("model.layers.0.post_self_attn_layernorm.weight"));
+    assert_eq!(w[1].post_norm.as_deref(), Some("model.layers.0.post_mlp_layernorm.weight"));
+    let names = glm.layer_names(0);
+    assert_eq!(names.mlp_norm, "model.layers.0.post_attention_layernorm.weight");
+    assert_eq!(names.input_side().last().map(String::as_str), Some("model.layers.0.mlp.gate_up_proj.weight"));
+}
+
+#[test]
+fn smollm3_nope_layers_follow_the_list_or_the_interval() {
+    let spec = spec_of(base_config("smollm3"));
+    assert_eq!(spec.nope_layers, vec![false, false, false, true], "every 4th layer by default");
+    let mut config = base_config("smollm3");
+    config["no_rope_layers"] = json!([1, 0, 0, 1]);
+    assert_eq!(spec_of(config.clone()).nope_layers, vec![false, true, true, false]);
+    config["no_rope_layers"] = json!([1, 0]);
+    let err = spec_from_config(&config, Path::new("config.json")).unwrap_err().to_string();
+    assert!(err.contains("no_rope_layers"), "{err}");
+}
+
+#[test]
+fn granite_reads_its_multipliers_with_hugging_face_defaults() {
+    let mut config = base_config("granite");
+    config["embedding_multiplier"] = json!(12.0);
+    config["residual_multiplier"] = json!(0.22);
+    config["attention_multiplier"] = json!(0.0078125);
+    config["logits_scaling"] = json!(16.0);
+    let spec = spec_of(config);
+    assert_eq!(spec.embedding_scale, Some(12.0));
+    assert_eq!(spec.residual_multiplier, Some(0.22));
+    assert_eq!(spec.query_scale, Some(0.0078125));
+    assert_eq!(spec.logits_scaling, Some(16.0));
+    let plain = spec_of(base_config("granite"));
+    assert_eq!(plain.query_scale, Some(1.0), "Hugging Face's default attention_multiplier is 1");
+}

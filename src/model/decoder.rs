@@ -6,7 +6,7 @@ use super::kernels::add;
 use super::layer::{rms_norm, Layer};
 use super::rope::Rope;
 use super::weights::{Linear, Loader, WeightStorage};
-use crate::arch::{Family, ModelSpec};
+use crate::arch::{Family, ModelSpec, RopeScaling};
 use crate::checkpoint::ModelDir;
 use crate::prompts::{attention_bias, position_ids};
 use crate::{Error, Result};
@@ -178,7 +178,17 @@ impl Ropes {
         for l in 0..spec.num_layers {
             // Gemma 3 scales only its global layers' rope.
             let local = spec.family == Family::Gemma3 && spec.sliding_layers[l];
-            let rope = Rope::new(rotary, spec.rope_theta_for(l), if local { None } else { spec.rope_scaling.as_ref() });
+            // A NoPE layer (SmolLM3) rotates by angle 0: every frequency divided by infinity is
+            // 0, so cos = 1 and sin = 0 and the rotation is exactly the identity.
+            let nope = RopeScaling::Linear { factor: f64::INFINITY };
+            let scaling = if spec.nope_layers[l] {
+                Some(&nope)
+            } else if local {
+                None
+            } else {
+                spec.rope_scaling.as_ref()
+            };
+            let rope = Rope::new(rotary, spec.rope_theta_for(l), scaling);
             let index = ropes.iter().position(|r| *r == rope).unwrap_or_else(|| {
                 ropes.push(rope);
                 ropes.len() - 1
@@ -280,29 +290,44 @@ pub(super) fn layer_step(
     let (cos, sin) = &ctx.tables[ctx.rope_of[l]];
     h = iv.apply(HookPoint::ResidPre, l, h)?;
     record(capture, captures, HookPoint::ResidPre, l, &h)?;
-    let x = rms_norm(&h, &layer.attn_norm, spec.norm_eps)?;
+    let x = pre_norm(spec, &h, layer.attn_norm.as_ref())?;
     let raw = iv.apply(HookPoint::AttnRaw, l, layer.attention(spec, &x, cos, sin, mask, cache)?)?;
     record(capture, captures, HookPoint::AttnRaw, l, &raw)?;
-    let out = match &layer.attn_post_norm {
-        Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
-        None => raw,
-    };
+    let out = block_output(spec, raw, layer.attn_post_norm.as_ref())?;
     let out = iv.apply(HookPoint::AttnOut, l, out)?;
     record(capture, captures, HookPoint::AttnOut, l, &out)?;
     h = iv.apply(HookPoint::ResidMid, l, add(&h, &out)?)?;
     record(capture, captures, HookPoint::ResidMid, l, &h)?;
-    let x = rms_norm(&h, &layer.mlp_norm, spec.norm_eps)?;
+    let x = pre_norm(spec, &h, layer.mlp_norm.as_ref())?;
     let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(&x)?)?;
     record(capture, captures, HookPoint::MlpRaw, l, &raw)?;
-    let out = match &layer.mlp_post_norm {
-        Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
-        None => raw,
-    };
+    let out = block_output(spec, raw, layer.mlp_post_norm.as_ref())?;
     let out = iv.apply(HookPoint::MlpOut, l, out)?;
     record(capture, captures, HookPoint::MlpOut, l, &out)?;
     h = iv.apply(HookPoint::ResidPost, l, add(&h, &out)?)?;
     record(capture, captures, HookPoint::ResidPost, l, &h)?;
     Ok(h)
+}
+
+/// A block's input: the stream through its pre-norm, or the stream itself (OLMo 2).
+fn pre_norm(spec: &ModelSpec, h: &Tensor, gamma: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match gamma {
+        Some(g) => rms_norm(h, g, spec.norm_eps)?,
+        None => h.clone(),
+    })
+}
+
+/// What a block adds to the stream: its raw output through its post-norm (Gemma 2/3, OLMo 2,
+/// GLM-4), times the residual multiplier (Granite).
+fn block_output(spec: &ModelSpec, raw: Tensor, post_norm: Option<&Tensor>) -> Result<Tensor> {
+    let out = match post_norm {
+        Some(g) => rms_norm(&raw, g, spec.norm_eps)?,
+        None => raw,
+    };
+    Ok(match spec.residual_multiplier {
+        Some(m) => (out * m)?,
+        None => out,
+    })
 }
 
 /// Check that `ids` / `attention` form a rectangular batch of in-vocabulary tokens over `past`
@@ -438,6 +463,9 @@ impl Decoder {
                     tt,
                     spec.vocab_size,
                 ))?;
+                if let Some(scale) = spec.logits_scaling {
+                    logits = (logits / scale)?;
+                }
                 if let Some(cap) = spec.final_logit_softcapping {
                     logits = ((logits / cap)?.tanh()? * cap)?;
                 }

@@ -21,14 +21,15 @@ pub(crate) struct MlpIn {
 /// A layer's weights.
 #[derive(Debug, Clone)]
 pub(crate) struct Layer {
-    pub attn_norm: Tensor,
+    /// None where the family has no pre-norms (OLMo 2).
+    pub attn_norm: Option<Tensor>,
     /// q, k and v fused into one product (`[nh·hd + 2·nkv·hd, hidden]`).
     pub qkv: Linear,
     pub q_norm: Option<Tensor>,
     pub k_norm: Option<Tensor>,
     pub o_proj: Linear,
     pub attn_post_norm: Option<Tensor>,
-    pub mlp_norm: Tensor,
+    pub mlp_norm: Option<Tensor>,
     pub mlp_in: MlpIn,
     pub down_proj: Linear,
     pub mlp_post_norm: Option<Tensor>,
@@ -49,6 +50,34 @@ fn activation(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
     }
 }
 
+/// A q or k projection whose rotary pairs are interleaved (GLM-4: dims `2i, 2i + 1` of each
+/// head's rotated part) with its rows reordered into the rotate-half layout (`i, i + r/2`) that
+/// [`rope::apply`] and the fused kernels use. The same reordering of q's and k's head dims
+/// leaves every score `q·k` unchanged, so attention is exactly the interleaved one; nothing
+/// outside the layer sees q or k.
+fn rope_pairs_halved(spec: &ModelSpec, linear: Linear) -> Result<Linear> {
+    if !spec.rope_interleaved {
+        return Ok(linear);
+    }
+    let hd = spec.head_dim;
+    let rotary = ((hd as f64 * spec.partial_rotary_factor) as usize) & !1;
+    let rows = linear.w.dim(0)?;
+    let order: Vec<u32> = (0..rows)
+        .map(|row| {
+            let (head, d) = (row / hd, row % hd);
+            let from = match d {
+                d if d < rotary / 2 => 2 * d,
+                d if d < rotary => 2 * (d - rotary / 2) + 1,
+                d => d,
+            };
+            (head * hd + from) as u32
+        })
+        .collect();
+    let index = Tensor::new(order.as_slice(), linear.w.device())?;
+    let b = linear.b.as_ref().map(|b| b.index_select(&index, 0)).transpose()?;
+    Ok(Linear::new(linear.w.index_select(&index, 0)?, b))
+}
+
 impl Layer {
     /// Load layer `index` of `spec`.
     pub fn load(loader: &Loader<'_>, spec: &ModelSpec, index: usize) -> Result<Layer> {
@@ -58,8 +87,8 @@ impl Layer {
         // Fused at load: one product per block instead of two or three smaller ones.
         let qkv = match &n.attention {
             AttentionLayout::Separate { q, k, v, biases } => Linear::fuse(&[
-                loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?,
-                loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?,
+                rope_pairs_halved(spec, loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?)?,
+                rope_pairs_halved(spec, loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?)?,
                 loader.linear(v, biases.as_ref().map(|b| &b[2]), kv_out, h)?,
             ])?,
             AttentionLayout::Fused { qkv, bias } => loader.linear(qkv, bias.as_ref(), q_out + 2 * kv_out, h)?,
@@ -82,14 +111,16 @@ impl Layer {
             },
         };
         let mlp_in = MlpIn { gate_up: loader.finish(mlp_in.gate_up)?, ..mlp_in };
+        let pre_norm = |name: &str| spec.pre_norms.then(|| loader.norm(name, h)).transpose();
+        let (q_size, k_size) = if spec.qk_norm_full { (q_out, kv_out) } else { (hd, hd) };
         Ok(Layer {
-            attn_norm: loader.norm(&n.attn_norm, h)?,
+            attn_norm: pre_norm(&n.attn_norm)?,
             qkv: loader.finish(qkv)?,
-            q_norm: n.q_norm.as_deref().map(|q| loader.norm(q, hd)).transpose()?,
-            k_norm: n.k_norm.as_deref().map(|k| loader.norm(k, hd)).transpose()?,
+            q_norm: n.q_norm.as_deref().map(|q| loader.norm(q, q_size)).transpose()?,
+            k_norm: n.k_norm.as_deref().map(|k| loader.norm(k, k_size)).transpose()?,
             o_proj: loader.finish(loader.linear(&n.o_proj, n.o_proj_bias.as_ref(), h, q_out)?)?,
             attn_post_norm: n.attn_post_norm.as_deref().map(|p| loader.norm(p, h)).transpose()?,
-            mlp_norm: loader.norm(&n.mlp_norm, h)?,
+            mlp_norm: pre_norm(&n.mlp_norm)?,
             mlp_in,
             down_proj: loader.finish(loader.linear(&n.down_proj, n.down_proj_bias.as_ref(), h, inter)?)?,
             mlp_post_norm: n.mlp_post_norm.as_deref().map(|p| loader.norm(p, h)).transpose()?,
@@ -99,9 +130,9 @@ impl Layer {
     /// The bytes its tensors take in memory.
     pub fn bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        let norms = [Some(&self.attn_norm), self.q_norm.as_ref(), self.k_norm.as_ref(), self.attn_post_norm.as_ref()]
+        let norms = [self.attn_norm.as_ref(), self.q_norm.as_ref(), self.k_norm.as_ref(), self.attn_post_norm.as_ref()]
             .into_iter()
-            .chain([Some(&self.mlp_norm), self.mlp_post_norm.as_ref()])
+            .chain([self.mlp_norm.as_ref(), self.mlp_post_norm.as_ref()])
             .flatten()
             .map(size)
             .sum::<usize>();
@@ -123,20 +154,25 @@ impl Layer {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
         // One product for q, k and v; each head block is then copied once into [B, heads, T, D].
-        let y = self.qkv.forward(x)?.reshape((b, t, nh + 2 * nkv, hd))?;
-        let fused = match (&self.q_norm, &self.k_norm) {
-            (None, None) => kernels::split_heads_rope(&y, cos, sin, nh, nkv)?,
-            _ => None,
-        };
+        let mut y = self.qkv.forward(x)?;
+        if let (true, Some(gq), Some(gk)) = (spec.qk_norm_full, &self.q_norm, &self.k_norm) {
+            // OLMo 2: q and k normed over their whole projection, before the split into heads.
+            let q = rms_norm(&y.narrow(2, 0, nh * hd)?, gq, spec.norm_eps)?;
+            let k = rms_norm(&y.narrow(2, nh * hd, nkv * hd)?, gk, spec.norm_eps)?;
+            y = Tensor::cat(&[q, k, y.narrow(2, (nh + nkv) * hd, nkv * hd)?], 2)?;
+        }
+        let y = y.reshape((b, t, nh + 2 * nkv, hd))?;
+        let per_head_norms = !spec.qk_norm_full && (self.q_norm.is_some() || self.k_norm.is_some());
+        let fused = if per_head_norms { None } else { kernels::split_heads_rope(&y, cos, sin, nh, nkv)? };
         let (q, k, v) = match fused {
             Some(qkv) => qkv,
             None => {
                 let heads = |from: usize, n: usize| y.narrow(2, from, n)?.transpose(1, 2)?.contiguous();
                 let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
-                if let Some(g) = &self.q_norm {
+                if let (true, Some(g)) = (per_head_norms, &self.q_norm) {
                     q = rms_norm(&q, g, spec.norm_eps)?;
                 }
-                if let Some(g) = &self.k_norm {
+                if let (true, Some(g)) = (per_head_norms, &self.k_norm) {
                     k = rms_norm(&k, g, spec.norm_eps)?;
                 }
                 (rope::apply(&q, cos, sin)?, rope::apply(&k, cos, sin)?, v)

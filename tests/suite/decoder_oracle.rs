@@ -1,5 +1,6 @@
 //! Oracle 1 of docs/DESIGN.md: our decoder's logits match candle-transformers' own implementations
-//! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent), and batching with left padding or a
+//! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent,
+//! Granite through candle's Granite on weights with its multipliers folded in), and batching with left padding or a
 //! KV cache, or computing a shared prefix once, does not change them.
 
 use crate::common;
@@ -70,6 +71,24 @@ fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
             last.unwrap()
         }
         "phi3" => m::phi3::Model::new(&serde_json::from_str(&config).unwrap(), vb).unwrap().forward(&input, 0).unwrap(),
+        "olmo2" => {
+            m::olmo2::Model::new(&serde_json::from_str(&config).unwrap(), vb).unwrap().forward(&input, 0).unwrap()
+        }
+        "smollm3" => m::smol::smollm3::ModelForCausalLM::new(&serde_json::from_str(&config).unwrap(), vb)
+            .unwrap()
+            .forward(&input, 0)
+            .unwrap(),
+        // candle's `glm4_new` is GLM-4-0414 (`Glm4ForCausalLM`); its `glm4` is the older ChatGLM.
+        "glm4" => m::glm4_new::ModelForCausalLM::new(&serde_json::from_str(&config).unwrap(), vb)
+            .unwrap()
+            .forward(&input, 0)
+            .unwrap(),
+        "granite" => {
+            let cfg = serde_json::from_str::<m::granite::GraniteConfig>(&config).unwrap().into_config(false);
+            let model = m::granite::Granite::load(vb, &cfg).unwrap();
+            let mut cache = m::granite::Cache::new(false, DType::F32, &cfg, &dev).unwrap();
+            model.forward(&input, 0, &mut cache).unwrap()
+        }
         other => panic!("no reference for {other}"),
     };
     logits.flatten_all().unwrap().to_vec1().unwrap()
@@ -83,7 +102,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn logits_match_candle_transformers_for_every_family_it_has() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES.iter().filter(|f| **f != "qwen") {
+    for family in FAMILIES.iter().filter(|f| !matches!(**f, "qwen" | "granite")) {
         let dir = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
         if family.starts_with("gemma") {
             // candle-transformers deviates from Hugging Face on sliding windows (Gemma 2: applied
@@ -172,6 +191,65 @@ fn qwen1_matches_candle_qwen2_on_the_same_weights() {
     assert!(a.iter().fold(0f32, |m, x| m.max(x.abs())) > 0.1, "logits are not degenerate");
     let diff = max_diff(&a, &b);
     assert!(diff < 1e-4, "Qwen-1 vs candle Qwen 2 on the same weights: max |Δlogit| = {diff}");
+}
+
+/// candle-transformers 0.11's Granite is Llama without Granite's four multipliers, so it is
+/// run on the fixture's weights with the multipliers folded in, which is exact algebra: the
+/// embedding times `embedding_multiplier`; q times `attention_multiplier · √head_dim` (candle
+/// scales the scores by `1/√head_dim`); each writer (o_proj, down_proj) times
+/// `residual_multiplier`; the head divided by `logits_scaling` (and untied, as candle's Granite
+/// always reads `lm_head`).
+#[test]
+fn granite_matches_candle_granite_with_its_multipliers_folded_into_the_weights() {
+    use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::fixture(tmp.path(), "granite", "granite", &FixtureOptions::default());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let f = |key: &str| config[key].as_f64().unwrap() as f32;
+    let (embed_m, residual_m, attention_m, logits_s) =
+        (f("embedding_multiplier"), f("residual_multiplier"), f("attention_multiplier"), f("logits_scaling"));
+    for m in [embed_m, residual_m, logits_s] {
+        assert!((m - 1.0).abs() > 0.1, "the fixture's multipliers must bind");
+    }
+    let head_dim = (config["hidden_size"].as_u64().unwrap() / config["num_attention_heads"].as_u64().unwrap()) as f32;
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut folded: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let scaled = |data: &[u8], by: f32| -> Vec<u8> {
+        data.chunks(4).flat_map(|c| (f32::from_le_bytes(c.try_into().unwrap()) * by).to_le_bytes()).collect()
+    };
+    for (name, view) in st.tensors() {
+        assert_eq!(view.dtype(), Dtype::F32);
+        let by = if name == "model.embed_tokens.weight" {
+            let head = scaled(view.data(), 1.0 / logits_s);
+            if !st.names().contains(&"lm_head.weight") {
+                folded.push(("lm_head.weight".into(), view.shape().to_vec(), head));
+            }
+            embed_m
+        } else if name == "lm_head.weight" {
+            1.0 / logits_s
+        } else if name.ends_with("q_proj.weight") {
+            attention_m * head_dim.sqrt()
+        } else if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+            residual_m
+        } else {
+            1.0
+        };
+        folded.push((name.to_string(), view.shape().to_vec(), scaled(view.data(), by)));
+    }
+    let plain = tmp.path().join("folded");
+    std::fs::create_dir(&plain).unwrap();
+    let views: Vec<(String, TensorView<'_>)> =
+        folded.iter().map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
+    safetensors::serialize_to_file(views, None, &plain.join("model.safetensors")).unwrap();
+    std::fs::copy(dir.join("config.json"), plain.join("config.json")).unwrap();
+
+    let a = ours(&ModelDir::open(&dir).unwrap(), &PROMPT);
+    let b = theirs("granite", &plain, &PROMPT);
+    assert!(a.iter().fold(0f32, |m, x| m.max(x.abs())) > 0.1, "logits are not degenerate");
+    let diff = max_diff(&a, &b);
+    assert!(diff < 1e-4, "Granite vs candle Granite on the folded weights: max |Δlogit| = {diff}");
 }
 
 #[test]
