@@ -3,6 +3,7 @@
 use super::common::{on_demand, open_model};
 use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
+use anyhow::Context;
 use clap::Args as ClapArgs;
 use scalpel::eval::{compare, side_by_side};
 use scalpel::progress::{Progress, Unit};
@@ -22,10 +23,10 @@ pub struct Args {
     #[arg(long, default_value = "builtin:harmful_test")]
     pub prompts: String,
     /// Use at most N prompts.
-    #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 8)]
     pub limit: usize,
     /// Tokens per answer.
-    #[arg(long, default_value_t = 64)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 64)]
     pub max_tokens: usize,
     /// Also write the comparison as markdown.
     #[arg(long, value_name = "FILE")]
@@ -54,7 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     progress.finish();
     print!("{}", compare::columns(&rows, &args.original, &right_name, 58));
     if let Some(path) = &args.out {
-        std::fs::write(path, compare::markdown(&rows, &args.original, &right_name))?;
+        std::fs::write(path, compare::markdown(&rows, &args.original, &right_name))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 use super::common::{on_demand, open_model};
 use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
+use anyhow::Context;
 use clap::Args as ClapArgs;
 use scalpel::eval::{SubjectSource, REFUSAL_MARKERS};
 use scalpel::pipeline::{eval_step, EvalSets};
@@ -39,13 +40,13 @@ pub struct Args {
     #[arg(long)]
     pub field: Option<String>,
     /// Use at most N prompts of each set.
-    #[arg(long)]
+    #[arg(value_parser = super::common::at_least_one, long)]
     pub limit: Option<usize>,
     /// Tokens generated per answer.
-    #[arg(long, default_value_t = 100)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 100)]
     pub max_tokens: usize,
     /// Prompts per generation batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 16)]
     pub batch: usize,
     /// Print the whole report (every answer) as JSON.
     #[arg(long)]
@@ -129,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 a.answer.replace('\n', " ")
             );
         }
-        std::fs::write(path, md)?;
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
