@@ -142,8 +142,11 @@ impl DirectionsFile {
                     .map_err(|e| Error::Other(format!("direction `{name}`: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        safetensors::serialize_to_file(views, Some(meta), path)
-            .map_err(|e| Error::Other(format!("{}: {e}", path.display())))
+        // Serialized in memory and written with std (safetensors' own file writer creates 0600
+        // files; outputs follow the umask).
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+        std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
     }
 
     /// The common vector length.

@@ -77,6 +77,15 @@ pub enum Error {
     /// An error from candle while running the model.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// A prompt that cannot be run (too long, or the model's numbers are not finite on it), by
+    /// its row in a batch (callers name the prompt with [`Error::for_prompt`]).
+    #[error("prompt {row} of the batch: {message}")]
+    Prompt {
+        /// The row of the batch.
+        row: usize,
+        /// What is not finite.
+        message: String,
+    },
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
@@ -89,6 +98,20 @@ impl Error {
     /// Wrap an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// Name the prompt of a [`Error::Prompt`] row (`prompts`: the batch's prompts); other
+    /// errors pass through.
+    pub fn for_prompt<S: AsRef<str>>(self, prompts: &[S]) -> Self {
+        match self {
+            Error::Prompt { row, message } => {
+                let text = prompts.get(row).map(|p| p.as_ref()).unwrap_or("?");
+                let shown: String = text.chars().take(80).collect();
+                let more = if shown.len() < text.len() { "…" } else { "" };
+                Error::Other(format!("prompt \"{shown}{more}\": {message}"))
+            }
+            other => other,
+        }
     }
 
     /// A malformed checkpoint file.

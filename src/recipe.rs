@@ -343,8 +343,58 @@ impl Recipe {
             apply_override(&mut value, item)?;
         }
         let mut recipe: Recipe = value.try_into().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        if recipe.output.dir.as_os_str().is_empty() {
+            return Err(Error::Invalid(format!(
+                "{}: output.dir is empty: name the folder the run writes into",
+                path.display()
+            )));
+        }
         recipe.resolve_paths(path);
+        recipe.validate().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         Ok(recipe)
+    }
+
+    /// Check every number in the recipe against its range (and that `output.dir` is named), so
+    /// that a bad value fails before anything is written.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: String| Err(Error::Invalid(format!("{key} {why}")));
+        if self.output.dir.as_os_str().is_empty() {
+            return bad("output.dir", "is empty: name the folder the run writes into".into());
+        }
+        let at_least_one = [
+            ("probe.batch", self.probe.batch),
+            ("direction.count", self.direction.count),
+            ("search.max_tokens", self.search.max_tokens),
+            ("search.batch", self.search.batch),
+            ("eval.max_tokens", self.eval.max_tokens),
+            ("eval.batch", self.eval.batch),
+        ];
+        for (key, value) in at_least_one {
+            if value == 0 {
+                return bad(key, "= 0: it must be at least 1".into());
+            }
+        }
+        if self.search.enabled && self.search.trials == 0 {
+            return bad("search.trials", "= 0: it must be at least 1 (or set search.enabled = false)".into());
+        }
+        for (key, limit) in [
+            ("prompts.limit", self.prompts.limit),
+            ("search.limit", self.search.limit),
+            ("eval.limit", self.eval.limit),
+        ] {
+            if limit == Some(0) {
+                return bad(key, "= 0: it must be at least 1 (leave it out for all prompts)".into());
+            }
+        }
+        if !self.ablate.strength.is_finite() {
+            return bad("ablate.strength", format!("= {}: it must be a finite number", self.ablate.strength));
+        }
+        let rate = self.search.target_refusal_rate;
+        if !(0.0..=1.0).contains(&rate) {
+            return bad("search.target_refusal_rate", format!("= {rate}: it must lie in [0, 1]"));
+        }
+        self.direction.layer.fixed()?;
+        Ok(())
     }
 
     /// Relative paths in a recipe are relative to the repository the recipe lives in (the
@@ -379,9 +429,29 @@ impl Recipe {
             self.eval.text = Some(p);
         }
         if self.output.dir.is_relative() {
-            self.output.dir = base.join(&self.output.dir);
+            self.output.dir = normalize(&base.join(&self.output.dir));
         }
     }
+}
+
+/// `path` with `.` and `..` removed lexically, so messages show where a run writes.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The folder a recipe's relative paths are relative to: the parent of the recipe's folder.
+pub fn recipe_base(recipe_path: &Path) -> Option<PathBuf> {
+    recipe_path.canonicalize().ok().and_then(|p| p.parent().and_then(Path::parent).map(Path::to_path_buf))
 }
 
 fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {

@@ -86,3 +86,49 @@ pub struct RawConfig {
     /// SmolLM3: without `no_rope_layers`, every n-th layer skips the rotary embedding.
     pub no_rope_layer_interval: Option<usize>,
 }
+
+/// Upper bounds on config.json sizes, far above any released model, checked before anything is
+/// allocated from them (the tensor shapes are checked against the files afterwards).
+const LIMITS: [(&str, usize); 8] = [
+    ("hidden_size", 1 << 20),
+    ("intermediate_size", 1 << 22),
+    ("num_hidden_layers", 4096),
+    ("num_attention_heads", 1 << 16),
+    ("num_key_value_heads", 1 << 16),
+    ("head_dim", 1 << 16),
+    ("vocab_size", 1 << 24),
+    ("max_position_embeddings", 1 << 28),
+];
+
+impl RawConfig {
+    /// Refuse sizes beyond [`LIMITS`] (an error naming the field and the file).
+    pub fn check_limits(&self, path: &std::path::Path) -> crate::Result<()> {
+        let values = [
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+            self.num_attention_heads,
+            self.num_key_value_heads,
+            self.head_dim.or(self.kv_channels),
+            self.vocab_size,
+            self.max_position_embeddings.or(self.seq_length),
+        ];
+        for ((field, limit), value) in LIMITS.iter().zip(values) {
+            if let Some(v) = value.filter(|v| v > limit) {
+                return Err(crate::Error::BadConfig {
+                    path: path.to_path_buf(),
+                    message: format!("`{field}` = {v} is beyond any supported model (at most {limit})"),
+                });
+            }
+        }
+        if let Some(types) = &self.layer_types {
+            if types.len() > LIMITS[2].1 {
+                return Err(crate::Error::BadConfig {
+                    path: path.to_path_buf(),
+                    message: format!("`layer_types` lists {} layers (at most {})", types.len(), LIMITS[2].1),
+                });
+            }
+        }
+        Ok(())
+    }
+}

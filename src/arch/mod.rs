@@ -144,7 +144,7 @@ impl std::fmt::Display for Family {
 /// Read `config.json` from a model folder and build its [`ModelSpec`].
 pub fn load_spec(model_dir: &Path) -> Result<ModelSpec> {
     let path = model_dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::checkpoint::read_capped(&path, crate::checkpoint::JSON_CAP)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
     spec_from_config(&value, &path)
@@ -163,6 +163,7 @@ pub fn spec_from_config(value: &serde_json::Value, path: &Path) -> Result<ModelS
     };
     let raw: RawConfig =
         serde_json::from_value(text_value).map_err(|source| Error::Json { path: path.to_path_buf(), source })?;
+    raw.check_limits(path)?;
     let mut spec = match family {
         Family::Llama => llama::spec(&raw, path),
         Family::Mistral => mistral::spec(&raw, path),

@@ -9,6 +9,7 @@ mod shard;
 mod staging;
 mod stream;
 mod summary;
+mod validate;
 mod writer;
 
 pub use dtype::{decode_f32, encode_f32, unit_roundoff, EditableDtype};
@@ -17,7 +18,11 @@ pub use reader::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use resolve::resolve_model;
 pub use safetensors::Dtype;
 pub use shard::{Shard, TensorRef};
-pub use staging::StagedOutput;
+pub use staging::{
+    check_overlap, remove_live_staging, remove_stale_staging, replaceable, write_marker, written_by_scalpel,
+    StagedOutput, MARKER_FILE,
+};
 pub use stream::{SafetensorsStream, TensorEntry};
 pub use summary::{ModelSummary, WriterSummary};
+pub use validate::{check_shapes, missing_tensors, read_capped, unused_tensors, JSON_CAP};
 pub use writer::{stage_checkpoint, write_checkpoint, AddedTensor, TensorEdit, WriteOptions, WriteReport};

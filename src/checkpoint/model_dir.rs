@@ -26,13 +26,24 @@ impl ModelDir {
             return Err(Error::Invalid(format!("{} is not a model folder", root.display())));
         }
         let config_path = root.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let text = super::read_capped(&config_path, super::JSON_CAP)?;
         let config: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| Error::Json { path: config_path.clone(), source })?;
         let spec = arch::spec_from_config(&config, &config_path)?;
         let checkpoint = Checkpoint::open(root)?;
         let model = ModelDir { root: root.to_path_buf(), config, spec, checkpoint };
         model.check_writers_present()?;
+        super::check_shapes(&model)?;
+        let unused = super::unused_tensors(&model);
+        if !unused.is_empty() {
+            tracing::warn!(
+                "{}: {} tensor(s) that config.json ({}) does not use: {}",
+                root.display(),
+                unused.len(),
+                model.spec.family,
+                unused.join(", ")
+            );
+        }
         Ok(model)
     }
 

@@ -52,6 +52,49 @@ pub fn parse_targets(text: &str) -> anyhow::Result<Vec<WriterKind>> {
     Ok(kinds)
 }
 
+/// clap parser: a whole number of at least 1.
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn number(text: &str) -> Result<f64, String> {
+    let v: f64 = text.parse().map_err(|e: std::num::ParseFloatError| e.to_string())?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("must be a finite number (not {text})"))
+    }
+}
+
+/// clap parser: a finite number.
+pub fn finite(text: &str) -> Result<f64, String> {
+    number(text)
+}
+
+/// clap parser: a finite number of at least 0.
+pub fn non_negative(text: &str) -> Result<f64, String> {
+    number(text).and_then(|v| if v >= 0.0 { Ok(v) } else { Err("must be at least 0".into()) })
+}
+
+/// clap parser: a number in (0, 1].
+pub fn fraction(text: &str) -> Result<f64, String> {
+    number(text).and_then(|v| if v > 0.0 && v <= 1.0 { Ok(v) } else { Err("must lie in (0, 1]".into()) })
+}
+
+/// clap parser: a number in [0, 1].
+pub fn rate(text: &str) -> Result<f64, String> {
+    number(text).and_then(|v| if (0.0..=1.0).contains(&v) { Ok(v) } else { Err("must lie in [0, 1]".into()) })
+}
+
+/// clap parser: a finite number above 0.
+pub fn positive_f32(text: &str) -> Result<f32, String> {
+    number(text).and_then(|v| if v > 0.0 { Ok(v as f32) } else { Err("must be above 0".into()) })
+}
+
 /// Human-readable byte count.
 pub fn human_bytes(bytes: u64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"];

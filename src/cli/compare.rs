@@ -4,6 +4,7 @@ use super::common::{on_demand, open_model};
 use super::judge::JudgeArgs;
 use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
+use anyhow::Context;
 use clap::Args as ClapArgs;
 use scalpel::eval::{compare, side_by_side, Exchange, VerdictCounts};
 use scalpel::progress::{Progress, Unit};
@@ -23,10 +24,10 @@ pub struct Args {
     #[arg(long, default_value = "builtin:harmful_test")]
     pub prompts: String,
     /// Use at most N prompts.
-    #[arg(long, default_value_t = 8)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 8)]
     pub limit: usize,
     /// Tokens per answer.
-    #[arg(long, default_value_t = 128)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 128)]
     pub max_tokens: usize,
     #[command(flatten)]
     pub judge: JudgeArgs,
@@ -80,7 +81,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     print!("\n{summary}");
     if let Some(path) = &args.out {
-        std::fs::write(path, format!("{}\n{summary}", compare::markdown(&rows, &args.original, &right_name)))?;
+        std::fs::write(path, format!("{}\n{summary}", compare::markdown(&rows, &args.original, &right_name)))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ use super::common::open_model;
 use super::judge::JudgeArgs;
 use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
+use anyhow::Context;
 use clap::Args as ClapArgs;
 use scalpel::checkpoint::ModelDir;
 use scalpel::eval::thinking::{without_thinking, ThinkingMode};
@@ -44,10 +45,10 @@ pub struct Args {
     #[arg(long)]
     pub field: Option<String>,
     /// Use at most N prompts of each set.
-    #[arg(long)]
+    #[arg(value_parser = super::common::at_least_one, long)]
     pub limit: Option<usize>,
     /// Tokens generated per answer (it stops earlier at the end of its turn).
-    #[arg(long, default_value_t = 128)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 128)]
     pub max_tokens: usize,
     /// A thinking model (`<think>…</think>`): `strip` judges the answer after the block (with
     /// room for the block first), `off` renders prompts with `enable_thinking = false`.
@@ -56,7 +57,7 @@ pub struct Args {
     #[command(flatten)]
     pub judge: JudgeArgs,
     /// Prompts per generation batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 16)]
     pub batch: usize,
     /// Print the whole report (every answer) as JSON.
     #[arg(long)]
@@ -153,7 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 a.answer.replace('\n', " ")
             );
         }
-        std::fs::write(path, md)?;
+        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -19,13 +19,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Number of decoder layers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 2)]
     pub layers: usize,
     /// Stored dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     pub dtype: String,
     /// Split the weights into this many shards (with model.safetensors.index.json).
-    #[arg(long, default_value_t = 1)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 1)]
     pub shards: usize,
     /// Tie the output head to the embedding (default: the family's usual choice).
     #[arg(long, conflicts_with = "untied")]

@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, short)]
     pub prompt: String,
     /// New tokens at most.
-    #[arg(long, default_value_t = 256)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 256)]
     pub max_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -29,16 +29,16 @@ pub struct Args {
 #[derive(Debug, Clone, ClapArgs)]
 pub struct SamplingArgs {
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(value_parser = super::common::non_negative, long, default_value_t = 0.0)]
     pub temperature: f64,
     /// Nucleus sampling threshold.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = super::common::fraction, long, default_value_t = 1.0)]
     pub top_p: f64,
     /// Keep only the k most likely tokens (0: all).
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     /// Penalise tokens already present (1: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(value_parser = super::common::positive_f32, long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
@@ -74,7 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let ids = encoder.encode(&args.prompt)?;
     let options = args.sampling.options(args.max_tokens, &encoder);
     let mut printer = StreamPrinter::new(&encoder, &args.sampling.stops);
-    generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| printer.on_token(token))?;
+    generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| printer.on_token(token))
+        .map_err(|e| e.for_prompt(&[&args.prompt]))?;
     printer.finish();
     println!();
     Ok(())

@@ -16,6 +16,7 @@ mod run;
 mod runtime;
 mod search;
 mod selection;
+mod signals;
 mod svd;
 mod verify;
 
@@ -73,6 +74,7 @@ enum Command {
 
 /// Parse the command line, run the subcommand, and turn errors into a message and exit code 1.
 pub fn main() -> ExitCode {
+    signals::install();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     progress::set_quiet(cli.quiet);
@@ -95,10 +97,23 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", message(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each cause once: library errors already include their source
+/// in their own text, which anyhow's chain would print again.
+fn message(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 fn init_logging(verbose: u8) {

@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long)]
     pub field: Option<String>,
     /// Use at most N prompts of each set (after a seeded shuffle).
-    #[arg(long)]
+    #[arg(value_parser = super::common::at_least_one, long)]
     pub limit: Option<usize>,
     /// Seed of the shuffle.
     #[arg(long, default_value_t = 0)]
@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, default_value = "-1", allow_hyphen_values = true)]
     pub positions: String,
     /// Prompts per forward pass.
-    #[arg(long, default_value_t = 16)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 16)]
     pub batch: usize,
     /// Rule for the recommended layer.
     #[arg(long, value_enum, default_value = "research-note")]
@@ -62,11 +62,11 @@ pub struct Args {
     #[arg(long)]
     pub layer: Option<usize>,
     /// Extract K directions at the recommended layer by iterating (extract, ablate, re-extract).
-    #[arg(long, value_name = "K", conflicts_with = "pca")]
+    #[arg(value_parser = super::common::at_least_one, long, value_name = "K", conflicts_with = "pca")]
     pub num_directions: Option<usize>,
     /// Extract the top K principal components of the differences between every harmful and
     /// every harmless prompt's activation instead (covariance d dᵀ + Σ_harmful + Σ_harmless).
-    #[arg(long, value_name = "K")]
+    #[arg(value_parser = super::common::at_least_one, long, value_name = "K")]
     pub pca: Option<usize>,
     /// Also save directions orthogonal to the harmless mean (`{stream}_projected.{layer}`).
     #[arg(long)]

@@ -24,9 +24,18 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut recipe = Recipe::load(&args.recipe, &args.set)?;
     if let Some(out) = args.out {
+        anyhow::ensure!(!out.as_os_str().is_empty(), "--out is empty: name the folder the run writes into");
         recipe.output.dir = out;
     }
     eprintln!("run {} → {}", args.recipe.display(), recipe.output.dir.display());
+    let outside = scalpel::recipe::recipe_base(&args.recipe)
+        .is_some_and(|base| recipe.output.dir.is_absolute() && !recipe.output.dir.starts_with(&base));
+    if outside {
+        eprintln!(
+            "note: the output folder {} lies outside the recipe's repository",
+            std::path::absolute(&recipe.output.dir).unwrap_or_else(|_| recipe.output.dir.clone()).display()
+        );
+    }
     let summary = run_recipe(&recipe, &super::progress::Terminal)?;
     eprintln!(
         "done: direction `{}`; steps run: {}",

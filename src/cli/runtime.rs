@@ -82,7 +82,7 @@ pub struct InterventionArgs {
     #[arg(long, value_name = "FILE")]
     pub add: Option<PathBuf>,
     /// α for --add (negative values steer away).
-    #[arg(long, default_value_t = 4.0, allow_hyphen_values = true)]
+    #[arg(value_parser = super::common::finite, long, default_value_t = 4.0, allow_hyphen_values = true)]
     pub alpha: f64,
     /// Layer for --add.
     #[arg(long)]
@@ -91,7 +91,7 @@ pub struct InterventionArgs {
     #[arg(long, value_name = "FILE")]
     pub rotate: Option<PathBuf>,
     /// Rotation angle in degrees for --rotate.
-    #[arg(long, default_value_t = 180.0, allow_hyphen_values = true)]
+    #[arg(value_parser = super::common::finite, long, default_value_t = 180.0, allow_hyphen_values = true)]
     pub angle: f64,
     /// With --rotate, only rotate activations that point along r (h·r > 0).
     #[arg(long)]

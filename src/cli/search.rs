@@ -37,10 +37,10 @@ pub struct Args {
     #[arg(long)]
     pub field: Option<String>,
     /// Use at most N prompts of each validation set.
-    #[arg(long)]
+    #[arg(value_parser = super::common::at_least_one, long)]
     pub limit: Option<usize>,
     /// Trials in all.
-    #[arg(long, default_value_t = SearchSettings::default().trials)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = SearchSettings::default().trials)]
     pub trials: usize,
     /// Trials before the TPE sampler takes over (starting trials, then random ones).
     #[arg(long, default_value_t = SearchSettings::default().startup)]
@@ -49,13 +49,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Refusal rate the chosen trial must reach (its KL is the smallest among those that do).
-    #[arg(long, default_value_t = SearchSettings::default().target_refusal_rate)]
+    #[arg(value_parser = super::common::rate, long, default_value_t = SearchSettings::default().target_refusal_rate)]
     pub target: f64,
     /// New tokens per validation answer (a row stops early once a refusal marker appears).
-    #[arg(long, default_value_t = SearchSettings::default().answers.max_tokens)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = SearchSettings::default().answers.max_tokens)]
     pub max_tokens: usize,
     /// Prompts per generation batch.
-    #[arg(long, default_value_t = SearchSettings::default().answers.batch)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = SearchSettings::default().answers.batch)]
     pub batch: usize,
     /// Harmless prompts answered (the first ones; over-refusals and loops are counted on
     /// them); the KL divergence uses every harmless prompt.

@@ -12,7 +12,7 @@ use scalpel::surgery::{DirectionChoice, SurgeryOptions};
 pub struct SelectionArgs {
     /// Layers whose writers are edited: `all`, `8..20` (20 excluded), `8..=20`, `8..:2` (every
     /// second layer from 8), `8,10,12`, negatives count from the end. Default: all.
-    #[arg(long, value_name = "LAYERS")]
+    #[arg(long, value_name = "LAYERS", allow_hyphen_values = true)]
     pub layers: Option<String>,
     /// Use the direction extracted at this layer for every edit (default: the layer probe recommended).
     #[arg(long, value_name = "L", conflicts_with = "per_layer")]
@@ -27,7 +27,7 @@ pub struct SelectionArgs {
     #[arg(long, value_name = "LIST", default_value = "embed,attn,mlp")]
     pub targets: String,
     /// λ in W' = W − λ r rᵀ W: 1 removes the direction, 2 reflects it, 0.5 halves it.
-    #[arg(long, value_name = "λ", default_value_t = 1.0)]
+    #[arg(value_parser = super::common::finite, long, value_name = "λ", default_value_t = 1.0)]
     pub strength: f64,
     /// Rescale each written column back to its original norm (keeps rᵀW' = 0 exactly).
     #[arg(long)]

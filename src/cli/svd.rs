@@ -22,10 +22,10 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Singular vectors kept per writer.
-    #[arg(long, default_value_t = 32)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 32)]
     pub top_k: usize,
     /// Layers (default: all).
-    #[arg(long, value_name = "LAYERS")]
+    #[arg(long, value_name = "LAYERS", allow_hyphen_values = true)]
     pub layers: Option<String>,
     /// Writers, comma separated: attn, mlp, embed.
     #[arg(long, default_value = "attn,mlp")]

@@ -150,7 +150,8 @@ pub fn greedy_answers(
         let out =
             generate(subject.decoder, &ids, subject.encoder.pad_id(), &options, subject.interventions, &mut |_, _| {
                 false
-            })?;
+            })
+            .map_err(|e| e.for_prompt(chunk))?;
         for g in out {
             answers.push(subject.encoder.decode(&g.ids)?.trim().to_string());
         }

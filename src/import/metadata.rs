@@ -51,6 +51,37 @@ impl<'a> Meta<'a> {
             .ok_or_else(|| Error::bad_checkpoint(self.path, format!("GGUF metadata lacks `{full}`")))
     }
 
+    /// Head counts, widths and the layer count in range (and consistent) before anything is
+    /// derived from them.
+    pub fn check_sizes(&self) -> Result<()> {
+        let bad = |key: &str, why: String| {
+            Err(Error::bad_checkpoint(self.path, format!("GGUF metadata `{}` {why}", self.arch_key(key))))
+        };
+        for (key, limit) in [("attention.head_count", 1 << 16), ("embedding_length", 1 << 20), ("block_count", 4096)] {
+            let v = self.usize(key)?;
+            if v == 0 || v > limit {
+                return bad(key, format!("= {v}: it must lie in 1..={limit}"));
+            }
+        }
+        let heads = self.usize("attention.head_count")?;
+        if let Some(kv) = self.opt_usize("attention.head_count_kv") {
+            if kv == 0 || !heads.is_multiple_of(kv) {
+                return bad(
+                    "attention.head_count_kv",
+                    format!("= {kv}: it must divide attention.head_count ({heads})"),
+                );
+            }
+        }
+        for (key, limit) in
+            [("attention.key_length", 1 << 16), ("feed_forward_length", 1 << 22), ("context_length", 1 << 28)]
+        {
+            if let Some(v) = self.opt_usize(key).filter(|&v| v == 0 || v > limit) {
+                return bad(key, format!("= {v}: it must lie in 1..={limit}"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn opt_usize(&self, key: &str) -> Option<usize> {
         self.usize(key).ok()
     }

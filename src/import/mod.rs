@@ -4,6 +4,7 @@
 //! tokenizer_config.json (chat template, special tokens), generation_config.json and
 //! model.safetensors — streamed one tensor at a time, into a temporary folder renamed at the end.
 
+mod header;
 mod metadata;
 mod names;
 mod rope;
@@ -73,11 +74,25 @@ pub fn default_dtype(content: &Content) -> EditableDtype {
 
 /// Import `gguf` into a new Hugging Face folder `out`.
 pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &dyn Progress) -> Result<ImportReport> {
+    header::check(gguf)?;
     let mut file = std::fs::File::open(gguf).map_err(|e| Error::io(gguf, e))?;
     let content =
         Content::read(&mut file).map_err(|e| Error::bad_checkpoint(gguf, format!("not a readable GGUF file: {e}")))?;
     let meta = metadata::Meta::new(&content, gguf)?;
+    meta.check_sizes()?;
     let tok = tokenizer::build(&meta)?;
+    // The template is code that every later command runs: it must render within its limits.
+    if let Some(source) = tok.config.get("chat_template").and_then(|t| t.as_str()) {
+        let rendered = crate::prompts::ChatTemplate::from_source(source.to_string(), None, None)
+            .and_then(|t| t.render(&[crate::prompts::Message::user("Hello")], true));
+        match rendered {
+            Err(e) if e.to_string().ends_with("refusing it") => {
+                return Err(Error::bad_checkpoint(gguf, format!("tokenizer.chat_template: {e}")))
+            }
+            Err(e) => tracing::warn!("{}: tokenizer.chat_template: {e}", gguf.display()),
+            Ok(_) => {}
+        }
+    }
     let tied = !content.tensor_infos.contains_key("output.weight");
     let dtype = options.dtype.unwrap_or_else(|| default_dtype(&content));
     let (st_dtype, torch) = match dtype {
@@ -91,7 +106,7 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
     }
     let heads = meta.usize("attention.head_count")?;
     let kv_heads = meta.opt_usize("attention.head_count_kv").unwrap_or(heads);
-    let staged = StagedOutput::new(out, &[], options.force)?;
+    let staged = StagedOutput::new(out, &[gguf], options.force)?;
     let dir = staged.path();
     for (name, value) in [
         ("config.json", &config),
@@ -157,7 +172,20 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
     }
     stream.finish()?;
     // The folder must open as a model before it is moved into place.
-    crate::checkpoint::ModelDir::open(dir)?;
+    // Errors name the GGUF file, not the staging folder.
+    let opened =
+        crate::checkpoint::ModelDir::open(dir).and_then(|m| match crate::checkpoint::missing_tensors(&m).first() {
+            Some(name) => Err(Error::MissingTensor { name: name.clone(), path: m.root.clone() }),
+            None => Ok(()),
+        });
+    opened.map_err(|e| match e {
+        Error::MissingTensor { name, .. } => {
+            Error::bad_checkpoint(gguf, format!("the GGUF file lacks the tensor that becomes `{name}`"))
+        }
+        other => {
+            Error::bad_checkpoint(gguf, other.to_string().replace(&dir.display().to_string(), "the imported model"))
+        }
+    })?;
     let out = staged.commit()?;
     Ok(ImportReport { out, architecture: meta.arch.clone(), tensors: plan.len(), skipped, source_types })
 }

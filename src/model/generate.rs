@@ -5,7 +5,7 @@ use super::decoder::{Decoder, ForwardRequest, LogitsMode};
 use super::interventions::Interventions;
 use super::prefill::{prefill, Prefilled};
 use super::sampling::{Sampler, Sampling};
-use crate::Result;
+use crate::{Error, Result};
 
 /// How to generate.
 #[derive(Debug, Clone)]
@@ -47,10 +47,17 @@ pub fn generate(
         return Ok(out);
     }
     let Prefilled { output, mut cache, mut mask } = prefill(decoder, prompts, pad, &request, 1)?;
+    // Generation stops at the context length.
+    let context = decoder.spec().max_position_embeddings;
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let max_tokens = options.max_tokens.min(context.saturating_sub(longest));
+    if max_tokens == 0 {
+        return Ok(out);
+    }
     let mut logits = output.logits.expect("logits requested");
     // Room for the tokens to come (at most 512 ahead: the cache doubles past that), so that each
     // step writes its keys and values in place.
-    cache.reserve(options.max_tokens.saturating_sub(1).min(512))?;
+    cache.reserve(max_tokens.saturating_sub(1).min(512))?;
     let mut samplers: Vec<Sampler> = (0..prompts.len())
         .map(|i| {
             Sampler::new(Sampling { seed: options.sampling.seed.wrapping_add(i as u64), ..options.sampling.clone() })
@@ -58,12 +65,20 @@ pub fn generate(
         .collect();
     // `running[r]`: the prompt index of running row r.
     let mut running: Vec<usize> = (0..prompts.len()).collect();
-    for step in 0..options.max_tokens {
+    for step in 0..max_tokens {
         let rows: Vec<Vec<f32>> = logits.to_vec2()?;
         let mut next = Vec::with_capacity(rows.len());
         let mut keep = Vec::with_capacity(rows.len());
         for (r, row) in rows.into_iter().enumerate() {
             let i = running[r];
+            if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
+                return Err(Error::Prompt {
+                    row: i,
+                    message: format!(
+                        "the model's logits are not finite ({bad}) at generated token {step}: the model is broken (NaN or infinite weights?)"
+                    ),
+                });
+            }
             let history: Vec<u32> = prompts[i].iter().chain(&out[i].ids).copied().collect();
             let token = samplers[i].next(&row, &history);
             if step == 0 {
@@ -81,7 +96,7 @@ pub fn generate(
                 next.push(vec![token]);
             }
         }
-        if keep.is_empty() || step + 1 == options.max_tokens {
+        if keep.is_empty() || step + 1 == max_tokens {
             break;
         }
         if keep.len() < running.len() {
@@ -95,4 +110,17 @@ pub fn generate(
         logits = decoder.forward(&next, &mask, Some(&mut cache), &request)?.logits.expect("logits requested");
     }
     Ok(out)
+}
+
+/// Refuse a batch with a prompt longer than the model's context (`max_position_embeddings`),
+/// before anything the size of the prompt squared is allocated; the error names its row.
+pub fn check_context(decoder: &Decoder, prompts: &[Vec<u32>]) -> Result<()> {
+    let context = decoder.spec().max_position_embeddings;
+    match prompts.iter().position(|p| p.len() > context) {
+        Some(row) => Err(Error::Prompt {
+            row,
+            message: format!("{} tokens, longer than the model's context of {context} tokens", prompts[row].len()),
+        }),
+        None => Ok(()),
+    }
 }

@@ -49,6 +49,7 @@ pub fn prefill(
     if request.logits == LogitsMode::All {
         return Err(crate::Error::Invalid("prefill returns the last position's logits only".into()));
     }
+    super::generate::check_context(decoder, prompts)?;
     let mut cache = KvCache::new(decoder.spec().num_layers);
     // A suffix as long as every prompt leaves no prefix to share.
     let min_suffix = if shares_prefix(decoder) { min_suffix } else { usize::MAX };

@@ -118,11 +118,17 @@ struct Run<'r> {
 }
 
 /// Run `recipe`, writing everything under its output folder.
+///
+/// The whole recipe is checked before anything is written. `output.dir` must be new, empty or
+/// a folder an earlier run wrote (it holds the run's stamps); each step replaces its output
+/// only where the stamps record the step as its writer, so nothing scalpel did not write is
+/// ever replaced.
 pub fn run_recipe(recipe: &Recipe, reporter: &dyn Reporter) -> Result<RunSummary> {
+    validate_recipe(recipe)?;
     let out = recipe.output.dir.clone();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let model = ModelDir::open(&resolve_model(&recipe.model.path)?)?;
     let encoder = PromptEncoder::from_model_dir(&model.root, format_of(recipe))?;
+    claim_output_dir(&out, &model.root)?;
     let stamps = Stamps::load(&out);
     let mut run = Run { recipe, out, stamps, ran: Vec::new(), model, decoder: None, encoder, reporter };
     let probe_hash = run.probe()?;
@@ -140,6 +146,7 @@ pub fn run_recipe(recipe: &Recipe, reporter: &dyn Reporter) -> Result<RunSummary
     };
     let (ablate_hash, verification) = run.ablate(&upstream_hash, &directions_path, &options, search_trial)?;
     let (report, samples) = run.eval(&ablate_hash)?;
+    run.own("report")?;
     let direction = direction_label(&options);
     let record = edit_record(&ModelDir::open(&run.out.join("model"))?)?
         .ok_or_else(|| Error::Other(format!("the edited model lacks {EDIT_RECORD_FILE}")))?;
@@ -160,11 +167,79 @@ pub fn run_recipe(recipe: &Recipe, reporter: &dyn Reporter) -> Result<RunSummary
     Ok(RunSummary { out: run.out, report: report_path, ran: run.ran, direction })
 }
 
+/// Check every value of `recipe` that can be checked without the model, so that a bad value
+/// fails before the output folder is created or any step runs.
+pub fn validate_recipe(recipe: &Recipe) -> Result<()> {
+    recipe.validate()?;
+    probe_request(recipe)?;
+    surgery_settings(recipe, &recipe.direction.stream)?;
+    parse_dtype(&recipe.model.dtype)?;
+    Ok(())
+}
+
+/// The output steps write, by step name.
+const STEP_OUTPUTS: [(&str, &str); 5] =
+    [("probe", "probe"), ("search", "search"), ("ablate", "model"), ("eval", "eval.json"), ("report", "report.md")];
+
+/// Make `out` the run's folder: create it, or accept it when it is empty or holds the stamps of
+/// an earlier run; refuse it when it holds other files, holds the model, or is a home folder,
+/// the current folder or a git work tree.
+fn claim_output_dir(out: &Path, model_root: &Path) -> Result<()> {
+    if out.as_os_str().is_empty() {
+        return Err(Error::Invalid("output.dir is empty: name the folder the run writes into".into()));
+    }
+    crate::checkpoint::check_overlap(out, &[model_root])?;
+    let stamped = out.join(stamps::STAMPS).is_file();
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(Error::Invalid(format!("output.dir {} is not a folder", out.display())));
+        }
+        let foreign: Vec<String> = std::fs::read_dir(out)
+            .map_err(|e| Error::io(out, e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != stamps::STAMPS && n != crate::checkpoint::MARKER_FILE)
+            .collect();
+        if !stamped && !foreign.is_empty() {
+            return Err(Error::Invalid(format!(
+                "output.dir {} already holds files scalpel did not write (e.g. {}); choose a new or empty folder",
+                out.display(),
+                foreign[0]
+            )));
+        }
+        if stamped {
+            // An earlier run's folder: refused where `--force` would be refused.
+            crate::checkpoint::replaceable(out, out)?;
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if !out.join(crate::checkpoint::MARKER_FILE).is_file() {
+        crate::checkpoint::write_marker(out)?;
+    }
+    Ok(())
+}
+
 impl Run<'_> {
+    /// Let `step` write its output: refused when the output exists and the stamps do not
+    /// record `step` as its writer.
+    fn own(&mut self, step: &str) -> Result<PathBuf> {
+        let name = STEP_OUTPUTS.iter().find(|(s, _)| *s == step).map(|(_, n)| *n).unwrap_or(step);
+        let path = self.out.join(name);
+        if path.symlink_metadata().is_ok() && !self.stamps.owns(step) {
+            return Err(Error::Invalid(format!(
+                "{} exists but was not written by this run's `{step}` step (the stamps in {} do not record it); move it away or choose another output.dir",
+                path.display(),
+                self.out.join(stamps::STAMPS).display()
+            )));
+        }
+        self.stamps.claim(step)?;
+        Ok(path)
+    }
+
     /// Step 1: probe (unless up to date); returns its stamp hash.
     fn probe(&mut self) -> Result<String> {
         let r = self.recipe;
-        let probe_dir = self.out.join("probe");
+        let probe_dir = self.own("probe")?;
         let hash = hash_of(&[
             model_identity(&self.model.root)?,
             json(&r.model)?,
@@ -209,7 +284,7 @@ impl Run<'_> {
     /// chosen trial.
     fn search(&mut self, probe_hash: &str, probe_directions: &Path) -> Result<(String, TrialEdit)> {
         let r = self.recipe;
-        let dir = self.out.join("search");
+        let dir = self.own("search")?;
         let hash = hash_of(&[json(&probe_hash)?, json(&r.search)?]);
         let n = self.model.spec.num_layers;
         if self.stamps.fresh("search", &hash, &dir.join(CHOSEN_FILE)) {
@@ -258,7 +333,7 @@ impl Run<'_> {
         options: &SurgeryOptions,
         search_trial: Option<serde_json::Value>,
     ) -> Result<(String, VerifyReport)> {
-        let edited_dir = self.out.join("model");
+        let edited_dir = self.own("ablate")?;
         let hash = hash_of(&[json(&upstream_hash)?, json(options)?]);
         if self.stamps.fresh("ablate", &hash, &edited_dir.join(EDIT_RECORD_FILE)) {
             let edited = ModelDir::open(&edited_dir)?;
@@ -295,7 +370,7 @@ impl Run<'_> {
     /// Step 4: evaluate before and after on held-out prompts, with side-by-side samples.
     fn eval(&mut self, ablate_hash: &str) -> Result<(EvalReport, Vec<SideBySide>)> {
         let (r, e) = (self.recipe, &self.recipe.eval);
-        let eval_path = self.out.join("eval.json");
+        let eval_path = self.own("eval")?;
         let hash = hash_of(&[json(&ablate_hash)?, json(e)?]);
         if self.stamps.fresh("eval", &hash, &eval_path) {
             return read_eval(&eval_path);

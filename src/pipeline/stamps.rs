@@ -6,7 +6,8 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const STAMPS: &str = ".scalpel-steps.json";
+/// The stamps file of a run's output folder.
+pub const STAMPS: &str = ".scalpel-steps.json";
 
 /// A short hash of the JSON of every part; a part that cannot be serialized is an error.
 pub fn hash_of(parts: &[serde_json::Value]) -> String {
@@ -67,6 +68,20 @@ impl Stamps {
     /// Whether `step` is up to date: `output` exists and its recorded hash is `hash`.
     pub fn fresh(&self, step: &str, hash: &str, output: &Path) -> bool {
         output.exists() && self.map.get(step).is_some_and(|h| h == hash)
+    }
+
+    /// Whether the stamps record `step` as the writer of its output (it ran, or started to).
+    pub fn owns(&self, step: &str) -> bool {
+        self.map.contains_key(step)
+    }
+
+    /// Record that `step` is about to write its output (no hash yet: not up to date), so that
+    /// an output it leaves behind when interrupted is still known to be its own.
+    pub fn claim(&mut self, step: &str) -> Result<()> {
+        if self.owns(step) {
+            return Ok(());
+        }
+        self.set(step, "")
     }
 
     /// Record that `step` ran with `hash`.

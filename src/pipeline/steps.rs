@@ -182,6 +182,7 @@ pub fn ablate_step(
     announce: &dyn Fn(&SurgeryPlan),
     progress: &dyn Progress,
 ) -> Result<(SurgeryPlan, AblateReport)> {
+    crate::checkpoint::check_overlap(request.out, &[&request.model.root, request.directions])?;
     let directions = DirectionsFile::load(request.directions)?;
     let surgery = plan(request.model, &directions, request.options)?;
     announce(&surgery);

@@ -179,6 +179,9 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
+        // A template is code from the model's files: bound its work (a loop that never ends
+        // runs out of fuel) and, in `render`, its output.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(|e| Error::Invalid(format!("{origin}: the chat template does not parse: {e}")))?;
         let mut template =
@@ -243,9 +246,55 @@ impl ChatTemplate {
         for (name, value) in &self.special {
             context.insert(name, minijinja::Value::from(value.as_str()));
         }
-        template
-            .render(context)
-            .map_err(|e| Error::Invalid(format!("{}: rendering the chat template failed: {e}", self.origin)))
+        let limit = TEMPLATE_OUTPUT + messages.iter().map(|m| m.content.len()).sum::<usize>();
+        let mut out = CappedWriter { text: Vec::new(), limit, over: false };
+        if let Err(e) = template.render_captured_to(context, &mut out) {
+            if out.over {
+                return Err(Error::Invalid(format!(
+                    "{}: the chat template's output grew beyond {} MB; refusing it",
+                    self.origin,
+                    limit >> 20
+                )));
+            }
+            if e.kind() == minijinja::ErrorKind::OutOfFuel {
+                return Err(Error::Invalid(format!(
+                    "{}: the chat template did not finish within its work limit ({TEMPLATE_FUEL} steps); refusing it",
+                    self.origin
+                )));
+            }
+            return Err(Error::Invalid(format!("{}: rendering the chat template failed: {e}", self.origin)));
+        }
+        String::from_utf8(out.text)
+            .map_err(|_| Error::Invalid(format!("{}: the chat template's output is not UTF-8", self.origin)))
+    }
+}
+
+/// Work allowed for one render of a chat template (minijinja fuel: about one unit per
+/// instruction; real templates need a few thousand per message).
+pub const TEMPLATE_FUEL: u64 = 20_000_000;
+
+/// Output allowed for one render beyond the messages' own text.
+pub const TEMPLATE_OUTPUT: usize = 1 << 20;
+
+/// Collects a render's output and fails once it passes `limit`.
+struct CappedWriter {
+    text: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other("chat template output limit"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

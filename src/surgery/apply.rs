@@ -108,6 +108,13 @@ pub fn ablate(
 pub(crate) fn apply_edit(view: TensorRef<'_>, edit: &PlannedEdit, norm_preserve: bool) -> Result<Vec<u8>> {
     let dtype = EditableDtype::of(view.dtype, view.name)?;
     let mut values = view.to_f32()?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(Error::bad_tensor(
+            view.name,
+            format!("holds {bad} non-finite values (NaN or infinity); the source model is broken, nothing was written"),
+        ));
+    }
     let cols = match edit.layout {
         Layout::Columns => *view.shape.get(1).ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?,
         Layout::Rows => 0,

@@ -41,7 +41,7 @@ fn gguf_name(hf: &str) -> String {
 }
 
 /// Export a llama fixture as llama.cpp would.
-fn export(model: &ModelDir, path: &Path, dtype: GgmlDType) {
+pub fn export(model: &ModelDir, path: &Path, dtype: GgmlDType) {
     let spec = &model.spec;
     let tok: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.root.join("tokenizer.json")).unwrap()).unwrap();

@@ -17,6 +17,7 @@ mod prompts_sets;
 mod prompts_template;
 mod reader_props;
 mod real_model;
+mod safety;
 mod search;
 mod speed;
 mod surgery;

@@ -124,7 +124,7 @@ fn wide_bf16_model(dir: &Path) -> PathBuf {
     let config = serde_json::json!({
         "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN,
         "intermediate_size": COLS, "num_hidden_layers": 1, "num_attention_heads": 32,
-        "num_key_value_heads": 32, "vocab_size": 8, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
+        "num_key_value_heads": 32, "head_dim": 2, "vocab_size": 8, "rms_norm_eps": 1e-5, "tie_word_embeddings": true,
         "torch_dtype": "bfloat16"
     });
     std::fs::write(root.join("config.json"), config.to_string()).unwrap();

@@ -1,0 +1,161 @@
+//! Checks of a model folder against its config.json before any work: every tensor scalpel
+//! reads has the shape the config implies (computed with checked arithmetic), no tensor has a
+//! zero-size dimension, and tensors the config does not use are named. Side files are read
+//! with a size cap.
+
+use super::model_dir::ModelDir;
+use crate::arch::{AttentionLayout, MlpLayout, WriterKind};
+use crate::{Error, Result};
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+
+/// Largest JSON side file read whole (config.json, index, records, chat templates).
+pub const JSON_CAP: u64 = 64 << 20;
+
+/// Read a text file of at most `cap` bytes (a larger file, or an endless one such as a link to
+/// /dev/zero, is an error naming it).
+pub fn read_capped(path: &Path, cap: u64) -> Result<String> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(Error::Invalid(format!(
+            "{}: larger than {} MB; not a side file scalpel reads",
+            path.display(),
+            cap >> 20
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("{}: not UTF-8 text", path.display())))
+}
+
+/// Check every tensor the config names against its expected shape, and that no stored tensor
+/// has a zero-size dimension.
+pub fn check_shapes(model: &ModelDir) -> Result<()> {
+    let spec = &model.spec;
+    let checkpoint = &model.checkpoint;
+    for name in checkpoint.names() {
+        let view = checkpoint.tensor(name)?;
+        if view.shape.contains(&0) {
+            return Err(Error::bad_tensor(name, format!("shape {:?} has a zero-size dimension", view.shape)));
+        }
+    }
+    let product = |a: usize, b: usize, what: &str| {
+        a.checked_mul(b).ok_or_else(|| Error::BadConfig {
+            path: model.root.join("config.json"),
+            message: format!("{what} ({a} × {b}) overflows"),
+        })
+    };
+    let h = spec.hidden_size;
+    let q_width = product(spec.num_heads, spec.head_dim, "num_attention_heads × head_dim")?;
+    let kv_width = product(spec.num_kv_heads, spec.head_dim, "num_key_value_heads × head_dim")?;
+    let expect = |name: &str, shape: &[usize]| -> Result<()> {
+        let Ok(view) = checkpoint.tensor(name) else { return Ok(()) };
+        if view.shape != shape {
+            return Err(Error::bad_tensor(
+                name,
+                format!(
+                    "shape {:?}, but config.json implies {shape:?} ({})",
+                    view.shape,
+                    model.root.join("config.json").display()
+                ),
+            ));
+        }
+        Ok(())
+    };
+    // Input-side matrices read the residual stream: their last dimension is its width.
+    let reads_hidden = |name: &str| -> Result<()> {
+        let Ok(view) = checkpoint.tensor(name) else { return Ok(()) };
+        if view.shape.len() != 2 || view.shape[1] != h {
+            return Err(Error::bad_tensor(
+                name,
+                format!("shape {:?}, but it must read the hidden size {h}", view.shape),
+            ));
+        }
+        Ok(())
+    };
+    expect(&spec.embed_name(), &[spec.vocab_size, h])?;
+    expect(&spec.lm_head_name(), &[spec.vocab_size, h])?;
+    expect(&spec.final_norm_name(), &[h])?;
+    for layer in 0..spec.num_layers {
+        let n = spec.layer_names(layer);
+        expect(&n.attn_norm, &[h])?;
+        expect(&n.mlp_norm, &[h])?;
+        for norm in [&n.attn_post_norm, &n.mlp_post_norm].into_iter().flatten() {
+            expect(norm, &[h])?;
+        }
+        for norm in [&n.q_norm, &n.k_norm].into_iter().flatten() {
+            expect(norm, &[spec.head_dim])?;
+        }
+        expect(&n.o_proj, &[h, q_width])?;
+        expect(&n.down_proj, &[h, spec.intermediate_size])?;
+        for bias in [&n.o_proj_bias, &n.down_proj_bias].into_iter().flatten() {
+            expect(bias, &[h])?;
+        }
+        match &n.attention {
+            AttentionLayout::Separate { q, k, v, .. } => {
+                expect(q, &[q_width, h])?;
+                expect(k, &[kv_width, h])?;
+                expect(v, &[kv_width, h])?;
+            }
+            AttentionLayout::Fused { qkv, .. } => reads_hidden(qkv)?,
+        }
+        match &n.mlp {
+            MlpLayout::Gated { gate, up, .. } => {
+                expect(gate, &[spec.intermediate_size, h])?;
+                expect(up, &[spec.intermediate_size, h])?;
+            }
+            MlpLayout::FusedGateUp { gate_up } => reads_hidden(gate_up)?,
+            MlpLayout::QwenW1W2 { w1, w2 } => {
+                reads_hidden(w1)?;
+                reads_hidden(w2)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every tensor name the config's architecture reads.
+fn used_names(model: &ModelDir) -> BTreeSet<String> {
+    let spec = &model.spec;
+    let mut used = BTreeSet::from([spec.embed_name(), spec.lm_head_name(), spec.final_norm_name()]);
+    let layers: Vec<usize> = (0..spec.num_layers).collect();
+    for w in spec.writers(&layers, &WriterKind::ALL) {
+        used.extend(std::iter::once(w.weight).chain(w.bias).chain(w.post_norm));
+    }
+    for layer in layers {
+        let n = spec.layer_names(layer);
+        used.extend([n.attn_norm.clone(), n.mlp_norm.clone()]);
+        used.extend(n.q_norm.iter().chain(&n.k_norm).cloned());
+        match &n.attention {
+            AttentionLayout::Separate { biases, .. } => used.extend(biases.iter().flatten().cloned()),
+            AttentionLayout::Fused { bias, .. } => used.extend(bias.iter().cloned()),
+        }
+        if let MlpLayout::Gated { biases, .. } = &n.mlp {
+            used.extend(biases.iter().flatten().cloned());
+        }
+        used.extend(n.input_side());
+    }
+    used
+}
+
+/// Tensors the config's architecture reads that the checkpoint lacks (the output head only
+/// where it is not tied to the embedding).
+pub fn missing_tensors(model: &ModelDir) -> Vec<String> {
+    // (`ModelDir::open` requires only the writers, so that writer-only folders can be planned and verified.)
+    let head = model.spec.lm_head_name();
+    used_names(model).into_iter().filter(|n| !model.checkpoint.contains(n) && *n != head).collect()
+}
+
+/// Stored tensors the config's architecture does not use (rotary caches excepted): a sign that
+/// config.json describes another model than the weights.
+pub fn unused_tensors(model: &ModelDir) -> Vec<String> {
+    let used = used_names(model);
+    model
+        .checkpoint
+        .names()
+        .into_iter()
+        .filter(|n| !used.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
+        .map(str::to_string)
+        .collect()
+}
