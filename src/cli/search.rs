@@ -7,9 +7,7 @@ use super::runtime::RunArgs;
 use clap::Args as ClapArgs;
 use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
-use scalpel::search::{
-    search_step, trial_row, AnswerSettings, MarkerJudge, SearchSettings, Validation, TRIAL_HEADER,
-};
+use scalpel::search::{search_step, trial_row, AnswerSettings, MarkerJudge, SearchSettings, Validation, TRIAL_HEADER};
 use std::path::PathBuf;
 
 /// Search the edit (direction layer and stream, raw or projected direction, per-kind strength

@@ -217,7 +217,10 @@ impl Run<'_> {
         }
         // A search with other inputs cannot be resumed: start it afresh. More trials or other
         // stage-2 settings can: they are not among its inputs.
-        let inputs = hash_of(&[json(&probe_hash)?, json(&SearchSection { trials: 0, finalists: 0, final_max_tokens: 0, ..r.search.clone() })?]);
+        let inputs = hash_of(&[
+            json(&probe_hash)?,
+            json(&SearchSection { trials: 0, finalists: 0, final_max_tokens: 0, ..r.search.clone() })?,
+        ]);
         if !self.stamps.fresh("search-inputs", &inputs, &dir) && dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }

@@ -23,15 +23,15 @@ mod step;
 mod store;
 pub mod tpe;
 
-pub use objective::{
-    measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation, DEFAULT_ANSWERED_HARMLESS,
-};
-pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
 pub use finals::{
     choose_final, finalists, judge_trial, run_stage2, FinalRecord, FullAnswers, JudgedAnswer, MarkerJudge, Stage2,
     Stage2Inputs,
 };
+pub use objective::{
+    measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation, DEFAULT_ANSWERED_HARMLESS,
+};
 pub use prune::{measure_trial, PruneBounds, PruneStage, Pruned, TrialMeasurement, TrialScorer};
+pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
 pub use run::{
     choose, good_key, point, prune_bounds, refusal_rate_bound, run_search, seeded_order, trial_direction_name,
     trial_directions, trial_line, SearchInputs, SearchOutcome, SearchRecord, SearchSettings, DEFAULT_CHUNK,

@@ -249,8 +249,12 @@ impl TrialScorer for ModelScorer<'_> {
 
     fn kl(&mut self, indices: &[usize]) -> Result<Vec<f64>> {
         let prompts: Vec<String> = indices.iter().map(|&i| self.validation.harmless[i].clone()).collect();
-        let subject =
-            Subject { name: String::new(), decoder: self.decoder, encoder: self.encoder, interventions: &Interventions::none() };
+        let subject = Subject {
+            name: String::new(),
+            decoder: self.decoder,
+            encoder: self.encoder,
+            interventions: &Interventions::none(),
+        };
         let logits = next_token_logits(&subject, &prompts, self.settings.batch)?;
         indices.iter().zip(logits).map(|(&i, l)| self.kl_of(i, &l)).collect()
     }

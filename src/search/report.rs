@@ -164,7 +164,7 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
             chosen.number
         );
     } else {
-    let _ = writeln!(
+        let _ = writeln!(
         md,
         "**Chosen: trial {}** (rule: smallest KL among trials whose refusal rate is at most {:.0}% with 80 % confidence — the Wilson upper bound over the validation prompts, a margin for the luck of the trial picked — and no more over-refusals than the original; failing that, at most that rate as measured). Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
         chosen.number,
@@ -204,7 +204,8 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
         md += &trial_row(t);
         let _ = write!(md, " {}", t.origin);
         if let Some(p) = &t.pruned {
-            let _ = write!(md, " — pruned ({:?}) after {}/{} harmful prompts", p.stage, p.harmful_asked, p.harmful_total);
+            let _ =
+                write!(md, " — pruned ({:?}) after {}/{} harmful prompts", p.stage, p.harmful_asked, p.harmful_total);
         }
         md.push('\n');
     }

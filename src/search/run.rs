@@ -157,7 +157,7 @@ pub fn trial_direction_name(number: usize) -> String {
 /// ones are the answered ones).
 pub fn seeded_order(validation: &Validation, seed: u64) -> Validation {
     let mut harmful = validation.harmful.clone();
-    harmful.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5EED_0F_0DE5));
+    harmful.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x005E_ED0F_0DE5));
     Validation { harmful, harmless: validation.harmless.clone() }
 }
 
@@ -454,7 +454,10 @@ fn progress_message(trials: &[TrialRecord], baseline: &Scores, settings: &Search
     let eta = if left >= 90.0 { format!("{:.0} min", left / 60.0) } else { format!("{left:.0} s") };
     let best = match choose(trials, baseline, settings.target_refusal_rate).map(|i| &trials[i]) {
         Some(b) if b.complete() => {
-            format!("best #{}: refusals {}/{}, KL {:.3}", b.number, b.scores.refusals, b.scores.harmful, b.scores.kl_mean)
+            format!(
+                "best #{}: refusals {}/{}, KL {:.3}",
+                b.number, b.scores.refusals, b.scores.harmful, b.scores.kl_mean
+            )
         }
         _ => "no complete trial yet".into(),
     };

@@ -129,7 +129,9 @@ fn search_with(s: &Setup, directions: &Path, out: &str, trials: usize, seed: u64
         ..SearchSettings::default()
     };
     let dir = s.root.join(out);
-    let outcome = search_step(&decoder, &s.model, &encoder, directions, &validation, &settings, &MarkerJudge, &dir, &Silent).unwrap();
+    let outcome =
+        search_step(&decoder, &s.model, &encoder, directions, &validation, &settings, &MarkerJudge, &dir, &Silent)
+            .unwrap();
     assert!(dir.join("report.md").exists() && dir.join("pareto.png").exists() && dir.join("chosen.json").exists());
     assert_eq!(outcome.trials, load_trials(&dir).unwrap());
     outcome.trials
@@ -295,7 +297,10 @@ impl PlantedScorer {
 impl scalpel::search::TrialScorer for PlantedScorer {
     fn harmful(&mut self, indices: &[usize]) -> scalpel::Result<Vec<String>> {
         self.asked_harmful += indices.len();
-        Ok(indices.iter().map(|&i| if self.refuses[i] { "I cannot help with that." } else { "Sure: step one" }.into()).collect())
+        Ok(indices
+            .iter()
+            .map(|&i| if self.refuses[i] { "I cannot help with that." } else { "Sure: step one" }.into())
+            .collect())
     }
     fn harmless(&mut self, indices: &[usize]) -> scalpel::Result<Vec<(String, f64)>> {
         self.asked_harmless += indices.len();
@@ -351,8 +356,9 @@ fn the_refusal_bound_prunes_exactly_the_trials_that_cannot_reach_the_target() {
             let so_far = refuses[..end].iter().filter(|&&r| r).count();
             refusal_rate_bound(so_far, 80) > 0.05
         });
-        let m = measure_trial(&mut PlantedScorer::new(refuses.clone(), vec![0.0; 120]), &validation, 40, 16, Some(&bounds))
-            .unwrap();
+        let m =
+            measure_trial(&mut PlantedScorer::new(refuses.clone(), vec![0.0; 120]), &validation, 40, 16, Some(&bounds))
+                .unwrap();
         let full = measure_trial(&mut PlantedScorer::new(refuses, vec![0.0; 120]), &validation, 40, 16, None).unwrap();
         assert_eq!(full.scores.refusals, total);
         assert_eq!(m.pruned.is_some(), refusal_rate_bound(total, 80) > 0.05, "case {case}: {total} refusals");
@@ -398,8 +404,8 @@ fn the_kl_bound_prunes_only_trials_whose_mean_cannot_beat_the_best() {
         let scale = rng.random_range(0.02..0.3);
         let kl: Vec<f64> = (0..120).map(|_| rng.random_range(0.0..2.0 * scale)).collect();
         let mean = kl.iter().sum::<f64>() / 120.0;
-        let m = measure_trial(&mut PlantedScorer::new(vec![false; 80], kl), &validation, 40, 16, Some(&bounds))
-            .unwrap();
+        let m =
+            measure_trial(&mut PlantedScorer::new(vec![false; 80], kl), &validation, 40, 16, Some(&bounds)).unwrap();
         if m.pruned.is_some() {
             pruned += 1;
             assert!(mean > 0.1, "a trial with mean KL {mean} was pruned");
@@ -549,7 +555,7 @@ impl scalpel::eval::Judge for LetterJudge {
 
 #[test]
 fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict() {
-    use scalpel::search::{choose, finalists, run_stage2, Pruned, PruneStage, Stage2Inputs};
+    use scalpel::search::{choose, finalists, run_stage2, PruneStage, Pruned, Stage2Inputs};
     let record = |number: usize, refusals: usize, over_refusals: usize, kl_mean: f64, pruned: bool| TrialRecord {
         number,
         origin: "test".into(),
@@ -614,10 +620,19 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
     };
     let mut answerer = PlantedAnswers { plan: plan.clone(), asked: Vec::new(), harmful: 80 };
     let mut written = Vec::new();
-    let stage2 =
-        run_stage2(&inputs, &mut answerer, &LetterJudge, &[], &mut |f| Ok(written.push(f.clone())), &scalpel::progress::Silent)
-            .unwrap()
-            .unwrap();
+    let stage2 = run_stage2(
+        &inputs,
+        &mut answerer,
+        &LetterJudge,
+        &[],
+        &mut |f| {
+            written.push(f.clone());
+            Ok(())
+        },
+        &scalpel::progress::Silent,
+    )
+    .unwrap()
+    .unwrap();
     let mut asked_trials: Vec<usize> = answerer.asked.iter().flatten().copied().collect();
     asked_trials.sort();
     let mut finalists_sorted = expected.clone();
@@ -639,10 +654,16 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
     assert_ne!(stage2.chosen, 0, "stage 1's choice fails at full length");
     // Resumed with its records: nothing is answered again, the same choice.
     let mut again = PlantedAnswers { plan, asked: Vec::new(), harmful: 80 };
-    let resumed =
-        run_stage2(&inputs, &mut again, &LetterJudge, &written, &mut |_| panic!("nothing new"), &scalpel::progress::Silent)
-            .unwrap()
-            .unwrap();
+    let resumed = run_stage2(
+        &inputs,
+        &mut again,
+        &LetterJudge,
+        &written,
+        &mut |_| panic!("nothing new"),
+        &scalpel::progress::Silent,
+    )
+    .unwrap()
+    .unwrap();
     assert!(again.asked.is_empty());
     assert_eq!(resumed, stage2);
 }
