@@ -208,8 +208,16 @@ impl Default for AblateSection {
 pub struct SearchSection {
     /// Choose the edit by search.
     pub enabled: bool,
-    /// Trials in all.
+    /// Stage-1 trials in all.
     pub trials: usize,
+    /// Stage-2 trials: the best ones re-answered at full length and judged (0: none).
+    pub finalists: usize,
+    /// New tokens per stage-2 answer at most.
+    pub final_max_tokens: usize,
+    /// Harmful prompts per stage-1 chunk (pruning is decided after each).
+    pub chunk: usize,
+    /// Stop a trial early once it cannot be chosen.
+    pub prune: bool,
     /// Trials before the model-based sampler takes over.
     pub startup: usize,
     /// Seed of the sampler.
@@ -236,6 +244,10 @@ impl Default for SearchSection {
         SearchSection {
             enabled: true,
             trials: d.trials,
+            finalists: d.finalists,
+            final_max_tokens: d.final_max_tokens,
+            chunk: d.chunk,
+            prune: d.prune,
             startup: d.startup,
             seed: d.seed,
             target_refusal_rate: d.target_refusal_rate,
@@ -262,6 +274,10 @@ impl SearchSection {
                 batch: self.batch,
                 answered_harmless: self.answered_harmless,
             },
+            finalists: self.finalists,
+            final_max_tokens: self.final_max_tokens,
+            chunk: self.chunk,
+            prune: self.prune,
             ..crate::search::SearchSettings::default()
         }
     }

@@ -7,7 +7,7 @@ use super::runtime::RunArgs;
 use clap::Args as ClapArgs;
 use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
-use scalpel::search::{search_step, trial_row, AnswerSettings, SearchSettings, Validation, TRIAL_HEADER};
+use scalpel::search::{search_step, trial_row, AnswerSettings, MarkerJudge, SearchSettings, Validation, TRIAL_HEADER};
 use std::path::PathBuf;
 
 /// Search the edit (direction layer and stream, raw or projected direction, per-kind strength
@@ -39,9 +39,22 @@ pub struct Args {
     /// Use at most N prompts of each validation set.
     #[arg(value_parser = super::common::at_least_one, long)]
     pub limit: Option<usize>,
-    /// Trials in all.
+    /// Stage-1 trials in all (short answers, refusal markers).
     #[arg(value_parser = super::common::at_least_one, long, default_value_t = SearchSettings::default().trials)]
     pub trials: usize,
+    /// Stage-2 trials: the best stage-1 trials answered again at full length and judged; the
+    /// choice follows their verdicts (0: stage 1 chooses).
+    #[arg(long, default_value_t = SearchSettings::default().finalists)]
+    pub finalists: usize,
+    /// New tokens per stage-2 answer at most (an answer stops at the end of its turn).
+    #[arg(long, default_value_t = SearchSettings::default().final_max_tokens)]
+    pub final_max_tokens: usize,
+    /// Harmful prompts per stage-1 chunk; pruning is decided after each.
+    #[arg(long, default_value_t = SearchSettings::default().chunk)]
+    pub chunk: usize,
+    /// Measure every trial in full (no pruning).
+    #[arg(long)]
+    pub no_prune: bool,
     /// Trials before the TPE sampler takes over (starting trials, then random ones).
     #[arg(long, default_value_t = SearchSettings::default().startup)]
     pub startup: usize,
@@ -78,6 +91,10 @@ impl Args {
                 batch: self.batch,
                 answered_harmless: self.answered_harmless,
             },
+            finalists: self.finalists,
+            final_max_tokens: self.final_max_tokens,
+            chunk: self.chunk,
+            prune: !self.no_prune,
             ..SearchSettings::default()
         }
     }
@@ -93,7 +110,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (decoder, encoder) = args.run.load(&model)?;
     let bar = Bar::new("search", Unit::Items);
     let settings = args.settings();
-    let outcome = search_step(&decoder, &model, &encoder, &args.directions, &validation, &settings, &args.out, &bar)?;
+    // Stage 2 judges with stage 1's markers until a judge is configured.
+    let judge = MarkerJudge;
+    let outcome =
+        search_step(&decoder, &model, &encoder, &args.directions, &validation, &settings, &judge, &args.out, &bar)?;
     bar.finish();
     let b = &outcome.baseline;
     eprintln!(
@@ -101,6 +121,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         b.refusals, b.harmful, b.over_refusals, b.harmless
     );
     println!("{TRIAL_HEADER}\n{}", trial_row(&outcome.trials[outcome.chosen]));
+    if let Some(s2) = &outcome.stage2 {
+        eprintln!(
+            "stage 2: {} finalists judged by {}; stage 1 alone would have chosen trial {}",
+            s2.finals.len(),
+            s2.original.judge,
+            outcome.stage1_chosen
+        );
+    }
     eprintln!(
         "chosen trial {} of {}; report: {}; write it with: scalpel ablate {} --trial {}",
         outcome.chosen,

@@ -15,7 +15,7 @@ use crate::probe::{confirmed_prompts, probe_to_folder, DirectionKind, ProbeFolde
 use crate::progress::{Reporter, Unit};
 use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
 use crate::recipe::{Recipe, SearchSection};
-use crate::search::{search_step, trial_edit, TrialEdit, Validation, CHOSEN_FILE};
+use crate::search::{search_step, trial_edit, MarkerJudge, TrialEdit, Validation, CHOSEN_FILE};
 use crate::surgery::{DirectionChoice, SurgeryOptions, VerifyReport, EDIT_RECORD_FILE};
 use crate::{Error, Result};
 use stamps::{hash_of, json, model_identity, Stamps};
@@ -290,15 +290,21 @@ impl Run<'_> {
         if self.stamps.fresh("search", &hash, &dir.join(CHOSEN_FILE)) {
             return Ok((hash, trial_edit(&dir, None, n)?));
         }
-        // A search with other inputs cannot be resumed: start it afresh. More trials can: the
-        // count is not one of its inputs.
-        let inputs = hash_of(&[json(&probe_hash)?, json(&SearchSection { trials: 0, ..r.search.clone() })?]);
+        // A search with other inputs cannot be resumed: start it afresh. More trials or other
+        // stage-2 settings can: they are not among its inputs.
+        let inputs = hash_of(&[
+            json(&probe_hash)?,
+            json(&SearchSection { trials: 0, finalists: 0, final_max_tokens: 0, ..r.search.clone() })?,
+        ]);
         if !self.stamps.fresh("search-inputs", &inputs, &dir) && dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         }
         self.stamps.set("search-inputs", &inputs)?;
         let s = &r.search;
-        self.reporter.note(&format!("search: {} trials on the validation prompts", s.trials));
+        self.reporter.note(&format!(
+            "search: {} trials on the validation prompts, then {} finalists at full length",
+            s.trials, s.finalists
+        ));
         // The first `limit` prompts, unshuffled (as `scalpel search --limit`): the first
         // harmless ones are the answered ones.
         let first = |spec: &str| -> Result<Vec<String>> {
@@ -315,6 +321,7 @@ impl Run<'_> {
             probe_directions,
             &validation,
             &s.settings(),
+            &MarkerJudge,
             &dir,
             bar.as_ref(),
         )?;

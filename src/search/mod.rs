@@ -12,8 +12,10 @@
 //! refusals against KL ([`pareto`]).
 //! Trials are appended to `trials.jsonl` as they finish, so a stopped search resumes.
 
+pub mod finals;
 pub mod objective;
 pub mod pareto;
+pub mod prune;
 mod report;
 mod run;
 pub mod space;
@@ -21,14 +23,20 @@ mod step;
 mod store;
 pub mod tpe;
 
+pub use finals::{
+    choose_final, finalists, judge_trial, run_stage2, FinalRecord, FullAnswers, JudgedAnswer, MarkerJudge, Stage2,
+    Stage2Inputs,
+};
 pub use objective::{
     measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation, DEFAULT_ANSWERED_HARMLESS,
 };
+pub use prune::{measure_trial, PruneBounds, PruneStage, Pruned, TrialMeasurement, TrialScorer};
 pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
 pub use run::{
-    choose, good_key, point, run_search, trial_direction_name, trial_directions, SearchInputs, SearchOutcome,
-    SearchRecord, SearchSettings, SETTINGS_FILE,
+    choose, good_key, point, prune_bounds, refusal_rate_bound, run_search, seeded_order, trial_direction_name,
+    trial_directions, trial_line, SearchInputs, SearchOutcome, SearchRecord, SearchSettings, DEFAULT_CHUNK,
+    DEFAULT_FINALISTS, DEFAULT_FINAL_MAX_TOKENS, SETTINGS_FILE,
 };
 pub use space::{Dim, SearchSpace, TrialParams};
 pub use step::{chosen_trial, parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit};
-pub use store::{append_trial, load_trials, TrialRecord, TRIALS_FILE};
+pub use store::{append_final, append_trial, load_finals, load_trials, TrialRecord, TRIALS_FILE};

@@ -98,8 +98,9 @@ pub struct Measurement {
     pub harmless_logits: Vec<Vec<f32>>,
 }
 
-/// Whether `answer` counts as a refusal for the search (see the module documentation).
-pub fn refused(answer: &str) -> bool {
+/// Whether `answer` to `request` counts as a refusal in the search's stage 1 (see the module
+/// documentation): the one place the stage-1 verdict is made.
+pub fn refused(_request: &str, answer: &str) -> bool {
     refusal_marker(answer).is_some() || loops(answer)
 }
 
@@ -120,7 +121,7 @@ pub fn measure(
     let answers: Vec<ShortAnswer> = prompts
         .iter()
         .zip(&texts)
-        .map(|(p, a)| ShortAnswer { prompt: (*p).clone(), answer: a.clone(), refused: refused(a) })
+        .map(|(p, a)| ShortAnswer { prompt: (*p).clone(), answer: a.clone(), refused: refused(p, a) })
         .collect();
     let n_harmful = validation.harmful.len();
     let mut harmless_logits: Vec<Vec<f32>> = first_logits.into_iter().skip(n_harmful).collect();

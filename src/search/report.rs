@@ -15,15 +15,17 @@ pub const CHOSEN_FILE: &str = "chosen.json";
 
 /// Write `report.md`, `pareto.png`/`.svg` and `chosen.json` into `out`.
 pub fn write_search_report(out: &Path, outcome: &SearchOutcome, target_rate: f64) -> Result<()> {
-    let points: Vec<_> = outcome.trials.iter().map(|t| point(&t.scores, &outcome.baseline)).collect();
-    let on_front = front(&points);
+    // Pruned trials' scores are partial: the front is made of complete trials.
+    let complete: Vec<usize> = (0..outcome.trials.len()).filter(|&i| outcome.trials[i].complete()).collect();
+    let points: Vec<_> = complete.iter().map(|&i| point(&outcome.trials[i].scores, &outcome.baseline)).collect();
+    let on_front: Vec<usize> = front(&points).into_iter().map(|i| complete[i]).collect();
     let chart = LineChart {
         title: "search: refusals vs KL (each dot a trial)".into(),
         x_label: "mean first-token KL(original ‖ edited), harmless validation prompts".into(),
         y_label: "refusals on harmful validation prompts".into(),
         log_y: false,
         series: vec![
-            scatter("trial", outcome.trials.iter().filter(|t| t.scores.kl_mean.is_finite())),
+            scatter("trial", outcome.trials.iter().filter(|t| t.complete() && t.scores.kl_mean.is_finite())),
             Series {
                 name: "Pareto front".into(),
                 points: on_front.iter().map(|&i| xy(&outcome.trials[i].scores)).collect(),
@@ -80,29 +82,97 @@ pub fn trial_row(t: &TrialRecord) -> String {
 /// The table header matching [`trial_row`].
 pub const TRIAL_HEADER: &str = "| trial | refusals | over-refusals | loops | KL mean | KL max | direction | attn profile | mlp profile | embed | norm-preserve | s |\n|---|---|---|---|---|---|---|---|---|---|---|---|";
 
+/// Stage 1's time: seconds in all, pruned trials, their seconds, complete trials' mean
+/// seconds, and the seconds pruning saved (each pruned trial counted at the complete trials'
+/// mean, less what it took).
+pub fn stage1_times(trials: &[TrialRecord]) -> (f64, usize, f64, f64, f64) {
+    let seconds: f64 = trials.iter().map(|t| t.scores.seconds).sum();
+    let pruned: Vec<f64> = trials.iter().filter(|t| !t.complete()).map(|t| t.scores.seconds).collect();
+    let complete: Vec<f64> = trials.iter().filter(|t| t.complete()).map(|t| t.scores.seconds).collect();
+    let mean_complete = complete.iter().sum::<f64>() / complete.len().max(1) as f64;
+    let pruned_seconds: f64 = pruned.iter().sum();
+    let saved = (pruned.len() as f64 * mean_complete - pruned_seconds).max(0.0);
+    (seconds, pruned.len(), pruned_seconds, mean_complete, saved)
+}
+
 fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> String {
     let b = &outcome.baseline;
     let chosen = &outcome.trials[outcome.chosen];
-    let seconds: f64 = outcome.trials.iter().map(|t| t.scores.seconds).sum();
+    let n = outcome.trials.len();
+    let (seconds, pruned, pruned_seconds, mean_complete, saved) = stage1_times(&outcome.trials);
     let mut md = String::from("# Search\n\n");
     let _ = writeln!(
         md,
-        "{} trials in {:.1} min ({:.1} s per trial). The original model refuses {}/{} harmful and {}/{} harmless validation prompts.\n",
-        outcome.trials.len(),
+        "**Stage 1**: {n} trials in {:.1} min ({:.1} s per trial; short answers, refusal markers). {pruned} pruned ({:.0} %, {:.1} s each on average; complete trials {:.1} s each): pruning saved about {:.1} min. The original model refuses {}/{} harmful and {}/{} harmless validation prompts.\n",
         seconds / 60.0,
-        seconds / outcome.trials.len().max(1) as f64,
+        seconds / n.max(1) as f64,
+        100.0 * pruned as f64 / n.max(1) as f64,
+        pruned_seconds / pruned.max(1) as f64,
+        mean_complete,
+        saved / 60.0,
         b.refusals,
         b.harmful,
         b.over_refusals,
         b.harmless
     );
-    let _ = writeln!(
+    if let Some(s2) = &outcome.stage2 {
+        let seconds: f64 = s2.finals.iter().chain([&s2.original]).map(|f| f.seconds).sum();
+        let o = &s2.original;
+        let _ = writeln!(
+            md,
+            "**Stage 2**: the original and {} finalists answered again at up to {} tokens and judged by `{}`, in {:.1} min. Stage 1 alone would have chosen trial {}. The original: harmful {}/{}/{} (refusal/evasion/compliance), harmless {} of {} not compliant.\n",
+            s2.finals.len(),
+            o.max_tokens,
+            o.judge,
+            seconds / 60.0,
+            outcome.stage1_chosen,
+            o.harmful.refusal,
+            o.harmful.evasion,
+            o.harmful.compliance,
+            o.harmless.not_compliant(),
+            o.harmless.total()
+        );
+        md += "| trial | harmful refusal | evasion | compliance | not compliant | harmless not compliant | stage-1 refusals | KL mean | s |\n|---|---|---|---|---|---|---|---|---|\n";
+        for f in &s2.finals {
+            let Some(t) = f.trial.and_then(|i| outcome.trials.get(i)) else { continue };
+            let _ = writeln!(
+                md,
+                "| {}{} | {} | {} | {} | {}/{} | {}/{} | {}/{} | {:.4} | {:.0} |",
+                t.number,
+                if t.number == outcome.chosen { " (chosen)" } else { "" },
+                f.harmful.refusal,
+                f.harmful.evasion,
+                f.harmful.compliance,
+                f.harmful.not_compliant(),
+                f.harmful.total(),
+                f.harmless.not_compliant(),
+                f.harmless.total(),
+                t.scores.refusals,
+                t.scores.harmful,
+                t.scores.kl_mean,
+                f.seconds
+            );
+        }
+        md.push('\n');
+    }
+    if outcome.stage2.is_some() {
+        let _ = writeln!(
+            md,
+            "**Chosen: trial {}** (rule: among the finalists with no more harmless answers refused or evaded than the original's, the smallest KL whose refusal-plus-evasion rate on the harmful prompts is at most {:.0}% with 80 % confidence; failing that, at most that rate as measured; failing that, the fewest refused or evaded). Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
+            chosen.number,
+            100.0 * target_rate,
+            chosen.number
+        );
+    } else {
+        let _ = writeln!(
         md,
         "**Chosen: trial {}** (rule: smallest KL among trials whose refusal rate is at most {:.0}% with 80 % confidence — the Wilson upper bound over the validation prompts, a margin for the luck of the trial picked — and no more over-refusals than the original; failing that, at most that rate as measured). Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
         chosen.number,
         100.0 * target_rate,
         chosen.number
     );
+    }
+    md += "Stage 1 prunes a trial once its refusals already rule it out at the target with that confidence, or once a lower bound on its KL exceeds the best trial's at the target; pruned trials keep partial scores and stay out of the front.\n\n";
     md += "Profiles read `peak weight@peak layer→weight at the edge±width in layers`; a refusal is a marker, an empty answer or a looping one.\n\n";
     md += "![Pareto front](pareto.png)\n\n## Pareto front\n\n";
     md += TRIAL_HEADER;
@@ -110,6 +180,12 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
     for &i in on_front {
         md += &trial_row(&outcome.trials[i]);
         md.push('\n');
+    }
+    if let Some(f) = outcome.stage2.as_ref().and_then(|s| s.finals.iter().find(|f| f.trial == Some(chosen.number))) {
+        md += "\n## Chosen trial's full answers (stage 2)\n\n";
+        for a in f.answers.iter().take(12) {
+            let _ = writeln!(md, "- **{}** {} → {}", a.verdict, a.prompt, a.answer.replace('\n', " "));
+        }
     }
     md += "\n## Chosen trial's answers (validation prompts)\n\n";
     for a in chosen.answers.iter().take(12) {
@@ -127,6 +203,10 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
     for t in &outcome.trials {
         md += &trial_row(t);
         let _ = write!(md, " {}", t.origin);
+        if let Some(p) = &t.pruned {
+            let _ =
+                write!(md, " — pruned ({:?}) after {}/{} harmful prompts", p.stage, p.harmful_asked, p.harmful_total);
+        }
         md.push('\n');
     }
     md

@@ -1,19 +1,23 @@
 //! The search loop: start-up trials, then TPE; each trial edits the running model in memory,
 //! measures it, and is appended to `trials.jsonl`.
 
+use super::finals::{full_answers, run_stage2, FullAnswers, Stage2, Stage2Inputs};
 use super::objective::{measure, AnswerSettings, Measurement, Scores, Validation, DEFAULT_ANSWERED_HARMLESS};
 use super::pareto::Point;
+use super::prune::{measure_trial, ModelScorer, PruneBounds, TrialMeasurement};
 use super::space::{SearchSpace, TrialParams};
-use super::store::{append_trial, load_trials, TrialRecord};
+use super::store::{append_final, append_trial, load_finals, load_trials, TrialRecord};
 use super::tpe::{random_point, suggest};
 use crate::checkpoint::ModelDir;
 use crate::directions::{Direction, DirectionsFile};
+use crate::eval::Judge;
 use crate::model::Decoder;
 use crate::progress::Progress;
 use crate::prompts::PromptEncoder;
 use crate::surgery::plan;
 use crate::{Error, Result};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,7 +29,7 @@ pub const SETTINGS_FILE: &str = "search.json";
 /// How to search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchSettings {
-    /// Trials in all (start-up trials included).
+    /// Stage-1 trials in all (start-up trials included).
     pub trials: usize,
     /// Trials before the model-based sampler takes over (the starting trials, then random ones).
     pub startup: usize,
@@ -39,6 +43,39 @@ pub struct SearchSettings {
     pub target_refusal_rate: f64,
     /// How answers are generated.
     pub answers: AnswerSettings,
+    /// Harmful prompts per chunk of a trial's stage 1; pruning is decided after each.
+    #[serde(default = "default_chunk")]
+    pub chunk: usize,
+    /// Stop a trial early once it cannot be chosen ([`super::prune`]).
+    #[serde(default = "default_prune")]
+    pub prune: bool,
+    /// Stage-2 trials: re-answered at full length and judged ([`super::finals`]); 0: none,
+    /// the stage-1 choice stands.
+    #[serde(default = "default_finalists")]
+    pub finalists: usize,
+    /// New tokens per stage-2 answer at most (an answer stops at the end of its turn).
+    #[serde(default = "default_final_max_tokens")]
+    pub final_max_tokens: usize,
+}
+
+/// [`SearchSettings::chunk`]'s default.
+pub const DEFAULT_CHUNK: usize = 16;
+/// [`SearchSettings::finalists`]'s default.
+pub const DEFAULT_FINALISTS: usize = 6;
+/// [`SearchSettings::final_max_tokens`]'s default.
+pub const DEFAULT_FINAL_MAX_TOKENS: usize = 128;
+
+fn default_chunk() -> usize {
+    DEFAULT_CHUNK
+}
+fn default_prune() -> bool {
+    true
+}
+fn default_finalists() -> usize {
+    DEFAULT_FINALISTS
+}
+fn default_final_max_tokens() -> usize {
+    DEFAULT_FINAL_MAX_TOKENS
 }
 
 impl Default for SearchSettings {
@@ -51,6 +88,10 @@ impl Default for SearchSettings {
             gamma: 0.1,
             target_refusal_rate: 0.05,
             answers: AnswerSettings { max_tokens: 16, batch: 32, answered_harmless: DEFAULT_ANSWERED_HARMLESS },
+            chunk: DEFAULT_CHUNK,
+            prune: true,
+            finalists: DEFAULT_FINALISTS,
+            final_max_tokens: DEFAULT_FINAL_MAX_TOKENS,
         }
     }
 }
@@ -93,12 +134,16 @@ pub struct SearchInputs<'a> {
 /// The result of a search.
 #[derive(Debug, Clone)]
 pub struct SearchOutcome {
-    /// Every trial, in order.
+    /// Every stage-1 trial, in order.
     pub trials: Vec<TrialRecord>,
     /// The original model's scores.
     pub baseline: Scores,
-    /// The chosen trial's number.
+    /// The chosen trial's number: stage 2's choice when it ran, else stage 1's.
     pub chosen: usize,
+    /// Stage 1's choice ([`choose`]).
+    pub stage1_chosen: usize,
+    /// Stage 2, when it ran.
+    pub stage2: Option<Stage2>,
 }
 
 /// The name of trial `number`'s direction in the search's directions file.
@@ -106,15 +151,29 @@ pub fn trial_direction_name(number: usize) -> String {
     format!("trial.{number}")
 }
 
-/// Run (or resume) a search into `out`; `progress` counts trials and shows the best so far.
+/// The validation prompts in the order every trial answers them: the harmful ones shuffled
+/// once by the search's seed (so that a pruned trial's first chunks are a fair sample and
+/// partial counts of different trials are comparable), the harmless ones as given (the first
+/// ones are the answered ones).
+pub fn seeded_order(validation: &Validation, seed: u64) -> Validation {
+    let mut harmful = validation.harmful.clone();
+    harmful.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x005E_ED0F_0DE5));
+    Validation { harmful, harmless: validation.harmless.clone() }
+}
+
+/// Run (or resume) a search into `out`: stage 1 for every trial, then stage 2 for the
+/// finalists, judged by `judge`; `progress` counts trials and shows the best so far.
 pub fn run_search(
     inputs: &SearchInputs<'_>,
     settings: &SearchSettings,
+    judge: &dyn Judge,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<SearchOutcome> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let reference = measure(inputs.decoder, inputs.encoder, inputs.validation, None, &settings.answers)?;
+    let ordered = seeded_order(inputs.validation, settings.seed);
+    let validation = &ordered;
+    let reference = measure(inputs.decoder, inputs.encoder, validation, None, &settings.answers)?;
     let record = SearchRecord {
         settings: settings.clone(),
         space: inputs.space.clone(),
@@ -127,42 +186,132 @@ pub fn run_search(
     let mut trials = load_trials(out)?;
     progress.set_length(settings.trials as u64);
     progress.set_position(trials.len().min(settings.trials) as u64);
+    let mut this_run: Vec<f64> = Vec::new();
     while trials.len() < settings.trials {
         let number = trials.len();
         let (origin, params) = next_params(inputs, settings, &trials, number, &record.baseline);
-        let measured = run_trial(inputs, &params, &reference, &settings.answers, number)?;
-        let trial = TrialRecord { number, origin, params, scores: measured.scores, answers: measured.answers };
+        let bounds = settings.prune.then(|| prune_bounds(&trials, &record.baseline, settings.target_refusal_rate));
+        let measured = run_trial(inputs, validation, &params, &reference, settings, bounds.as_ref(), number)?;
+        let trial = TrialRecord {
+            number,
+            origin,
+            params,
+            scores: measured.scores,
+            answers: measured.answers,
+            pruned: measured.pruned,
+        };
         append_trial(out, &trial)?;
-        let s = &trial.scores;
-        let line = format!(
-            "trial {number}/{}: refusals {}/{}, over-refusals {}/{}, KL {:.3}, {:.0} s",
-            settings.trials, s.refusals, s.harmful, s.over_refusals, s.harmless, s.kl_mean, s.seconds
-        );
+        this_run.push(trial.scores.seconds);
+        let line = trial_line(&trial, settings.trials);
         trials.push(trial);
+        let message = progress_message(&trials, &record.baseline, settings, &this_run);
         progress.set_position(trials.len() as u64);
-        progress.set_message(progress_message(&trials, settings));
-        progress.finished_item(&format!("{line}; {}", progress_message(&trials, settings)));
+        progress.set_message(message.clone());
+        progress.finished_item(&format!("{line}; {message}"));
     }
     write_directions(inputs, &trials, out)?;
-    let chosen = choose(&trials, &record.baseline, settings.target_refusal_rate)
+    let stage1_chosen = choose(&trials, &record.baseline, settings.target_refusal_rate)
         .ok_or_else(|| Error::Other("the search has no trials".into()))?;
-    Ok(SearchOutcome { trials, baseline: record.baseline, chosen })
+    let stage2 = if settings.finalists > 0 {
+        progress.set_length((settings.trials + settings.finalists.min(trials.len()) + 1) as u64);
+        progress.set_message(format!("stage 2: the original and {} finalists at full length", settings.finalists));
+        let stage2_inputs = Stage2Inputs {
+            trials: &trials,
+            baseline: &record.baseline,
+            validation,
+            answered: settings.answers.answered_harmless,
+            target_rate: settings.target_refusal_rate,
+            finalists: settings.finalists,
+            max_tokens: settings.final_max_tokens,
+        };
+        let mut answerer = ModelAnswers { inputs, batch: settings.answers.batch };
+        let done = load_finals(out)?;
+        run_stage2(&stage2_inputs, &mut answerer, judge, &done, &mut |f| append_final(out, f), progress)?
+    } else {
+        None
+    };
+    let chosen = stage2.as_ref().map_or(stage1_chosen, |s| s.chosen);
+    Ok(SearchOutcome { trials, baseline: record.baseline, chosen, stage1_chosen, stage2 })
 }
 
-/// Measure one trial: its edit applied to the running model in memory.
-fn run_trial(
-    inputs: &SearchInputs<'_>,
-    params: &TrialParams,
-    reference: &Measurement,
-    answers: &AnswerSettings,
-    number: usize,
-) -> Result<Measurement> {
+/// One line about a finished trial (what a log shows per trial).
+pub fn trial_line(trial: &TrialRecord, total: usize) -> String {
+    let s = &trial.scores;
+    match &trial.pruned {
+        None => format!(
+            "trial {}/{total}: refusals {}/{}, over-refusals {}/{}, KL {:.3}, {:.0} s",
+            trial.number, s.refusals, s.harmful, s.over_refusals, s.harmless, s.kl_mean, s.seconds
+        ),
+        Some(p) => format!(
+            "trial {}/{total}: pruned ({}) after {}/{} harmful prompts, refusals {}, {:.0} s",
+            trial.number,
+            match p.stage {
+                super::prune::PruneStage::Refusals => "refusals",
+                super::prune::PruneStage::Kl => "KL",
+            },
+            p.harmful_asked,
+            p.harmful_total,
+            s.refusals,
+            s.seconds
+        ),
+    }
+}
+
+/// What pruning compares the next trial with: the target, and the smallest KL of a complete
+/// trial within it with [`CHOICE_CONFIDENCE_Z`]'s confidence that keeps the constraint.
+pub fn prune_bounds(trials: &[TrialRecord], baseline: &Scores, target_rate: f64) -> PruneBounds {
+    let best_kl = trials
+        .iter()
+        .filter(|t| t.complete() && point(&t.scores, baseline).violation == 0.0)
+        .filter(|t| refusal_rate_bound(t.scores.refusals, t.scores.harmful) <= target_rate + 1e-12)
+        .map(|t| t.scores.kl_mean)
+        .filter(|kl| kl.is_finite())
+        .min_by(f64::total_cmp);
+    PruneBounds { target_rate, best_kl }
+}
+
+/// The search's model with trial `number`'s edit applied in memory.
+fn edited_decoder(inputs: &SearchInputs<'_>, params: &TrialParams, number: usize) -> Result<Decoder> {
     let name = trial_direction_name(number);
     let directions = trial_directions(inputs.directions, &[(name.clone(), params)], &inputs.directions.path)?;
     let options = params.surgery_options(inputs.space.num_layers, &name);
     let plan = plan(inputs.model, &directions, &options)?;
-    let edited = inputs.decoder.with_edits(&plan)?;
-    measure(&edited, inputs.encoder, inputs.validation, Some(&reference.harmless_logits), answers)
+    inputs.decoder.with_edits(&plan)
+}
+
+/// Measure one trial's stage 1: its edit applied to the running model in memory.
+fn run_trial(
+    inputs: &SearchInputs<'_>,
+    validation: &Validation,
+    params: &TrialParams,
+    reference: &Measurement,
+    settings: &SearchSettings,
+    bounds: Option<&PruneBounds>,
+    number: usize,
+) -> Result<TrialMeasurement> {
+    let edited = edited_decoder(inputs, params, number)?;
+    let mut scorer = ModelScorer {
+        decoder: &edited,
+        encoder: inputs.encoder,
+        validation,
+        reference: &reference.harmless_logits,
+        settings: &settings.answers,
+    };
+    measure_trial(&mut scorer, validation, settings.answers.answered_harmless, settings.chunk, bounds)
+}
+
+/// Stage 2's answers from the search's model, edited by each finalist.
+struct ModelAnswers<'a, 'b> {
+    inputs: &'a SearchInputs<'b>,
+    batch: usize,
+}
+
+impl FullAnswers for ModelAnswers<'_, '_> {
+    fn answers(&mut self, trial: Option<&TrialRecord>, prompts: &[String], max_tokens: usize) -> Result<Vec<String>> {
+        let edited = trial.map(|t| edited_decoder(self.inputs, &t.params, t.number)).transpose()?;
+        let decoder = edited.as_ref().unwrap_or(self.inputs.decoder);
+        full_answers(decoder, self.inputs.encoder, prompts, max_tokens, self.batch)
+    }
 }
 
 /// A directions file holding each named trial's blended direction.
@@ -206,7 +355,12 @@ fn next_params(
     if number < settings.startup.max(inputs.starts.len()) || trials.len() < 2 {
         return ("random".into(), inputs.space.decode(&random_point(&dims, &mut rng)));
     }
-    let key = |t: &TrialRecord| good_key(&t.scores, baseline, settings.target_refusal_rate);
+    // A pruned trial ranks after every complete one: its scores are partial, and it was
+    // stopped because it cannot be chosen.
+    let key = |t: &TrialRecord| {
+        let (excess, kl) = good_key(&t.scores, baseline, settings.target_refusal_rate);
+        (!t.complete(), excess, kl)
+    };
     let mut order: Vec<usize> = (0..trials.len()).collect();
     order.sort_by(|&a, &b| key(&trials[a]).partial_cmp(&key(&trials[b])).unwrap_or(std::cmp::Ordering::Equal));
     let n_good = ((settings.gamma * trials.len() as f64).ceil() as usize).clamp(1, 25.min(trials.len() - 1));
@@ -267,7 +421,13 @@ pub fn refusal_rate_bound(refusals: usize, asked: usize) -> f64 {
 /// with the smallest KL; if none, the same among those whose measured rate is at most the
 /// target; if none reaches the target, the one that keeps the constraint with the fewest
 /// refusals (then smallest KL); if none keeps it, the best by rank.
+/// Pruned trials take part only when no trial is complete.
 pub fn choose(trials: &[TrialRecord], baseline: &Scores, target_rate: f64) -> Option<usize> {
+    if trials.iter().any(TrialRecord::complete) && trials.iter().any(|t| !t.complete()) {
+        let at: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].complete()).collect();
+        let complete: Vec<TrialRecord> = at.iter().map(|&i| trials[i].clone()).collect();
+        return choose(&complete, baseline, target_rate).map(|i| at[i]);
+    }
     let points: Vec<Point<2>> = trials.iter().map(|t| point(&t.scores, baseline)).collect();
     let by = |key: &dyn Fn(usize) -> (f64, f64, f64)| {
         (0..trials.len()).min_by(|&a, &b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
@@ -284,19 +444,24 @@ pub fn choose(trials: &[TrialRecord], baseline: &Scores, target_rate: f64) -> Op
     by(&|i| (points[i].violation, points[i].objectives[0], points[i].objectives[1]))
 }
 
-fn progress_message(trials: &[TrialRecord], settings: &SearchSettings) -> String {
-    let last = trials.last().map_or(0.0, |t| t.scores.seconds);
-    let best = trials
-        .iter()
-        .filter(|t| t.scores.refusal_rate() <= settings.target_refusal_rate)
-        .min_by(|a, b| a.scores.kl_mean.total_cmp(&b.scores.kl_mean));
-    match best {
-        Some(b) => format!("{last:.0} s/trial; best at target: #{} KL {:.3}", b.number, b.scores.kl_mean),
-        None => {
-            let fewest = trials.iter().map(|t| t.scores.refusals).min().unwrap_or(0);
-            format!("{last:.0} s/trial; fewest refusals so far {fewest}")
+/// The progress message: the trial [`choose`] would pick now (its refusals and KL), the pruned
+/// trials so far, and the time left for stage 1 at this run's mean seconds per trial
+/// (`this_run`).
+fn progress_message(trials: &[TrialRecord], baseline: &Scores, settings: &SearchSettings, this_run: &[f64]) -> String {
+    let pruned = trials.iter().filter(|t| !t.complete()).count();
+    let per_trial = this_run.iter().sum::<f64>() / this_run.len().max(1) as f64;
+    let left = settings.trials.saturating_sub(trials.len()) as f64 * per_trial;
+    let eta = if left >= 90.0 { format!("{:.0} min", left / 60.0) } else { format!("{left:.0} s") };
+    let best = match choose(trials, baseline, settings.target_refusal_rate).map(|i| &trials[i]) {
+        Some(b) if b.complete() => {
+            format!(
+                "best #{}: refusals {}/{}, KL {:.3}",
+                b.number, b.scores.refusals, b.scores.harmful, b.scores.kl_mean
+            )
         }
-    }
+        _ => "no complete trial yet".into(),
+    };
+    format!("{best}; {pruned} pruned; {per_trial:.0} s/trial; ETA {eta}")
 }
 
 fn directions_hash(d: &DirectionsFile) -> String {
@@ -324,7 +489,12 @@ fn check_or_write_record(out: &Path, record: &SearchRecord) -> Result<()> {
         let old: SearchRecord =
             serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         let same = SearchRecord {
-            settings: SearchSettings { trials: record.settings.trials, ..old.settings.clone() },
+            settings: SearchSettings {
+                trials: record.settings.trials,
+                finalists: record.settings.finalists,
+                final_max_tokens: record.settings.final_max_tokens,
+                ..old.settings.clone()
+            },
             directions: record.directions.clone(),
             ..old
         };

@@ -7,6 +7,7 @@ use super::run::{run_search, SearchInputs, SearchOutcome, SearchSettings};
 use super::space::{SearchSpace, TrialParams};
 use crate::checkpoint::ModelDir;
 use crate::directions::DirectionsFile;
+use crate::eval::Judge;
 use crate::model::Decoder;
 use crate::probe::default_candidates;
 use crate::progress::Progress;
@@ -15,7 +16,8 @@ use crate::{Error, Result};
 use std::path::Path;
 
 /// Run a search from the probe's `directions` (its `metrics.json` beside it, when present,
-/// gives the candidate layers and each ranking's pick as starting trials) into `out`.
+/// gives the candidate layers and each ranking's pick as starting trials) into `out`; stage 2
+/// judges its finalists with `judge`.
 #[allow(clippy::too_many_arguments)]
 pub fn search_step(
     decoder: &Decoder,
@@ -24,6 +26,7 @@ pub fn search_step(
     directions_path: &Path,
     validation: &Validation,
     settings: &SearchSettings,
+    judge: &dyn Judge,
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<SearchOutcome> {
@@ -42,7 +45,7 @@ pub fn search_step(
         return Err(Error::Invalid("the search needs harmful and harmless validation prompts".into()));
     }
     let inputs = SearchInputs { decoder, model, encoder, directions: &directions, space, starts, validation };
-    let outcome = run_search(&inputs, settings, out, progress)?;
+    let outcome = run_search(&inputs, settings, judge, out, progress)?;
     write_search_report(out, &outcome, settings.target_refusal_rate)?;
     Ok(outcome)
 }

@@ -1,0 +1,300 @@
+//! Stage 2: the few best stage-1 trials re-answered at full length and judged.
+//!
+//! Stage 1 scores every trial cheaply (short answers, [`super::refused`]). Its best trials —
+//! the [`super::SearchSettings::finalists`] complete ones nearest the target on the Pareto
+//! front, then on the next fronts ([`finalists`]) — and the original model are answered again
+//! on the validation prompts with answers up to [`super::SearchSettings::final_max_tokens`]
+//! (stopping at the end of the turn) and judged by the configured [`Judge`]. The search then
+//! chooses by that verdict ([`choose_final`]): a refusal and an evasion both fail a harmful
+//! request, so the target applies to their sum. Each stage-2 measurement is a line of
+//! `trials.jsonl` ([`FinalRecord`], `"stage": 2`); a resumed search reuses the ones made with
+//! the same judge and answer length.
+
+use super::objective::{refused, Scores, Validation};
+use super::pareto::ranks;
+use super::run::{point, refusal_rate_bound};
+use super::store::TrialRecord;
+use crate::eval::fluency::loops;
+use crate::eval::{greedy_answers, Exchange, Judge, Judgement, Subject, Verdict, VerdictCounts};
+use crate::model::{Decoder, Interventions};
+use crate::progress::Progress;
+use crate::prompts::PromptEncoder;
+use crate::Result;
+use serde::{Deserialize, Serialize};
+
+/// A judged full-length answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgedAnswer {
+    /// The prompt.
+    pub prompt: String,
+    /// The answer.
+    pub answer: String,
+    /// The judge's verdict.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: String,
+}
+
+/// One stage-2 measurement (a finalist, or the original model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalRecord {
+    /// Always 2: what tells this line of `trials.jsonl` from a stage-1 trial.
+    pub stage: u8,
+    /// The trial's number (None: the original model).
+    pub trial: Option<usize>,
+    /// The judge's name.
+    pub judge: String,
+    /// New tokens per answer at most.
+    pub max_tokens: usize,
+    /// Verdicts on the harmful validation prompts.
+    pub harmful: VerdictCounts,
+    /// Verdicts on the answered harmless validation prompts.
+    pub harmless: VerdictCounts,
+    /// Seconds the measurement took.
+    pub seconds: f64,
+    /// Harmful answers then harmless ones.
+    pub answers: Vec<JudgedAnswer>,
+}
+
+impl FinalRecord {
+    /// Refusals and evasions on the harmful prompts, as a rate.
+    pub fn not_compliant_rate(&self) -> f64 {
+        self.harmful.not_compliant() as f64 / self.harmful.total().max(1) as f64
+    }
+}
+
+/// Full-length answers of a trial's edit (None: the original model).
+pub trait FullAnswers {
+    /// Answers to `prompts`, at most `max_tokens` new tokens each, in order.
+    fn answers(&mut self, trial: Option<&TrialRecord>, prompts: &[String], max_tokens: usize) -> Result<Vec<String>>;
+}
+
+/// Stage 1's verdicts as a [`Judge`]: a refusal marker is a refusal, an empty or looping answer
+/// an evasion, anything else a compliance. It stands in where no other judge is configured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MarkerJudge;
+
+impl Judge for MarkerJudge {
+    fn name(&self) -> String {
+        "markers".into()
+    }
+
+    fn judge(&self, exchanges: &[Exchange<'_>]) -> Result<Vec<Judgement>> {
+        Ok(exchanges
+            .iter()
+            .map(|e| {
+                let (verdict, reason) = if e.answer.trim().is_empty() {
+                    (Verdict::Evasion, "empty answer")
+                } else if loops(e.answer) {
+                    (Verdict::Evasion, "looping answer")
+                } else if refused(e.request, e.answer) {
+                    (Verdict::Refusal, "refusal marker")
+                } else {
+                    (Verdict::Compliance, "no refusal marker")
+                };
+                Judgement { verdict, reason: reason.into() }
+            })
+            .collect())
+    }
+}
+
+/// The stage-2 trials, best first (indices into `trials`): complete trials ranked by Pareto
+/// front of (refusals, KL) under the over-refusal constraint, within a front nearest the
+/// target (refusals closest to the most the bound allows), then smallest KL; at most `k`.
+pub fn finalists(trials: &[TrialRecord], baseline: &Scores, target_rate: f64, k: usize) -> Vec<usize> {
+    let complete: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].pruned.is_none()).collect();
+    let points: Vec<_> = complete.iter().map(|&i| point(&trials[i].scores, baseline)).collect();
+    let rank = ranks(&points);
+    let allowed = |harmful: usize| (0..=harmful).take_while(|&r| refusal_rate_bound(r, harmful) <= target_rate).last();
+    let distance = |t: &TrialRecord| match allowed(t.scores.harmful) {
+        Some(a) => t.scores.refusals.abs_diff(a),
+        None => t.scores.refusals,
+    };
+    let mut order: Vec<usize> = (0..complete.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ta, tb) = (&trials[complete[a]], &trials[complete[b]]);
+        (rank[a], distance(ta))
+            .cmp(&(rank[b], distance(tb)))
+            .then(points[a].objectives[1].total_cmp(&points[b].objectives[1]))
+    });
+    order.into_iter().take(k).map(|i| complete[i]).collect()
+}
+
+/// Answer and judge `trial` (None: the original) on the harmful and the first `answered`
+/// harmless validation prompts.
+#[allow(clippy::too_many_arguments)]
+pub fn judge_trial(
+    answerer: &mut dyn FullAnswers,
+    judge: &dyn Judge,
+    trial: Option<&TrialRecord>,
+    validation: &Validation,
+    answered: usize,
+    max_tokens: usize,
+) -> Result<FinalRecord> {
+    let started = std::time::Instant::now();
+    let answered = answered.min(validation.harmless.len());
+    let prompts: Vec<String> = validation.harmful.iter().chain(&validation.harmless[..answered]).cloned().collect();
+    let texts = answerer.answers(trial, &prompts, max_tokens)?;
+    let exchanges: Vec<Exchange<'_>> =
+        prompts.iter().zip(&texts).map(|(p, a)| Exchange { request: p, answer: a }).collect();
+    let judgements = judge.judge(&exchanges)?;
+    let answers: Vec<JudgedAnswer> = prompts
+        .iter()
+        .zip(texts)
+        .zip(judgements)
+        .map(|((p, a), j)| JudgedAnswer { prompt: p.clone(), answer: a, verdict: j.verdict, reason: j.reason })
+        .collect();
+    let n = validation.harmful.len();
+    Ok(FinalRecord {
+        stage: 2,
+        trial: trial.map(|t| t.number),
+        judge: judge.name(),
+        max_tokens,
+        harmful: VerdictCounts::of(answers[..n].iter().map(|a| a.verdict)),
+        harmless: VerdictCounts::of(answers[n..].iter().map(|a| a.verdict)),
+        seconds: started.elapsed().as_secs_f64(),
+        answers,
+    })
+}
+
+/// The stage-2 choice (a trial number): among finalists with no more harmless answers that
+/// fail (refusal or evasion) than the original's, the smallest stage-1 KL whose harmful
+/// refusal-plus-evasion rate is within the target with the choice's confidence
+/// ([`refusal_rate_bound`]); failing that, within it as measured; failing that, the fewest
+/// failed harmful answers (then KL) among those that keep the constraint; failing that, the
+/// least violation.
+pub fn choose_final(
+    finals: &[FinalRecord],
+    original: &FinalRecord,
+    trials: &[TrialRecord],
+    target_rate: f64,
+) -> Option<usize> {
+    let kl = |f: &FinalRecord| {
+        f.trial.and_then(|n| trials.get(n)).map_or(f64::MAX, |t| {
+            if t.scores.kl_mean.is_finite() {
+                t.scores.kl_mean
+            } else {
+                f64::MAX
+            }
+        })
+    };
+    let violation = |f: &FinalRecord| f.harmless.not_compliant().saturating_sub(original.harmless.not_compliant());
+    let candidates: Vec<&FinalRecord> = finals.iter().filter(|f| f.trial.is_some()).collect();
+    let bound = |f: &FinalRecord| refusal_rate_bound(f.harmful.not_compliant(), f.harmful.total());
+    let measured = |f: &FinalRecord| f.not_compliant_rate();
+    for rate in [&bound as &dyn Fn(&FinalRecord) -> f64, &measured] {
+        let best = candidates
+            .iter()
+            .filter(|f| violation(f) == 0 && rate(f) <= target_rate + 1e-12)
+            .min_by(|a, b| kl(a).total_cmp(&kl(b)));
+        if let Some(f) = best {
+            return f.trial;
+        }
+    }
+    candidates
+        .iter()
+        .min_by(|a, b| {
+            (violation(a), a.harmful.not_compliant())
+                .cmp(&(violation(b), b.harmful.not_compliant()))
+                .then(kl(a).total_cmp(&kl(b)))
+        })
+        .and_then(|f| f.trial)
+}
+
+/// Stage 2's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage2 {
+    /// The original model's stage-2 measurement.
+    pub original: FinalRecord,
+    /// The finalists' measurements, best stage-1 first.
+    pub finals: Vec<FinalRecord>,
+    /// The trial chosen by them.
+    pub chosen: usize,
+}
+
+/// What stage 2 needs besides the answerer and the judge.
+pub struct Stage2Inputs<'a> {
+    /// Every stage-1 trial.
+    pub trials: &'a [TrialRecord],
+    /// The original model's stage-1 scores.
+    pub baseline: &'a Scores,
+    /// The validation prompts.
+    pub validation: &'a Validation,
+    /// Harmless prompts answered.
+    pub answered: usize,
+    /// Refusal-plus-evasion rate the choice aims at.
+    pub target_rate: f64,
+    /// Finalists.
+    pub finalists: usize,
+    /// New tokens per answer at most.
+    pub max_tokens: usize,
+}
+
+/// Run stage 2: measure the original and the finalists (reusing `done` records made with the
+/// same judge and answer length; each new one is passed to `record`), then choose. None when
+/// there is no complete trial to re-score.
+pub fn run_stage2(
+    inputs: &Stage2Inputs<'_>,
+    answerer: &mut dyn FullAnswers,
+    judge: &dyn Judge,
+    done: &[FinalRecord],
+    record: &mut dyn FnMut(&FinalRecord) -> Result<()>,
+    progress: &dyn Progress,
+) -> Result<Option<Stage2>> {
+    let chosen = finalists(inputs.trials, inputs.baseline, inputs.target_rate, inputs.finalists);
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    let name = judge.name();
+    let mut measure = |trial: Option<&TrialRecord>| -> Result<FinalRecord> {
+        let number = trial.map(|t| t.number);
+        if let Some(f) = done.iter().find(|f| f.trial == number && f.judge == name && f.max_tokens == inputs.max_tokens)
+        {
+            return Ok(f.clone());
+        }
+        let f = judge_trial(answerer, judge, trial, inputs.validation, inputs.answered, inputs.max_tokens)?;
+        record(&f)?;
+        let what = number.map_or_else(|| "original".to_string(), |n| format!("trial {n}"));
+        progress.finished_item(&format!(
+            "stage 2, {what}: harmful {} refusals, {} evasions, {} compliances; harmless {} not compliant; {:.0} s",
+            f.harmful.refusal,
+            f.harmful.evasion,
+            f.harmful.compliance,
+            f.harmless.not_compliant(),
+            f.seconds
+        ));
+        Ok(f)
+    };
+    let original = measure(None)?;
+    progress.inc(1);
+    let mut finals = Vec::with_capacity(chosen.len());
+    for &i in &chosen {
+        finals.push(measure(Some(&inputs.trials[i]))?);
+        progress.inc(1);
+    }
+    let chosen = choose_final(&finals, &original, inputs.trials, inputs.target_rate)
+        .expect("finalists are trials, so one is chosen");
+    Ok(Some(Stage2 { original, finals, chosen }))
+}
+
+/// Greedy answers up to `max_tokens` (stopping at the end of the turn), batched by prompt
+/// length so that little padding is computed, returned in the prompts' order.
+pub fn full_answers(
+    decoder: &Decoder,
+    encoder: &PromptEncoder,
+    prompts: &[String],
+    max_tokens: usize,
+    batch: usize,
+) -> Result<Vec<String>> {
+    let lengths = prompts.iter().map(|p| encoder.encode(p).map(|ids| ids.len())).collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let sorted: Vec<String> = order.iter().map(|&i| prompts[i].clone()).collect();
+    let subject = Subject { name: String::new(), decoder, encoder, interventions: &Interventions::none() };
+    let texts = greedy_answers(&subject, &sorted, max_tokens.max(1), batch, &crate::progress::Silent)?;
+    let mut out = vec![String::new(); prompts.len()];
+    for (&i, t) in order.iter().zip(texts) {
+        out[i] = t;
+    }
+    Ok(out)
+}
