@@ -5,7 +5,7 @@
 //! model.safetensors — streamed one tensor at a time, into a temporary folder renamed at the end.
 
 mod metadata;
-mod names;
+pub(crate) mod names;
 mod rope;
 mod tokenizer;
 
