@@ -9,6 +9,7 @@
 //! - [`model`]: the instrumented decoder (candle) with hook points and interventions;
 //! - [`prompts`]: prompt sets, chat templates, batching;
 //! - [`import`]: GGUF → Hugging Face folder;
+//! - [`export`]: Hugging Face folder → GGUF, and edits as PEFT LoRA adapters;
 //! - [`analysis`]: SVD of the residual-stream writers;
 //! - [`probe`], [`eval`]: activation statistics and evaluation;
 //! - [`plot`]: PNG and SVG charts (plotters, with an embedded font);
@@ -21,6 +22,7 @@ pub mod checkpoint;
 pub mod directions;
 pub mod error;
 pub mod eval;
+pub mod export;
 pub mod fixture;
 pub mod import;
 pub mod layers;

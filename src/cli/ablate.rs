@@ -41,6 +41,9 @@ pub struct Args {
     /// Skip reading the written files back to verify them before they are moved into place.
     #[arg(long)]
     pub no_verify: bool,
+    /// Also export the edited model as GGUF and/or the edit as a LoRA adapter (see `scalpel export`).
+    #[command(flatten)]
+    pub export: super::export::ExportArgs,
 }
 
 /// Run `ablate`.
@@ -108,5 +111,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_report(verification, false)?;
     }
     println!("{}", w.out.display());
+    if args.export.any() {
+        super::export::export(&scalpel::checkpoint::ModelDir::open(&w.out)?, &args.export, Some(&model.root))?;
+    }
     Ok(())
 }

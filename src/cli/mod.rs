@@ -5,6 +5,7 @@ mod chat;
 mod common;
 mod compare;
 mod eval;
+mod export;
 mod fixture;
 mod generate;
 mod import;
@@ -68,6 +69,8 @@ enum Command {
     Svd(svd::Args),
     /// Turn a GGUF file into a Hugging Face model folder.
     Import(import::Args),
+    /// Write a model as a GGUF file, or an edit as a PEFT LoRA adapter.
+    Export(export::Args),
     /// Write a tiny random model of a supported family (for trying scalpel and for tests).
     Fixture(fixture::Args),
 }
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Fixture(args) => fixture::run(args),
         Command::Import(args) => import::run(args),
+        Command::Export(args) => export::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Compare(args) => compare::run(args),

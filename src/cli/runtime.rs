@@ -41,6 +41,9 @@ pub struct RunArgs {
     /// With --raw, do not end the prompt with a newline.
     #[arg(long, requires = "raw")]
     pub no_newline: bool,
+    /// Run the model with this PEFT LoRA adapter merged in (e.g. one `scalpel export --adapter` wrote).
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -65,7 +68,13 @@ impl RunArgs {
     pub fn load(&self, model: &ModelDir) -> anyhow::Result<(Decoder, PromptEncoder)> {
         let dtype = parse_dtype(&self.dtype)?;
         let device = parse_device(&self.device)?;
-        let decoder = Decoder::load_with(model, &device, dtype, self.storage()?).context("loading the model")?;
+        let merged = self
+            .adapter
+            .as_ref()
+            .map(|a| scalpel::export::merge_adapter(model, a, &scalpel::progress::Silent))
+            .transpose()?;
+        let decoder = Decoder::load_with(merged.as_ref().map_or(model, |m| &m.model), &device, dtype, self.storage()?)
+            .context("loading the model")?;
         let encoder = PromptEncoder::from_model_dir(&model.root, self.format())?;
         Ok((decoder, encoder))
     }

@@ -6,7 +6,7 @@
 
 mod header;
 mod metadata;
-mod names;
+pub(crate) mod names;
 mod rope;
 mod tokenizer;
 

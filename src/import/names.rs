@@ -1,8 +1,9 @@
-//! GGUF tensor names → Hugging Face names, and the value changes llama.cpp's converter made.
+//! GGUF tensor names ↔ Hugging Face names (one table, read both ways by import and export), and
+//! the value changes llama.cpp's converter makes.
 
 /// What to do to a tensor's values on the way back to Hugging Face layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Fix {
+pub(crate) enum Fix {
     /// Nothing.
     None,
     /// Undo llama.cpp's q/k row permutation with this many heads.
@@ -11,44 +12,85 @@ pub(super) enum Fix {
     MinusOne,
 }
 
+/// Whether an architecture has Gemma 2/3's four norms per layer (pre- and post-attention,
+/// pre- and post-feed-forward), which changes what `ffn_norm` means.
+fn four_norms(arch: &str) -> bool {
+    arch == "gemma2" || arch == "gemma3"
+}
+
+/// Tensors outside the layers: (GGUF name, Hugging Face name).
+const GLOBAL: &[(&str, &str)] = &[
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Per-layer tensors: (GGUF base, Hugging Face base, architectures it applies to: all, only the
+/// four-norm Gemmas, or all but them). The one table both directions read.
+const LAYER: &[(&str, &str, Scope)] = &[
+    ("attn_norm", "input_layernorm", Scope::All),
+    ("attn_q", "self_attn.q_proj", Scope::All),
+    ("attn_k", "self_attn.k_proj", Scope::All),
+    ("attn_v", "self_attn.v_proj", Scope::All),
+    ("attn_output", "self_attn.o_proj", Scope::All),
+    ("attn_q_norm", "self_attn.q_norm", Scope::All),
+    ("attn_k_norm", "self_attn.k_norm", Scope::All),
+    ("ffn_norm", "pre_feedforward_layernorm", Scope::FourNorms),
+    ("ffn_norm", "post_attention_layernorm", Scope::Others),
+    ("post_attention_norm", "post_attention_layernorm", Scope::FourNorms),
+    ("post_ffw_norm", "post_feedforward_layernorm", Scope::FourNorms),
+    ("ffn_gate", "mlp.gate_proj", Scope::All),
+    ("ffn_up", "mlp.up_proj", Scope::All),
+    ("ffn_down", "mlp.down_proj", Scope::All),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    All,
+    FourNorms,
+    Others,
+}
+
+impl Scope {
+    fn admits(self, arch: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::FourNorms => four_norms(arch),
+            Scope::Others => !four_norms(arch),
+        }
+    }
+}
+
 /// The Hugging Face name of a GGUF tensor (None for tensors with no Hugging Face counterpart,
 /// such as llama.cpp's precomputed `rope_freqs`).
-pub(super) fn hf_name(arch: &str, gguf: &str) -> Option<String> {
-    let gemma = arch.starts_with("gemma");
-    Some(match gguf {
-        "token_embd.weight" => "model.embed_tokens.weight".into(),
-        "output_norm.weight" => "model.norm.weight".into(),
-        "output.weight" => "lm_head.weight".into(),
-        "rope_freqs.weight" => return None,
-        _ => {
-            let rest = gguf.strip_prefix("blk.")?;
-            let (layer, part) = rest.split_once('.')?;
-            let layer: usize = layer.parse().ok()?;
-            let (base, suffix) = part.rsplit_once('.')?;
-            let mapped = match base {
-                "attn_norm" => "input_layernorm",
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "attn_q_norm" => "self_attn.q_norm",
-                "attn_k_norm" => "self_attn.k_norm",
-                "ffn_norm" if gemma => "pre_feedforward_layernorm",
-                "ffn_norm" => "post_attention_layernorm",
-                "post_attention_norm" => "post_attention_layernorm",
-                "post_ffw_norm" => "post_feedforward_layernorm",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                _ => return None,
-            };
-            format!("model.layers.{layer}.{mapped}.{suffix}")
-        }
-    })
+pub(crate) fn hf_name(arch: &str, gguf: &str) -> Option<String> {
+    if let Some((_, hf)) = GLOBAL.iter().find(|(g, _)| *g == gguf) {
+        return Some(hf.to_string());
+    }
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (base, suffix) = part.rsplit_once('.')?;
+    let (_, mapped, _) = LAYER.iter().find(|(g, _, scope)| *g == base && scope.admits(arch))?;
+    Some(format!("model.layers.{layer}.{mapped}.{suffix}"))
+}
+
+/// The GGUF name of a Hugging Face tensor (`model.`-prefixed names as the families store them;
+/// None for tensors llama.cpp has no name for).
+pub(crate) fn gguf_name(arch: &str, hf: &str) -> Option<String> {
+    if let Some((g, _)) = GLOBAL.iter().find(|(_, h)| *h == hf) {
+        return Some(g.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (base, suffix) = part.rsplit_once('.')?;
+    let (mapped, _, _) = LAYER.iter().find(|(_, h, scope)| *h == base && scope.admits(arch))?;
+    Some(format!("blk.{layer}.{mapped}.{suffix}"))
 }
 
 /// The fix a tensor needs.
-pub(super) fn fix_for(arch: &str, gguf: &str, heads: usize, kv_heads: usize) -> Fix {
+pub(crate) fn fix_for(arch: &str, gguf: &str, heads: usize, kv_heads: usize) -> Fix {
     if arch == "llama" && gguf.ends_with("attn_q.weight") {
         Fix::Unpermute(heads)
     } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
@@ -121,5 +163,37 @@ mod tests {
         assert_eq!(fix_for("llama", "blk.0.attn_k.weight", 9, 3), Fix::Unpermute(3));
         assert_eq!(fix_for("gemma3", "blk.0.attn_norm.weight", 9, 3), Fix::MinusOne);
         assert_eq!(fix_for("qwen2", "blk.0.attn_q.weight", 9, 3), Fix::None);
+    }
+
+    #[test]
+    fn the_table_reads_both_ways() {
+        for arch in ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"] {
+            for gguf in [
+                "token_embd.weight",
+                "output.weight",
+                "output_norm.weight",
+                "blk.2.attn_norm.weight",
+                "blk.2.ffn_norm.weight",
+                "blk.0.attn_q.bias",
+                "blk.7.ffn_down.weight",
+                "blk.1.attn_k_norm.weight",
+            ] {
+                let hf = hf_name(arch, gguf).unwrap();
+                assert_eq!(gguf_name(arch, &hf).as_deref(), Some(gguf), "{arch}: {gguf} → {hf}");
+            }
+        }
+        assert_eq!(
+            gguf_name("gemma3", "model.layers.0.post_attention_layernorm.weight").unwrap(),
+            "blk.0.post_attention_norm.weight"
+        );
+        assert_eq!(
+            gguf_name("qwen2", "model.layers.0.post_attention_layernorm.weight").unwrap(),
+            "blk.0.ffn_norm.weight"
+        );
+        assert_eq!(
+            hf_name("gemma", "blk.0.ffn_norm.weight").unwrap(),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
+        assert!(gguf_name("llama", "model.layers.0.mlp.gate_up_proj.weight").is_none());
     }
 }

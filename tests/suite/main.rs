@@ -7,6 +7,7 @@ mod common;
 mod decoder_oracle;
 mod equivalence;
 mod eval;
+mod export;
 mod import_roundtrip;
 mod judge;
 mod layer_major;

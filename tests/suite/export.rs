@@ -1,0 +1,320 @@
+//! Export: every family llama.cpp knows, written to GGUF at f16 and q8_0, reads back through
+//! scalpel's importer to the same tensors and runs in candle-transformers' quantized models (an
+//! independent runtime) to scalpel's logits; `--type same` byte-copies what the edit left alone;
+//! and on every family base + LoRA adapter runs as the edited checkpoint.
+
+use crate::common;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor};
+use scalpel::arch::WriterKind;
+use scalpel::checkpoint::{EditableDtype, ModelDir};
+use scalpel::directions::DirectionsFile;
+use scalpel::export::{export_adapter, export_gguf, merge_adapter, GgufOptions, GgufType};
+use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::import::{import_gguf, ImportOptions};
+use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
+use scalpel::progress::Silent;
+use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPlan};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Families whose GGUF scalpel's importer reads back.
+const IMPORTABLE: &[&str] = &["llama", "mistral", "qwen2", "gemma2", "gemma3_text"];
+/// Families llama.cpp runs (phi3's fused tensors and Qwen-1 are not exported).
+const EXPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"];
+
+const IDS: [u32; 9] = [5, 17, 42, 99, 3, 250, 7, 120, 64];
+
+fn logits(model: &ModelDir, ids: &[u32]) -> Vec<f32> {
+    let d = Decoder::load(model, &Device::Cpu, DType::F32).unwrap();
+    let iv = Interventions::none();
+    let req = ForwardRequest { capture: None, interventions: &iv, logits: LogitsMode::Last };
+    d.forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req)
+        .unwrap()
+        .logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn relative(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+fn gguf(model: &ModelDir, out: &Path, ty: GgufType) {
+    let options = GgufOptions { ty, source_gguf: None, force: false, modelfile: true };
+    export_gguf(model, out, &options, &Silent).unwrap_or_else(|e| panic!("{}: {e}", model.root.display()));
+}
+
+/// The last position's logits of candle-transformers' quantized model of `family` on `path`.
+fn candle_logits(family: &str, path: &Path, ids: &[u32]) -> Vec<f32> {
+    use candle_transformers::models::{quantized_llama, quantized_qwen2, quantized_qwen3};
+    let dev = Device::Cpu;
+    let mut file = std::fs::File::open(path).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let x = Tensor::new(ids, &dev).unwrap().unsqueeze(0).unwrap();
+    let out = match family {
+        "llama" | "mistral" => {
+            quantized_llama::ModelWeights::from_gguf(content, &mut file, &dev).unwrap().forward(&x, 0)
+        }
+        "qwen2" => quantized_qwen2::ModelWeights::from_gguf(content, &mut file, &dev).unwrap().forward(&x, 0),
+        "qwen3" => quantized_qwen3::ModelWeights::from_gguf(content, &mut file, &dev).unwrap().forward(&x, 0),
+        other => panic!("no candle model for {other}"),
+    };
+    out.unwrap().squeeze(0).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
+}
+
+fn f16_round(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+#[test]
+fn every_family_exports_to_gguf_and_reads_back_to_the_same_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    for family in EXPORTED {
+        let src = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
+        let model = ModelDir::open(&src).unwrap();
+        for (ty, name) in [(GgufType::F16, "f16"), (GgufType::Q8_0, "q8_0")] {
+            let out = tmp.path().join(format!("{family}-{name}.gguf"));
+            gguf(&model, &out, ty);
+            let mut file = std::fs::File::open(&out).unwrap();
+            let content = Content::read(&mut file).unwrap();
+            let vocab = content.metadata["tokenizer.ggml.tokens"].to_vec().unwrap().len();
+            let rows = model.checkpoint.tensor(&model.spec.embed_name()).unwrap().shape[0];
+            assert_eq!(vocab, rows, "{family}: the token list matches the embedding");
+            let want = if ty == GgufType::F16 { GgmlDType::F16 } else { GgmlDType::Q8_0 };
+            assert_eq!(content.tensor_infos["token_embd.weight"].ggml_dtype, want, "{family} {name}");
+            assert_eq!(content.tensor_infos["output_norm.weight"].ggml_dtype, GgmlDType::F32);
+            if !IMPORTABLE.contains(family) {
+                continue;
+            }
+            let back = tmp.path().join(format!("{family}-{name}-imported"));
+            let options = ImportOptions { dtype: Some(EditableDtype::F32), force: false };
+            import_gguf(&out, &back, &options, &Silent).unwrap_or_else(|e| panic!("{family} {name}: {e}"));
+            let back = ModelDir::open(&back).unwrap();
+            let mut names = model.checkpoint.names();
+            names.sort();
+            let mut back_names = back.checkpoint.names();
+            back_names.sort();
+            assert_eq!(names, back_names, "{family} {name}: the same tensors");
+            for t in names {
+                let (a, shape) = model.checkpoint.read_f32(t).unwrap();
+                let (b, _) = back.checkpoint.read_f32(t).unwrap();
+                let amax = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                    let ok = if shape.len() == 1 {
+                        // Vectors stay F32; Gemma's norms pass through `1 + w` and back.
+                        (x - y).abs() <= 1e-6 * (1.0 + x.abs())
+                    } else if ty == GgufType::F16 {
+                        f16_round(*x) == *y
+                    } else {
+                        // q8_0: each block of 32 is scaled by its largest |value| / 127.
+                        (x - y).abs() <= amax / 127.0 * 0.5 * 1.01 + 1e-7
+                    };
+                    assert!(ok, "{family} {name} {t}[{i}]: {x} came back as {y}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn candle_transformers_runs_the_exported_gguf_to_scalpels_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Not Gemma 3: candle-transformers 0.11's quantized Gemma 3 gates its MLP with SiLU where
+    // Gemma uses GELU-tanh (and lets a sliding layer see one position more), so it is no oracle;
+    // the Gemmas are checked by reading their GGUF back through the importer.
+    for family in ["llama", "mistral", "qwen2", "qwen3"] {
+        let src = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
+        let model = ModelDir::open(&src).unwrap();
+        let ids: &[u32] = &IDS;
+        let ours = logits(&model, ids);
+        for (ty, name, limit) in [(GgufType::F16, "f16", 1e-2), (GgufType::Q8_0, "q8_0", 5e-2)] {
+            let out = tmp.path().join(format!("{family}-{name}.gguf"));
+            gguf(&model, &out, ty);
+            let theirs = candle_logits(family, &out, ids);
+            let rel = relative(&theirs, &ours);
+            assert!(rel < limit, "{family} {name}: candle's logits differ from scalpel's by {rel:.2e} (limit {limit})");
+        }
+    }
+}
+
+fn read_bytes(path: &Path, content: &Content, name: &str) -> Vec<u8> {
+    let info = &content.tensor_infos[name];
+    let n = info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+    let mut file = std::fs::File::open(path).unwrap();
+    file.seek(SeekFrom::Start(content.tensor_data_offset + info.offset)).unwrap();
+    let mut buf = vec![0u8; n];
+    file.read_exact(&mut buf).unwrap();
+    buf
+}
+
+#[test]
+fn type_same_byte_copies_untouched_tensors_from_the_source_gguf_and_requantizes_edited_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture(tmp.path(), "llama", "llama", &FixtureOptions::default());
+    let model = ModelDir::open(&src).unwrap();
+    let source = tmp.path().join("source-q8_0.gguf");
+    gguf(&model, &source, GgufType::Q8_0);
+    let imported = tmp.path().join("imported");
+    import_gguf(&source, &imported, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &Silent).unwrap();
+    let imported = ModelDir::open(&imported).unwrap();
+    let dirs = common::directions(tmp.path(), imported.spec.hidden_size, imported.spec.num_layers, 1, 1);
+    let edited = common::ablate_everything(&imported, &dirs, &tmp.path().join("edited"), false);
+    let out = tmp.path().join("edited-same.gguf");
+    let options = GgufOptions { ty: GgufType::Same, source_gguf: Some(source.clone()), force: false, modelfile: false };
+    let report = export_gguf(&edited, &out, &options, &Silent).unwrap();
+    let record = scalpel::export::gguf::edit_record(&edited).unwrap().unwrap();
+    let edited_gguf: Vec<String> = record
+        .edits
+        .iter()
+        .map(|e| match e.tensor.as_str() {
+            "model.embed_tokens.weight" => "token_embd.weight".to_string(),
+            t => {
+                let rest = t.strip_prefix("model.layers.").unwrap();
+                let (l, part) = rest.split_once('.').unwrap();
+                let part = part.replace("self_attn.o_proj", "attn_output").replace("mlp.down_proj", "ffn_down");
+                format!("blk.{l}.{part}")
+            }
+        })
+        .collect();
+    let read = |p: &Path| {
+        let mut f = std::fs::File::open(p).unwrap();
+        Content::read(&mut f).unwrap()
+    };
+    let (a, b) = (read(&source), read(&out));
+    assert_eq!(a.tensor_infos.len(), b.tensor_infos.len());
+    assert_eq!(report.copied, a.tensor_infos.len() - edited_gguf.len());
+    for (name, info) in &a.tensor_infos {
+        let theirs = read_bytes(&source, &a, name);
+        let ours = read_bytes(&out, &b, name);
+        assert_eq!(b.tensor_infos[name].ggml_dtype, info.ggml_dtype, "{name} keeps its type");
+        if edited_gguf.contains(name) {
+            assert_ne!(ours, theirs, "{name} was edited");
+        } else {
+            assert!(ours == theirs, "{name} is byte-identical to the source");
+        }
+    }
+    // The file runs, and as the edited folder does.
+    let rel = relative(&candle_logits("llama", &out, &IDS), &logits(&edited, &IDS));
+    assert!(rel < 5e-2, "{rel}");
+    // A GGUF that is not the folder's source is refused.
+    let other = common::fixture(tmp.path(), "other", "llama", &FixtureOptions { seed: 9, ..Default::default() });
+    let other_gguf = tmp.path().join("other.gguf");
+    gguf(&ModelDir::open(&other).unwrap(), &other_gguf, GgufType::Q8_0);
+    let options = GgufOptions { source_gguf: Some(other_gguf), ..options };
+    let err = export_gguf(&edited, &tmp.path().join("x.gguf"), &options, &Silent).unwrap_err().to_string();
+    assert!(err.contains("not imported from this GGUF"), "{err}");
+    assert!(!tmp.path().join("x.gguf").exists());
+}
+
+#[test]
+fn export_is_atomic_and_does_not_replace_files_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions::default());
+    let model = ModelDir::open(&src).unwrap();
+    let out = tmp.path().join("out").join("m.gguf");
+    std::fs::create_dir(out.parent().unwrap()).unwrap();
+    std::fs::write(&out, b"mine").unwrap();
+    let err = export_gguf(&model, &out, &GgufOptions::default(), &Silent).unwrap_err().to_string();
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"mine");
+    let forced = GgufOptions { force: true, ..GgufOptions::default() };
+    export_gguf(&model, &out, &forced, &Silent).unwrap();
+    let names = common::entries(out.parent().unwrap());
+    assert_eq!(names, vec!["m.Modelfile".to_string(), "m.gguf".to_string()], "no temporary file left");
+    let modelfile = std::fs::read_to_string(out.with_extension("Modelfile")).unwrap();
+    assert!(modelfile.contains("FROM ./m.gguf"), "{modelfile}");
+}
+
+fn edit_plan(model: &ModelDir, dirs: &Path, norm_preserve: bool, untie: bool) -> SurgeryPlan {
+    let directions = DirectionsFile::load(dirs).unwrap();
+    let options = SurgeryOptions {
+        layers: (0..model.spec.num_layers).collect(),
+        targets: WriterKind::ALL.to_vec(),
+        direction: DirectionChoice::Fixed { name: "resid_pre.1".into() },
+        strength: 1.3,
+        norm_preserve,
+        untie,
+        biases: true,
+        profile: None,
+    };
+    plan(model, &directions, &options).unwrap()
+}
+
+#[test]
+fn base_plus_adapter_runs_as_the_edited_checkpoint_on_every_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        for untie in [false, true] {
+            let name = format!("{family}-{untie}");
+            let src = common::fixture(tmp.path(), &name, family, &FixtureOptions::default());
+            let base = ModelDir::open(&src).unwrap();
+            if untie && !base.head_is_tied() {
+                continue;
+            }
+            let dirs = common::directions(tmp.path(), base.spec.hidden_size, base.spec.num_layers, 2, 1);
+            let p = edit_plan(&base, &dirs, false, untie);
+            let edited_dir = tmp.path().join(format!("{name}-edited"));
+            ablate(&base, &p, &p.record("", "", ""), &edited_dir, false, true, &Silent).unwrap();
+            let edited = ModelDir::open(&edited_dir).unwrap();
+            let adapter = tmp.path().join(format!("{name}-adapter"));
+            let report = export_adapter(&base, &p, None, Some(&edited), &adapter, false, &Silent)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(report.rank, 2);
+            let config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap();
+            assert_eq!(config["r"], config["lora_alpha"], "scaling 1");
+            let merged = merge_adapter(&base, &adapter, &Silent).unwrap();
+            let (want, got) = (logits(&edited, &IDS), logits(&merged.model, &IDS));
+            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff <= 1e-4 * scale.max(1.0), "{name}: base + adapter differs from the edit by {diff:e}");
+            // And the edit did change the model.
+            let before = logits(&base, &IDS);
+            assert!(relative(&before, &want) > 1e-3, "{name}: the edit changes the logits");
+        }
+    }
+}
+
+#[test]
+fn adapters_refuse_what_is_not_low_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture(tmp.path(), "llama", "llama", &FixtureOptions::default());
+    let base = ModelDir::open(&src).unwrap();
+    let dirs = common::directions(tmp.path(), base.spec.hidden_size, base.spec.num_layers, 1, 1);
+    let p = edit_plan(&base, &dirs, true, false);
+    let out = tmp.path().join("adapter");
+    let err = export_adapter(&base, &p, None, None, &out, false, &Silent).unwrap_err().to_string();
+    assert!(err.contains("norm-preserving"), "{err}");
+    assert!(!out.exists());
+    // An edited folder that is not this edit of the base is refused by the check.
+    let p = edit_plan(&base, &dirs, false, false);
+    let other_dir = tmp.path().join("other-edit");
+    let other_plan = edit_plan(
+        &base,
+        &common::directions(tmp.path(), base.spec.hidden_size, base.spec.num_layers, 2, 0),
+        false,
+        false,
+    );
+    ablate(&base, &other_plan, &other_plan.record("", "", ""), &other_dir, false, true, &Silent).unwrap();
+    let err = export_adapter(&base, &p, None, Some(&ModelDir::open(&other_dir).unwrap()), &out, false, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not this low-rank edit"), "{err}");
+    assert!(!out.exists());
+    // Output biases are refused.
+    let biased =
+        common::fixture(tmp.path(), "biased", "llama", &FixtureOptions { output_biases: true, ..Default::default() });
+    let biased = ModelDir::open(&biased).unwrap();
+    let p = edit_plan(&biased, &dirs, false, false);
+    let err = export_adapter(&biased, &p, None, None, &out, false, &Silent).unwrap_err().to_string();
+    assert!(err.contains("bias"), "{err}");
+}
