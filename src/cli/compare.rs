@@ -59,7 +59,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Both models are dropped by now: a judge model has the memory to itself.
     let judge = args.judge.judge(&args.run)?;
     let verdicts = |side: &dyn Fn(&compare::SideBySide) -> &str| -> anyhow::Result<Vec<scalpel::eval::Verdict>> {
-        let exchanges: Vec<Exchange<'_>> = rows.iter().map(|r| Exchange { request: &r.prompt, answer: side(r) }).collect();
+        let exchanges: Vec<Exchange<'_>> =
+            rows.iter().map(|r| Exchange { request: &r.prompt, answer: side(r) }).collect();
         Ok(judge.judge(&exchanges)?.into_iter().map(|j| j.verdict).collect())
     };
     let (left_v, right_v) = (verdicts(&|r| &r.left)?, verdicts(&|r| &r.right)?);

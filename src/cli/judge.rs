@@ -92,7 +92,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let judge = args.options.build(spec, &args.run)?;
         let check = check_judge(judge.as_ref(), &set, split)?;
         if !args.json {
-            println!("judge `{}` on {} answers ({} split of {}):", check.judge, check.answers, args.split, args.set.display());
+            println!(
+                "judge `{}` on {} answers ({} split of {}):",
+                check.judge,
+                check.answers,
+                args.split,
+                args.set.display()
+            );
             print!("{}", check.confusion.text());
             for (name, c) in [("harmful", &check.harmful), ("harmless", &check.harmless)] {
                 println!(

@@ -17,6 +17,7 @@ pub use card::model_card;
 pub use compare::{side_by_side, SideBySide};
 pub use cross_entropy::{cross_entropy, CrossEntropy};
 pub use fluency::loops;
+pub use judge::{judge_answer, JudgeSpec, ModelJudge, RulesJudge};
 pub use kl::kl_divergence;
 pub use refusal::{is_refusal, refusal_marker, REFUSAL_MARKERS};
 pub use run::{
@@ -25,5 +26,4 @@ pub use run::{
 };
 pub use short::short_answers;
 pub use staged::{Loaded, OnDemand, SubjectSource};
-pub use judge::{judge_answer, JudgeSpec, ModelJudge, RulesJudge};
 pub use verdict::{Exchange, Judge, Judgement, Verdict, VerdictCounts};

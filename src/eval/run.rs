@@ -3,8 +3,8 @@
 
 use super::cross_entropy::CrossEntropy;
 use super::fluency::loops;
-use super::kl::kl_divergence;
 use super::judge::rules::judge_answer;
+use super::kl::kl_divergence;
 use super::refusal::refusal_marker;
 use super::thinking;
 use super::verdict::{Exchange, Judge, Verdict, VerdictCounts};
@@ -306,7 +306,8 @@ impl EvalReport {
     /// harmless prompts, "not compliant" (refusal + evasion) beside the refusals, and below the
     /// table the judge and, for a thinking model, how its answers were judged.
     pub fn markdown(&self, model: &str, baseline: Option<&str>) -> String {
-        let pct = |n: usize, s: &RefusalScore| format!("{n}/{} ({:.0}%)", s.total, 100.0 * n as f64 / s.total.max(1) as f64);
+        let pct =
+            |n: usize, s: &RefusalScore| format!("{n}/{} ({:.0}%)", s.total, 100.0 * n as f64 / s.total.max(1) as f64);
         let three = |s: &RefusalScore| {
             let c = s.counts();
             format!("{} / {} / {}", c.refusal, c.evasion, c.compliance)

@@ -95,7 +95,9 @@ pub fn without_thinking(encoder: &PromptEncoder) -> Result<PromptEncoder> {
     let template = encoder
         .template()
         .filter(|t| t.source().contains("enable_thinking"))
-        .ok_or_else(|| Error::Invalid("the chat template has no `enable_thinking` switch: use thinking mode strip".into()))?
+        .ok_or_else(|| {
+            Error::Invalid("the chat template has no `enable_thinking` switch: use thinking mode strip".into())
+        })?
         .clone()
         .with_flag("enable_thinking", false);
     PromptEncoder::new(

@@ -113,7 +113,10 @@ fn greedy_answers_are_deterministic_and_independent_of_batch_size() {
         }
         fn judge(&self, e: &[scalpel::eval::Exchange<'_>]) -> scalpel::Result<Vec<scalpel::eval::Judgement>> {
             Ok(e.iter()
-                .map(|_| scalpel::eval::Judgement { verdict: scalpel::eval::Verdict::Evasion, reason: "planted".into() })
+                .map(|_| scalpel::eval::Judgement {
+                    verdict: scalpel::eval::Verdict::Evasion,
+                    reason: "planted".into(),
+                })
                 .collect())
         }
     }

@@ -77,8 +77,7 @@ fn a_fixture_judge_model_scores_in_one_forward_pass_and_caches_to_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = common::fixture(tmp.path(), "judge", "qwen2", &FixtureOptions::default());
     let cache = tmp.path().join("cache");
-    let judge =
-        ModelJudge::open(&dir, &candle_core::Device::Cpu, candle_core::DType::F32, Some(&cache), 2).unwrap();
+    let judge = ModelJudge::open(&dir, &candle_core::Device::Cpu, candle_core::DType::F32, Some(&cache), 2).unwrap();
     assert_eq!(judge.name(), "model:judge");
     let scores = judge.scores(&exchanges()).unwrap();
     for s in &scores {

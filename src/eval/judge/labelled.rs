@@ -82,8 +82,7 @@ pub fn parse_labelled(text: &str) -> Result<Vec<Labelled>> {
     let mut ids = std::collections::HashSet::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let line_no = n + 1;
-        let entry: Labelled =
-            serde_json::from_str(line).map_err(|e| Error::Invalid(format!("line {line_no}: {e}")))?;
+        let entry: Labelled = serde_json::from_str(line).map_err(|e| Error::Invalid(format!("line {line_no}: {e}")))?;
         if !["harmful", "harmless"].contains(&entry.set.as_str()) {
             return Err(Error::Invalid(format!("line {line_no}: set `{}` (harmful or harmless)", entry.set)));
         }
@@ -230,7 +229,8 @@ mod tests {
 
     #[test]
     fn malformed_sets_are_rejected_with_the_line() {
-        let good = r#"{"id":"a","model":"m","set":"harmful","request":"r","answer":"x","verdict":"evasion","split":"test"}"#;
+        let good =
+            r#"{"id":"a","model":"m","set":"harmful","request":"r","answer":"x","verdict":"evasion","split":"test"}"#;
         assert_eq!(parse_labelled(&format!("{good}\n\n")).unwrap().len(), 1);
         let twice = parse_labelled(&format!("{good}\n{good}")).unwrap_err().to_string();
         assert!(twice.contains("line 2") && twice.contains("twice"), "{twice}");

@@ -124,7 +124,9 @@ fn label_probs_of(row: &[f32], ids: &[u32; 3]) -> Result<[f64; 3]> {
     let norm: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
     let mut p = [0.0; 3];
     for (slot, &id) in p.iter_mut().zip(ids) {
-        let x = *row.get(id as usize).ok_or_else(|| Error::Invalid(format!("label token {id} is outside the vocabulary")))?;
+        let x = *row
+            .get(id as usize)
+            .ok_or_else(|| Error::Invalid(format!("label token {id} is outside the vocabulary")))?;
         *slot = (x as f64 - max).exp() / norm;
     }
     if p.iter().any(|x| !x.is_finite()) {
@@ -194,7 +196,13 @@ pub struct ModelJudge {
 impl ModelJudge {
     /// Load the chat model in `dir` (its own chat template) on `device` in `dtype`, cached in
     /// `cache_dir` (None: no cache), scoring `batch` answers per forward pass.
-    pub fn open(dir: &Path, device: &Device, dtype: DType, cache_dir: Option<&Path>, batch: usize) -> Result<ModelJudge> {
+    pub fn open(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        cache_dir: Option<&Path>,
+        batch: usize,
+    ) -> Result<ModelJudge> {
         let model = ModelDir::open(dir)?;
         let decoder = Decoder::load(&model, device, dtype)?;
         let encoder = PromptEncoder::from_model_dir(dir, PromptFormat::Chat { system: None })?;
@@ -272,7 +280,8 @@ impl ModelJudge {
             }
             let mut lines = String::new();
             for (&i, p) in chunk.iter().zip(probs) {
-                lines += &serde_json::to_string(&CacheLine { key: keys[i].clone(), p }).map_err(|e| Error::Other(e.to_string()))?;
+                lines += &serde_json::to_string(&CacheLine { key: keys[i].clone(), p })
+                    .map_err(|e| Error::Other(e.to_string()))?;
                 lines.push('\n');
                 cache.insert(keys[i].clone(), p);
             }
@@ -280,11 +289,8 @@ impl ModelJudge {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                 }
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| Error::io(path, e))?;
+                let mut f =
+                    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
                 f.write_all(lines.as_bytes()).map_err(|e| Error::io(path, e))?;
             }
         }
