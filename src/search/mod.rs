@@ -12,6 +12,7 @@
 //! refusals against KL ([`pareto`]).
 //! Trials are appended to `trials.jsonl` as they finish, so a stopped search resumes.
 
+mod in_memory;
 pub mod objective;
 pub mod pareto;
 mod report;

@@ -9,6 +9,7 @@ mod equivalence;
 mod eval;
 mod import_roundtrip;
 mod layer_major;
+mod layering;
 mod pipeline;
 mod probe;
 mod prompts_batch;
