@@ -14,7 +14,8 @@
 //! - [`probe`], [`eval`]: activation statistics and evaluation;
 //! - [`plot`]: PNG and SVG charts (plotters, with an embedded font);
 //! - [`recipe`]: TOML recipes for `scalpel run`;
-//! - [`pipeline`]: the step functions the subcommands and `scalpel run` share.
+//! - [`pipeline`]: the step functions the subcommands and `scalpel run` share;
+//! - [`names`]: the names of enum values as the command line and recipes spell them.
 
 pub mod analysis;
 pub mod arch;
@@ -28,6 +29,7 @@ pub mod import;
 pub mod layers;
 pub mod linalg;
 pub mod model;
+pub mod names;
 pub mod pipeline;
 pub mod plot;
 pub mod probe;

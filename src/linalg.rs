@@ -1,10 +1,99 @@
-//! Small dense linear algebra on top of faer: thin SVD, and a randomized truncated SVD for
-//! tall/wide matrices when only the top k singular vectors are needed.
+//! Small dense linear algebra: orthonormal bases of directions ([`Basis`]), and on top of faer a
+//! thin SVD and a randomized truncated SVD for tall/wide matrices when only the top k singular
+//! vectors are needed.
 
 use crate::{Error, Result};
 use faer::Mat;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
+
+/// An orthonormal set of directions in the residual stream (f64).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Basis {
+    pub(crate) rows: Vec<Vec<f64>>,
+}
+
+/// Relative length below which a vector counts as dependent on the ones before it.
+const RANK_TOLERANCE: f64 = 1e-6;
+
+impl Basis {
+    /// Orthonormalize `vectors` (Gram–Schmidt, twice for stability). Errors on empty, non-finite,
+    /// zero or linearly dependent input.
+    pub fn orthonormal<T: Copy + Into<f64>>(vectors: &[Vec<T>]) -> Result<Basis> {
+        let hidden = vectors.first().map(Vec::len).unwrap_or(0);
+        if hidden == 0 {
+            return Err(Error::Invalid("no direction given (empty basis)".into()));
+        }
+        let mut rows: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
+        for (i, v) in vectors.iter().enumerate() {
+            if v.len() != hidden {
+                return Err(Error::Invalid(format!("direction {i} has length {}, expected {hidden}", v.len())));
+            }
+            let mut x: Vec<f64> = v.iter().map(|&a| a.into()).collect();
+            if x.iter().any(|a| !a.is_finite()) {
+                return Err(Error::Invalid(format!("direction {i} contains NaN or infinite values")));
+            }
+            let original = norm(&x);
+            if original == 0.0 {
+                return Err(Error::Invalid(format!("direction {i} is zero")));
+            }
+            for _ in 0..2 {
+                for q in &rows {
+                    let c = dot(q, &x);
+                    x.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
+                }
+            }
+            let remaining = norm(&x);
+            if remaining < RANK_TOLERANCE * original {
+                return Err(Error::Invalid(format!("direction {i} is linearly dependent on the ones before it")));
+            }
+            x.iter_mut().for_each(|a| *a /= remaining);
+            rows.push(x);
+        }
+        Ok(Basis { rows })
+    }
+
+    /// The basis vectors.
+    pub fn rows(&self) -> &[Vec<f64>] {
+        &self.rows
+    }
+
+    /// Vector length.
+    pub fn hidden(&self) -> usize {
+        self.rows[0].len()
+    }
+
+    /// Number of directions.
+    pub fn k(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The basis a writer behind a post-norm with scale `γ` must be edited against: the norm's
+    /// output `γ ⊙ x / rms(x)` is orthogonal to `q` iff `x` is orthogonal to `γ ⊙ q`.
+    pub fn through_norm(&self, gamma: &[f32]) -> Result<Basis> {
+        if gamma.len() != self.hidden() {
+            return Err(Error::Invalid(format!("norm weight has length {}, expected {}", gamma.len(), self.hidden())));
+        }
+        let scaled: Vec<Vec<f64>> =
+            self.rows.iter().map(|q| q.iter().zip(gamma).map(|(a, &g)| a * f64::from(g)).collect()).collect();
+        Basis::orthonormal(&scaled)
+    }
+
+    /// Coefficients `Q v` of one vector.
+    pub fn coefficients(&self, v: &[f32]) -> Vec<f64> {
+        self.rows.iter().map(|q| q.iter().zip(v).map(|(a, &b)| a * f64::from(b)).sum()).collect()
+    }
+}
+
+/// `a · b`.
+pub(crate) fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `‖a‖`.
+pub(crate) fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
 
 /// A thin SVD `A = U diag(s) Vᵀ` with singular values descending.
 #[derive(Debug, Clone)]

@@ -330,18 +330,12 @@ pub struct OutputSection {
     pub dir: PathBuf,
 }
 
-/// Parse a recipe value with the command line's own parser (`clap::ValueEnum`), so a recipe
-/// accepts exactly the names the CLI does and an error lists them.
-fn value_enum<'de, D: Deserializer<'de>, T: clap::ValueEnum>(d: D) -> std::result::Result<T, D::Error> {
+/// Parse a recipe value by the names table the command line's parser is built from
+/// ([`crate::names::Named`]), so a recipe accepts exactly the names the CLI does and an error
+/// lists them.
+fn value_enum<'de, D: Deserializer<'de>, T: crate::names::Named>(d: D) -> std::result::Result<T, D::Error> {
     let text = String::deserialize(d)?;
-    T::from_str(&text, false).map_err(|_| {
-        let names: Vec<String> = T::value_variants()
-            .iter()
-            .filter_map(|v| v.to_possible_value())
-            .map(|p| p.get_name().to_string())
-            .collect();
-        serde::de::Error::custom(format!("unknown value `{text}` (choose from {})", names.join(", ")))
-    })
+    T::from_name(&text).map_err(serde::de::Error::custom)
 }
 
 fn default_dtype() -> String {

@@ -173,6 +173,14 @@ fn printable(text: &str, stops: &[String]) -> (usize, bool) {
     (end, false)
 }
 
+/// A clap parser for a library enum's names ([`scalpel::names::Named`]): `--help` lists the
+/// names, aliases parse but stay unlisted.
+pub fn named<T: scalpel::names::Named + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    let values = T::NAMES.iter().enumerate().map(|(i, (name, _))| PossibleValue::new(*name).hide(T::is_alias(i)));
+    PossibleValuesParser::new(values).map(|name| T::from_name(&name).expect("a name from the table"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::printable;

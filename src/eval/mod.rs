@@ -1,6 +1,6 @@
 //! Evaluation: refusal scoring, KL divergence, cross-entropy of text, comparisons and the model card.
 
-pub mod card;
+pub use crate::surgery::card;
 pub mod compare;
 pub mod cross_entropy;
 pub mod fluency;

@@ -21,7 +21,7 @@ const QUERY_BLOCK: usize = 64;
 /// `softmax(q kᵀ · scale + mask) v` for `q` `[B, heads, T, D]`, `k` and `v` `[B, kv_heads, S, D]`
 /// (any strides but a unit one along `D`: a view of a cache) and an additive causal `mask`
 /// `[B, 1, T, S]` (queries are the last `T` of the `S` positions, as
-/// [`crate::prompts::attention_bias`] builds it), grouped-query (`heads` a multiple of
+/// [`super::masks::attention_bias`] builds it), grouped-query (`heads` a multiple of
 /// `kv_heads`), as `[B, T, heads · D]`. `None` where the inputs do not fit: not all f32 on the
 /// CPU, `q` or `mask` not contiguous; the caller then runs candle ops.
 pub(crate) fn fused(
@@ -229,7 +229,7 @@ impl Block<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prompts::attention_bias;
+    use crate::model::masks::attention_bias;
     use candle_core::Device;
 
     /// The candle-ops attention the fused op replaces (`Layer::attention`'s fallback).

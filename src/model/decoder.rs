@@ -4,11 +4,11 @@ use super::hooks::{CaptureSpec, Captures, HookPoint};
 use super::interventions::Interventions;
 use super::kernels::add;
 use super::layer::{rms_norm, Layer};
+use super::masks::{attention_bias, position_ids};
 use super::rope::Rope;
 use super::weights::{Linear, Loader, WeightStorage};
 use crate::arch::{Family, ModelSpec, RopeScaling};
 use crate::checkpoint::ModelDir;
-use crate::prompts::{attention_bias, position_ids};
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 

@@ -1,40 +1,67 @@
-//! A running model with a surgery plan applied to its weights in memory: what `scalpel search`
-//! measures each trial on. It uses the same per-tensor edit as the written checkpoint
-//! ([`crate::surgery::edit_values`]), so a trial's model is the checkpoint `ablate` would write,
-//! up to the checkpoint's rounding to its stored dtype.
+//! A copy of a running model with some of its writers' tensors replaced: the primitive under a
+//! search trial's in-memory edit (`Decoder::with_edits`, defined by [`crate::search`], which
+//! applies the checkpoint writer's own per-tensor edit through it).
 
 use super::decoder::Decoder;
 use super::weights::Linear;
-use crate::arch::WriterKind;
-use crate::surgery::{edit_values, Layout, PlannedEdit, SurgeryPlan};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 
+/// A writer tensor of the running model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriterTensor {
+    /// The embedding `[vocab, hidden]` (a head tied to it is rebuilt from it on request).
+    Embedding,
+    /// Layer `layer`'s attention output projection: its matrix, or with `bias` its bias.
+    AttnOut {
+        /// The layer.
+        layer: usize,
+        /// The bias rather than the matrix.
+        bias: bool,
+    },
+    /// Layer `layer`'s MLP output projection: its matrix, or with `bias` its bias.
+    MlpOut {
+        /// The layer.
+        layer: usize,
+        /// The bias rather than the matrix.
+        bias: bool,
+    },
+}
+
 impl Decoder {
-    /// A copy of this model with `plan` applied to its writers. Unedited tensors are shared
-    /// with `self` (candle tensors are reference-counted), so the copy costs the edited
-    /// tensors only. A tied head follows the edited embedding unless the plan unties it.
-    pub fn with_edits(&self, plan: &SurgeryPlan) -> Result<Decoder> {
+    /// A copy of this model with each of `targets` replaced by its values after
+    /// `edit(index into targets, values in f32, shape)`. Unedited tensors are shared with `self`
+    /// (candle tensors are reference-counted), so the copy costs the edited tensors only. With
+    /// `retie_head`, the head is rebuilt from the (edited) embedding, as a tied head follows it.
+    ///
+    /// A matrix whose values are all exact in bf16 (a bf16 checkpoint's) is rounded to bf16
+    /// after the edit, as a checkpoint in bf16 stores it, and kept in its in-memory dtype; any
+    /// other comes back unrounded in the compute dtype. Either way the result does not depend on
+    /// how the weights are stored (16-bit or widened, packed or not). Edited matrices are packed
+    /// as the ones they replace.
+    pub fn with_writers_edited(
+        &self,
+        targets: &[WriterTensor],
+        retie_head: bool,
+        mut edit: impl FnMut(usize, &mut [f32], &[usize]) -> Result<()>,
+    ) -> Result<Decoder> {
         let mut edited = self.clone();
         let dtype = self.dtype();
-        for edit in &plan.edits {
-            let norm_preserve = plan.options.norm_preserve;
-            match (edit.kind, edit.layer) {
-                (WriterKind::Embed, _) => {
-                    edited.embed = Some(edited_tensor(&edited.embedding()?, edit, norm_preserve, dtype)?)
+        for (i, target) in targets.iter().enumerate() {
+            let mut apply = |t: &Tensor| edited_tensor(t, dtype, |values, shape| edit(i, values, shape));
+            match *target {
+                WriterTensor::Embedding => edited.embed = Some(apply(&edited.embedding()?)?),
+                WriterTensor::AttnOut { layer, bias } => {
+                    let linear = &edited.layer(layer)?.o_proj;
+                    edited.layers[layer].o_proj = edited_linear(linear, bias, layer, &mut apply)?
                 }
-                (WriterKind::Attn, Some(l)) => {
-                    edited.layers[l].o_proj = edited_linear(&edited.layers[l].o_proj, edit, norm_preserve, dtype)?
-                }
-                (WriterKind::Mlp, Some(l)) => {
-                    edited.layers[l].down_proj = edited_linear(&edited.layers[l].down_proj, edit, norm_preserve, dtype)?
-                }
-                (kind, None) => {
-                    return Err(Error::Invalid(format!("a {} edit without a layer: {}", kind.name(), edit.tensor)))
+                WriterTensor::MlpOut { layer, bias } => {
+                    let linear = &edited.layer(layer)?.down_proj;
+                    edited.layers[layer].down_proj = edited_linear(linear, bias, layer, &mut apply)?
                 }
             }
         }
-        if plan.edits_tied_head && !plan.options.untie {
+        if retie_head {
             edited.lm_head = repacked(Linear::new(edited.embedding()?, None), &self.lm_head)?;
             if edited.lm_head.panels.is_some() {
                 // The edited head's panels serve the lookup, as in the original.
@@ -43,14 +70,26 @@ impl Decoder {
         }
         Ok(edited)
     }
+
+    fn layer(&self, layer: usize) -> Result<&super::layer::Layer> {
+        self.layers.get(layer).ok_or_else(|| Error::Invalid(format!("layer {layer} is past the model's last")))
+    }
 }
 
-fn edited_linear(linear: &Linear, edit: &PlannedEdit, norm_preserve: bool, dtype: DType) -> Result<Linear> {
-    Ok(if edit.is_bias {
-        let b = linear.b.as_ref().ok_or_else(|| Error::bad_tensor(&edit.tensor, "the running model has no bias"))?;
-        Linear { b: Some(edited_tensor(b, edit, norm_preserve, dtype)?), ..linear.clone() }
+fn edited_linear(
+    linear: &Linear,
+    bias: bool,
+    layer: usize,
+    apply: &mut impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<Linear> {
+    Ok(if bias {
+        let b = linear
+            .b
+            .as_ref()
+            .ok_or_else(|| Error::Invalid(format!("layer {layer}'s writer has no bias in the running model")))?;
+        Linear { b: Some(apply(b)?), ..linear.clone() }
     } else {
-        repacked(Linear::new(edited_tensor(&linear.weight()?, edit, norm_preserve, dtype)?, linear.b.clone()), linear)?
+        repacked(Linear::new(apply(&linear.weight()?)?, linear.b.clone()), linear)?
     })
 }
 
@@ -59,20 +98,11 @@ fn repacked(edited: Linear, original: &Linear) -> Result<Linear> {
     Ok(edited.packed(original.amx.is_some(), original.panels.is_some())?)
 }
 
-/// `t` edited in f32 and returned on its device. A matrix whose values are all exact in bf16 (a
-/// bf16 checkpoint's) is rounded to bf16 after the edit, as the checkpoint `ablate` writes it,
-/// and kept in its in-memory dtype; any other comes back unrounded in the compute dtype
-/// `dtype`. Either way a trial's scores do not depend on how the weights are stored (16-bit or
-/// widened, packed for AMX or not), and on a bf16 checkpoint the trial runs the very weights
-/// `ablate` would write.
-fn edited_tensor(t: &Tensor, edit: &PlannedEdit, norm_preserve: bool, dtype: DType) -> Result<Tensor> {
-    let cols = match edit.layout {
-        Layout::Columns => t.dim(1)?,
-        Layout::Rows => 0,
-    };
+/// `t` edited in f32 by `edit` and returned on its device, rounded as [`Decoder::with_writers_edited`] says.
+fn edited_tensor(t: &Tensor, dtype: DType, edit: impl FnOnce(&mut [f32], &[usize]) -> Result<()>) -> Result<Tensor> {
     let mut values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let bf16_exact = super::amx::exact_in_bf16(&values);
-    edit_values(&mut values, cols, edit, norm_preserve);
+    edit(&mut values, t.dims())?;
     let edited = Tensor::from_vec(values, t.shape(), t.device())?;
     Ok(if bf16_exact {
         let kept = if t.dtype() == DType::BF16 { DType::BF16 } else { dtype };

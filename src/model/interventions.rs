@@ -54,7 +54,7 @@ pub struct Interventions {
 
 /// Orthonormalize rows of `vectors` (Gram–Schmidt in f64) into a `[k, hidden]` f32 tensor.
 pub fn basis_tensor(vectors: &[Vec<f32>], device: &Device) -> crate::Result<Tensor> {
-    let basis = crate::surgery::Basis::orthonormal(vectors)?;
+    let basis = crate::linalg::Basis::orthonormal(vectors)?;
     let flat: Vec<f32> = basis.rows().iter().flatten().map(|&x| x as f32).collect();
     Ok(Tensor::from_vec(flat, (basis.k(), basis.hidden()), device)?)
 }

@@ -12,6 +12,7 @@ pub mod interventions;
 mod kernels;
 mod layer;
 mod layer_major;
+pub mod masks;
 pub mod memory;
 mod packed;
 pub mod panels;
@@ -24,6 +25,7 @@ mod weights;
 pub use weights::{WeightStorage, WEIGHTS_DTYPE_ENV};
 
 pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};
+pub use edit::WriterTensor;
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{CaptureSpec, Captures, HookPoint};
 pub use interventions::{basis_tensor, Intervention, Interventions};

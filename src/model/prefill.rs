@@ -11,8 +11,8 @@
 
 use super::decoder::{Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};
 use super::hooks::CaptureSpec;
-pub use crate::prompts::batch::MIN_SHARED_PREFIX;
-use crate::prompts::batch::{split_shared_prefix, PrefixBatch};
+pub use super::masks::MIN_SHARED_PREFIX;
+use super::masks::{split_shared_prefix, PrefixBatch};
 use crate::Result;
 use candle_core::DType;
 

@@ -1,10 +1,11 @@
 //! Ranking layers for direction extraction.
 
 use super::metrics::{cosine, LayerMetrics};
+use crate::names::Named;
 use serde::{Deserialize, Serialize};
 
 /// How layers are ranked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RankRule {
     /// The research note's order: low mean variance, then low max variance, then low cosine
@@ -17,9 +18,24 @@ pub enum RankRule {
     MeanSimilarity,
 }
 
+impl Named for RankRule {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("research-note", RankRule::ResearchNote),
+        ("max-norm", RankRule::MaxNorm),
+        ("mean-similarity", RankRule::MeanSimilarity),
+    ];
+}
+
+impl std::str::FromStr for RankRule {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        RankRule::from_name(s)
+    }
+}
+
 /// The rule's name as the command line and recipes spell it (`research-note`, ...).
 pub fn rule_name(rule: RankRule) -> String {
-    clap::ValueEnum::to_possible_value(&rule).map_or_else(|| format!("{rule:?}"), |v| v.get_name().to_string())
+    rule.name().to_string()
 }
 
 /// Layers in order of preference with their scores (lower is better for the research note's

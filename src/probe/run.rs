@@ -25,7 +25,7 @@ pub enum ExtraDirections {
 }
 
 /// What kind of direction a recipe (`direction.kind`) asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DirectionKind {
     /// The difference of means.
@@ -36,6 +36,22 @@ pub enum DirectionKind {
     Iterative,
     /// The top K principal components of every harmful–harmless pair's difference.
     Pca,
+}
+
+impl crate::names::Named for DirectionKind {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("mean", DirectionKind::Mean),
+        ("projected", DirectionKind::Projected),
+        ("iterative", DirectionKind::Iterative),
+        ("pca", DirectionKind::Pca),
+    ];
+}
+
+impl std::str::FromStr for DirectionKind {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        crate::names::Named::from_name(s)
+    }
 }
 
 impl DirectionKind {

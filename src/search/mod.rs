@@ -13,6 +13,7 @@
 //! Trials are appended to `trials.jsonl` as they finish, so a stopped search resumes.
 
 pub mod finals;
+mod in_memory;
 pub mod objective;
 pub mod pareto;
 pub mod prune;

@@ -97,7 +97,7 @@ pub fn ablate(
         None
     };
     let original_card = std::fs::read_to_string(model.root.join("README.md")).ok();
-    let card = crate::eval::model_card(record, verification.as_ref(), &[], original_card.as_deref());
+    let card = super::card::model_card(record, verification.as_ref(), &[], original_card.as_deref());
     let card_path = staged.path().join("README.md");
     std::fs::write(&card_path, card).map_err(|e| Error::io(&card_path, e))?;
     write.out = staged.commit()?;

@@ -1,12 +1,14 @@
 //! Weight surgery: the projection math, surgery plans, the edit itself and its verification.
 
 mod apply;
+pub mod card;
 mod plan;
 mod profile;
 pub mod projection;
 mod verify;
 
 pub use apply::{ablate, edit_values, AblateReport, EDIT_RECORD_FILE};
+pub use card::model_card;
 pub use plan::{plan, DirectionChoice, EditRecord, Layout, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
 pub use profile::{StrengthProfile, WeightKernel};
 pub use projection::Basis;

@@ -7,94 +7,11 @@
 //! `v' = v − λ Qᵀ(Q v)`. Norm preservation rescales each written vector back to its original
 //! length, which keeps `Q v' = 0` exactly (rescaling rows of `W` would not).
 
-use crate::{Error, Result};
 use rayon::prelude::*;
 
-/// An orthonormal set of directions in the residual stream (f64).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Basis {
-    rows: Vec<Vec<f64>>,
-}
-
-/// Relative length below which a vector counts as dependent on the ones before it.
-const RANK_TOLERANCE: f64 = 1e-6;
-
-impl Basis {
-    /// Orthonormalize `vectors` (Gram–Schmidt, twice for stability). Errors on empty, non-finite,
-    /// zero or linearly dependent input.
-    pub fn orthonormal<T: Copy + Into<f64>>(vectors: &[Vec<T>]) -> Result<Basis> {
-        let hidden = vectors.first().map(Vec::len).unwrap_or(0);
-        if hidden == 0 {
-            return Err(Error::Invalid("no direction given (empty basis)".into()));
-        }
-        let mut rows: Vec<Vec<f64>> = Vec::with_capacity(vectors.len());
-        for (i, v) in vectors.iter().enumerate() {
-            if v.len() != hidden {
-                return Err(Error::Invalid(format!("direction {i} has length {}, expected {hidden}", v.len())));
-            }
-            let mut x: Vec<f64> = v.iter().map(|&a| a.into()).collect();
-            if x.iter().any(|a| !a.is_finite()) {
-                return Err(Error::Invalid(format!("direction {i} contains NaN or infinite values")));
-            }
-            let original = norm(&x);
-            if original == 0.0 {
-                return Err(Error::Invalid(format!("direction {i} is zero")));
-            }
-            for _ in 0..2 {
-                for q in &rows {
-                    let c = dot(q, &x);
-                    x.iter_mut().zip(q).for_each(|(a, b)| *a -= c * b);
-                }
-            }
-            let remaining = norm(&x);
-            if remaining < RANK_TOLERANCE * original {
-                return Err(Error::Invalid(format!("direction {i} is linearly dependent on the ones before it")));
-            }
-            x.iter_mut().for_each(|a| *a /= remaining);
-            rows.push(x);
-        }
-        Ok(Basis { rows })
-    }
-
-    /// The basis vectors.
-    pub fn rows(&self) -> &[Vec<f64>] {
-        &self.rows
-    }
-
-    /// Vector length.
-    pub fn hidden(&self) -> usize {
-        self.rows[0].len()
-    }
-
-    /// Number of directions.
-    pub fn k(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// The basis a writer behind a post-norm with scale `γ` must be edited against: the norm's
-    /// output `γ ⊙ x / rms(x)` is orthogonal to `q` iff `x` is orthogonal to `γ ⊙ q`.
-    pub fn through_norm(&self, gamma: &[f32]) -> Result<Basis> {
-        if gamma.len() != self.hidden() {
-            return Err(Error::Invalid(format!("norm weight has length {}, expected {}", gamma.len(), self.hidden())));
-        }
-        let scaled: Vec<Vec<f64>> =
-            self.rows.iter().map(|q| q.iter().zip(gamma).map(|(a, &g)| a * f64::from(g)).collect()).collect();
-        Basis::orthonormal(&scaled)
-    }
-
-    /// Coefficients `Q v` of one vector.
-    fn coefficients(&self, v: &[f32]) -> Vec<f64> {
-        self.rows.iter().map(|q| q.iter().zip(v).map(|(a, &b)| a * f64::from(b)).sum()).collect()
-    }
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn norm(a: &[f64]) -> f64 {
-    dot(a, a).sqrt()
-}
+pub use crate::linalg::Basis;
+#[cfg(test)]
+use crate::linalg::{dot, norm};
 
 /// The factor that brings a vector of squared length `after_sq` back to `before_sq`.
 fn rescale(before_sq: f64, after_sq: f64) -> f64 {

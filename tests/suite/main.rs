@@ -11,6 +11,7 @@ mod export;
 mod import_roundtrip;
 mod judge;
 mod layer_major;
+mod layering;
 mod pipeline;
 mod probe;
 mod prompts_batch;
