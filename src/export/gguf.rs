@@ -138,7 +138,11 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         Family::Gemma => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
-        Family::Phi3 | Family::Qwen => return None,
+        // Families whose llama.cpp layout (fused projections, permutations, multiplier keys)
+        // the exporter does not write yet.
+        Family::Phi3 | Family::Qwen | Family::Olmo2 | Family::Granite | Family::Smollm3 | Family::Glm4 => {
+            return None
+        }
     })
 }
 
