@@ -17,12 +17,13 @@ use scalpel::prompts::PromptSet;
 use std::path::PathBuf;
 
 /// Measure a model on held-out prompts: how its answers to harmful requests divide into
-/// refusals, evasions and compliances, how often it fails harmless ones (over-refusal: refusal
-/// + evasion), and with --baseline how far its next-token distribution moved on harmless prompts
-/// (KL(baseline ‖ model) of the first generated token). Answers are greedy; the judge (--judge)
-/// gives the verdicts: `rules` reads the text (markers by where they stand, lectures, loops,
-/// language switches, …; `scalpel eval --markers` lists the markers), `model:PATH` asks a chat
-/// model. Defaults use the built-in test splits, never the prompts that probe trained on.
+/// refusals, evasions and compliances, how often it fails harmless ones (over-refusal counts
+/// refusals and evasions), and with --baseline how far its next-token distribution moved on
+/// harmless prompts (KL(baseline ‖ model) of the first generated token). Answers are greedy;
+/// the judge (--judge) gives the verdicts: `rules` reads the text (markers by where they stand,
+/// lectures, loops, language switches; `scalpel eval --markers` lists the markers), and
+/// `model:PATH` asks a chat model. Defaults use the built-in test splits, never the prompts
+/// that probe trained on.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
     /// Model folder, or a Hugging Face id.
