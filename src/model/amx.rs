@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn amx_products_match_f64_to_f32_accuracy() {
         if !enabled() {
-            eprintln!("no AMX on this CPU (or {AMX_ENV} is off): the AMX products are not run");
+            eprintln!("skipped: no AMX (or {AMX_ENV} is off)");
             return;
         }
         let device = Device::Cpu;
@@ -544,7 +544,7 @@ mod tests {
     #[test]
     fn a_row_does_not_depend_on_its_batch() {
         if !enabled() {
-            eprintln!("no AMX on this CPU (or {AMX_ENV} is off): the AMX products are not run");
+            eprintln!("skipped: no AMX (or {AMX_ENV} is off)");
             return;
         }
         let device = Device::Cpu;
@@ -562,7 +562,7 @@ mod tests {
     #[test]
     fn only_bf16_exact_matrices_pack() {
         if !enabled() {
-            eprintln!("no AMX on this CPU (or {AMX_ENV} is off): packing is not run");
+            eprintln!("skipped: no AMX (or {AMX_ENV} is off)");
             return;
         }
         let device = Device::Cpu;

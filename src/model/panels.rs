@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn panel_products_match_f64_with_tails_views_and_bias() {
         if !enabled() {
-            eprintln!("skipped: no AVX-512F");
+            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
             return;
         }
         let device = Device::Cpu;
@@ -463,6 +463,7 @@ mod tests {
     #[test]
     fn sixteen_bit_matrices_pack_as_their_widened_values() {
         if !enabled() {
+            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
             return;
         }
         let w = Tensor::randn(0f32, 1.0, (37, 20), &Device::Cpu).unwrap();
@@ -477,6 +478,7 @@ mod tests {
     #[test]
     fn gathered_rows_are_the_matrix_rows_in_any_order_and_out_of_range_rows_are_refused() {
         if !enabled() {
+            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
             return;
         }
         let w = Tensor::randn(0f32, 1.0, (70, 9), &Device::Cpu).unwrap();
@@ -505,6 +507,7 @@ mod tests {
     #[test]
     fn a_row_does_not_depend_on_its_batch() {
         if !enabled() {
+            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
             return;
         }
         let device = Device::Cpu;
