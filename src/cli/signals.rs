@@ -27,7 +27,7 @@ pub fn install() {
                 std::process::exit(128 + signal);
             }
         };
-        if std::thread::Builder::new().name("signals".into()).spawn(move || wait()).is_err() {
+        if std::thread::Builder::new().name("signals".into()).spawn(wait).is_err() {
             // No thread to wait: restore the default behaviour.
             libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         }

@@ -246,7 +246,10 @@ fn huge_config_sizes_are_refused_before_allocation() {
 }
 
 /// A copy of the GGUF `src` with its metadata changed by `edit` and without tensor `drop`.
-fn rewrite_gguf(src: &Path, dst: &Path, edit: &dyn Fn(&mut Vec<(String, Value)>), drop: Option<&str>) {
+/// An edit of a GGUF file's metadata entries.
+type MetaEdit = dyn Fn(&mut Vec<(String, Value)>);
+
+fn rewrite_gguf(src: &Path, dst: &Path, edit: &MetaEdit, drop: Option<&str>) {
     let mut file = std::fs::File::open(src).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
     let mut meta: Vec<(String, Value)> = content.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -278,7 +281,7 @@ fn bad_gguf_metadata_is_an_error_before_candle_reads_it() {
     let good = tmp.path().join("good.gguf");
     crate::import_roundtrip::export(&ModelDir::open(&model).unwrap(), &good, GgmlDType::F32);
     let endless = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<(String, Value)>)>, Option<&str>, &str)> = vec![
+    let cases: Vec<(&str, Box<MetaEdit>, Option<&str>, &str)> = vec![
         ("alignment", Box::new(set("general.alignment", Value::U32(0))), None, "general.alignment"),
         ("heads", Box::new(set("llama.attention.head_count", Value::U32(0))), None, "attention.head_count"),
         ("blocks", Box::new(set("llama.block_count", Value::U32(1_000_000_000))), None, "block_count"),
