@@ -453,7 +453,7 @@ pub fn merge_adapter(base: &ModelDir, adapter: &Path, progress: &dyn Progress) -
     let mut by_tensor: HashMap<String, &(Factors, f64)> = HashMap::new();
     for (module, entry) in &adapter_data.modules {
         let tensor = format!("{module}.weight");
-        if !base.checkpoint.contains(&tensor) && !(tied && tensor == head) {
+        if !(base.checkpoint.contains(&tensor) || (tied && tensor == head)) {
             return Err(Error::bad_checkpoint(
                 adapter,
                 format!("adapts `{module}`, which {} does not have", base.root.display()),

@@ -204,7 +204,7 @@ fn fitting(want: GgmlDType, cols: usize) -> GgmlDType {
 
 /// llama.cpp's choice of layers that get more bits in the `_M` mixes.
 fn more_bits(layer: usize, layers: usize) -> bool {
-    layer < layers / 8 || layer >= 7 * layers / 8 || (layer >= layers / 8 && (layer - layers / 8) % 3 == 2)
+    layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2
 }
 
 fn layer_of(gguf: &str) -> Option<usize> {
