@@ -4,7 +4,7 @@
 use super::runtime::RunArgs;
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use scalpel::eval::judge::{check_judge, load_labelled, JudgeSpec, ModelJudge, RulesJudge, Split};
+use scalpel::eval::judge::{check_judge, load_labelled, JudgeSpec, Split};
 use scalpel::eval::Judge;
 use scalpel::model::{parse_device, parse_dtype};
 use std::path::PathBuf;
@@ -27,21 +27,10 @@ pub struct JudgeArgs {
 impl JudgeArgs {
     /// The judge named by `spec`, a model judge loaded with `run`'s device and dtype.
     pub fn build(&self, spec: &str, run: &RunArgs) -> anyhow::Result<Box<dyn Judge>> {
-        Ok(match JudgeSpec::parse(spec)? {
-            JudgeSpec::Rules => Box::new(RulesJudge),
-            JudgeSpec::Model(path) => {
-                let cache = self.judge_cache.clone().or_else(default_cache);
-                let judge = ModelJudge::open(
-                    &path,
-                    &parse_device(&run.device)?,
-                    parse_dtype(&run.dtype)?,
-                    cache.as_deref(),
-                    self.judge_batch,
-                )
-                .with_context(|| format!("loading the judge model {}", path.display()))?;
-                Box::new(judge)
-            }
-        })
+        let spec = JudgeSpec::parse(spec)?;
+        let cache = self.judge_cache.clone().or_else(default_cache);
+        spec.open(&parse_device(&run.device)?, parse_dtype(&run.dtype)?, cache.as_deref(), self.judge_batch)
+            .with_context(|| format!("opening the judge `{spec}`"))
     }
 
     /// The judge of `--judge`.

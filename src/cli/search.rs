@@ -7,7 +7,7 @@ use super::runtime::RunArgs;
 use clap::Args as ClapArgs;
 use scalpel::progress::{Progress, Unit};
 use scalpel::prompts::PromptSet;
-use scalpel::search::{search_step, trial_row, AnswerSettings, MarkerJudge, SearchSettings, Validation, TRIAL_HEADER};
+use scalpel::search::{search_step, trial_row, AnswerSettings, SearchSettings, Validation, TRIAL_HEADER};
 use std::path::PathBuf;
 
 /// Search the edit (direction layer and stream, raw or projected direction, per-kind strength
@@ -55,6 +55,9 @@ pub struct Args {
     /// Measure every trial in full (no pruning).
     #[arg(long)]
     pub no_prune: bool,
+    /// The judge of stage 2's full-length answers.
+    #[command(flatten)]
+    pub judge: super::judge::JudgeArgs,
     /// Trials before the TPE sampler takes over (starting trials, then random ones).
     #[arg(long, default_value_t = SearchSettings::default().startup)]
     pub startup: usize,
@@ -110,10 +113,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (decoder, encoder) = args.run.load(&model)?;
     let bar = Bar::new("search", Unit::Items);
     let settings = args.settings();
-    // Stage 2 judges with stage 1's markers until a judge is configured.
-    let judge = MarkerJudge;
-    let outcome =
-        search_step(&decoder, &model, &encoder, &args.directions, &validation, &settings, &judge, &args.out, &bar)?;
+    let judge = args.judge.judge(&args.run)?;
+    let outcome = search_step(
+        &decoder,
+        &model,
+        &encoder,
+        &args.directions,
+        &validation,
+        &settings,
+        judge.as_ref(),
+        &args.out,
+        &bar,
+    )?;
     bar.finish();
     let b = &outcome.baseline;
     eprintln!(

@@ -140,9 +140,7 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         Family::Gemma3 => "gemma3",
         // Families whose llama.cpp layout (fused projections, permutations, multiplier keys)
         // the exporter does not write yet.
-        Family::Phi3 | Family::Qwen | Family::Olmo2 | Family::Granite | Family::Smollm3 | Family::Glm4 => {
-            return None
-        }
+        Family::Phi3 | Family::Qwen | Family::Olmo2 | Family::Granite | Family::Smollm3 | Family::Glm4 => return None,
     })
 }
 

@@ -9,13 +9,14 @@ pub mod steps;
 
 use crate::checkpoint::{resolve_model, ModelDir};
 use crate::directions::DirectionsFile;
+use crate::eval::judge::JudgeSpec;
 use crate::eval::{EvalReport, Loaded, OnDemand, SideBySide};
 use crate::model::{default_device, parse_dtype, Decoder, Interventions};
 use crate::probe::{confirmed_prompts, probe_to_folder, DirectionKind, ProbeFolder};
 use crate::progress::{Reporter, Unit};
 use crate::prompts::{PromptEncoder, PromptFormat, PromptSet};
 use crate::recipe::{Recipe, SearchSection};
-use crate::search::{search_step, trial_edit, MarkerJudge, TrialEdit, Validation, CHOSEN_FILE};
+use crate::search::{search_step, trial_edit, TrialEdit, Validation, CHOSEN_FILE};
 use crate::surgery::{DirectionChoice, SurgeryOptions, VerifyReport, EDIT_RECORD_FILE};
 use crate::{Error, Result};
 use stamps::{hash_of, json, model_identity, Stamps};
@@ -285,7 +286,7 @@ impl Run<'_> {
     fn search(&mut self, probe_hash: &str, probe_directions: &Path) -> Result<(String, TrialEdit)> {
         let r = self.recipe;
         let dir = self.own("search")?;
-        let hash = hash_of(&[json(&probe_hash)?, json(&r.search)?]);
+        let hash = hash_of(&[json(&probe_hash)?, json(&r.search)?, json(&r.judge)?]);
         let n = self.model.spec.num_layers;
         if self.stamps.fresh("search", &hash, &dir.join(CHOSEN_FILE)) {
             return Ok((hash, trial_edit(&dir, None, n)?));
@@ -313,6 +314,7 @@ impl Run<'_> {
                 .prompts)
         };
         let validation = Validation { harmful: first(&s.harmful)?, harmless: first(&s.harmless)? };
+        let judge = self.judge()?;
         let bar = self.reporter.progress("search: trials", Unit::Items);
         let outcome = search_step(
             original_decoder(&mut self.decoder, &self.model, r)?,
@@ -321,7 +323,7 @@ impl Run<'_> {
             probe_directions,
             &validation,
             &s.settings(),
-            &MarkerJudge,
+            judge.as_ref(),
             &dir,
             bar.as_ref(),
         )?;
@@ -378,7 +380,7 @@ impl Run<'_> {
     fn eval(&mut self, ablate_hash: &str) -> Result<(EvalReport, Vec<SideBySide>)> {
         let (r, e) = (self.recipe, &self.recipe.eval);
         let eval_path = self.own("eval")?;
-        let hash = hash_of(&[json(&ablate_hash)?, json(e)?]);
+        let hash = hash_of(&[json(&ablate_hash)?, json(e)?, json(&r.judge)?]);
         if self.stamps.fresh("eval", &hash, &eval_path) {
             return read_eval(&eval_path);
         }
@@ -427,14 +429,34 @@ impl Run<'_> {
             }),
         };
         let bar = self.reporter.progress("eval: answers", Unit::Items);
-        let (report, samples) = eval_step(&mut after, Some(&mut before), &sets, e.max_tokens, e.batch, bar.as_ref())?;
+        let (mut report, samples) =
+            eval_step(&mut after, Some(&mut before), &sets, e.max_tokens, e.batch, bar.as_ref())?;
         bar.finish();
+        // Both models are dropped by now: a judge model has the memory to itself.
+        if JudgeSpec::parse(&r.judge.judge)? != JudgeSpec::Rules {
+            self.reporter.note(&format!("eval: judging the answers with {}", r.judge.judge));
+            report.rejudge(self.judge()?.as_ref())?;
+        }
         let text = serde_json::to_string_pretty(&serde_json::json!({"report": report, "samples": samples}))
             .map_err(|er| Error::Other(er.to_string()))?;
         std::fs::write(&eval_path, text).map_err(|er| Error::io(&eval_path, er))?;
         self.stamps.set("eval", &hash)?;
         self.ran.push("eval".into());
         Ok((report, samples))
+    }
+}
+
+impl Run<'_> {
+    /// The recipe's judge (`[judge] judge`); a model judge caches its verdicts in the output
+    /// folder, so a resumed or repeated run does not judge an answer twice.
+    fn judge(&self) -> Result<Box<dyn crate::eval::Judge>> {
+        let r = self.recipe;
+        JudgeSpec::parse(&r.judge.judge)?.open(
+            &default_device(),
+            parse_dtype(&r.model.dtype)?,
+            Some(&self.out.join("judge-cache")),
+            4,
+        )
     }
 }
 

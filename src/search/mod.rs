@@ -25,8 +25,7 @@ mod store;
 pub mod tpe;
 
 pub use finals::{
-    choose_final, finalists, judge_trial, run_stage2, FinalRecord, FullAnswers, JudgedAnswer, MarkerJudge, Stage2,
-    Stage2Inputs,
+    choose_final, finalists, judge_trial, run_stage2, FinalRecord, FullAnswers, JudgedAnswer, Stage2, Stage2Inputs,
 };
 pub use objective::{
     measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation, DEFAULT_ANSWERED_HARMLESS,

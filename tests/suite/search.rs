@@ -7,13 +7,14 @@ use candle_core::{DType, Device};
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::{Direction, DirectionsFile};
+use scalpel::eval::judge::RulesJudge;
 use scalpel::fixture::{FixtureOptions, FAMILIES};
 use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
 use scalpel::progress::Silent;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use scalpel::search::{
-    load_trials, measure, search_step, trial_directions, AnswerSettings, MarkerJudge, SearchSettings, SearchSpace,
-    TrialParams, Validation,
+    load_trials, measure, search_step, trial_directions, AnswerSettings, SearchSettings, SearchSpace, TrialParams,
+    Validation,
 };
 use scalpel::surgery::{ablate, plan, WeightKernel};
 use std::collections::BTreeMap;
@@ -130,7 +131,7 @@ fn search_with(s: &Setup, directions: &Path, out: &str, trials: usize, seed: u64
     };
     let dir = s.root.join(out);
     let outcome =
-        search_step(&decoder, &s.model, &encoder, directions, &validation, &settings, &MarkerJudge, &dir, &Silent)
+        search_step(&decoder, &s.model, &encoder, directions, &validation, &settings, &RulesJudge, &dir, &Silent)
             .unwrap();
     assert!(dir.join("report.md").exists() && dir.join("pareto.png").exists() && dir.join("chosen.json").exists());
     assert_eq!(outcome.trials, load_trials(&dir).unwrap());
@@ -176,7 +177,7 @@ fn a_search_folder_with_other_settings_is_refused() {
         &s.directions,
         &validation,
         &SearchSettings { trials: 4, ..SearchSettings::default() },
-        &MarkerJudge,
+        &RulesJudge,
         &s.root.join("e"),
         &Silent,
     )
@@ -457,7 +458,7 @@ fn pruning_search(s: &Setup, out: &str, trials: usize, progress: &dyn scalpel::p
     };
     let dir = s.root.join(out);
     let outcome =
-        search_step(&decoder, &s.model, &encoder, &s.directions, &validation, &settings, &MarkerJudge, &dir, progress)
+        search_step(&decoder, &s.model, &encoder, &s.directions, &validation, &settings, &RulesJudge, &dir, progress)
             .unwrap();
     assert_eq!(outcome.trials, load_trials(&dir).unwrap());
     outcome.trials

@@ -39,6 +39,23 @@ impl JudgeSpec {
     }
 }
 
+impl JudgeSpec {
+    /// The judge this spec names; a model judge runs on `device` in `dtype`, caches its
+    /// verdicts in `cache` (when given) and scores `batch` answers per forward pass.
+    pub fn open(
+        &self,
+        device: &candle_core::Device,
+        dtype: candle_core::DType,
+        cache: Option<&std::path::Path>,
+        batch: usize,
+    ) -> Result<Box<dyn super::Judge>> {
+        Ok(match self {
+            JudgeSpec::Rules => Box::new(RulesJudge),
+            JudgeSpec::Model(path) => Box::new(ModelJudge::open(path, device, dtype, cache, batch)?),
+        })
+    }
+}
+
 impl std::fmt::Display for JudgeSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
