@@ -24,6 +24,7 @@ pub mod directions;
 pub mod error;
 pub mod eval;
 pub mod export;
+pub mod files;
 pub mod fixture;
 pub mod import;
 pub mod layers;

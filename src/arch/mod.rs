@@ -144,7 +144,7 @@ impl std::fmt::Display for Family {
 /// Read `config.json` from a model folder and build its [`ModelSpec`].
 pub fn load_spec(model_dir: &Path) -> Result<ModelSpec> {
     let path = model_dir.join("config.json");
-    let text = crate::checkpoint::read_capped(&path, crate::checkpoint::JSON_CAP)?;
+    let text = crate::files::read_capped(&path, crate::files::JSON_CAP)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|source| Error::Json { path: path.clone(), source })?;
     spec_from_config(&value, &path)

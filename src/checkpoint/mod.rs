@@ -12,6 +12,7 @@ mod summary;
 mod validate;
 mod writer;
 
+pub use crate::files::{read_capped, JSON_CAP};
 pub use dtype::{decode_f32, encode_f32, unit_roundoff, EditableDtype};
 pub use model_dir::ModelDir;
 pub use reader::{Checkpoint, INDEX_FILE, SINGLE_FILE};
@@ -24,5 +25,5 @@ pub use staging::{
 };
 pub use stream::{SafetensorsStream, TensorEntry};
 pub use summary::{ModelSummary, WriterSummary};
-pub use validate::{check_shapes, missing_tensors, read_capped, unused_tensors, JSON_CAP};
+pub use validate::{check_shapes, missing_tensors, unused_tensors};
 pub use writer::{stage_checkpoint, write_checkpoint, AddedTensor, TensorEdit, WriteOptions, WriteReport};

@@ -1,33 +1,11 @@
 //! Checks of a model folder against its config.json before any work: every tensor scalpel
 //! reads has the shape the config implies (computed with checked arithmetic), no tensor has a
-//! zero-size dimension, and tensors the config does not use are named. Side files are read
-//! with a size cap.
+//! zero-size dimension, and tensors the config does not use are named.
 
 use super::model_dir::ModelDir;
 use crate::arch::{AttentionLayout, MlpLayout, WriterKind};
 use crate::{Error, Result};
 use std::collections::BTreeSet;
-use std::io::Read;
-use std::path::Path;
-
-/// Largest JSON side file read whole (config.json, index, records, chat templates).
-pub const JSON_CAP: u64 = 64 << 20;
-
-/// Read a text file of at most `cap` bytes (a larger file, or an endless one such as a link to
-/// /dev/zero, is an error naming it).
-pub fn read_capped(path: &Path, cap: u64) -> Result<String> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut bytes = Vec::new();
-    file.take(cap + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
-    if bytes.len() as u64 > cap {
-        return Err(Error::Invalid(format!(
-            "{}: larger than {} MB; not a side file scalpel reads",
-            path.display(),
-            cap >> 20
-        )));
-    }
-    String::from_utf8(bytes).map_err(|_| Error::Invalid(format!("{}: not UTF-8 text", path.display())))
-}
 
 /// Check every tensor the config names against its expected shape, and that no stored tensor
 /// has a zero-size dimension.
@@ -84,8 +62,14 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
         for norm in [&n.attn_post_norm, &n.mlp_post_norm].into_iter().flatten() {
             expect(norm, &[h])?;
         }
-        for norm in [&n.q_norm, &n.k_norm].into_iter().flatten() {
-            expect(norm, &[spec.head_dim])?;
+        // Per-head q/k norms scale one head's width; OLMo 2's scale the whole projection.
+        let (q_norm_width, k_norm_width) =
+            if spec.qk_norm_full { (q_width, kv_width) } else { (spec.head_dim, spec.head_dim) };
+        if let Some(norm) = &n.q_norm {
+            expect(norm, &[q_norm_width])?;
+        }
+        if let Some(norm) = &n.k_norm {
+            expect(norm, &[k_norm_width])?;
         }
         expect(&n.o_proj, &[h, q_width])?;
         expect(&n.down_proj, &[h, spec.intermediate_size])?;

@@ -45,7 +45,7 @@ pub struct ExportArgs {
     #[arg(long, value_name = "DIR")]
     pub base: Option<PathBuf>,
     /// Replace existing outputs.
-    #[arg(long = "export-force")]
+    #[arg(long = "export-force", id = "export_force")]
     pub force: bool,
 }
 

@@ -103,6 +103,8 @@ fn run_on_the_demo_model_when_present() {
     r.search.trials = 2;
     r.search.limit = Some(6);
     r.search.max_tokens = 8;
+    r.search.finalists = 1;
+    r.search.final_max_tokens = 16;
     r.eval.limit = Some(8);
     r.eval.max_tokens = 16;
     r.eval.samples = 2;
@@ -118,7 +120,7 @@ fn run_on_the_demo_model_when_present() {
     assert!(eval["report"]["kl"]["mean"].as_f64().unwrap() > 0.0, "the edit changes the model");
 }
 
-/// Issue 13, item 1: the recipe's `direction.stream` is the stream the direction comes from.
+/// The recipe's `direction.stream` is the stream the direction comes from.
 #[test]
 fn the_recipe_stream_is_honoured() {
     let tmp = tempfile::tempdir().unwrap();
@@ -132,7 +134,7 @@ fn the_recipe_stream_is_honoured() {
     assert_eq!(file.recommended().unwrap().0, "resid_mid");
 }
 
-/// Issue 13, item 6: replacing the model at the same path (a re-import) re-runs every step.
+/// Replacing the model at the same path (a re-import) re-runs every step.
 #[test]
 fn a_replaced_model_is_not_reused_from_stale_stamps() {
     let tmp = tempfile::tempdir().unwrap();

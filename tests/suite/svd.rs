@@ -80,7 +80,7 @@ fn embedding_subspace_lives_in_the_hidden_space() {
     }
 }
 
-/// Issue 13, item 10: the report leads with the recommended direction and a few others, not a
+/// The report leads with the recommended direction and a few others, not a
 /// line per entry of the directions file; everything is still in svd.json.
 #[test]
 fn the_report_summarises_a_large_directions_file() {

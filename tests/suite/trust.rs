@@ -1,4 +1,4 @@
-//! Issue 13: checks that can fail where they should, choices that are honoured, numbers that do
+//! Checks that can fail where they should, choices that are honoured, numbers that do
 //! not hide breakage. Each test here failed before its fix (see the test names).
 
 use crate::common;
