@@ -76,6 +76,12 @@ fn planted_label_probabilities_give_the_planted_verdict_and_cache_hits_skip_the_
 fn a_fixture_judge_model_scores_in_one_forward_pass_and_caches_to_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = common::fixture(tmp.path(), "judge", "qwen2", &FixtureOptions::default());
+    // The fixture's character-level tokenizer spends a token per few letters: give the rubric
+    // the room a real judge model's context has (rope positions need no weights).
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["max_position_embeddings"] = 4096.into();
+    std::fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
     let cache = tmp.path().join("cache");
     let judge = ModelJudge::open(&dir, &candle_core::Device::Cpu, candle_core::DType::F32, Some(&cache), 2).unwrap();
     assert_eq!(judge.name(), "model:judge");
