@@ -14,7 +14,6 @@ use scalpel::directions::DirectionsFile;
 use scalpel::export::{export_adapter, export_gguf, merge_adapter, GgufOptions, GgufType};
 use scalpel::fixture::{FixtureOptions, FAMILIES};
 use scalpel::import::{import_gguf, ImportOptions};
-use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
 use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPlan};
 use std::io::{Read, Seek, SeekFrom};
@@ -26,20 +25,6 @@ const IMPORTABLE: &[&str] = &["llama", "mistral", "qwen2", "gemma2", "gemma3_tex
 const EXPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"];
 
 const IDS: [u32; 9] = [5, 17, 42, 99, 3, 250, 7, 120, 64];
-
-fn logits(model: &ModelDir, ids: &[u32]) -> Vec<f32> {
-    let d = Decoder::load(model, &Device::Cpu, DType::F32).unwrap();
-    let iv = Interventions::none();
-    let req = ForwardRequest { capture: None, interventions: &iv, logits: LogitsMode::Last };
-    d.forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req)
-        .unwrap()
-        .logits
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
 
 fn relative(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
@@ -135,7 +120,7 @@ fn candle_transformers_runs_the_exported_gguf_to_scalpels_logits() {
         let src = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
         let model = ModelDir::open(&src).unwrap();
         let ids: &[u32] = &IDS;
-        let ours = logits(&model, ids);
+        let ours = common::last_logits(&model, ids);
         for (ty, name, limit) in [(GgufType::F16, "f16", 1e-2), (GgufType::Q8_0, "q8_0", 5e-2)] {
             let out = tmp.path().join(format!("{family}-{name}.gguf"));
             gguf(&model, &out, ty);
@@ -203,7 +188,7 @@ fn type_same_byte_copies_untouched_tensors_from_the_source_gguf_and_requantizes_
         }
     }
     // The file runs, and as the edited folder does.
-    let rel = relative(&candle_logits("llama", &out, &IDS), &logits(&edited, &IDS));
+    let rel = relative(&candle_logits("llama", &out, &IDS), &common::last_logits(&edited, &IDS));
     assert!(rel < 5e-2, "{rel}");
     // A GGUF that is not the folder's source is refused.
     let other = common::fixture(tmp.path(), "other", "llama", &FixtureOptions { seed: 9, ..Default::default() });
@@ -273,12 +258,12 @@ fn base_plus_adapter_runs_as_the_edited_checkpoint_on_every_family() {
                 serde_json::from_str(&std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap()).unwrap();
             assert_eq!(config["r"], config["lora_alpha"], "scaling 1");
             let merged = merge_adapter(&base, &adapter, &Silent).unwrap();
-            let (want, got) = (logits(&edited, &IDS), logits(&merged.model, &IDS));
+            let (want, got) = (common::last_logits(&edited, &IDS), common::last_logits(&merged.model, &IDS));
             let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
             let diff = want.iter().zip(&got).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(diff <= 1e-4 * scale.max(1.0), "{name}: base + adapter differs from the edit by {diff:e}");
             // And the edit did change the model.
-            let before = logits(&base, &IDS);
+            let before = common::last_logits(&base, &IDS);
             assert!(relative(&before, &want) > 1e-3, "{name}: the edit changes the logits");
         }
     }

@@ -7,12 +7,11 @@ use crate::common;
 
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use scalpel::arch::RopeScaling;
 use scalpel::checkpoint::{EditableDtype, ModelDir};
 use scalpel::fixture::FixtureOptions;
 use scalpel::import::{import_gguf, permute_rows, ImportOptions};
-use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
 use scalpel::progress::Silent;
 use std::path::Path;
 
@@ -132,20 +131,6 @@ pub fn export(model: &ModelDir, path: &Path, dtype: GgmlDType) {
     gguf_file::write(&mut file, &meta, &ts).unwrap();
 }
 
-fn logits(model: &ModelDir, ids: &[u32]) -> Vec<f32> {
-    let d = Decoder::load(model, &Device::Cpu, DType::F32).unwrap();
-    let iv = Interventions::none();
-    let req = ForwardRequest { capture: None, interventions: &iv, logits: LogitsMode::Last };
-    d.forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req)
-        .unwrap()
-        .logits
-        .unwrap()
-        .squeeze(0)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
 #[test]
 fn llama_fixture_round_trips_through_gguf() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,7 +170,7 @@ fn llama_fixture_round_trips_through_gguf() {
         assert!(tc["chat_template"].as_str().unwrap().contains("start_header_id"));
         if name == "f32" {
             let ids: Vec<u32> = ta.encode(text, false).unwrap().get_ids().to_vec();
-            assert_eq!(logits(&original, &ids), logits(&imported, &ids), "identical logits");
+            assert_eq!(common::last_logits(&original, &ids), common::last_logits(&imported, &ids), "identical logits");
         }
     }
 }
@@ -210,11 +195,11 @@ fn llama3_rope_scaling_survives_the_round_trip() {
     let imported = ModelDir::open(&out).unwrap();
     assert_eq!(imported.config["rope_scaling"], scaling);
     let ids = [5u32, 77, 200, 13, 90, 91, 92, 15];
-    assert_eq!(logits(&original, &ids), logits(&imported, &ids), "identical logits");
+    assert_eq!(common::last_logits(&original, &ids), common::last_logits(&imported, &ids), "identical logits");
     // The scaling matters here: without it the logits differ.
     config.as_object_mut().unwrap().remove("rope_scaling");
     std::fs::write(&path, config.to_string()).unwrap();
-    assert_ne!(logits(&ModelDir::open(&src).unwrap(), &ids), logits(&imported, &ids));
+    assert_ne!(common::last_logits(&ModelDir::open(&src).unwrap(), &ids), common::last_logits(&imported, &ids));
 }
 
 #[test]

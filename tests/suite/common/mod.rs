@@ -128,3 +128,19 @@ pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path
     ablate(src, &p, &p.record("", "", ""), out, false, true, &Silent).unwrap();
     ModelDir::open(out).unwrap()
 }
+
+/// The f32 logits of the last position of `ids` run alone through `model` on the CPU.
+pub fn last_logits(model: &ModelDir, ids: &[u32]) -> Vec<f32> {
+    let d = scalpel::model::Decoder::load(model, &Device::Cpu, candle_core::DType::F32).unwrap();
+    let iv = Interventions::none();
+    let req =
+        scalpel::model::ForwardRequest { capture: None, interventions: &iv, logits: scalpel::model::LogitsMode::Last };
+    d.forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req)
+        .unwrap()
+        .logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
