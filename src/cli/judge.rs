@@ -63,7 +63,7 @@ pub struct Args {
     /// List every disagreement (id, label, verdict, reason).
     #[arg(long)]
     pub disagreements: bool,
-    /// Print the results as JSON.
+    /// Print the results as JSON (with every answer's verdict and reason).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -101,7 +101,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
             if args.disagreements {
-                for (id, label, verdict, reason) in &check.disagreements {
+                for (id, label, verdict, reason) in check.disagreements() {
                     println!("  {id}: label {label}, judged {verdict} — {reason}");
                 }
             }

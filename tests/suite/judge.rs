@@ -162,8 +162,10 @@ fn judge_check_counts_each_judge_against_the_labels() {
     assert_eq!(check.answers, 4);
     let c = &check.confusion;
     assert_eq!((c.agreed(), c.missed(), c.not_compliant()), (3, 1, 3), "{}", c.text());
-    assert_eq!(check.disagreements.len(), 1);
-    assert_eq!(check.disagreements[0].0, "4");
+    let disagreements: Vec<_> = check.disagreements().collect();
+    assert_eq!(disagreements.len(), 1);
+    assert_eq!(disagreements[0].0, "4");
+    assert_eq!(check.judgements.len(), check.answers);
     assert_eq!((check.harmful.total(), check.harmless.total()), (3, 1));
     assert_eq!(check_judge(&RulesJudge, &set, Split::All).unwrap().answers, 5);
 

@@ -193,8 +193,15 @@ pub struct JudgeCheck {
     pub harmful: Confusion,
     /// Over the harmless set's answers.
     pub harmless: Confusion,
-    /// The ids the judge disagreed on, with (label, verdict, reason).
-    pub disagreements: Vec<(String, Verdict, Verdict, String)>,
+    /// Every answer's id with (label, verdict, reason), in the set's order.
+    pub judgements: Vec<(String, Verdict, Verdict, String)>,
+}
+
+impl JudgeCheck {
+    /// The answers the judge disagreed with the label on.
+    pub fn disagreements(&self) -> impl Iterator<Item = &(String, Verdict, Verdict, String)> {
+        self.judgements.iter().filter(|(_, label, verdict, _)| label != verdict)
+    }
 }
 
 /// Judge every entry of `set` in `split` with `judge` and count agreement with the labels.
@@ -212,15 +219,20 @@ pub fn check_judge(judge: &dyn Judge, set: &[Labelled], split: Split) -> Result<
         )));
     }
     let (mut all, mut harmful, mut harmless) = (Confusion::default(), Confusion::default(), Confusion::default());
-    let mut disagreements = Vec::new();
+    let mut verdicts = Vec::new();
     for (e, j) in chosen.iter().zip(judgements) {
         all.add(e.verdict, j.verdict);
         if e.set == "harmful" { &mut harmful } else { &mut harmless }.add(e.verdict, j.verdict);
-        if e.verdict != j.verdict {
-            disagreements.push((e.id.clone(), e.verdict, j.verdict, j.reason));
-        }
+        verdicts.push((e.id.clone(), e.verdict, j.verdict, j.reason));
     }
-    Ok(JudgeCheck { judge: judge.name(), answers: chosen.len(), confusion: all, harmful, harmless, disagreements })
+    Ok(JudgeCheck {
+        judge: judge.name(),
+        answers: chosen.len(),
+        confusion: all,
+        harmful,
+        harmless,
+        judgements: verdicts,
+    })
 }
 
 #[cfg(test)]
