@@ -328,6 +328,9 @@ impl Default for JudgeSection {
 pub struct OutputSection {
     /// Folder for probe results, the edited model, evaluation and the report.
     pub dir: PathBuf,
+    /// Record the inputs' absolute paths in the edited model (else names, sizes and hashes).
+    #[serde(default)]
+    pub record_paths: bool,
 }
 
 /// Parse a recipe value by the names table the command line's parser is built from

@@ -2,6 +2,7 @@
 //! memory maps one tensor at a time; the streaming writer; model resolution (local or hub).
 
 mod dtype;
+mod identity;
 mod model_dir;
 mod reader;
 mod resolve;
@@ -14,6 +15,7 @@ mod writer;
 
 pub use crate::files::{read_capped, JSON_CAP};
 pub use dtype::{decode_f32, encode_f32, unit_roundoff, EditableDtype};
+pub use identity::{display_name, file_hash, model_hash, InputRecord};
 pub use model_dir::ModelDir;
 pub use reader::{Checkpoint, INDEX_FILE, SINGLE_FILE};
 pub use resolve::resolve_model;

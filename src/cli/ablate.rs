@@ -1,6 +1,6 @@
 //! `scalpel ablate`: write an edited copy of a model with directions projected out of its writers.
 
-use super::common::{human_bytes, open_model};
+use super::common::{human_bytes, open_model, recorded_command};
 use super::progress::Bar;
 use super::selection::{describe, SelectionArgs};
 use super::verify::print_report;
@@ -41,6 +41,10 @@ pub struct Args {
     /// Skip reading the written files back to verify them before they are moved into place.
     #[arg(long)]
     pub no_verify: bool,
+    /// Record the absolute paths of the model, the directions file and the command line in the
+    /// edit record, card and metadata (by default: names, sizes and content hashes only).
+    #[arg(long)]
+    pub record_paths: bool,
     /// Also export the edited model as GGUF and/or the edit as a LoRA adapter (see `scalpel export`).
     #[command(flatten)]
     pub export: super::export::ExportArgs,
@@ -64,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --directions FILE or --trial DIR"),
     };
-    let command = std::env::args().collect::<Vec<String>>().join(" ");
+    let command = recorded_command(&std::env::args().collect::<Vec<String>>(), args.record_paths);
     let request = AblateRequest {
         model: &model,
         directions: &directions_path,
@@ -74,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         verify: !args.no_verify,
         command: &command,
         search_trial,
+        record_paths: args.record_paths,
     };
     let announce = |plan: &SurgeryPlan| {
         eprintln!("ablate {} → {}", model.root.display(), args.out.display());
@@ -112,7 +117,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("{}", w.out.display());
     if args.export.any() {
-        super::export::export(&scalpel::checkpoint::ModelDir::open(&w.out)?, &args.export, Some(&model.root))?;
+        let edited = scalpel::checkpoint::ModelDir::open(&w.out)?;
+        super::export::export(&edited, &args.export, Some(&model.root), Some(&directions_path))?;
     }
     Ok(())
 }

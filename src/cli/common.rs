@@ -181,9 +181,35 @@ pub fn named<T: scalpel::names::Named + Send + Sync>() -> impl clap::builder::Ty
     PossibleValuesParser::new(values).map(|name| T::from_name(&name).expect("a name from the table"))
 }
 
+/// The command line as an edit record keeps it: verbatim with `record_paths`; otherwise the
+/// program as `scalpel` and every argument that is a local path (absolute, `./…`, `../…`, `~…`,
+/// or one that exists) as its file name, also in `--flag=PATH` form, so that a published
+/// checkpoint does not reveal the folders of the machine that made it.
+pub fn recorded_command(args: &[String], record_paths: bool) -> String {
+    if record_paths {
+        return args.join(" ");
+    }
+    let name_only = |value: &str| -> Option<String> {
+        let path = std::path::Path::new(value);
+        let local = path.is_absolute()
+            || ["./", "../", "~"].iter().any(|p| value.starts_with(p))
+            || path.symlink_metadata().is_ok();
+        local.then(|| path.file_name().map_or_else(|| ".".to_string(), |n| n.to_string_lossy().into_owned()))
+    };
+    let rest = args.iter().skip(1).map(|arg| match arg.split_once('=') {
+        Some((flag, value)) if flag.starts_with("--") => match name_only(value) {
+            Some(name) => format!("{flag}={name}"),
+            None => arg.clone(),
+        },
+        _ if arg.starts_with('-') => arg.clone(),
+        _ => name_only(arg).unwrap_or_else(|| arg.clone()),
+    });
+    std::iter::once("scalpel".to_string()).chain(rest).collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::printable;
+    use super::{printable, recorded_command};
 
     #[test]
     fn stops_before_a_stop_string_and_holds_back_a_possible_start() {
@@ -195,5 +221,27 @@ mod tests {
         assert_eq!(printable("abc", &[]), (3, false));
         // Never cuts inside a character.
         assert_eq!(printable("ééééé", &stops), (4, false));
+    }
+
+    #[test]
+    fn recorded_commands_keep_names_not_paths() {
+        let args: Vec<String> = [
+            "/opt/bin/scalpel",
+            "ablate",
+            "/home/a/models/m",
+            "--directions=/home/a/d.safetensors",
+            "--out",
+            "../x/out",
+            "owner/name",
+            "--strength",
+            "0.5",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            recorded_command(&args, false),
+            "scalpel ablate m --directions=d.safetensors --out out owner/name --strength 0.5"
+        );
+        assert_eq!(recorded_command(&args, true), args.join(" "));
     }
 }

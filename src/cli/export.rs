@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 pub struct Args {
     /// Model folder, or a Hugging Face id (owner/name).
     pub model: String,
+    /// With --adapter: the directions file of the edit (default: the path the edit record
+    /// holds, present only when the edit was written with --record-paths).
+    #[arg(long, value_name = "FILE")]
+    pub directions: Option<PathBuf>,
     #[command(flatten)]
     pub out: ExportArgs,
 }
@@ -41,7 +45,8 @@ pub struct ExportArgs {
     /// Write a PEFT LoRA adapter folder here (the model must be a folder scalpel edited).
     #[arg(long, value_name = "OUT_DIR")]
     pub adapter: Option<PathBuf>,
-    /// The adapter's base model (default: the edit record's source model).
+    /// The adapter's base model (default: the path the edit record holds, present only when the
+    /// edit was written with --record-paths); it must be the model the record names.
     #[arg(long, value_name = "DIR")]
     pub base: Option<PathBuf>,
     /// Replace existing outputs.
@@ -56,8 +61,14 @@ impl ExportArgs {
     }
 }
 
-/// Export `model` as `args` ask (`base`: the adapter's base when the caller knows it).
-pub fn export(model: &ModelDir, args: &ExportArgs, base: Option<&Path>) -> anyhow::Result<()> {
+/// Export `model` as `args` ask (`base`, `directions`: the adapter's base and the edit's
+/// directions file when the caller knows them).
+pub fn export(
+    model: &ModelDir,
+    args: &ExportArgs,
+    base: Option<&Path>,
+    directions: Option<&Path>,
+) -> anyhow::Result<()> {
     if let Some(out) = &args.gguf {
         let options = GgufOptions {
             ty: GgufType::parse(&args.ty)?,
@@ -94,7 +105,7 @@ pub fn export(model: &ModelDir, args: &ExportArgs, base: Option<&Path>) -> anyho
     if let Some(out) = &args.adapter {
         let base = args.base.as_deref().or(base);
         let bar = Bar::new("adapter", Unit::Items);
-        let report = export_adapter_from_record(model, base, out, args.force, &bar)?;
+        let report = export_adapter_from_record(model, base, directions, out, args.force, &bar)?;
         bar.finish();
         eprintln!(
             "wrote {}: {} LoRA modules of rank {}, {}{}",
@@ -115,5 +126,5 @@ pub fn export(model: &ModelDir, args: &ExportArgs, base: Option<&Path>) -> anyho
 /// Run `export`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = open_model(&args.model)?;
-    export(&model, &args.out, None)
+    export(&model, &args.out, None, args.directions.as_deref())
 }

@@ -18,6 +18,10 @@ pub struct Args {
     /// Output folder (default: the recipe's output.dir).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Record the absolute paths of the model and directions file in the edited model (as
+    /// `output.record_paths = true`); by default only their names, sizes and hashes.
+    #[arg(long)]
+    pub record_paths: bool,
 }
 
 /// Run `run`.
@@ -27,6 +31,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::ensure!(!out.as_os_str().is_empty(), "--out is empty: name the folder the run writes into");
         recipe.output.dir = out;
     }
+    recipe.output.record_paths |= args.record_paths;
     eprintln!("run {} → {}", args.recipe.display(), recipe.output.dir.display());
     let outside = scalpel::recipe::recipe_base(&args.recipe)
         .is_some_and(|base| recipe.output.dir.is_absolute() && !recipe.output.dir.starts_with(&base));

@@ -4,7 +4,7 @@ use super::common::open_model;
 use super::selection::{describe, SelectionArgs};
 use clap::Args as ClapArgs;
 use scalpel::directions::DirectionsFile;
-use scalpel::pipeline::{edit_record, verify_step};
+use scalpel::pipeline::{edit_record, original_model, verify_step};
 use scalpel::surgery::VerifyReport;
 use std::path::PathBuf;
 
@@ -24,8 +24,9 @@ pub struct Args {
     pub directions: PathBuf,
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// The unedited model, for the expected ratios (default: the edit record's source model;
-    /// needed when λ ≠ 1).
+    /// The unedited model, for the expected ratios; needed when λ ≠ 1. It must be the model the
+    /// edit record names (weight bytes and content hash). Default: the path the record holds,
+    /// present only when the edit was written with --record-paths (and in older records).
     #[arg(long, value_name = "MODEL")]
     pub original: Option<String>,
     /// Print the table as JSON.
@@ -43,15 +44,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let original_name = args.original.clone().or_else(|| record.as_ref().map(|r| r.source_model.clone()));
-    let original = match &original_name {
-        Some(name) => match open_model(name) {
-            Ok(m) => Some(m),
-            Err(e) if args.original.is_some() => return Err(e.context("opening --original")),
-            Err(_) => None,
-        },
-        None => None,
-    };
+    let given = args.original.as_deref().map(open_model).transpose().map_err(|e| e.context("opening --original"))?;
+    let original = original_model(record.as_ref(), given)?;
     let (options, report) = verify_step(&model, &args.directions, options.as_ref(), original.as_ref())?;
     if !args.json {
         eprintln!("verify {}\n{}", model.root.display(), describe(&options, model.spec.num_layers));

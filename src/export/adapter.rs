@@ -286,10 +286,15 @@ pub fn export_adapter(
     let mut targets: Vec<String> = factors.iter().map(|f| f.module.clone()).collect();
     targets.sort();
     let alpha_pattern: serde_json::Map<String, Json> = rank_pattern.clone();
+    // The base as the edit record names it: its path only where the edit recorded paths.
+    let base_name = record
+        .and_then(|r| r.source.as_ref())
+        .map(|s| s.path.clone().unwrap_or_else(|| s.name.clone()))
+        .unwrap_or_else(|| crate::checkpoint::display_name(&base.root));
     let config = json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": base.root.display().to_string(),
+        "base_model_name_or_path": base_name,
         "r": rank,
         "lora_alpha": rank,
         "rank_pattern": rank_pattern,
@@ -308,7 +313,7 @@ pub fn export_adapter(
     });
     let scalpel = json!({
         "scalpel_version": env!("CARGO_PKG_VERSION"),
-        "base_model": base.root.display().to_string(),
+        "base_model": base_name,
         "edit": record,
         "max_relative_error": max_error,
     });
@@ -323,11 +328,15 @@ pub fn export_adapter(
 }
 
 /// The adapter of an edited folder (its `scalpel_edit.json`) against its base: `base` or the
-/// record's `source_model`. The plan is rebuilt from the record's directions file and options
-/// (and must name the same directions), and the result is checked against the edited folder.
+/// path the record holds (edits written with `--record-paths`, and older records), from the
+/// directions file `directions` or the record's path of it. Each must be the one the record
+/// names (size and content hash). The plan is rebuilt from the directions and the record's
+/// options (and must name the same directions), and the result is checked against the edited
+/// folder.
 pub fn export_adapter_from_record(
     edited: &ModelDir,
     base: Option<&Path>,
+    directions: Option<&Path>,
     out: &Path,
     force: bool,
     progress: &dyn Progress,
@@ -339,13 +348,30 @@ pub fn export_adapter_from_record(
             crate::surgery::EDIT_RECORD_FILE
         ))
     })?;
-    let base_path = base.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(&record.source_model));
+    let base_path = base.map(Path::to_path_buf).or_else(|| record.source_path()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the edit record names its base model as {} but holds no path (the edit was written without --record-paths): pass it with --base",
+            record.source_description()
+        ))
+    })?;
     let base = ModelDir::open(&base_path).map_err(|e| {
         Error::Invalid(format!("the base model {} does not open ({e}); pass it with --base", base_path.display()))
     })?;
-    let directions = DirectionsFile::load(Path::new(&record.directions_file)).map_err(|e| {
-        Error::Invalid(format!("the edit's directions file {} does not load: {e}", record.directions_file))
+    if let Some(source) = &record.source {
+        source.check_model(&base.root, "base model")?;
+    }
+    let directions_path = directions.map(Path::to_path_buf).or_else(|| record.directions_path()).ok_or_else(|| {
+        Error::Invalid(format!(
+            "the edit record names its directions file `{}` but holds no path: pass it with --directions",
+            record.directions.as_ref().map_or(record.directions_file.as_str(), |d| d.name.as_str())
+        ))
     })?;
+    let directions = DirectionsFile::load(&directions_path).map_err(|e| {
+        Error::Invalid(format!("the edit's directions file {} does not load: {e}", directions_path.display()))
+    })?;
+    if let Some(recorded) = &record.directions {
+        recorded.check_file(&directions_path, "directions file")?;
+    }
     let rebuilt = plan(&base, &directions, &record.options)?;
     let same = rebuilt.edits.len() == record.edits.len()
         && rebuilt
@@ -357,7 +383,7 @@ pub fn export_adapter_from_record(
         return Err(Error::Invalid(format!(
             "the plan rebuilt from {} and {} does not match the edit record (changed directions file?)",
             base.root.display(),
-            record.directions_file
+            directions_path.display()
         )));
     }
     export_adapter(&base, &rebuilt, Some(&record), Some(edited), out, force, progress)

@@ -22,8 +22,8 @@ use crate::{Error, Result};
 use stamps::{hash_of, json, model_identity, Stamps};
 use std::path::{Path, PathBuf};
 pub use steps::{
-    ablate_step, edit_record, eval_step, parse_streams, parse_targets, verify_step, AblateRequest, EvalSets,
-    ProbeRequest, SurgerySettings,
+    ablate_step, edit_record, eval_step, original_model, parse_streams, parse_targets, verify_step, AblateRequest,
+    EvalSets, ProbeRequest, SurgerySettings,
 };
 
 /// What a run produced.
@@ -343,7 +343,13 @@ impl Run<'_> {
         search_trial: Option<serde_json::Value>,
     ) -> Result<(String, VerifyReport)> {
         let edited_dir = self.own("ablate")?;
-        let hash = hash_of(&[json(&upstream_hash)?, json(options)?]);
+        let record_paths = self.recipe.output.record_paths;
+        // Recording paths changes the written record; the default keeps the hashes of earlier runs.
+        let mut parts = vec![json(&upstream_hash)?, json(options)?];
+        if record_paths {
+            parts.push(json(&"record_paths")?);
+        }
+        let hash = hash_of(&parts);
         if self.stamps.fresh("ablate", &hash, &edited_dir.join(EDIT_RECORD_FILE)) {
             let edited = ModelDir::open(&edited_dir)?;
             let (_, report) = verify_step(&edited, directions, Some(options), Some(&self.model))?;
@@ -358,6 +364,7 @@ impl Run<'_> {
             verify: true,
             command: "scalpel run",
             search_trial,
+            record_paths,
         };
         let reporter = self.reporter;
         let announce = |plan: &crate::surgery::SurgeryPlan| {

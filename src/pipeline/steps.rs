@@ -2,7 +2,7 @@
 //! `verify`, `eval`) and by `scalpel run` alike, so every option has one definition.
 
 use crate::arch::WriterKind;
-use crate::checkpoint::ModelDir;
+use crate::checkpoint::{InputRecord, ModelDir};
 use crate::directions::DirectionsFile;
 use crate::eval::compare::pair;
 use crate::eval::{
@@ -16,8 +16,8 @@ use crate::probe::{
 };
 use crate::progress::Progress;
 use crate::surgery::{
-    ablate, plan, verify_with_original, AblateReport, DirectionChoice, SurgeryOptions, SurgeryPlan, SurgeryRecord,
-    VerifyReport, EDIT_RECORD_FILE,
+    ablate, expected_strength, plan, recorded_original, verify_with_original, AblateReport, DirectionChoice,
+    SurgeryOptions, SurgeryPlan, SurgeryRecord, VerifyReport, EDIT_RECORD_FILE,
 };
 use crate::{Error, Result};
 use std::path::Path;
@@ -174,6 +174,8 @@ pub struct AblateRequest<'a> {
     pub command: &'a str,
     /// The search trial this edit is (recorded in the edit record and the model card).
     pub search_trial: Option<serde_json::Value>,
+    /// Record the inputs' absolute paths (else their names, sizes and hashes only).
+    pub record_paths: bool,
 }
 
 /// Plan the edit, show it to `announce` (before any work), write and verify it.
@@ -186,11 +188,45 @@ pub fn ablate_step(
     let directions = DirectionsFile::load(request.directions)?;
     let surgery = plan(request.model, &directions, request.options)?;
     announce(&surgery);
-    let source = request.model.root.display().to_string();
-    let mut record = surgery.record(&source, &request.directions.display().to_string(), request.command);
-    record.search_trial = request.search_trial.clone();
+    let record = edit_record_of(request, &surgery)?;
     let report = ablate(request.model, &surgery, &record, request.out, request.force, request.verify, progress)?;
     Ok((surgery, report))
+}
+
+/// The provenance record of `request`'s edit: its inputs by name, size and hash, their
+/// absolute paths only with `record_paths`.
+fn edit_record_of(request: &AblateRequest<'_>, surgery: &SurgeryPlan) -> Result<SurgeryRecord> {
+    let source = InputRecord::of_model(&request.model.root, request.record_paths)?;
+    let directions = InputRecord::of_file(request.directions, request.record_paths)?;
+    let named = |r: &InputRecord| r.path.clone().unwrap_or_else(|| r.name.clone());
+    let mut record = surgery.record(&named(&source), &named(&directions), request.command);
+    record.source = Some(source);
+    record.directions = Some(directions);
+    record.search_trial = request.search_trial.clone();
+    if let (false, Some(search)) =
+        (request.record_paths, record.search_trial.as_mut().and_then(|t| t.get_mut("search")))
+    {
+        if let Some(name) = search.as_str().and_then(|p| Path::new(p).file_name()).map(|n| n.to_string_lossy()) {
+            *search = serde_json::Value::String(name.into_owned());
+        }
+    }
+    Ok(record)
+}
+
+/// The unedited model of an edit, for `verify` and `export --adapter`: `given`, which must be
+/// the model the record names (weight bytes and content hash), or else the folder at the path
+/// the record holds (records written with `--record-paths`, and older ones) when it opens and
+/// matches.
+pub fn original_model(record: Option<&SurgeryRecord>, given: Option<ModelDir>) -> Result<Option<ModelDir>> {
+    match given {
+        Some(model) => {
+            if let Some(source) = record.and_then(|r| r.source.as_ref()) {
+                source.check_model(&model.root, "original model")?;
+            }
+            Ok(Some(model))
+        }
+        None => Ok(record.and_then(recorded_original)),
+    }
 }
 
 /// The edit record `ablate` left in an edited folder, if any.
@@ -213,7 +249,8 @@ pub fn verify_step(
     original: Option<&ModelDir>,
 ) -> Result<(SurgeryOptions, VerifyReport)> {
     let directions = DirectionsFile::load(directions_path)?;
-    let options = match (options, edit_record(edited)?) {
+    let record = edit_record(edited)?;
+    let options = match (options, record.clone()) {
         (Some(o), _) => o.clone(),
         (None, Some(record)) => {
             let planned = plan(edited, &directions, &record.options)?;
@@ -238,6 +275,23 @@ pub fn verify_step(
         }
     };
     let planned = plan(edited, &directions, &options)?;
+    let partial = planned.edits.iter().find(|e| (expected_strength(&planned, e) - 1.0).abs() > 1e-12);
+    if let (None, Some(edit)) = (original, partial) {
+        let named = match &record {
+            Some(r) if r.source_path().is_none() => format!(
+                "; the edit record names it as {} but holds no path (the edit was written without --record-paths)",
+                r.source_description()
+            ),
+            Some(r) => format!("; the edit record's {} does not open as that model", r.source_description()),
+            None => String::new(),
+        };
+        return Err(Error::Invalid(format!(
+            "{} was edited with λ = {} (`{}`): verifying it needs the original model{named}; pass it with --original",
+            edited.root.display(),
+            expected_strength(&planned, edit),
+            edit.tensor
+        )));
+    }
     let report = verify_with_original(edited, &planned, original)?;
     Ok((options, report))
 }

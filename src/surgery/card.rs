@@ -12,10 +12,16 @@ pub fn model_card(
     original_card: Option<&str>,
 ) -> String {
     let mut s = String::new();
-    let source_name = std::path::Path::new(&record.source_model)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| record.source_model.clone());
+    // Names, never paths: a card is published (the record keeps paths where asked for).
+    let name_of = |recorded: Option<&crate::checkpoint::InputRecord>, text: &str| {
+        recorded.map(|r| r.name.clone()).unwrap_or_else(|| {
+            std::path::Path::new(text)
+                .file_name()
+                .map_or_else(|| text.to_string(), |n| n.to_string_lossy().into_owned())
+        })
+    };
+    let source_name = name_of(record.source.as_ref(), &record.source_model);
+    let directions_name = name_of(record.directions.as_ref(), &record.directions_file);
     let _ = writeln!(s, "---\ntags:\n- scalpel\n- refusal-direction\n- weight-orthogonalization\n---\n");
     let _ = writeln!(s, "# {source_name}, edited with scalpel\n");
     let o = &record.options;
@@ -29,8 +35,8 @@ pub fn model_card(
         "This model is `{}` with {direction} (from `{}`) projected out of the matrices that write into \
          the residual stream ({}), so that the edited layers can no longer write along it. \
          Nothing else was changed: every other tensor is byte-identical to the original.\n",
-        record.source_model,
-        record.directions_file,
+        source_name,
+        directions_name,
         targets.join(", ")
     );
     let _ = writeln!(s, "## Edit\n\n| setting | value |\n|---|---|");
@@ -51,6 +57,11 @@ pub fn model_card(
         ("scalpel version", record.scalpel_version.clone()),
     ] {
         let _ = writeln!(s, "| {k} | {v} |");
+    }
+    for (k, input) in [("source model", &record.source), ("directions file", &record.directions)] {
+        if let Some(i) = input {
+            let _ = writeln!(s, "| {k} | `{}`, {} bytes, hash `{}` |", i.name, i.bytes, i.hash);
+        }
     }
     if let Some(profile) = &o.profile {
         let kernel = |k: &crate::surgery::WeightKernel| {

@@ -12,4 +12,6 @@ pub use card::model_card;
 pub use plan::{plan, DirectionChoice, EditRecord, Layout, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
 pub use profile::{StrengthProfile, WeightKernel};
 pub use projection::Basis;
-pub use verify::{expected_strength, verify, verify_with_original, VerifyReport, VerifyRow, ROUNDING_FACTOR};
+pub use verify::{
+    expected_strength, recorded_original, verify, verify_with_original, VerifyReport, VerifyRow, ROUNDING_FACTOR,
+};

@@ -3,10 +3,11 @@
 use super::profile::StrengthProfile;
 use super::projection::Basis;
 use crate::arch::WriterKind;
-use crate::checkpoint::ModelDir;
+use crate::checkpoint::{InputRecord, ModelDir};
 use crate::directions::{entry_name, Direction, DirectionsFile};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// Which direction each edited layer uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,10 +127,20 @@ pub struct EditRecord {
 pub struct SurgeryRecord {
     /// scalpel's version.
     pub scalpel_version: String,
-    /// The source model folder.
+    /// The source model: its name (a hub model: `owner/name`), or its absolute path when the
+    /// edit was written with `--record-paths`. Records older than [`Self::source`] hold the path
+    /// the model was opened by.
     pub source_model: String,
-    /// The directions file used.
+    /// The directions file used: its name, or its absolute path with `--record-paths` (older
+    /// records: the path it was given by).
     pub directions_file: String,
+    /// The source model's name, weight bytes and content hash (and path with `--record-paths`),
+    /// by which `verify` and `export --adapter` check the original they are given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<InputRecord>,
+    /// The directions file's name, size and hash (and path with `--record-paths`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directions: Option<InputRecord>,
     /// The options.
     pub options: SurgeryOptions,
     /// Every edited tensor.
@@ -168,6 +179,35 @@ impl SurgeryPlan {
             edits_tied_head: self.edits_tied_head,
             command: command.to_string(),
             search_trial: None,
+            source: None,
+            directions: None,
+        }
+    }
+}
+
+impl SurgeryRecord {
+    /// Where the source model was, if the record says: the recorded path (`--record-paths`),
+    /// or for a record without [`Self::source`] (written before it) its `source_model`.
+    pub fn source_path(&self) -> Option<PathBuf> {
+        match &self.source {
+            Some(source) => source.path.as_ref().map(PathBuf::from),
+            None => (!self.source_model.is_empty()).then(|| PathBuf::from(&self.source_model)),
+        }
+    }
+
+    /// Where the directions file was, if the record says (as [`Self::source_path`]).
+    pub fn directions_path(&self) -> Option<PathBuf> {
+        match &self.directions {
+            Some(directions) => directions.path.as_ref().map(PathBuf::from),
+            None => (!self.directions_file.is_empty()).then(|| PathBuf::from(&self.directions_file)),
+        }
+    }
+
+    /// How the record names the source model to a user who has to find it: name and hash.
+    pub fn source_description(&self) -> String {
+        match &self.source {
+            Some(s) => format!("`{}` ({} bytes of weights, hash {})", s.name, s.bytes, s.hash),
+            None => format!("`{}`", self.source_model),
         }
     }
 }

@@ -19,7 +19,7 @@
 //!   largest near ρ₀ ≈ u/3; this bound is at least twice that everywhere.)
 //!
 //! A row passes when its ratio is finite and within the tolerance of the expected ratio. λ ≠ 1
-//! needs the original model (by default the edit record's `source_model`).
+//! needs the original model (given, or at the path the edit record holds).
 
 use super::apply::EDIT_RECORD_FILE;
 use super::plan::{Layout, PlannedEdit, SurgeryPlan, SurgeryRecord};
@@ -232,12 +232,27 @@ pub fn verify_with_original(
     Ok(VerifyReport { rows, strength: plan.options.strength, original: original.map(|o| o.root.display().to_string()) })
 }
 
-/// Verify every tensor of `plan` in `model`, with the original model named by its edit record
-/// (`scalpel_edit.json`, `source_model`) when that folder opens; λ ≠ 1 needs it.
+/// Verify every tensor of `plan` in `model`, with the original model at the path its edit
+/// record holds (`scalpel_edit.json`: records written with `--record-paths`, and older ones)
+/// when that folder opens and is the recorded model; λ ≠ 1 needs it.
 pub fn verify(model: &ModelDir, plan: &SurgeryPlan) -> Result<VerifyReport> {
     let source = std::fs::read_to_string(model.root.join(EDIT_RECORD_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<SurgeryRecord>(&t).ok())
-        .and_then(|r| ModelDir::open(std::path::Path::new(&r.source_model)).ok());
+        .and_then(|r| recorded_original(&r));
     verify_with_original(model, plan, source.as_ref())
+}
+
+/// The original model at the path `record` holds, if it opens and (where the record has the
+/// model's identity) is the recorded one; a folder that changed since is not used, with a warning.
+pub fn recorded_original(record: &SurgeryRecord) -> Option<ModelDir> {
+    let path = record.source_path()?;
+    let model = ModelDir::open(&path).ok()?;
+    match record.source.as_ref().map(|s| s.check_model(&path, "original model")) {
+        Some(Err(e)) => {
+            tracing::warn!("not using the recorded original: {e}");
+            None
+        }
+        _ => Some(model),
+    }
 }

@@ -17,6 +17,7 @@ mod probe;
 mod prompts_batch;
 mod prompts_sets;
 mod prompts_template;
+mod provenance;
 mod reader_props;
 mod real_model;
 mod safety;

@@ -440,6 +440,74 @@ fn stale_staging_folders_of_dead_processes_are_removed() {
     assert!(alive.exists() && unstamped.exists());
 }
 
+/// Ctrl-C and `kill` during a write remove the staging folder and leave no output. The source
+/// model's README.md is a FIFO, which `ablate` opens to embed the original card after the
+/// checkpoint is written and verified and before it is moved into place: the process waits
+/// there until the test signals it, so the signal always lands mid-write, with the staging
+/// folder full, whatever the machine's speed.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn a_signal_during_a_write_leaves_no_staging_folder_and_no_output() {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, dirs) = model_and_directions(tmp.path());
+    let fifo = model.join("README.md");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let staging =
+        |parent: &Path| common::entries(parent).into_iter().filter(|n| n.starts_with(".scalpel-tmp-")).count();
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let parent = tmp.path().join(format!("out-{signal}"));
+        std::fs::create_dir(&parent).unwrap();
+        let out = parent.join("edited");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_scalpel"))
+            .args(["ablate", s(&model), "--directions", s(&dirs), "--out", s(&out), "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A writer can open the FIFO without blocking only once the reader is waiting on it;
+        // keeping it open (and silent) holds the reader in `read` until the signal.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let held = loop {
+            match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo) {
+                Ok(f) => break f,
+                Err(_) if Instant::now() < deadline && child.try_wait().unwrap().is_none() => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().unwrap();
+                    panic!("ablate never reached the card ({e}):\n{}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+        };
+        assert_eq!(staging(&parent), 1, "the write is staged while it waits");
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ablate did not exit within 60 s of SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(held);
+        let mut log = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+        assert_eq!(status.code(), Some(code), "SIG{signal}: {log}");
+        assert!(log.contains("the unfinished output was removed"), "{log}");
+        assert_eq!(common::entries(&parent), Vec::<String>::new(), "SIG{signal} left files behind");
+    }
+}
+
 /// Item 14: zero and nonsense numbers are refused by the flag parser, before anything is read.
 #[test]
 fn nonsense_numbers_are_refused() {

@@ -183,6 +183,7 @@ fn edit(model: &ModelDir, dirs: &Path, out: &Path, strength: f64) -> ModelDir {
         verify: true,
         command: "",
         search_trial: None,
+        record_paths: false,
     };
     let (_, report) = ablate_step(&request, &|_| {}, &Silent).unwrap();
     assert!(report.verification.unwrap().all_pass(), "a correct edit with λ = {strength} verifies");
