@@ -219,11 +219,3 @@ fn records_that_hold_the_source_path_are_still_read() {
     // Without identities there is nothing to check a given original against: it is used as given.
     ok(&["verify", s(&out), "--directions", s(&dirs), "--original", s(&model)]);
 }
-
-/// The identity hash is the judge cache's model hash (one definition for both, until the judge
-/// names this one).
-#[test]
-fn the_identity_hash_is_the_judge_cache_hash() {
-    let (_tmp, model, _) = setup(3);
-    assert_eq!(model_hash(&model).unwrap(), scalpel::eval::judge::model::model_hash(&model).unwrap());
-}

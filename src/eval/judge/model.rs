@@ -5,12 +5,12 @@
 //! verdict); the verdict is the most probable label.
 //!
 //! Verdicts are cached on disk, one JSON line per answer in `judge-cache.jsonl` of the cache
-//! folder, keyed by the judge model's hash ([`model_hash`]), [`RUBRIC_VERSION`], the request and
+//! folder, keyed by the judge model's hash ([`crate::checkpoint::model_hash`]), [`RUBRIC_VERSION`], the request and
 //! the answer: a re-run or a re-scoring with the same judge does no forward pass for an answer
 //! it has seen. The forward pass itself is behind [`LabelScorer`], so that a test can plant the
 //! label probabilities.
 
-use crate::checkpoint::ModelDir;
+use crate::checkpoint::{model_hash, ModelDir};
 use crate::eval::verdict::{Exchange, Judge, Judgement, Verdict};
 use crate::model::{prefill, Decoder, ForwardRequest, Interventions, LogitsMode};
 use crate::prompts::batch::length_buckets;
@@ -167,40 +167,6 @@ pub fn verdict_of_probs(p: [f64; 3]) -> (Verdict, [f64; 3]) {
     let scores = if sum > 0.0 { p.map(|x| x / sum) } else { [1.0 / 3.0; 3] };
     let best = (0..3).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).expect("three labels");
     (Verdict::ALL[best], scores)
-}
-
-/// A hash that identifies a model folder's contents: `config.json`, `tokenizer.json`, and for
-/// every `.safetensors` file its name, size and first and last MiB (the header and a sample of
-/// the weights), so that an edited copy hashes differently without reading gigabytes.
-pub fn model_hash(dir: &Path) -> Result<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    const SAMPLE: u64 = 1 << 20;
-    let mut h = Sha256::new();
-    for name in ["config.json", "tokenizer.json"] {
-        let path = dir.join(name);
-        if path.is_file() {
-            h.update(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
-        }
-        h.update([0]);
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    files.sort();
-    for path in files {
-        let mut f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let size = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-        h.update(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
-        h.update(size.to_le_bytes());
-        let mut buf = Vec::new();
-        (&mut f).take(SAMPLE).read_to_end(&mut buf).map_err(|e| Error::io(&path, e))?;
-        f.seek(SeekFrom::Start(size.saturating_sub(SAMPLE))).map_err(|e| Error::io(&path, e))?;
-        f.take(SAMPLE).read_to_end(&mut buf).map_err(|e| Error::io(&path, e))?;
-        h.update(&buf);
-    }
-    Ok(h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
