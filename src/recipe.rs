@@ -224,6 +224,8 @@ pub struct SearchSection {
     pub seed: u64,
     /// Refusal rate the chosen trial must reach.
     pub target_refusal_rate: f64,
+    /// The largest mean first-token KL a chosen trial may have (`inf`: no cap).
+    pub max_kl: f64,
     /// New tokens per validation answer.
     pub max_tokens: usize,
     /// Prompts per generation batch.
@@ -251,6 +253,7 @@ impl Default for SearchSection {
             startup: d.startup,
             seed: d.seed,
             target_refusal_rate: d.target_refusal_rate,
+            max_kl: d.max_kl.unwrap_or(f64::INFINITY),
             max_tokens: d.answers.max_tokens,
             batch: d.answers.batch,
             answered_harmless: d.answers.answered_harmless,
@@ -269,6 +272,7 @@ impl SearchSection {
             startup: self.startup,
             seed: self.seed,
             target_refusal_rate: self.target_refusal_rate,
+            max_kl: self.max_kl.is_finite().then_some(self.max_kl),
             answers: crate::search::AnswerSettings {
                 max_tokens: self.max_tokens,
                 batch: self.batch,
@@ -405,6 +409,10 @@ impl Recipe {
         let rate = self.search.target_refusal_rate;
         if !(0.0..=1.0).contains(&rate) {
             return bad("search.target_refusal_rate", format!("= {rate}: it must lie in [0, 1]"));
+        }
+        let cap = self.search.max_kl;
+        if cap.is_nan() || cap <= 0.0 {
+            return bad("search.max_kl", format!("= {cap}: it must be above 0 (`inf`: no cap)"));
         }
         self.direction.layer.fixed()?;
         Ok(())

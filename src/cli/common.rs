@@ -95,6 +95,27 @@ pub fn positive_f32(text: &str) -> Result<f32, String> {
     number(text).and_then(|v| if v > 0.0 { Ok(v as f32) } else { Err("must be above 0".into()) })
 }
 
+/// clap parser: a KL cap, a number above 0, or `none` / `inf` for no cap.
+pub fn kl_cap(text: &str) -> Result<KlCap, String> {
+    if matches!(text, "none" | "inf") {
+        return Ok(KlCap(None));
+    }
+    number(text).and_then(|v| if v > 0.0 { Ok(KlCap(Some(v))) } else { Err("must be above 0 (or `none`)".into()) })
+}
+
+/// A parsed `--max-kl` (None: no cap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KlCap(pub Option<f64>);
+
+impl std::fmt::Display for KlCap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "{v}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 /// Human-readable byte count.
 pub fn human_bytes(bytes: u64) -> String {
     let units = ["B", "KB", "MB", "GB", "TB"];

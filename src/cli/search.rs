@@ -67,6 +67,10 @@ pub struct Args {
     /// Refusal rate the chosen trial must reach (its KL is the smallest among those that do).
     #[arg(value_parser = super::common::rate, long, default_value_t = SearchSettings::default().target_refusal_rate)]
     pub target: f64,
+    /// The largest mean first-token KL on the harmless validation prompts a chosen trial may
+    /// have (`none`: no cap); trials above it are chosen only when no trial keeps it.
+    #[arg(value_parser = super::common::kl_cap, long, default_value_t = super::common::KlCap(SearchSettings::default().max_kl))]
+    pub max_kl: super::common::KlCap,
     /// New tokens per validation answer (a row stops early once a refusal marker appears).
     #[arg(value_parser = super::common::at_least_one, long, default_value_t = SearchSettings::default().answers.max_tokens)]
     pub max_tokens: usize,
@@ -89,6 +93,7 @@ impl Args {
             startup: self.startup,
             seed: self.seed,
             target_refusal_rate: self.target,
+            max_kl: self.max_kl.0,
             answers: AnswerSettings {
                 max_tokens: self.max_tokens,
                 batch: self.batch,

@@ -12,7 +12,7 @@
 
 use super::objective::{Scores, Validation};
 use super::pareto::ranks;
-use super::run::{point, refusal_rate_bound};
+use super::run::{point, refusal_rate_bound, Goal};
 use super::store::TrialRecord;
 use crate::eval::{greedy_answers, Exchange, Judge, Subject, Verdict, VerdictCounts};
 use crate::model::{Decoder, Interventions};
@@ -53,12 +53,21 @@ pub struct FinalRecord {
     pub seconds: f64,
     /// Harmful answers then harmless ones.
     pub answers: Vec<JudgedAnswer>,
+    /// Set when the finalist was stopped early: the harmful answers judged by then (its
+    /// counts are partial, and it cannot be chosen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_after: Option<usize>,
 }
 
 impl FinalRecord {
     /// Refusals and evasions on the harmful prompts, as a rate.
     pub fn not_compliant_rate(&self) -> f64 {
         self.harmful.not_compliant() as f64 / self.harmful.total().max(1) as f64
+    }
+
+    /// Whether every prompt was answered and judged.
+    pub fn complete(&self) -> bool {
+        self.stopped_after.is_none()
     }
 }
 
@@ -68,14 +77,18 @@ pub trait FullAnswers {
     fn answers(&mut self, trial: Option<&TrialRecord>, prompts: &[String], max_tokens: usize) -> Result<Vec<String>>;
 }
 
-/// The stage-2 trials, best first (indices into `trials`): complete trials ranked by Pareto
-/// front of (refusals, KL) under the over-refusal constraint, within a front nearest the
-/// target (refusals closest to the most the bound allows), then smallest KL; at most `k`.
-pub fn finalists(trials: &[TrialRecord], baseline: &Scores, target_rate: f64, k: usize) -> Vec<usize> {
+/// The stage-2 trials, best first (indices into `trials`): complete trials (those within the
+/// KL cap, when some are) ranked by Pareto front of (refusals, KL) under the over-refusal
+/// constraint, within a front nearest the target (refusals closest to the most the bound
+/// allows), then smallest KL; at most `k`.
+pub fn finalists(trials: &[TrialRecord], baseline: &Scores, goal: &Goal, k: usize) -> Vec<usize> {
     let complete: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].pruned.is_none()).collect();
+    let capped: Vec<usize> = complete.iter().copied().filter(|&i| goal.kl_ok(trials[i].scores.kl_mean)).collect();
+    let complete = if capped.is_empty() { complete } else { capped };
     let points: Vec<_> = complete.iter().map(|&i| point(&trials[i].scores, baseline)).collect();
     let rank = ranks(&points);
-    let allowed = |harmful: usize| (0..=harmful).take_while(|&r| refusal_rate_bound(r, harmful) <= target_rate).last();
+    let allowed =
+        |harmful: usize| (0..=harmful).take_while(|&r| refusal_rate_bound(r, harmful) <= goal.refusal_rate).last();
     let distance = |t: &TrialRecord| match allowed(t.scores.harmful) {
         Some(a) => t.scores.refusals.abs_diff(a),
         None => t.scores.refusals,
@@ -90,72 +103,120 @@ pub fn finalists(trials: &[TrialRecord], baseline: &Scores, target_rate: f64, k:
     order.into_iter().take(k).map(|i| complete[i]).collect()
 }
 
-/// Answer and judge `trial` (None: the original) on the harmful and the first `answered`
-/// harmless validation prompts.
-#[allow(clippy::too_many_arguments)]
+/// Answer and judge `trial` (None: the original) on the harmful validation prompts, in chunks
+/// of `inputs.chunk`, then on the first `inputs.answered` harmless ones. After each harmful
+/// chunk, `hopeless` is asked whether the refusals and evasions so far already rule the trial
+/// out; if so it stops there ([`FinalRecord::stopped_after`]).
 pub fn judge_trial(
     answerer: &mut dyn FullAnswers,
     judge: &dyn Judge,
     trial: Option<&TrialRecord>,
-    validation: &Validation,
-    answered: usize,
-    max_tokens: usize,
+    inputs: &Stage2Inputs<'_>,
+    hopeless: &dyn Fn(usize) -> bool,
 ) -> Result<FinalRecord> {
     let started = std::time::Instant::now();
-    let answered = answered.min(validation.harmless.len());
-    let prompts: Vec<String> = validation.harmful.iter().chain(&validation.harmless[..answered]).cloned().collect();
-    let texts = answerer.answers(trial, &prompts, max_tokens)?;
-    let exchanges: Vec<Exchange<'_>> =
-        prompts.iter().zip(&texts).map(|(p, a)| Exchange { request: p, answer: a }).collect();
-    let judgements = judge.judge(&exchanges)?;
-    let answers: Vec<JudgedAnswer> = prompts
-        .iter()
-        .zip(texts)
-        .zip(judgements)
-        .map(|((p, a), j)| JudgedAnswer { prompt: p.clone(), answer: a, verdict: j.verdict, reason: j.reason })
-        .collect();
-    let n = validation.harmful.len();
+    let validation = inputs.validation;
+    let mut answers: Vec<JudgedAnswer> = Vec::new();
+    let mut judged = |prompts: &[String], answers: &mut Vec<JudgedAnswer>| -> Result<()> {
+        let texts = answerer.answers(trial, prompts, inputs.max_tokens)?;
+        let exchanges: Vec<Exchange<'_>> =
+            prompts.iter().zip(&texts).map(|(p, a)| Exchange { request: p, answer: a }).collect();
+        let judgements = judge.judge(&exchanges)?;
+        answers.extend(prompts.iter().zip(texts).zip(judgements).map(|((p, a), j)| JudgedAnswer {
+            prompt: p.clone(),
+            answer: a,
+            verdict: j.verdict,
+            reason: j.reason,
+        }));
+        Ok(())
+    };
+    let mut stopped_after = None;
+    for part in validation.harmful.chunks(inputs.chunk.max(1)) {
+        judged(part, &mut answers)?;
+        let failed = answers.iter().filter(|a| a.verdict != Verdict::Compliance).count();
+        if answers.len() < validation.harmful.len() && hopeless(failed) {
+            stopped_after = Some(answers.len());
+            break;
+        }
+    }
+    let n = answers.len();
+    if stopped_after.is_none() {
+        let answered = inputs.answered.min(validation.harmless.len());
+        if answered > 0 {
+            judged(&validation.harmless[..answered], &mut answers)?;
+        }
+    }
     Ok(FinalRecord {
         stage: 2,
         trial: trial.map(|t| t.number),
         judge: judge.name(),
-        max_tokens,
+        max_tokens: inputs.max_tokens,
         harmful: VerdictCounts::of(answers[..n].iter().map(|a| a.verdict)),
         harmless: VerdictCounts::of(answers[n..].iter().map(|a| a.verdict)),
         seconds: started.elapsed().as_secs_f64(),
         answers,
+        stopped_after,
     })
 }
 
-/// The stage-2 choice (a trial number): among finalists with no more harmless answers that
-/// fail (refusal or evasion) than the original's, the smallest stage-1 KL whose harmful
-/// refusal-plus-evasion rate is within the target with the choice's confidence
-/// ([`refusal_rate_bound`]); failing that, within it as measured; failing that, the fewest
-/// failed harmful answers (then KL) among those that keep the constraint; failing that, the
-/// least violation.
+/// A finalist's stage-1 KL (the largest number when it has none).
+fn final_kl(f: &FinalRecord, trials: &[TrialRecord]) -> f64 {
+    f.trial.and_then(|n| trials.get(n)).map_or(f64::MAX, |t| {
+        if t.scores.kl_mean.is_finite() {
+            t.scores.kl_mean
+        } else {
+            f64::MAX
+        }
+    })
+}
+
+/// Whether a finalist with stage-1 KL `kl` that already failed `failed` of `total` harmful
+/// prompts can no longer be chosen by [`choose_final`]: even if it complied with every prompt
+/// left, its rate misses the target, and a complete finalist that keeps the constraint failed
+/// fewer (or as many, at no larger KL).
+pub fn stage2_hopeless(
+    failed: usize,
+    total: usize,
+    kl: f64,
+    done: &[FinalRecord],
+    original: &FinalRecord,
+    trials: &[TrialRecord],
+    goal: &Goal,
+) -> bool {
+    let misses_target = failed as f64 / total.max(1) as f64 > goal.refusal_rate + 1e-12;
+    misses_target
+        && done.iter().any(|g| {
+            let keeps = g.complete() && g.harmless.not_compliant() <= original.harmless.not_compliant();
+            let (g_failed, g_kl) = (g.harmful.not_compliant(), final_kl(g, trials));
+            keeps && (g_failed < failed || (g_failed == failed && g_kl <= kl))
+        })
+}
+
+/// The stage-2 choice (a trial number): among complete finalists (all, when none is; those within the KL cap,
+/// when some are) with no more harmless answers that fail (refusal or evasion) than the
+/// original's, the smallest stage-1 KL whose harmful refusal-plus-evasion rate is within the
+/// target with the choice's confidence ([`refusal_rate_bound`]); failing that, within it as
+/// measured; failing that, the fewest failed harmful answers (then KL) among those that keep
+/// the constraint; failing that, the least violation.
 pub fn choose_final(
     finals: &[FinalRecord],
     original: &FinalRecord,
     trials: &[TrialRecord],
-    target_rate: f64,
+    goal: &Goal,
 ) -> Option<usize> {
-    let kl = |f: &FinalRecord| {
-        f.trial.and_then(|n| trials.get(n)).map_or(f64::MAX, |t| {
-            if t.scores.kl_mean.is_finite() {
-                t.scores.kl_mean
-            } else {
-                f64::MAX
-            }
-        })
-    };
+    let kl = |f: &FinalRecord| final_kl(f, trials);
     let violation = |f: &FinalRecord| f.harmless.not_compliant().saturating_sub(original.harmless.not_compliant());
-    let candidates: Vec<&FinalRecord> = finals.iter().filter(|f| f.trial.is_some()).collect();
+    let trials_only = finals.iter().filter(|f| f.trial.is_some());
+    let complete: Vec<&FinalRecord> = trials_only.clone().filter(|f| f.complete()).collect();
+    let complete = if complete.is_empty() { trials_only.collect() } else { complete };
+    let capped: Vec<&FinalRecord> = complete.iter().copied().filter(|f| goal.kl_ok(kl(f))).collect();
+    let candidates = if capped.is_empty() { complete } else { capped };
     let bound = |f: &FinalRecord| refusal_rate_bound(f.harmful.not_compliant(), f.harmful.total());
     let measured = |f: &FinalRecord| f.not_compliant_rate();
     for rate in [&bound as &dyn Fn(&FinalRecord) -> f64, &measured] {
         let best = candidates
             .iter()
-            .filter(|f| violation(f) == 0 && rate(f) <= target_rate + 1e-12)
+            .filter(|f| violation(f) == 0 && rate(f) <= goal.refusal_rate + 1e-12)
             .min_by(|a, b| kl(a).total_cmp(&kl(b)));
         if let Some(f) = best {
             return f.trial;
@@ -192,17 +253,20 @@ pub struct Stage2Inputs<'a> {
     pub validation: &'a Validation,
     /// Harmless prompts answered.
     pub answered: usize,
-    /// Refusal-plus-evasion rate the choice aims at.
-    pub target_rate: f64,
+    /// What the choice aims at (the refusal rate is the refusal-plus-evasion rate here).
+    pub goal: Goal,
     /// Finalists.
     pub finalists: usize,
+    /// Harmful prompts per chunk; a finalist that can no longer be chosen stops after one.
+    pub chunk: usize,
     /// New tokens per answer at most.
     pub max_tokens: usize,
 }
 
 /// Run stage 2: measure the original and the finalists (reusing `done` records made with the
-/// same judge and answer length; each new one is passed to `record`), then choose. None when
-/// there is no complete trial to re-score.
+/// same judge and answer length; each new one is passed to `record`), stopping a finalist once
+/// it cannot be chosen ([`stage2_hopeless`]), then choose. None when there is no complete
+/// trial to re-score.
 pub fn run_stage2(
     inputs: &Stage2Inputs<'_>,
     answerer: &mut dyn FullAnswers,
@@ -211,39 +275,53 @@ pub fn run_stage2(
     record: &mut dyn FnMut(&FinalRecord) -> Result<()>,
     progress: &dyn Progress,
 ) -> Result<Option<Stage2>> {
-    let chosen = finalists(inputs.trials, inputs.baseline, inputs.target_rate, inputs.finalists);
+    let chosen = finalists(inputs.trials, inputs.baseline, &inputs.goal, inputs.finalists);
     if chosen.is_empty() {
         return Ok(None);
     }
     let name = judge.name();
-    let mut measure = |trial: Option<&TrialRecord>| -> Result<FinalRecord> {
+    let total = inputs.validation.harmful.len();
+    let mut measure = |trial: Option<&TrialRecord>, hopeless: &dyn Fn(usize) -> bool| -> Result<FinalRecord> {
         let number = trial.map(|t| t.number);
         if let Some(f) = done.iter().find(|f| f.trial == number && f.judge == name && f.max_tokens == inputs.max_tokens)
         {
             return Ok(f.clone());
         }
-        let f = judge_trial(answerer, judge, trial, inputs.validation, inputs.answered, inputs.max_tokens)?;
+        let f = judge_trial(answerer, judge, trial, inputs, hopeless)?;
         record(&f)?;
         let what = number.map_or_else(|| "original".to_string(), |n| format!("trial {n}"));
-        progress.finished_item(&format!(
-            "stage 2, {what}: harmful {} refusals, {} evasions, {} compliances; harmless {} not compliant; {:.0} s",
-            f.harmful.refusal,
-            f.harmful.evasion,
-            f.harmful.compliance,
-            f.harmless.not_compliant(),
-            f.seconds
-        ));
+        let line = match f.stopped_after {
+            Some(asked) => format!(
+                "stage 2, {what}: stopped after {asked}/{total} harmful prompts ({} refused or evaded: it cannot be chosen); {:.0} s",
+                f.harmful.not_compliant(),
+                f.seconds
+            ),
+            None => format!(
+                "stage 2, {what}: harmful {} refusals, {} evasions, {} compliances; harmless {} not compliant; {:.0} s",
+                f.harmful.refusal,
+                f.harmful.evasion,
+                f.harmful.compliance,
+                f.harmless.not_compliant(),
+                f.seconds
+            ),
+        };
+        progress.finished_item(&line);
         Ok(f)
     };
-    let original = measure(None)?;
+    let original = measure(None, &|_| false)?;
     progress.inc(1);
-    let mut finals = Vec::with_capacity(chosen.len());
+    let mut finals: Vec<FinalRecord> = Vec::with_capacity(chosen.len());
     for &i in &chosen {
-        finals.push(measure(Some(&inputs.trials[i]))?);
+        let trial = &inputs.trials[i];
+        let kl = if trial.scores.kl_mean.is_finite() { trial.scores.kl_mean } else { f64::MAX };
+        let hopeless =
+            |failed: usize| stage2_hopeless(failed, total, kl, &finals, &original, inputs.trials, &inputs.goal);
+        let f = measure(Some(trial), &hopeless)?;
+        finals.push(f);
         progress.inc(1);
     }
-    let chosen = choose_final(&finals, &original, inputs.trials, inputs.target_rate)
-        .expect("finalists are trials, so one is chosen");
+    let chosen =
+        choose_final(&finals, &original, inputs.trials, &inputs.goal).expect("there are finalists, so one is chosen");
     Ok(Some(Stage2 { original, finals, chosen }))
 }
 

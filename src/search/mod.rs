@@ -25,7 +25,8 @@ mod store;
 pub mod tpe;
 
 pub use finals::{
-    choose_final, finalists, judge_trial, run_stage2, FinalRecord, FullAnswers, JudgedAnswer, Stage2, Stage2Inputs,
+    choose_final, finalists, judge_trial, run_stage2, stage2_hopeless, FinalRecord, FullAnswers, JudgedAnswer, Stage2,
+    Stage2Inputs,
 };
 pub use objective::{
     measure, refused, AnswerSettings, Measurement, Scores, ShortAnswer, Validation, DEFAULT_ANSWERED_HARMLESS,
@@ -34,8 +35,8 @@ pub use prune::{measure_trial, PruneBounds, PruneStage, Pruned, TrialMeasurement
 pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
 pub use run::{
     choose, good_key, point, prune_bounds, refusal_rate_bound, run_search, seeded_order, trial_direction_name,
-    trial_directions, trial_line, SearchInputs, SearchOutcome, SearchRecord, SearchSettings, DEFAULT_CHUNK,
-    DEFAULT_FINALISTS, DEFAULT_FINAL_MAX_TOKENS, SETTINGS_FILE,
+    trial_directions, trial_line, Goal, SearchInputs, SearchOutcome, SearchRecord, SearchSettings, DEFAULT_CHUNK,
+    DEFAULT_FINALISTS, DEFAULT_FINAL_MAX_TOKENS, DEFAULT_MAX_KL, SETTINGS_FILE,
 };
 pub use space::{Dim, SearchSpace, TrialParams};
 pub use step::{chosen_trial, parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit};

@@ -12,9 +12,13 @@
 //! Then the harmless prompts that are only forwarded (not answered) give a first chunk of KL
 //! values. KL is never negative, so the trial's mean KL over all `M` harmless prompts is at least
 //! `(sum over the chunk) / M`; the trial is **pruned for KL** when that lower bound already exceeds
-//! the smallest KL of a complete trial at the target (bound and constraint kept): it could
-//! not be chosen over that trial. When every harmless prompt is answered there is no such chunk
-//! and no KL pruning.
+//! the smallest KL of a complete trial at the target (bound, constraint and cap kept) or the
+//! KL cap: it could not be chosen over that trial, or at all. When every harmless prompt is
+//! answered there is no such chunk and no KL pruning.
+//!
+//! Under a KL cap the choice falls back to the fewest refusals when no trial within the cap
+//! reaches the target, so a trial is pruned for refusals only once, besides missing the target,
+//! it refuses at least as often as a complete trial that keeps the cap.
 //!
 //! A pruned trial keeps the scores measured so far ([`Pruned`] says where it stopped): the
 //! sampler ranks it after every complete trial, and the choice and the Pareto front leave it out.
@@ -52,28 +56,40 @@ pub struct Pruned {
 }
 
 /// What pruning compares a trial with.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct PruneBounds {
     /// The refusal-rate target of the choice.
     pub target_rate: f64,
     /// The smallest KL of a complete trial at the target so far (None: no such trial yet).
     pub best_kl: Option<f64>,
+    /// The choice's KL cap (None: no cap).
+    pub max_kl: Option<f64>,
+    /// The fewest refusals of a complete trial that keeps the constraint and the cap (None:
+    /// no such trial yet).
+    pub fewest_refusals: Option<usize>,
 }
 
 impl PruneBounds {
     /// Whether `refusals` of the first harmful answers already rule the trial out, with
-    /// `total` harmful prompts in a complete trial.
+    /// `total` harmful prompts in a complete trial: it can no longer reach the target, and —
+    /// under a KL cap, where the choice may fall back to the fewest refusals — a trial that
+    /// keeps the cap already refuses no more.
     pub fn refusals_hopeless(&self, refusals: usize, total: usize) -> bool {
-        refusal_rate_bound(refusals, total) > self.target_rate + 1e-12
+        let misses_target = refusal_rate_bound(refusals, total) > self.target_rate + 1e-12;
+        misses_target && (self.max_kl.is_none() || self.fewest_refusals.is_some_and(|f| f <= refusals))
     }
 
     /// Whether a KL chunk summing to `chunk_sum` already rules the trial out when the mean is
-    /// taken over `total` prompts (every KL is ≥ 0, so the mean is at least `chunk_sum / total`).
-    /// Returns the lower bound and the best KL when it does.
+    /// taken over `total` prompts (every KL is ≥ 0, so the mean is at least `chunk_sum / total`):
+    /// the bound exceeds the best KL at the target or the cap. Returns the lower bound and the
+    /// KL it exceeds when it does.
     pub fn kl_hopeless(&self, chunk_sum: f64, total: usize) -> Option<(f64, f64)> {
-        let best = self.best_kl?;
+        let limit = match (self.best_kl, self.max_kl) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
         let bound = if chunk_sum.is_nan() { f64::INFINITY } else { chunk_sum / total.max(1) as f64 };
-        (bound > best).then_some((bound, best))
+        (bound > limit).then_some((bound, limit))
     }
 }
 

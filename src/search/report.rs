@@ -3,7 +3,7 @@
 
 use super::objective::Scores;
 use super::pareto::front;
-use super::run::{point, SearchOutcome};
+use super::run::{point, Goal, SearchOutcome};
 use super::store::TrialRecord;
 use crate::plot::{save_line_chart, LineChart, Series};
 use crate::{Error, Result};
@@ -14,7 +14,7 @@ use std::path::Path;
 pub const CHOSEN_FILE: &str = "chosen.json";
 
 /// Write `report.md`, `pareto.png`/`.svg` and `chosen.json` into `out`.
-pub fn write_search_report(out: &Path, outcome: &SearchOutcome, target_rate: f64) -> Result<()> {
+pub fn write_search_report(out: &Path, outcome: &SearchOutcome, goal: &Goal) -> Result<()> {
     // Pruned trials' scores are partial: the front is made of complete trials.
     let complete: Vec<usize> = (0..outcome.trials.len()).filter(|&i| outcome.trials[i].complete()).collect();
     let points: Vec<_> = complete.iter().map(|&i| point(&outcome.trials[i].scores, &outcome.baseline)).collect();
@@ -39,7 +39,7 @@ pub fn write_search_report(out: &Path, outcome: &SearchOutcome, target_rate: f64
     let chosen = &outcome.trials[outcome.chosen];
     let json = serde_json::to_string_pretty(chosen).map_err(|e| Error::Other(e.to_string()))?;
     std::fs::write(out.join(CHOSEN_FILE), json).map_err(|e| Error::io(out.join(CHOSEN_FILE), e))?;
-    let text = markdown(outcome, &on_front, target_rate);
+    let text = markdown(outcome, &on_front, goal);
     std::fs::write(out.join("report.md"), text).map_err(|e| Error::io(out.join("report.md"), e))
 }
 
@@ -95,7 +95,15 @@ pub fn stage1_times(trials: &[TrialRecord]) -> (f64, usize, f64, f64, f64) {
     (seconds, pruned.len(), pruned_seconds, mean_complete, saved)
 }
 
-fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> String {
+fn markdown(outcome: &SearchOutcome, on_front: &[usize], goal: &Goal) -> String {
+    let target_rate = goal.refusal_rate;
+    let cap = match goal.max_kl {
+        Some(cap) if goal.kl_ok(outcome.trials[outcome.chosen].scores.kl_mean) => {
+            format!(" Only trials with a mean KL of at most {cap} are chosen.")
+        }
+        Some(cap) => format!(" **No complete trial kept the KL cap of {cap}**, so the cap was set aside."),
+        None => String::new(),
+    };
     let b = &outcome.baseline;
     let chosen = &outcome.trials[outcome.chosen];
     let n = outcome.trials.len();
@@ -135,6 +143,22 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
         md += "| trial | harmful refusal | evasion | compliance | not compliant | harmless not compliant | stage-1 refusals | KL mean | s |\n|---|---|---|---|---|---|---|---|---|\n";
         for f in &s2.finals {
             let Some(t) = f.trial.and_then(|i| outcome.trials.get(i)) else { continue };
+            if let Some(asked) = f.stopped_after {
+                let _ = writeln!(
+                    md,
+                    "| {} (stopped after {asked} harmful: cannot be chosen) | {} | {} | {} | {}/{asked} | – | {}/{} | {:.4} | {:.0} |",
+                    t.number,
+                    f.harmful.refusal,
+                    f.harmful.evasion,
+                    f.harmful.compliance,
+                    f.harmful.not_compliant(),
+                    t.scores.refusals,
+                    t.scores.harmful,
+                    t.scores.kl_mean,
+                    f.seconds
+                );
+                continue;
+            }
             let _ = writeln!(
                 md,
                 "| {}{} | {} | {} | {} | {}/{} | {}/{} | {}/{} | {:.4} | {:.0} |",
@@ -158,7 +182,7 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
     if outcome.stage2.is_some() {
         let _ = writeln!(
             md,
-            "**Chosen: trial {}** (rule: among the finalists with no more harmless answers refused or evaded than the original's, the smallest KL whose refusal-plus-evasion rate on the harmful prompts is at most {:.0}% with 80 % confidence; failing that, at most that rate as measured; failing that, the fewest refused or evaded). Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
+            "**Chosen: trial {}** (rule: among the finalists with no more harmless answers refused or evaded than the original's, the smallest KL whose refusal-plus-evasion rate on the harmful prompts is at most {:.0}% with 80 % confidence; failing that, at most that rate as measured; failing that, the fewest refused or evaded; a finalist stops once it cannot be chosen).{cap} Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
             chosen.number,
             100.0 * target_rate,
             chosen.number
@@ -166,7 +190,7 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], target_rate: f64) -> St
     } else {
         let _ = writeln!(
         md,
-        "**Chosen: trial {}** (rule: smallest KL among trials whose refusal rate is at most {:.0}% with 80 % confidence — the Wilson upper bound over the validation prompts, a margin for the luck of the trial picked — and no more over-refusals than the original; failing that, at most that rate as measured). Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
+        "**Chosen: trial {}** (rule: smallest KL among trials whose refusal rate is at most {:.0}% with 80 % confidence — the Wilson upper bound over the validation prompts, a margin for the luck of the trial picked — and no more over-refusals than the original; failing that, at most that rate as measured).{cap} Write it with `scalpel ablate MODEL --trial DIR:{}`.\n",
         chosen.number,
         100.0 * target_rate,
         chosen.number

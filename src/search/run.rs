@@ -56,6 +56,51 @@ pub struct SearchSettings {
     /// New tokens per stage-2 answer at most (an answer stops at the end of its turn).
     #[serde(default = "default_final_max_tokens")]
     pub final_max_tokens: usize,
+    /// The largest mean first-token KL (harmless validation prompts) a chosen trial may have
+    /// (None: no cap). Trials above it are chosen only when no complete trial keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_kl: Option<f64>,
+}
+
+/// [`SearchSettings::max_kl`]'s default. The held-out KL of a chosen edit runs above its
+/// validation KL (the choice favours trials whose validation prompts were lucky; on the demo
+/// model 0.175 became 0.254), so the cap leaves room below the 0.15 at which answers to
+/// harmless prompts start to read differently.
+pub const DEFAULT_MAX_KL: f64 = 0.1;
+
+/// What the choice aims at: the refusal rate to reach and the KL a chosen trial may cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Goal {
+    /// The refusal rate (stage 2: refusal-plus-evasion rate) the chosen trial must reach.
+    pub refusal_rate: f64,
+    /// The largest mean KL a chosen trial may have (None: no cap).
+    pub max_kl: Option<f64>,
+}
+
+impl Goal {
+    /// A goal without a KL cap.
+    pub fn rate(refusal_rate: f64) -> Goal {
+        Goal { refusal_rate, max_kl: None }
+    }
+
+    /// Whether a mean KL keeps the cap (a NaN never does).
+    pub fn kl_ok(&self, kl: f64) -> bool {
+        self.max_kl.is_none_or(|cap| kl <= cap)
+    }
+}
+
+impl SearchSettings {
+    /// The goal these settings choose by.
+    pub fn goal(&self) -> Goal {
+        Goal { refusal_rate: self.target_refusal_rate, max_kl: self.max_kl }
+    }
+}
+
+/// The indices of `trials` that keep the KL cap, when some but not all do (None: the cap
+/// decides nothing, so every trial stays in).
+fn within_cap(trials: &[TrialRecord], goal: &Goal) -> Option<Vec<usize>> {
+    let keep: Vec<usize> = (0..trials.len()).filter(|&i| goal.kl_ok(trials[i].scores.kl_mean)).collect();
+    (!keep.is_empty() && keep.len() < trials.len()).then_some(keep)
 }
 
 /// [`SearchSettings::chunk`]'s default.
@@ -92,6 +137,7 @@ impl Default for SearchSettings {
             prune: true,
             finalists: DEFAULT_FINALISTS,
             final_max_tokens: DEFAULT_FINAL_MAX_TOKENS,
+            max_kl: Some(DEFAULT_MAX_KL),
         }
     }
 }
@@ -190,7 +236,7 @@ pub fn run_search(
     while trials.len() < settings.trials {
         let number = trials.len();
         let (origin, params) = next_params(inputs, settings, &trials, number, &record.baseline);
-        let bounds = settings.prune.then(|| prune_bounds(&trials, &record.baseline, settings.target_refusal_rate));
+        let bounds = settings.prune.then(|| prune_bounds(&trials, &record.baseline, &settings.goal()));
         let measured = run_trial(inputs, validation, &params, &reference, settings, bounds.as_ref(), number)?;
         let trial = TrialRecord {
             number,
@@ -210,7 +256,7 @@ pub fn run_search(
         progress.finished_item(&format!("{line}; {message}"));
     }
     write_directions(inputs, &trials, out)?;
-    let stage1_chosen = choose(&trials, &record.baseline, settings.target_refusal_rate)
+    let stage1_chosen = choose(&trials, &record.baseline, &settings.goal())
         .ok_or_else(|| Error::Other("the search has no trials".into()))?;
     let stage2 = if settings.finalists > 0 {
         progress.set_length((settings.trials + settings.finalists.min(trials.len()) + 1) as u64);
@@ -220,8 +266,9 @@ pub fn run_search(
             baseline: &record.baseline,
             validation,
             answered: settings.answers.answered_harmless,
-            target_rate: settings.target_refusal_rate,
+            goal: settings.goal(),
             finalists: settings.finalists,
+            chunk: settings.chunk,
             max_tokens: settings.final_max_tokens,
         };
         let mut answerer = ModelAnswers { inputs, batch: settings.answers.batch };
@@ -257,17 +304,22 @@ pub fn trial_line(trial: &TrialRecord, total: usize) -> String {
     }
 }
 
-/// What pruning compares the next trial with: the target, and the smallest KL of a complete
-/// trial within it with [`CHOICE_CONFIDENCE_Z`]'s confidence that keeps the constraint.
-pub fn prune_bounds(trials: &[TrialRecord], baseline: &Scores, target_rate: f64) -> PruneBounds {
-    let best_kl = trials
+/// What pruning compares the next trial with: the goal; the smallest KL of a complete trial
+/// within the target with [`CHOICE_CONFIDENCE_Z`]'s confidence that keeps the constraint and
+/// the KL cap; and the fewest refusals of a complete trial that keeps the constraint and the cap.
+pub fn prune_bounds(trials: &[TrialRecord], baseline: &Scores, goal: &Goal) -> PruneBounds {
+    let feasible: Vec<&TrialRecord> = trials
         .iter()
-        .filter(|t| t.complete() && point(&t.scores, baseline).violation == 0.0)
-        .filter(|t| refusal_rate_bound(t.scores.refusals, t.scores.harmful) <= target_rate + 1e-12)
+        .filter(|t| t.complete() && point(&t.scores, baseline).violation == 0.0 && goal.kl_ok(t.scores.kl_mean))
+        .collect();
+    let best_kl = feasible
+        .iter()
+        .filter(|t| refusal_rate_bound(t.scores.refusals, t.scores.harmful) <= goal.refusal_rate + 1e-12)
         .map(|t| t.scores.kl_mean)
         .filter(|kl| kl.is_finite())
         .min_by(f64::total_cmp);
-    PruneBounds { target_rate, best_kl }
+    let fewest_refusals = feasible.iter().map(|t| t.scores.refusals).min();
+    PruneBounds { target_rate: goal.refusal_rate, best_kl, max_kl: goal.max_kl, fewest_refusals }
 }
 
 /// The search's model with trial `number`'s edit applied in memory.
@@ -358,7 +410,7 @@ fn next_params(
     // A pruned trial ranks after every complete one: its scores are partial, and it was
     // stopped because it cannot be chosen.
     let key = |t: &TrialRecord| {
-        let (excess, kl) = good_key(&t.scores, baseline, settings.target_refusal_rate);
+        let (excess, kl) = good_key(&t.scores, baseline, &settings.goal());
         (!t.complete(), excess, kl)
     };
     let mut order: Vec<usize> = (0..trials.len()).collect();
@@ -372,16 +424,19 @@ fn next_params(
 
 /// How close a trial comes to what [`choose`] picks, best first: refusals above the target
 /// (less a slack of a quarter of the allowed count, at least 1) plus over-refusals above the
-/// original's, then the smallest KL. The slack keeps the low-KL trials just above the target in
-/// the sampler's good group: they mark where the refusal boundary runs at low KL, which is where
-/// the chosen trial lies. Without it (first version of this key) every trial at the target,
-/// however damaging, ranked before them, and on the demo model the sampler spent its trials on
+/// original's, plus every harmful prompt when the trial breaks the KL cap (so that it ranks
+/// after every trial that keeps it), then the smallest KL. The slack keeps the low-KL trials
+/// just above the target in the sampler's good group: they mark where the refusal boundary runs
+/// at low KL, which is where the chosen trial lies. Without it, every trial at the target,
+/// however damaging, ranks before them, and on the demo model the sampler spent its trials on
 /// edits with no refusals and KL 0.4–0.9.
-pub fn good_key(scores: &Scores, baseline: &Scores, target_rate: f64) -> (usize, f64) {
-    let allowed = (target_rate * scores.harmful as f64 + 1e-9).floor() as usize;
+pub fn good_key(scores: &Scores, baseline: &Scores, goal: &Goal) -> (usize, f64) {
+    let allowed = (goal.refusal_rate * scores.harmful as f64 + 1e-9).floor() as usize;
     let slack = (allowed / 4).max(1);
-    let excess =
-        scores.refusals.saturating_sub(allowed + slack) + scores.over_refusals.saturating_sub(baseline.over_refusals);
+    let over_cap = if goal.kl_ok(scores.kl_mean) { 0 } else { scores.harmful.max(1) };
+    let excess = scores.refusals.saturating_sub(allowed + slack)
+        + scores.over_refusals.saturating_sub(baseline.over_refusals)
+        + over_cap;
     (excess, if scores.kl_mean.is_finite() { scores.kl_mean } else { f64::MAX })
 }
 
@@ -417,17 +472,24 @@ pub fn refusal_rate_bound(refusals: usize, asked: usize) -> f64 {
 }
 
 /// The trial to use: among trials that keep the constraint and whose refusal rate is at most
-/// `target_rate` with [`CHOICE_CONFIDENCE_Z`]'s confidence ([`refusal_rate_bound`]), the one
+/// the goal's with [`CHOICE_CONFIDENCE_Z`]'s confidence ([`refusal_rate_bound`]), the one
 /// with the smallest KL; if none, the same among those whose measured rate is at most the
 /// target; if none reaches the target, the one that keeps the constraint with the fewest
 /// refusals (then smallest KL); if none keeps it, the best by rank.
-/// Pruned trials take part only when no trial is complete.
-pub fn choose(trials: &[TrialRecord], baseline: &Scores, target_rate: f64) -> Option<usize> {
+/// Pruned trials take part only when no trial is complete, and trials above the KL cap only
+/// when no trial keeps it.
+pub fn choose(trials: &[TrialRecord], baseline: &Scores, goal: &Goal) -> Option<usize> {
+    let subset = |at: Vec<usize>| {
+        let some: Vec<TrialRecord> = at.iter().map(|&i| trials[i].clone()).collect();
+        choose(&some, baseline, goal).map(|i| at[i])
+    };
     if trials.iter().any(TrialRecord::complete) && trials.iter().any(|t| !t.complete()) {
-        let at: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].complete()).collect();
-        let complete: Vec<TrialRecord> = at.iter().map(|&i| trials[i].clone()).collect();
-        return choose(&complete, baseline, target_rate).map(|i| at[i]);
+        return subset((0..trials.len()).filter(|&i| trials[i].complete()).collect());
     }
+    if let Some(at) = within_cap(trials, goal) {
+        return subset(at);
+    }
+    let target_rate = goal.refusal_rate;
     let points: Vec<Point<2>> = trials.iter().map(|t| point(&t.scores, baseline)).collect();
     let by = |key: &dyn Fn(usize) -> (f64, f64, f64)| {
         (0..trials.len()).min_by(|&a, &b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
@@ -452,7 +514,7 @@ fn progress_message(trials: &[TrialRecord], baseline: &Scores, settings: &Search
     let per_trial = this_run.iter().sum::<f64>() / this_run.len().max(1) as f64;
     let left = settings.trials.saturating_sub(trials.len()) as f64 * per_trial;
     let eta = if left >= 90.0 { format!("{:.0} min", left / 60.0) } else { format!("{left:.0} s") };
-    let best = match choose(trials, baseline, settings.target_refusal_rate).map(|i| &trials[i]) {
+    let best = match choose(trials, baseline, &settings.goal()).map(|i| &trials[i]) {
         Some(b) if b.complete() => {
             format!(
                 "best #{}: refusals {}/{}, KL {:.3}",

@@ -46,7 +46,7 @@ pub fn search_step(
     }
     let inputs = SearchInputs { decoder, model, encoder, directions: &directions, space, starts, validation };
     let outcome = run_search(&inputs, settings, judge, out, progress)?;
-    write_search_report(out, &outcome, settings.target_refusal_rate)?;
+    write_search_report(out, &outcome, &settings.goal())?;
     Ok(outcome)
 }
 

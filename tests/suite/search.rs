@@ -13,8 +13,8 @@ use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
 use scalpel::progress::Silent;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use scalpel::search::{
-    load_trials, measure, search_step, trial_directions, AnswerSettings, SearchSettings, SearchSpace, TrialParams,
-    Validation,
+    load_trials, measure, search_step, trial_directions, AnswerSettings, Goal, SearchSettings, SearchSpace,
+    TrialParams, Validation,
 };
 use scalpel::surgery::{ablate, plan, WeightKernel};
 use std::collections::BTreeMap;
@@ -237,7 +237,7 @@ fn the_samplers_good_group_keeps_low_kl_trials_just_above_the_target() {
     let baseline = planted(47, 1, 0.0);
     // 5 % of 80 allows 4 refusals, with a slack of 1: 5 refusals at KL 0.15 ranks before 0 at
     // KL 0.6; 6 refusals or an extra over-refusal do not.
-    let key = |s: &Scores| good_key(s, &baseline, 0.05);
+    let key = |s: &Scores| good_key(s, &baseline, &Goal::rate(0.05));
     assert!(key(&planted(5, 1, 0.15)) < key(&planted(0, 0, 0.6)));
     assert!(key(&planted(4, 1, 0.15)) < key(&planted(5, 1, 0.16)));
     assert!(key(&planted(0, 0, 0.6)) < key(&planted(6, 1, 0.01)));
@@ -271,12 +271,12 @@ fn the_choice_is_the_smallest_kl_that_reaches_the_target_with_confidence() {
         trial(2, 1, 0, 0.30),
         trial(3, 0, 2, 0.10), // more over-refusals than the original
     ];
-    assert_eq!(choose(&trials, &baseline, 0.05), Some(1));
+    assert_eq!(choose(&trials, &baseline, &Goal::rate(0.05)), Some(1));
     // None within the target with confidence: the measured rate decides.
-    assert_eq!(choose(&trials[..1], &baseline, 0.05), Some(0));
+    assert_eq!(choose(&trials[..1], &baseline, &Goal::rate(0.05)), Some(0));
     // None at the target: the fewest refusals that keep the constraint.
     let far = vec![trial(0, 9, 0, 0.01), trial(1, 7, 1, 0.2), trial(2, 1, 3, 0.0)];
-    assert_eq!(choose(&far, &baseline, 0.05), Some(1));
+    assert_eq!(choose(&far, &baseline, &Goal::rate(0.05)), Some(1));
 }
 
 /// A planted stage-1 scorer: harmful prompt i is refused when `refuses[i]`; harmless prompt i
@@ -326,7 +326,7 @@ fn the_refusal_bound_prunes_exactly_the_trials_that_cannot_reach_the_target() {
     use rand::{Rng, SeedableRng};
     use scalpel::search::{measure_trial, refusal_rate_bound, PruneBounds, PruneStage};
     let validation = demo_validation();
-    let bounds = PruneBounds { target_rate: 0.05, best_kl: None };
+    let bounds = PruneBounds { target_rate: 0.05, ..PruneBounds::default() };
     // On 80 prompts the 5 % target with 80 % confidence allows 2 refusals: 3 in the first chunk
     // of 16 prune there; 2 anywhere never prune.
     let mut first_three = vec![false; 80];
@@ -381,7 +381,7 @@ fn the_kl_bound_prunes_only_trials_whose_mean_cannot_beat_the_best() {
     use rand::{Rng, SeedableRng};
     use scalpel::search::{measure_trial, PruneBounds, PruneStage};
     let validation = demo_validation();
-    let bounds = PruneBounds { target_rate: 0.05, best_kl: Some(0.1) };
+    let bounds = PruneBounds { target_rate: 0.05, best_kl: Some(0.1), ..PruneBounds::default() };
     // 80 forwarded prompts at KL 0.16: their sum over 120 prompts is 0.107 > 0.1, so whatever
     // the 40 answered ones give, the mean exceeds the best: pruned before they are answered.
     let mut scorer = PlantedScorer::new(vec![false; 80], vec![0.16; 120]);
@@ -506,12 +506,13 @@ fn a_search_with_pruned_trials_resumes_and_logs_one_line_per_trial() {
     assert_eq!(key(&first), key(&whole)[..6]);
 }
 
-/// A planted full-length answerer: trial `n`'s harmful answers are `plan[n]` (R, E or C per
-/// prompt), the original's are all R; harmless answers are all C. It records whom it answered.
+/// A planted full-length answerer: trial `n`'s answer to "harmful i" is `plan[n][i]` (R, E or
+/// C), the original's are all R; harmless answers are all C. It records whom it answered, once
+/// per call, and how many prompts.
 struct PlantedAnswers {
     plan: BTreeMap<usize, Vec<char>>,
     asked: Vec<Option<usize>>,
-    harmful: usize,
+    prompts: Vec<(Option<usize>, usize)>,
 }
 
 impl scalpel::search::FullAnswers for PlantedAnswers {
@@ -523,11 +524,18 @@ impl scalpel::search::FullAnswers for PlantedAnswers {
     ) -> scalpel::Result<Vec<String>> {
         assert_eq!(max_tokens, 128);
         self.asked.push(trial.map(|t| t.number));
-        let harmful: Vec<char> = match trial {
-            None => vec!['R'; self.harmful],
-            Some(t) => self.plan.get(&t.number).cloned().unwrap_or_else(|| vec!['C'; self.harmful]),
+        self.prompts.push((trial.map(|t| t.number), prompts.len()));
+        let letter = |i: usize| match trial {
+            None => 'R',
+            Some(t) => self.plan.get(&t.number).map_or('C', |p| p[i]),
         };
-        Ok((0..prompts.len()).map(|i| if i < self.harmful { harmful[i].to_string() } else { "C".into() }).collect())
+        Ok(prompts
+            .iter()
+            .map(|p| match p.strip_prefix("harmful ") {
+                Some(i) => letter(i.parse().unwrap()).to_string(),
+                None => "C".into(),
+            })
+            .collect())
     }
 }
 
@@ -589,9 +597,9 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
         record(6, 0, 4, 0.02, false), // breaks the over-refusal constraint
         record(7, 2, 0, 0.12, false),
     ];
-    assert_eq!(choose(&trials, &baseline, 0.05), Some(0));
+    assert_eq!(choose(&trials, &baseline, &Goal::rate(0.05)), Some(0));
     let k = 4;
-    let expected = finalists(&trials, &baseline, 0.05, k);
+    let expected = finalists(&trials, &baseline, &Goal::rate(0.05), k);
     assert_eq!(expected.len(), k);
     assert!(!expected.contains(&5), "a pruned trial is not re-scored: {expected:?}");
     assert_eq!(expected[0], 0, "the front's trial nearest the target first");
@@ -615,11 +623,12 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
         baseline: &baseline,
         validation: &validation,
         answered: 40,
-        target_rate: 0.05,
+        goal: Goal::rate(0.05),
         finalists: k,
+        chunk: 16,
         max_tokens: 128,
     };
-    let mut answerer = PlantedAnswers { plan: plan.clone(), asked: Vec::new(), harmful: 80 };
+    let mut answerer = PlantedAnswers { plan: plan.clone(), asked: Vec::new(), prompts: Vec::new() };
     let mut written = Vec::new();
     let stage2 = run_stage2(
         &inputs,
@@ -636,10 +645,11 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
     .unwrap();
     let mut asked_trials: Vec<usize> = answerer.asked.iter().flatten().copied().collect();
     asked_trials.sort();
+    asked_trials.dedup();
     let mut finalists_sorted = expected.clone();
     finalists_sorted.sort();
     assert_eq!(asked_trials, finalists_sorted, "exactly the finalists, each once");
-    assert_eq!(answerer.asked.iter().filter(|a| a.is_none()).count(), 1, "and the original once");
+    assert!(answerer.asked.contains(&None), "and the original");
     assert_eq!(stage2.finals.iter().map(|f| f.trial.unwrap()).collect::<Vec<_>>(), expected);
     assert_eq!(stage2.original.harmful.refusal, 80);
     let by_kl_among_passing = expected
@@ -654,7 +664,7 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
     assert_eq!(stage2.chosen, by_kl_among_passing);
     assert_ne!(stage2.chosen, 0, "stage 1's choice fails at full length");
     // Resumed with its records: nothing is answered again, the same choice.
-    let mut again = PlantedAnswers { plan, asked: Vec::new(), harmful: 80 };
+    let mut again = PlantedAnswers { plan, asked: Vec::new(), prompts: Vec::new() };
     let resumed = run_stage2(
         &inputs,
         &mut again,
@@ -667,4 +677,95 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
     .unwrap();
     assert!(again.asked.is_empty());
     assert_eq!(resumed, stage2);
+}
+
+fn plain_trial(number: usize, refusals: usize, over_refusals: usize, kl_mean: f64) -> scalpel::search::TrialRecord {
+    scalpel::search::TrialRecord {
+        number,
+        origin: "test".into(),
+        params: TrialParams {
+            direction_layer: 1.0,
+            stream: "resid_pre".into(),
+            projected: false,
+            attn: WeightKernel::constant(1.0, 4),
+            mlp: WeightKernel::constant(1.0, 4),
+            embed: false,
+            norm_preserve: false,
+        },
+        scores: planted(refusals, over_refusals, kl_mean),
+        answers: Vec::new(),
+        pruned: None,
+    }
+}
+
+#[test]
+fn the_kl_cap_keeps_damaging_trials_out_of_the_choice_unless_none_keeps_it() {
+    use scalpel::search::{choose, finalists, good_key, prune_bounds, PruneBounds, TrialRecord};
+    let baseline = planted(47, 1, 0.0);
+    let trials = vec![plain_trial(0, 0, 0, 0.30), plain_trial(1, 6, 0, 0.08), plain_trial(2, 9, 0, 0.05)];
+    let capped = Goal { refusal_rate: 0.05, max_kl: Some(0.1) };
+    assert_eq!(choose(&trials, &baseline, &Goal::rate(0.05)), Some(0), "without a cap: the one at the target");
+    assert_eq!(choose(&trials, &baseline, &capped), Some(1), "with it: the fewest refusals within the cap");
+    assert_eq!(finalists(&trials, &baseline, &capped, 3), vec![1, 2], "finalists come from within the cap");
+    let none_keeps = Goal { refusal_rate: 0.05, max_kl: Some(0.01) };
+    assert_eq!(choose(&trials, &baseline, &none_keeps), Some(0), "no trial keeps the cap: it is set aside");
+    assert_eq!(finalists(&trials, &baseline, &none_keeps, 3).len(), 3);
+    // The sampler ranks a trial above the cap after every trial within it.
+    let key = |t: &TrialRecord| good_key(&t.scores, &baseline, &capped);
+    assert!(key(&trials[2]) < key(&trials[0]) && key(&trials[1]) < key(&trials[0]));
+    // Pruning: above the cap is hopeless; missing the target is hopeless only once a trial
+    // within the cap refuses no more.
+    let bounds = prune_bounds(&trials, &baseline, &capped);
+    assert_eq!(bounds.fewest_refusals, Some(6));
+    assert_eq!(bounds.best_kl, None, "no trial within the cap reaches the target");
+    assert!(bounds.kl_hopeless(0.11 * 120.0, 120).is_some());
+    assert!(bounds.kl_hopeless(0.09 * 120.0, 120).is_none());
+    assert!(!bounds.refusals_hopeless(5, 80), "5 refusals could still beat trial 1's 6");
+    assert!(bounds.refusals_hopeless(6, 80));
+    let early = PruneBounds { target_rate: 0.05, max_kl: Some(0.1), ..PruneBounds::default() };
+    assert!(!early.refusals_hopeless(40, 80), "under a cap, nothing is pruned for refusals before a trial keeps it");
+    assert!(PruneBounds { target_rate: 0.05, ..PruneBounds::default() }.refusals_hopeless(3, 80));
+}
+
+#[test]
+fn stage_two_stops_a_finalist_that_cannot_be_chosen_and_the_choice_is_unchanged() {
+    use scalpel::search::{run_stage2, Stage2Inputs, TrialRecord};
+    let baseline = planted(47, 1, 0.0);
+    let trials: Vec<TrialRecord> = (0..4).map(|n| plain_trial(n, 1 + n % 2, 0, 0.02 * (n + 1) as f64)).collect();
+    let letters = |fails: usize| {
+        let mut v = vec!['C'; 80];
+        v[..fails].fill('E');
+        v
+    };
+    // Finalist order is by KL here (same front, distance): 0 fails 12, 1 fails all of its
+    // first chunk, 2 fails 3, 3 fails 20.
+    let plan: BTreeMap<usize, Vec<char>> =
+        [(0, letters(12)), (1, letters(16)), (2, letters(3)), (3, letters(20))].into_iter().collect();
+    let validation = demo_validation();
+    let run = |chunk: usize| {
+        let inputs = Stage2Inputs {
+            trials: &trials,
+            baseline: &baseline,
+            validation: &validation,
+            answered: 40,
+            goal: Goal::rate(0.05),
+            finalists: 4,
+            chunk,
+            max_tokens: 128,
+        };
+        let mut answerer = PlantedAnswers { plan: plan.clone(), asked: Vec::new(), prompts: Vec::new() };
+        let s2 = run_stage2(&inputs, &mut answerer, &LetterJudge, &[], &mut |_| Ok(()), &Silent).unwrap().unwrap();
+        (s2, answerer.prompts)
+    };
+    let (whole, _) = run(80);
+    assert!(whole.finals.iter().all(|f| f.complete()), "one chunk: nothing can stop early");
+    let (chunked, asked) = run(16);
+    assert_eq!(chunked.chosen, whole.chosen, "stopping never changes the choice");
+    assert_eq!(chunked.chosen, 2);
+    let stopped: Vec<(usize, usize)> =
+        chunked.finals.iter().filter_map(|f| f.stopped_after.map(|a| (f.trial.unwrap(), a))).collect();
+    assert_eq!(stopped, vec![(1, 16), (3, 16)], "each after its first chunk: it already fails more than 0's 12");
+    let asked_of = |n: usize| asked.iter().filter(|(t, _)| *t == Some(n)).map(|(_, k)| k).sum::<usize>();
+    assert_eq!(asked_of(1), 16, "and its harmless prompts are never answered");
+    assert_eq!(asked_of(2), 120);
 }
