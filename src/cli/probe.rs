@@ -183,7 +183,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         encoder.format()
     );
     let progress = Bar::with_length("capturing", Unit::Items, (harmful.prompts.len() + harmless.prompts.len()) as u64);
-    let name = model.root.display().to_string();
+    let name = scalpel::checkpoint::display_name(&model.root);
     let inputs =
         ProbeFolder { model_dir: &model, name: &name, encoder: &encoder, harmful: &harmful, harmless: &harmless };
     let (outcome, files, out) = probe_to_folder(decoder, &inputs, &settings, &args.out, args.force, &progress)?;

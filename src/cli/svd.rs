@@ -57,7 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = Bar::new("svd", Unit::Items);
     let analysis = analyse_writers(&model, &settings, directions.as_ref(), &bar)?;
     bar.finish();
-    let files = write_svd_outputs(staged.path(), &analysis, &model.root.display().to_string())?;
+    let files = write_svd_outputs(staged.path(), &analysis, &scalpel::checkpoint::display_name(&model.root))?;
     let out = staged.commit()?;
     eprintln!(
         "analysed {} writers in {:.1}s; wrote {}",

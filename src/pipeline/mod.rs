@@ -264,9 +264,14 @@ impl Run<'_> {
         } else {
             (harmful, harmless)
         };
+        let name = if r.output.record_paths {
+            r.model.path.clone()
+        } else {
+            crate::checkpoint::display_name(&self.model.root)
+        };
         let inputs = ProbeFolder {
             model_dir: &self.model,
-            name: &r.model.path,
+            name: &name,
             encoder: &self.encoder,
             harmful: &harmful,
             harmless: &harmless,

@@ -60,11 +60,14 @@ pub(super) fn write_report(f: &Facts<'_>, out: &Path) -> Result<PathBuf> {
     let (r, v) = (f.recipe, f.verification);
     let n = f.model.spec.num_layers;
     let mut md = String::new();
-    let _ = writeln!(md, "# scalpel run: {}\n", r.model.path);
+    // The model as the recipe names it only where the user asked for local paths.
+    let name =
+        if r.output.record_paths { r.model.path.clone() } else { crate::checkpoint::display_name(&f.model.root) };
+    let _ = writeln!(md, "# scalpel run: {name}\n");
     let _ = writeln!(
         md,
         "Model `{}` ({}, {n} layers, hidden {}). Edited model: [`model/`](model/README.md). Steps run this time: {}.\n",
-        r.model.path,
+        name,
         f.model.spec.family,
         f.model.spec.hidden_size,
         if f.ran.is_empty() { "none (all up to date)".into() } else { f.ran.join(", ") }

@@ -219,3 +219,18 @@ fn records_that_hold_the_source_path_are_still_read() {
     // Without identities there is nothing to check a given original against: it is used as given.
     ok(&["verify", s(&out), "--directions", s(&dirs), "--original", s(&model)]);
 }
+
+#[test]
+fn probe_and_svd_outputs_name_the_model_without_its_path() {
+    let (tmp, model, _) = setup(1);
+    let t = tmp.path();
+    let (probe, svd) = (t.join("probe"), t.join("svd"));
+    ok(&["probe", s(&model), "--out", s(&probe), "--limit", "6"]);
+    ok(&["svd", s(&model), "--out", s(&svd)]);
+    let outputs = [probe.as_path(), svd.as_path()];
+    for path in local_paths(t) {
+        let leaks = holding(&outputs, &path);
+        assert!(leaks.is_empty(), "{path} is written into {leaks:?}");
+    }
+    assert!(!holding(&[probe.join("report.md").as_path()], "source-model").is_empty(), "the report names the model");
+}
