@@ -9,13 +9,20 @@ use scalpel::eval::Judge;
 use scalpel::model::{parse_device, parse_dtype};
 use std::path::PathBuf;
 
-/// Which judge gives the verdicts, where a model judge caches them.
+/// Which judge gives the verdicts.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct JudgeArgs {
     /// Who judges answers refusal, evasion or compliance: `rules` (text rules) or `model:PATH`
     /// (a chat model folder reads a fixed rubric; its label-token probabilities decide).
     #[arg(long, default_value = "rules")]
     pub judge: String,
+    #[command(flatten)]
+    pub options: JudgeOptions,
+}
+
+/// How a model judge runs: where it caches its verdicts, how many it scores at once.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct JudgeOptions {
     /// Where a model judge caches its verdicts (default: ~/.cache/scalpel/judge).
     #[arg(long, value_name = "DIR")]
     pub judge_cache: Option<PathBuf>,
@@ -24,7 +31,7 @@ pub struct JudgeArgs {
     pub judge_batch: usize,
 }
 
-impl JudgeArgs {
+impl JudgeOptions {
     /// The judge named by `spec`, a model judge loaded with `run`'s device and dtype.
     pub fn build(&self, spec: &str, run: &RunArgs) -> anyhow::Result<Box<dyn Judge>> {
         let spec = JudgeSpec::parse(spec)?;
@@ -33,9 +40,12 @@ impl JudgeArgs {
             .with_context(|| format!("opening the judge `{spec}`"))
     }
 
+}
+
+impl JudgeArgs {
     /// The judge of `--judge`.
     pub fn judge(&self, run: &RunArgs) -> anyhow::Result<Box<dyn Judge>> {
-        self.build(&self.judge, run)
+        self.options.build(&self.judge, run)
     }
 }
 
@@ -67,7 +77,7 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
-    pub options: JudgeArgs,
+    pub options: JudgeOptions,
     #[command(flatten)]
     pub run: RunArgs,
 }
