@@ -21,7 +21,7 @@ mod amx {
 
     /// All eight tiles as 16 rows of 64 bytes (the library's configuration, once per thread).
     fn configure() {
-        scalpel::model::amx::configure_thread();
+        scalpel::kernels::amx::configure_thread();
     }
 
     /// Where tile (row block `r`, column block `c`) of `w` (`[n, k]`) starts, and the stride of
@@ -102,8 +102,8 @@ mod amx {
 
     pub fn run(n: usize, k: usize) {
         // The CPU's AMX-BF16 and Linux's grant of the tile state, as the products ask for them.
-        if !scalpel::model::amx::enabled() {
-            println!("this CPU or kernel gives no AMX bf16 (or SCALPEL_AMX is off)");
+        if !scalpel::kernels::isa::has_amx() {
+            println!("this CPU or kernel gives no AMX bf16");
             return;
         }
         assert!(n.is_multiple_of(96) && k.is_multiple_of(32), "OUT_ROWS must be a multiple of 96, IN of 32");

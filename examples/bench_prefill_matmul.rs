@@ -7,7 +7,7 @@
 //! `cargo run --release --example bench_prefill_matmul -- [ROWS,ROWS,..] [ROUNDS]`
 
 use candle_core::{Device, Tensor};
-use scalpel::model::small_matmul::gemm_wt;
+use scalpel::kernels::small_matmul::gemm_wt;
 use std::time::Instant;
 
 /// How gemm reads `B` (`[k, n]` in its terms): `W` `[n, k]` as scalpel stores it, or a

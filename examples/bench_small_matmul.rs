@@ -2,15 +2,16 @@
 //! on the linear shapes of Qwen2.5-Coder-0.5B (fused qkv, o_proj, fused gate/up, down, LM head;
 //! `SHAPES=smollm2` for SmolLM2-135M's), for several row counts, f32, the best of REPEATS runs
 //! each (and, where the CPU has them, the panel product of the same weights,
-//! `scalpel::model::panels`, and the AMX product of the weights rounded to bf16,
-//! `scalpel::model::amx`); then a whole decode step's products (every layer's distinct weights
+//! `scalpel::kernels::panels`, and the AMX product of the weights rounded to bf16,
+//! `scalpel::kernels::amx`); then a whole decode step's products (every layer's distinct weights
 //! and the LM head, 0.5–2 GB, so they stream from memory as in generation).
 //!
 //! `cargo run --release --example bench_small_matmul -- [ROWS,ROWS,..] [REPEATS]`
 
 use candle_core::{DType, Device, Tensor};
-use scalpel::model::small_matmul::{matmul_wt, Isa};
-use scalpel::model::{amx, panels};
+use scalpel::kernels::isa::Isa;
+use scalpel::kernels::small_matmul::matmul_wt;
+use scalpel::kernels::{amx, panels};
 use std::time::Instant;
 
 /// `(k, n, W as a Vec, W as a tensor)`.

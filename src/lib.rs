@@ -7,6 +7,7 @@
 //! - [`directions`]: the directions file format shared by `probe` and `ablate`;
 //! - [`fixture`]: tiny random models of every supported family, built in code;
 //! - [`model`]: the instrumented decoder (candle) with hook points and interventions;
+//! - [`kernels`]: the hand-written CPU kernels below it (products, fused ops, attention);
 //! - [`prompts`]: prompt sets, chat templates, batching;
 //! - [`import`]: GGUF → Hugging Face folder;
 //! - [`export`]: Hugging Face folder → GGUF, and edits as PEFT LoRA adapters;
@@ -27,6 +28,7 @@ pub mod export;
 pub mod files;
 pub mod fixture;
 pub mod import;
+pub mod kernels;
 pub mod layers;
 pub mod linalg;
 pub mod model;

@@ -7,7 +7,8 @@ use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::layers::parse_layers;
 use scalpel::model::{
-    basis_tensor, parse_device, parse_dtype, Decoder, HookPoint, Intervention, Interventions, WeightStorage,
+    basis_tensor, parse_device, parse_dtype, Decoder, HookPoint, Intervention, Interventions, KernelConfig,
+    LoadOptions, WeightStorage,
 };
 use scalpel::prompts::{PromptEncoder, PromptFormat};
 use std::collections::BTreeMap;
@@ -73,11 +74,25 @@ impl RunArgs {
             .as_ref()
             .map(|a| scalpel::export::merge_adapter(model, a, &scalpel::progress::Silent))
             .transpose()?;
-        let decoder = Decoder::load_with(merged.as_ref().map_or(model, |m| &m.model), &device, dtype, self.storage()?)
+        let options = LoadOptions { storage: self.storage()?, kernels: kernels_from_env() };
+        let decoder = Decoder::load_with_options(merged.as_ref().map_or(model, |m| &m.model), &device, dtype, options)
             .context("loading the model")?;
         let encoder = PromptEncoder::from_model_dir(&model.root, self.format())?;
         Ok((decoder, encoder))
     }
+}
+
+/// Environment variable that turns the AMX products off (`0`, `off`, `false`, `no`).
+const AMX_ENV: &str = "SCALPEL_AMX";
+/// Environment variable that keeps f32 matrices in rows instead of AVX-512 panels (`0`, ...).
+const PANELS_ENV: &str = "SCALPEL_PANELS";
+
+/// The packed kernels the environment allows: each unless its variable turns it off.
+fn kernels_from_env() -> KernelConfig {
+    let off = |var: &str| {
+        std::env::var(var).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"))
+    };
+    KernelConfig { amx: !off(AMX_ENV), panels: !off(PANELS_ENV) }
 }
 
 /// Runtime interventions (no weights are changed).

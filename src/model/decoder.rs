@@ -2,15 +2,27 @@
 
 use super::hooks::{CaptureSpec, Captures, HookPoint};
 use super::interventions::Interventions;
-use super::kernels::add;
-use super::layer::{rms_norm, Layer};
+use super::layer::Layer;
 use super::masks::{attention_bias, position_ids};
+use super::ops::{add, rms_norm};
 use super::rope::Rope;
-use super::weights::{Linear, Loader, WeightStorage};
+use super::weights::{Linear, Loader, WeightLayout, WeightStorage};
 use crate::arch::{Family, ModelSpec, RopeScaling};
 use crate::checkpoint::ModelDir;
+use crate::kernels::KernelConfig;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
+use std::collections::BTreeSet;
+
+/// How [`Decoder::load_with_options`] keeps the weights: their dtype in memory and the packed
+/// kernels they may be prepared for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The dtype of the matrices ([`WeightStorage::Auto`] is resolved against the memory budget).
+    pub storage: WeightStorage,
+    /// The packed CPU kernels allowed (each where the CPU has it).
+    pub kernels: KernelConfig,
+}
 
 /// Which logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,13 +158,21 @@ pub struct Decoder {
     spec: ModelSpec,
     device: Device,
     dtype: DType,
-    /// The token embedding `[vocab, hidden]`; `None` where the head is tied to it and kept in
-    /// panels, whose rows then serve the lookup ([`Loader::tied_embedding`]).
-    pub(super) embed: Option<Tensor>,
+    pub(super) embed: Embedding,
     pub(super) layers: Vec<Layer>,
     final_norm: Tensor,
     pub(super) lm_head: Linear,
     ropes: Ropes,
+}
+
+/// Where the token embedding `[vocab, hidden]` lives.
+#[derive(Debug, Clone)]
+pub(super) enum Embedding {
+    /// A matrix of its own.
+    Own(Tensor),
+    /// The matrix of the head tied to it: one copy serves the head's products and the lookup of
+    /// its rows, whatever layout the head's kernel keeps it in.
+    Head,
 }
 
 /// The rotary configurations of a model: one per distinct (theta, scaling); `of[layer]` indexes it.
@@ -362,15 +382,22 @@ impl Decoder {
     /// Load every weight of `model` onto `device` in `dtype`, the matrices kept as `storage`
     /// says ([`WeightStorage::Auto`] resolved against the memory budget).
     pub fn load_with(model: &ModelDir, device: &Device, dtype: DType, storage: WeightStorage) -> Result<Decoder> {
-        let storage = super::memory::resolve_storage(storage, model, dtype, device)?;
+        Decoder::load_with_options(model, device, dtype, LoadOptions { storage, ..LoadOptions::default() })
+    }
+
+    /// Load every weight of `model` onto `device` in `dtype`, kept as `options` says.
+    pub fn load_with_options(model: &ModelDir, device: &Device, dtype: DType, options: LoadOptions) -> Result<Decoder> {
+        let storage = super::memory::resolve_storage(options.storage, model, dtype, device)?;
         let spec = model.spec.clone();
-        let loader = Loader { model, device, dtype, storage };
+        let loader = Loader { model, device, dtype, storage, kernels: options.kernels };
         let embed_shape = [spec.vocab_size, spec.hidden_size];
+        let head = |name: &str| -> Result<Linear> {
+            loader.finish(loader.linear(name, None, spec.vocab_size, spec.hidden_size)?)
+        };
         let (embed, lm_head) = if model.head_is_tied() {
-            loader.tied_embedding(&spec.embed_name(), &embed_shape)?
+            (Embedding::Head, head(&spec.embed_name())?)
         } else {
-            let head = loader.finish(Linear::new(loader.linear_matrix(&spec.lm_head_name(), &embed_shape)?, None))?;
-            (Some(loader.matrix(&spec.embed_name(), &embed_shape)?), head)
+            (Embedding::Own(loader.embedding(&spec.embed_name(), &embed_shape)?), head(&spec.lm_head_name())?)
         };
         let layers = (0..spec.num_layers).map(|l| Layer::load(&loader, &spec, l)).collect::<Result<Vec<_>>>()?;
         let final_norm = loader.norm(&spec.final_norm_name(), spec.hidden_size)?;
@@ -381,7 +408,17 @@ impl Decoder {
     /// The embedding matrix `[vocab, hidden]` (unpacked from the tied head's panels where the
     /// embedding lives there).
     pub(super) fn embedding(&self) -> candle_core::Result<Tensor> {
-        self.embed.clone().map_or_else(|| self.lm_head.weight(), Ok)
+        match &self.embed {
+            Embedding::Own(e) => Ok(e.clone()),
+            Embedding::Head => self.lm_head.weight(),
+        }
+    }
+
+    /// The layouts the linears' matrices (the head's included) are kept in, which name the
+    /// kernels their products take.
+    pub fn weight_layouts(&self) -> BTreeSet<WeightLayout> {
+        let layers = self.layers.iter().flat_map(|l| [&l.qkv, &l.o_proj, &l.mlp_in.gate_up, &l.down_proj]);
+        layers.chain([&self.lm_head]).map(|linear| linear.w.layout()).collect()
     }
 
     /// The model description.
@@ -397,7 +434,10 @@ impl Decoder {
     /// The bytes the weights take in memory (a tied head counted once).
     pub fn weight_bytes(&self) -> usize {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        let embed = self.embed.as_ref().filter(|e| e.id() != self.lm_head.w.id()).map_or(0, size);
+        let embed = match &self.embed {
+            Embedding::Own(e) => size(e),
+            Embedding::Head => 0,
+        };
         let layers: usize = self.layers.iter().map(super::layer::Layer::bytes).sum();
         embed + self.lm_head.bytes() + size(&self.final_norm) + layers
     }
@@ -410,7 +450,7 @@ impl Decoder {
     /// Run `ids` (`[batch][new]`, left-padded) whose attention mask over the whole sequence so
     /// far is `attention` (`[batch][past + new]`, 1 = real token). With a cache, `past` tokens
     /// are already in it and it is extended.
-    /// The pass runs on a worker of rayon's pool ([`super::threads`]).
+    /// The pass runs on a worker of rayon's pool ([`super::ops::on_worker`]).
     pub fn forward(
         &self,
         ids: &[Vec<u32>],
@@ -418,7 +458,7 @@ impl Decoder {
         cache: Option<&mut KvCache>,
         request: &ForwardRequest<'_>,
     ) -> Result<ForwardOutput> {
-        super::threads::on_worker(|| self.forward_here(ids, attention, cache, request))
+        super::ops::on_worker(|| self.forward_here(ids, attention, cache, request))
     }
 
     fn forward_here(
@@ -435,8 +475,8 @@ impl Decoder {
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         // Gather the rows, then widen them (a 16-bit embedding stays 16-bit).
         let h = match &self.embed {
-            Some(embed) => embed.index_select(&Tensor::new(flat.as_slice(), &self.device)?, 0)?,
-            None => self.lm_head.gather_rows(&flat)?,
+            Embedding::Own(embed) => embed.index_select(&Tensor::new(flat.as_slice(), &self.device)?, 0)?,
+            Embedding::Head => self.lm_head.gather_rows(&flat)?,
         };
         let h = h.to_dtype(self.dtype)?.reshape((b, t, spec.hidden_size))?;
         let mut h = scale_embedding(spec, h)?;

@@ -2,10 +2,11 @@
 //! search trial's in-memory edit (`Decoder::with_edits`, defined by [`crate::search`], which
 //! applies the checkpoint writer's own per-tensor edit through it).
 
-use super::decoder::Decoder;
+use super::decoder::{Decoder, Embedding};
 use super::weights::Linear;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
 
 /// A writer tensor of the running model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ impl Decoder {
         for (i, target) in targets.iter().enumerate() {
             let mut apply = |t: &Tensor| edited_tensor(t, dtype, |values, shape| edit(i, values, shape));
             match *target {
-                WriterTensor::Embedding => edited.embed = Some(apply(&edited.embedding()?)?),
+                WriterTensor::Embedding => edited.embed = Embedding::Own(apply(&edited.embedding()?)?),
                 WriterTensor::AttnOut { layer, bias } => {
                     let linear = &edited.layer(layer)?.o_proj;
                     edited.layers[layer].o_proj = edited_linear(linear, bias, layer, &mut apply)?
@@ -62,11 +63,8 @@ impl Decoder {
             }
         }
         if retie_head {
-            edited.lm_head = repacked(Linear::new(edited.embedding()?, None), &self.lm_head)?;
-            if edited.lm_head.panels.is_some() {
-                // The edited head's panels serve the lookup, as in the original.
-                edited.embed = None;
-            }
+            edited.lm_head = Linear { w: self.lm_head.w.prepared_like(edited.embedding()?)?, b: None };
+            edited.embed = Embedding::Head;
         }
         Ok(edited)
     }
@@ -89,19 +87,20 @@ fn edited_linear(
             .ok_or_else(|| Error::Invalid(format!("layer {layer}'s writer has no bias in the running model")))?;
         Linear { b: Some(apply(b)?), ..linear.clone() }
     } else {
-        repacked(Linear::new(apply(&linear.weight()?)?, linear.b.clone()), linear)?
+        Linear { w: linear.w.prepared_like(apply(&linear.weight()?)?)?, b: linear.b.clone() }
     })
 }
 
-/// `edited` packed as the linear it replaces was (for AMX, or in panels).
-fn repacked(edited: Linear, original: &Linear) -> Result<Linear> {
-    Ok(edited.packed(original.amx.is_some(), original.panels.is_some())?)
+/// Whether every value is exact in bf16 (its low 16 bits zero), as a bf16 checkpoint's are once
+/// widened.
+fn exact_in_bf16(values: &[f32]) -> bool {
+    values.par_iter().all(|v| v.to_bits() & 0xffff == 0)
 }
 
 /// `t` edited in f32 by `edit` and returned on its device, rounded as [`Decoder::with_writers_edited`] says.
 fn edited_tensor(t: &Tensor, dtype: DType, edit: impl FnOnce(&mut [f32], &[usize]) -> Result<()>) -> Result<Tensor> {
     let mut values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let bf16_exact = super::amx::exact_in_bf16(&values);
+    let bf16_exact = exact_in_bf16(&values);
     edit(&mut values, t.dims())?;
     let edited = Tensor::from_vec(values, t.shape(), t.device())?;
     Ok(if bf16_exact {

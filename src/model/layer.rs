@@ -1,17 +1,14 @@
 //! One decoder layer: attention and MLP blocks with their norms, for every supported family.
 
-use super::attention;
 use super::decoder::LayerCache;
-use super::kernels;
-use super::rope;
+use super::ops::{self, rms_norm};
 use super::weights::{Linear, Loader};
 use crate::arch::{Activation, AttentionLayout, MlpLayout, ModelSpec};
 use crate::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 /// The MLP's input projections, fused into one weight: `[.., 2·inter]` whose first half goes
-/// through the activation and multiplies the second half (one product on the fused CPU f32 path,
-/// one per half elsewhere; see [`Layer::mlp`]).
+/// through the activation and multiplies the second half ([`ops::gated`]).
 #[derive(Debug, Clone)]
 pub(crate) struct MlpIn {
     pub gate_up: Linear,
@@ -35,24 +32,9 @@ pub(crate) struct Layer {
     pub mlp_post_norm: Option<Tensor>,
 }
 
-/// RMSNorm over the last dimension with scale `gamma` (in x's dtype, as `Loader::norm` keeps
-/// it), in one fused pass that computes in f32 and writes x's dtype (candle-nn's kernel:
-/// `x / sqrt(mean(x²) + eps) · γ`). A 16-bit `x` is read as it is, not widened and narrowed again.
-pub(crate) fn rms_norm(x: &Tensor, gamma: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
-    candle_nn::ops::rms_norm(&x.contiguous()?, gamma, eps as f32)
-}
-
-fn activation(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
-    match act {
-        Activation::Silu => x.silu(),
-        Activation::GeluTanh => x.gelu(),
-        Activation::Gelu => x.gelu_erf(),
-    }
-}
-
 /// A q or k projection whose rotary pairs are interleaved (GLM-4: dims `2i, 2i + 1` of each
 /// head's rotated part) with its rows reordered into the rotate-half layout (`i, i + r/2`) that
-/// [`rope::apply`] and the fused kernels use. The same reordering of q's and k's head dims
+/// [`ops::split_heads_rope`] uses. The same reordering of q's and k's head dims
 /// leaves every score `q·k` unchanged, so attention is exactly the interleaved one; nothing
 /// outside the layer sees q or k.
 fn rope_pairs_halved(spec: &ModelSpec, linear: Linear) -> Result<Linear> {
@@ -61,7 +43,8 @@ fn rope_pairs_halved(spec: &ModelSpec, linear: Linear) -> Result<Linear> {
     }
     let hd = spec.head_dim;
     let rotary = ((hd as f64 * spec.partial_rotary_factor) as usize) & !1;
-    let rows = linear.w.dim(0)?;
+    let w = linear.weight()?;
+    let rows = w.dim(0)?;
     let order: Vec<u32> = (0..rows)
         .map(|row| {
             let (head, d) = (row / hd, row % hd);
@@ -73,9 +56,9 @@ fn rope_pairs_halved(spec: &ModelSpec, linear: Linear) -> Result<Linear> {
             (head * hd + from) as u32
         })
         .collect();
-    let index = Tensor::new(order.as_slice(), linear.w.device())?;
+    let index = Tensor::new(order.as_slice(), w.device())?;
     let b = linear.b.as_ref().map(|b| b.index_select(&index, 0)).transpose()?;
-    Ok(Linear::new(linear.w.index_select(&index, 0)?, b))
+    Ok(Linear::new(w.index_select(&index, 0)?, b))
 }
 
 impl Layer {
@@ -163,64 +146,30 @@ impl Layer {
         }
         let y = y.reshape((b, t, nh + 2 * nkv, hd))?;
         let per_head_norms = !spec.qk_norm_full && (self.q_norm.is_some() || self.k_norm.is_some());
-        let fused = if per_head_norms { None } else { kernels::split_heads_rope(&y, cos, sin, nh, nkv)? };
-        let (q, k, v) = match fused {
-            Some(qkv) => qkv,
-            None => {
-                let heads = |from: usize, n: usize| y.narrow(2, from, n)?.transpose(1, 2)?.contiguous();
-                let (mut q, mut k, v) = (heads(0, nh)?, heads(nh, nkv)?, heads(nh + nkv, nkv)?);
-                if let (true, Some(g)) = (per_head_norms, &self.q_norm) {
-                    q = rms_norm(&q, g, spec.norm_eps)?;
-                }
-                if let (true, Some(g)) = (per_head_norms, &self.k_norm) {
-                    k = rms_norm(&k, g, spec.norm_eps)?;
-                }
-                (rope::apply(&q, cos, sin)?, rope::apply(&k, cos, sin)?, v)
+        let (q, k, v) = if per_head_norms {
+            // Gemma 3, Qwen 3: each head of q and k normed between the split and the rotation.
+            let (mut q, mut k, v) = ops::split_heads(&y, nh, nkv)?;
+            if let Some(g) = &self.q_norm {
+                q = rms_norm(&q, g, spec.norm_eps)?;
             }
+            if let Some(g) = &self.k_norm {
+                k = rms_norm(&k, g, spec.norm_eps)?;
+            }
+            (ops::rope(&q, cos, sin)?, ops::rope(&k, cos, sin)?, v)
+        } else {
+            ops::split_heads_rope(&y, cos, sin, nh, nkv)?
         };
         let (k, v) = match cache {
             Some(slot) => LayerCache::append(slot, k, v)?,
             None => (k, v),
         };
-        let s = k.dim(2)?;
         let scale = spec.query_scale.unwrap_or(1.0 / (hd as f64).sqrt());
-        if spec.attn_logit_softcapping.is_none() {
-            // CPU f32: one op, parallel over (sequence, key/value head).
-            if let Some(out) = attention::fused(&q, &k, &v, mask, scale)? {
-                return self.o_proj.forward(&out);
-            }
-        }
-        // Elsewhere (a GPU, 16-bit compute, soft-capping), candle ops.
-        // Grouped-query attention without repeating K/V: the n_rep query heads that share a
-        // key/value head are stacked along the rows of one product, so each (batch, kv head)
-        // is a single gemm; q and the scores are contiguous, so the reshapes are free.
-        let n_rep = nh / nkv;
-        let q32 = q.to_dtype(DType::F32)?.reshape((b, nkv, n_rep * t, hd))?;
-        let k32 = k.to_dtype(DType::F32)?;
-        let scores = q32.matmul(&k32.t()?)?.reshape((b, nh, t, s))?;
-        let probs = match spec.attn_logit_softcapping {
-            None => kernels::masked_softmax(&scores, mask, scale)?,
-            Some(cap) => kernels::masked_softmax(&(((scores * scale)? / cap)?.tanh()? * cap)?, mask, 1.0)?,
-        };
-        let probs = probs.to_dtype(v.dtype())?.reshape((b, nkv, n_rep * t, s))?;
-        let out = probs.matmul(&v)?.reshape((b, nh, t, hd))?;
-        let out = out.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+        let out = ops::attention(&q, &k, &v, mask, scale, spec.attn_logit_softcapping)?;
         self.o_proj.forward(&out)
     }
 
     /// The MLP's raw output (before any post-norm) for normed input `x`.
     pub fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let gate_up = &self.mlp_in.gate_up;
-        let hidden = if self.mlp_in.act == Activation::Silu && kernels::fusable(&[x]) {
-            // One product, then `silu(gate) · up` in one pass over its output (CPU, f32).
-            kernels::silu_mul(&gate_up.forward(x)?)?
-        } else {
-            // One product per half of the fused weight, so that the activation and the product
-            // read contiguous tensors: on a GPU candle's kernels over the strided halves of one
-            // output take several times the product's own time.
-            let half = gate_up.out_dim() / 2;
-            (activation(&gate_up.forward_rows(x, 0, half)?, self.mlp_in.act)? * gate_up.forward_rows(x, half, half)?)?
-        };
-        self.down_proj.forward(&hidden)
+        self.down_proj.forward(&ops::gated(x, &self.mlp_in.gate_up, self.mlp_in.act)?)
     }
 }

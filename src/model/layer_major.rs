@@ -17,6 +17,7 @@ use super::masks::{split_shared_prefix, PrefixBatch};
 use super::weights::{Loader, WeightStorage};
 use crate::arch::{AttentionLayout, LayerNames, MlpLayout, ModelSpec};
 use crate::checkpoint::ModelDir;
+use crate::kernels::KernelConfig;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::cell::Cell;
@@ -27,6 +28,7 @@ pub struct LayerMajor<'m> {
     model: &'m ModelDir,
     device: Device,
     dtype: DType,
+    kernels: KernelConfig,
     ropes: Ropes,
     bytes_read: Cell<u64>,
 }
@@ -44,7 +46,13 @@ impl<'m> LayerMajor<'m> {
     /// Prepare to run `model` on `device` in `dtype`; nothing but the configuration is read yet.
     pub fn new(model: &'m ModelDir, device: &Device, dtype: DType) -> Result<LayerMajor<'m>> {
         let ropes = Ropes::new(model)?;
-        Ok(LayerMajor { model, device: device.clone(), dtype, ropes, bytes_read: Cell::new(0) })
+        let kernels = KernelConfig::default();
+        Ok(LayerMajor { model, device: device.clone(), dtype, kernels, ropes, bytes_read: Cell::new(0) })
+    }
+
+    /// This runner with its layers' weights packed only for the kernels `kernels` allows.
+    pub fn with_kernels(self, kernels: KernelConfig) -> LayerMajor<'m> {
+        LayerMajor { kernels, ..self }
     }
 
     /// The model description.
@@ -130,13 +138,14 @@ impl<'m> LayerMajor<'m> {
         let layers = capture.last_layer().map_or(spec.num_layers, |l| (l + 1).min(spec.num_layers));
         // One layer serves every batch, so its matrices are widened once, at load.
         let storage = WeightStorage::Compute;
-        let loader = Loader { model: self.model, device: &self.device, dtype: self.dtype, storage };
+        let loader =
+            Loader { model: self.model, device: &self.device, dtype: self.dtype, storage, kernels: self.kernels };
         for l in 0..layers {
             let layer = Layer::load(&loader, spec, l)?;
             for (i, p) in pending.iter_mut().enumerate() {
-                // On a worker of the pool, as `Decoder::forward` runs ([`super::threads`]).
+                // On a worker of the pool, as `Decoder::forward` runs ([`super::ops::on_worker`]).
                 let (dtype, device) = (self.dtype, &self.device);
-                let captures = super::threads::on_worker(|| -> Result<Captures> {
+                let captures = super::ops::on_worker(|| -> Result<Captures> {
                     let mut slot = None;
                     if let Some((hp, ctx)) = p.prefix.take() {
                         let hp = layer_step(

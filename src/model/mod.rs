@@ -2,29 +2,24 @@
 //! candle ops, with an explicit per-layer loop, named hook points, capture of chosen points and
 //! positions, runtime interventions, a KV cache, sampling and generation.
 
-pub mod amx;
-mod attention;
 mod decoder;
 mod edit;
 mod generate;
 pub mod hooks;
 pub mod interventions;
-mod kernels;
 mod layer;
 mod layer_major;
 pub mod masks;
 pub mod memory;
-mod packed;
-pub mod panels;
+mod ops;
 mod prefill;
 pub(crate) mod rope;
 mod sampling;
-pub mod small_matmul;
-mod threads;
 mod weights;
-pub use weights::{WeightStorage, WEIGHTS_DTYPE_ENV};
+pub use weights::{WeightLayout, WeightStorage, WEIGHTS_DTYPE_ENV};
 
-pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LogitsMode};
+pub use crate::kernels::KernelConfig;
+pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LoadOptions, LogitsMode};
 pub use edit::WriterTensor;
 pub use generate::{generate, GenerateOptions, Generation};
 pub use hooks::{CaptureSpec, Captures, HookPoint};

@@ -1,55 +1,126 @@
-//! Loading weights from a memory-mapped checkpoint into candle tensors.
+//! Loading weights from a memory-mapped checkpoint into candle tensors, each matrix prepared for
+//! the kernel that multiplies it.
 
-use super::amx;
-use super::packed::{self, PackedWeight};
-use super::panels::{self, Panels};
+use super::ops;
 use crate::checkpoint::ModelDir;
+use crate::kernels::amx::PackedRows;
+use crate::kernels::panels::Panels;
+use crate::kernels::KernelConfig;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 
-/// `y = x Wᵀ + b` with `W` stored `[out, in]`: row-major in `w`, or packed for a kernel of its
-/// own — tile-packed for AMX (bf16-exact weights, `w` kept in bf16 beside it), or in panels
-/// (f32 weights on AVX-512, in place of `w`).
+/// How a linear's matrix `W` `[out, in]` is kept: the one copy its products read.
+#[derive(Debug, Clone)]
+pub(crate) enum PreparedWeight {
+    /// Row-major, in its stored or the compute dtype (the few-rows kernel, gemm, candle's matmul).
+    Rows(Tensor),
+    /// f32 in AVX-512 panels, with no row-major copy.
+    Panels(Panels),
+    /// Values exact in bf16, tile-packed for the AMX products; `rows` is the matrix row-major
+    /// beside them (bf16, or f32 with bf16 values) for the row ranges the tiles do not take.
+    Amx { packed: PackedRows, rows: Tensor },
+}
+
+/// Which kernel's layout a matrix is kept in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WeightLayout {
+    /// Row-major.
+    Rows,
+    /// AVX-512 panels.
+    Panels,
+    /// Tile-packed for AMX.
+    Amx,
+}
+
+impl PreparedWeight {
+    /// Its layout.
+    pub fn layout(&self) -> WeightLayout {
+        match self {
+            PreparedWeight::Rows(_) => WeightLayout::Rows,
+            PreparedWeight::Panels(_) => WeightLayout::Panels,
+            PreparedWeight::Amx { .. } => WeightLayout::Amx,
+        }
+    }
+
+    /// `W` row-major (unpacked from the panels if it is there).
+    pub fn rows(&self) -> candle_core::Result<Tensor> {
+        match self {
+            PreparedWeight::Rows(w) | PreparedWeight::Amx { rows: w, .. } => Ok(w.clone()),
+            PreparedWeight::Panels(panels) => panels.unpack(),
+        }
+    }
+
+    /// `w` (`[out, in]` row-major, an edited copy of this matrix) prepared as this one is:
+    /// packed for the same kernel where its values allow it, else row-major.
+    pub fn prepared_like(&self, w: Tensor) -> candle_core::Result<PreparedWeight> {
+        Ok(match self {
+            PreparedWeight::Rows(_) => PreparedWeight::Rows(w),
+            PreparedWeight::Panels(_) => Panels::pack(&w)?.map_or(PreparedWeight::Rows(w), PreparedWeight::Panels),
+            PreparedWeight::Amx { .. } => match PackedRows::pack(&w)? {
+                Some(packed) => PreparedWeight::Amx { packed, rows: w },
+                None => PreparedWeight::Rows(w),
+            },
+        })
+    }
+
+    /// Output rows `[from, from + n)`, sharing the storage where the layout allows a view of them.
+    fn narrow(&self, from: usize, n: usize) -> candle_core::Result<PreparedWeight> {
+        Ok(match self {
+            PreparedWeight::Rows(w) => PreparedWeight::Rows(w.narrow(0, from, n)?),
+            PreparedWeight::Panels(panels) => match panels.rows(from, n) {
+                Some(view) => PreparedWeight::Panels(view),
+                // Not at a panel boundary: the rows unpacked (a slow path no model's shapes take).
+                None => PreparedWeight::Rows(panels.unpack()?.narrow(0, from, n)?),
+            },
+            PreparedWeight::Amx { packed, rows } => {
+                let rows = rows.narrow(0, from, n)?;
+                match packed.rows(from, n) {
+                    Some(packed) => PreparedWeight::Amx { packed, rows },
+                    None => PreparedWeight::Rows(rows),
+                }
+            }
+        })
+    }
+
+    /// The bytes it takes in memory.
+    fn bytes(&self) -> usize {
+        match self {
+            PreparedWeight::Rows(w) => tensor_bytes(w),
+            PreparedWeight::Panels(panels) => panels.bytes(),
+            PreparedWeight::Amx { packed, rows } => tensor_bytes(rows) + packed.bytes(),
+        }
+    }
+
+    /// Output width.
+    fn out_dim(&self) -> usize {
+        match self {
+            PreparedWeight::Rows(w) | PreparedWeight::Amx { rows: w, .. } => w.dims()[0],
+            PreparedWeight::Panels(panels) => panels.dims().0,
+        }
+    }
+}
+
+/// The bytes a tensor's elements take.
+fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
+}
+
+/// `y = x Wᵀ + b` with `W` `[out, in]` prepared for its kernel.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    /// `W` `[out, in]`; an empty `[0, in]` placeholder where [`Linear::panels`] holds it.
-    pub w: Tensor,
+    pub w: PreparedWeight,
     pub b: Option<Tensor>,
-    /// `w` packed for the AMX products ([`amx::PackedRows`]), when it is exact in bf16 and
-    /// [`Linear::packed`] made it.
-    pub amx: Option<amx::PackedRows>,
-    /// `W` in panels ([`Panels`]), when it is f32 and [`Linear::packed`] made them.
-    pub panels: Option<Panels>,
 }
 
 impl Linear {
-    /// A linear without a packed copy.
+    /// A linear with `w` row-major.
     pub fn new(w: Tensor, b: Option<Tensor>) -> Linear {
-        Linear { w, b, amx: None, panels: None }
-    }
-
-    /// This linear with `w` packed for its CPU kernel: for AMX where `amx` asks for it, AMX is
-    /// on and `w`'s values are exact in bf16; else in panels where `panels` asks for them, `w`
-    /// is f32 and the panels are on (the row-major copy is then dropped); else as it is.
-    pub fn packed(mut self, amx: bool, panels: bool) -> candle_core::Result<Linear> {
-        if amx {
-            self.amx = amx::PackedRows::pack(&self.w)?;
-        }
-        if panels && self.amx.is_none() && self.panels.is_none() {
-            if let Some(panels) = Panels::pack(&self.w)? {
-                self.w = Tensor::zeros((0, self.w.dim(1)?), self.w.dtype(), self.w.device())?;
-                self.panels = Some(panels);
-            }
-        }
-        Ok(self)
+        Linear { w: PreparedWeight::Rows(w), b }
     }
 
     /// `W` `[out, in]` row-major (unpacked from the panels if it is there).
     pub fn weight(&self) -> candle_core::Result<Tensor> {
-        match &self.panels {
-            Some(panels) => panels.unpack(),
-            None => Ok(self.w.clone()),
-        }
+        self.w.rows()
     }
 
     /// Apply to `x` `[..., in]`.
@@ -57,13 +128,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inner = *dims.last().expect("at least one dim");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x = x.reshape((rows, inner))?;
-        let b = self.b.as_ref();
-        let y = match (&self.amx, &self.panels) {
-            (Some(packed), _) if packed::applies(&x, b) => packed::linear(&x, packed, b)?,
-            (_, Some(panels)) if packed::applies(&x, b) => packed::linear(&x, panels, b)?,
-            _ => super::small_matmul::linear(&x, &self.weight()?, b)?,
-        };
+        let y = ops::matmul(&x.reshape((rows, inner))?, &self.w, self.b.as_ref())?;
         let mut out = dims;
         *out.last_mut().expect("at least one dim") = y.dim(1)?;
         y.reshape(out)
@@ -72,14 +137,16 @@ impl Linear {
     /// Rows `ids` of `W`, `[ids.len(), in]` (f32 from the panels, else in `W`'s dtype): the
     /// embedding lookup of a head tied to the embedding.
     pub fn gather_rows(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
-        match &self.panels {
-            Some(panels) => panels.gather(ids),
-            None => self.w.index_select(&Tensor::new(ids, self.w.device())?, 0),
+        match &self.w {
+            PreparedWeight::Rows(w) | PreparedWeight::Amx { rows: w, .. } => {
+                w.index_select(&Tensor::new(ids, w.device())?, 0)
+            }
+            PreparedWeight::Panels(panels) => panels.gather(ids),
         }
     }
 
-    /// Stack several linears over the same input into one (`[Σ out, in]`), so that one product
-    /// replaces several; a missing bias is zero when another part has one.
+    /// Stack several linears over the same input into one (`[Σ out, in]`, row-major), so that one
+    /// product replaces several; a missing bias is zero when another part has one.
     pub fn fuse(parts: &[Linear]) -> candle_core::Result<Linear> {
         let weights = parts.iter().map(Linear::weight).collect::<candle_core::Result<Vec<_>>>()?;
         let w = Tensor::cat(&weights, 0)?;
@@ -88,7 +155,7 @@ impl Linear {
                 .iter()
                 .map(|p| match &p.b {
                     Some(b) => Ok(b.clone()),
-                    None => Tensor::zeros(p.out_dim(), bias_dtype(parts), p.w.device()),
+                    None => Tensor::zeros(p.out_dim(), bias_dtype(parts), w.device()),
                 })
                 .collect::<candle_core::Result<Vec<_>>>()?;
             Some(Tensor::cat(&biases, 0)?)
@@ -102,35 +169,17 @@ impl Linear {
     /// linear, as a contiguous output of its own (a row range of `W` is a contiguous view).
     pub fn forward_rows(&self, x: &Tensor, from: usize, n: usize) -> candle_core::Result<Tensor> {
         let b = self.b.as_ref().map(|b| b.narrow(0, from, n)).transpose()?;
-        let part = match self.panels.as_ref().map(|p| p.rows(from, n)) {
-            Some(Some(panels)) => Linear { w: self.w.clone(), b, amx: None, panels: Some(panels) },
-            // Not at a panel boundary: the rows unpacked (a slow path no model's shapes take).
-            Some(None) => Linear::new(self.weight()?.narrow(0, from, n)?, b),
-            None => Linear {
-                w: self.w.narrow(0, from, n)?,
-                b,
-                amx: self.amx.as_ref().and_then(|p| p.rows(from, n)),
-                panels: None,
-            },
-        };
-        part.forward(x)
+        Linear { w: self.w.narrow(from, n)?, b }.forward(x)
     }
 
     /// The bytes its tensors take in memory.
     pub fn bytes(&self) -> usize {
-        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-        size(&self.w)
-            + self.b.as_ref().map_or(0, size)
-            + self.amx.as_ref().map_or(0, amx::PackedRows::bytes)
-            + self.panels.as_ref().map_or(0, Panels::bytes)
+        self.w.bytes() + self.b.as_ref().map_or(0, tensor_bytes)
     }
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        match &self.panels {
-            Some(panels) => panels.dims().0,
-            None => self.w.dims()[0],
-        }
+        self.w.out_dim()
     }
 }
 
@@ -157,7 +206,7 @@ pub enum WeightStorage {
     /// `Compute`'s bf16 weights). Norms and biases are in the compute dtype.
     Checkpoint,
     /// Every tensor in the compute dtype; on a CPU with AMX, a bf16 checkpoint's matrices stay
-    /// bf16 with a tile-packed copy for the AMX products ([`super::amx`]), the same memory.
+    /// bf16 with a tile-packed copy for the AMX products ([`crate::kernels::amx`]), the same memory.
     Compute,
     /// [`WeightStorage::Compute`] when the weights in the compute dtype, half again for
     /// activations and edited copies, fit the memory budget (or the budget is unknown), else
@@ -198,12 +247,56 @@ impl WeightStorage {
 }
 
 /// Reads named tensors of a model onto a device in the compute dtype (matrices as `storage`
-/// says).
+/// says, packed for the kernels `kernels` allows).
 pub(crate) struct Loader<'a> {
     pub model: &'a ModelDir,
     pub device: &'a Device,
     pub dtype: DType,
     pub storage: WeightStorage,
+    pub kernels: KernelConfig,
+}
+
+/// Which packed kernels a loader's matrices are prepared for, from its compute dtype, device and
+/// storage, the CPU's instruction sets and its [`KernelConfig`].
+#[derive(Debug, Clone, Copy)]
+struct Packing {
+    /// Products run in f32 on the CPU, where the packed kernels apply.
+    cpu_f32: bool,
+    /// Matrices exact in bf16 are tile-packed for AMX.
+    amx: bool,
+    /// Every matrix goes in panels, a 16-bit one widened as it is packed.
+    panels_any: bool,
+    /// f32 matrices go in panels.
+    panels_f32: bool,
+}
+
+impl Packing {
+    /// A bf16 matrix (the embedding, a linear's) stays bf16 where AMX packs it (the packed copy
+    /// is made from it; an f32 copy would go unused), and a linear's 16-bit matrix stays 16-bit
+    /// until it is put in panels (an f32 row-major copy beside the panels would raise the peak).
+    fn keeps_stored(self, stored: DType, linear: bool) -> bool {
+        (self.amx && stored == DType::BF16) || (linear && self.panels_any && matches!(stored, DType::BF16 | DType::F16))
+    }
+
+    /// The one choice of a linear's layout: `w` (as loaded and fused) tile-packed for AMX where
+    /// AMX is on and its values are exact in bf16, else in panels where they are on for its
+    /// dtype, else row-major.
+    fn prepare(self, w: Tensor) -> candle_core::Result<PreparedWeight> {
+        if !self.cpu_f32 {
+            return Ok(PreparedWeight::Rows(w));
+        }
+        if self.amx {
+            if let Some(packed) = PackedRows::pack(&w)? {
+                return Ok(PreparedWeight::Amx { packed, rows: w });
+            }
+        }
+        if self.panels_any || (self.panels_f32 && w.dtype() == DType::F32) {
+            if let Some(panels) = Panels::pack(&w)? {
+                return Ok(PreparedWeight::Panels(panels));
+            }
+        }
+        Ok(PreparedWeight::Rows(w))
+    }
 }
 
 impl Loader<'_> {
@@ -212,71 +305,43 @@ impl Loader<'_> {
         Ok(self.stored(name, shape)?.to_dtype(self.dtype)?.to_device(self.device)?)
     }
 
-    /// A matrix (the embedding, a tied head): in the checkpoint's 16-bit dtype or the compute
-    /// dtype, as [`WeightStorage::matrix_dtype`] says; a bf16 matrix stays bf16 where AMX is on
-    /// (a tied head's packed copy is made from it; its f32 copy would go unused).
-    pub fn matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.matrix_kept(name, shape, |dtype| self.packs() && dtype == DType::BF16)
+    /// The packing of this loader's matrices. Packed copies are made only where the products
+    /// run in f32 on the CPU, and, whatever the stored dtype, only where the storage is not
+    /// [`WeightStorage::Checkpoint`] (chosen, or forced by the memory budget, for half the
+    /// memory: a packed f32-sized copy would take it back); f32 matrices go in panels either way.
+    fn packing(&self) -> Packing {
+        let cpu_f32 = self.device.is_cpu() && self.dtype == DType::F32;
+        let any = cpu_f32 && self.storage != WeightStorage::Checkpoint;
+        let panels = self.kernels.uses_panels();
+        Packing {
+            cpu_f32,
+            amx: any && self.kernels.uses_amx(),
+            panels_any: any && panels,
+            panels_f32: cpu_f32 && panels,
+        }
     }
 
-    /// A linear's matrix: as [`Loader::matrix`], except that a 16-bit matrix that
-    /// [`Loader::finish`] will put in panels stays 16-bit until then (packing widens it, so an
-    /// f32 row-major copy never exists beside the panels, which for an LM head raises the peak).
-    pub fn linear_matrix(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        self.matrix_kept(name, shape, |dtype| {
-            (self.packs() && dtype == DType::BF16) || (self.panels() && matches!(dtype, DType::BF16 | DType::F16))
-        })
-    }
-
-    /// A matrix in its stored dtype where `kept(stored dtype)`, else as
+    /// A matrix in its stored dtype where [`Packing::keeps_stored`] says, else as
     /// [`WeightStorage::matrix_dtype`] says.
-    fn matrix_kept(&self, name: &str, shape: &[usize], kept: impl Fn(DType) -> bool) -> Result<Tensor> {
+    fn matrix_as(&self, name: &str, shape: &[usize], linear: bool) -> Result<Tensor> {
         let t = self.stored(name, shape)?;
-        let dtype =
-            if kept(t.dtype()) { t.dtype() } else { self.storage.matrix_dtype(t.dtype(), self.dtype, self.device) };
+        let dtype = if self.packing().keeps_stored(t.dtype(), linear) {
+            t.dtype()
+        } else {
+            self.storage.matrix_dtype(t.dtype(), self.dtype, self.device)
+        };
         Ok(t.to_dtype(dtype)?.to_device(self.device)?)
     }
 
-    /// Whether the products run in f32 on the CPU, where the linears are packed for a kernel.
-    fn cpu_f32(&self) -> bool {
-        self.device.is_cpu() && self.dtype == DType::F32
+    /// The embedding matrix of an untied head.
+    pub fn embedding(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.matrix_as(name, shape, false)
     }
 
-    /// Whether this loader's linears are packed whatever their stored dtype (for AMX where
-    /// exact in bf16, in panels otherwise): the products run in f32 on the CPU and the storage
-    /// is not [`WeightStorage::Checkpoint`] (chosen, or forced by the memory budget, for half
-    /// the memory: a packed f32-sized copy would take it back; its f32 matrices are packed).
-    fn packs_any(&self) -> bool {
-        self.cpu_f32() && self.storage != WeightStorage::Checkpoint
-    }
-
-    /// Whether the linears this loader makes are packed in panels whatever their stored dtype.
-    fn panels(&self) -> bool {
-        panels::enabled() && self.packs_any()
-    }
-
-    /// Whether the linears this loader makes are packed for AMX.
-    fn packs(&self) -> bool {
-        amx::enabled() && self.packs_any()
-    }
-
-    /// A loaded (and fused) linear, packed for its CPU kernel where the products run in f32 on
-    /// the CPU: for AMX where [`Loader::packs`] says, else in panels if its matrix is f32 or
-    /// [`Loader::panels`] says.
+    /// A loaded (and fused) linear, its matrix prepared for its kernel ([`Packing::prepare`]).
     pub fn finish(&self, linear: Linear) -> Result<Linear> {
-        let panels = self.panels() || linear.w.dtype() == DType::F32;
-        Ok(if self.cpu_f32() { linear.packed(self.packs(), panels)? } else { linear })
-    }
-
-    /// The embedding `[vocab, hidden]` and a head tied to it. The head is packed as
-    /// [`Loader::finish`] packs a linear; where that puts it in panels, the embedding lookup
-    /// gathers its rows from them ([`Linear::gather_rows`]) and no row-major embedding is kept
-    /// (`None`): one copy of the matrix, and the head's product at panel speed. Packed for AMX, the head is a bf16 copy
-    /// beside the embedding.
-    pub fn tied_embedding(&self, name: &str, shape: &[usize]) -> Result<(Option<Tensor>, Linear)> {
-        let w = self.linear_matrix(name, shape)?;
-        let head = self.finish(Linear::new(w.clone(), None))?;
-        Ok((head.panels.is_none().then_some(w), head))
+        let Linear { w: PreparedWeight::Rows(w), b } = linear else { return Ok(linear) };
+        Ok(Linear { w: self.packing().prepare(w)?, b })
     }
 
     /// One tensor in its stored dtype on the CPU, with its shape checked. Its pages of the
@@ -299,9 +364,10 @@ impl Loader<'_> {
         Ok(t)
     }
 
-    /// A linear layer `[out, in]` with an optional bias.
+    /// A linear layer `[out, in]` with an optional bias, row-major until [`Loader::finish`].
     pub fn linear(&self, weight: &str, bias: Option<&String>, out: usize, inp: usize) -> Result<Linear> {
-        Ok(Linear::new(self.linear_matrix(weight, &[out, inp])?, bias.map(|b| self.tensor(b, &[out])).transpose()?))
+        let w = self.matrix_as(weight, &[out, inp], true)?;
+        Ok(Linear::new(w, bias.map(|b| self.tensor(b, &[out])).transpose()?))
     }
 
     /// A norm's scale `γ` (stored weight plus the family's offset, added in f32), in the compute
@@ -328,8 +394,13 @@ mod tests {
         for rows in [3, 300] {
             let x = Tensor::randn(0f32, 1.0, (rows, 6), &device).unwrap();
             let plain = [Linear::new(w.clone(), Some(b.clone())), Linear::new(w.clone(), None)];
-            let in_panels = plain.clone().map(|l| l.packed(false, true).unwrap());
-            assert_eq!(in_panels[0].panels.is_some(), super::super::panels::enabled());
+            let in_panels = plain.clone().map(|l| {
+                let w = l.weight().unwrap();
+                let packing = Packing { cpu_f32: true, amx: false, panels_any: true, panels_f32: true };
+                Linear { w: packing.prepare(w).unwrap(), b: l.b }
+            });
+            let layout = in_panels[0].w.layout();
+            assert_eq!(layout == WeightLayout::Panels, crate::kernels::isa::has_avx512f(), "{layout:?}");
             for linear in plain.into_iter().chain(in_panels) {
                 let whole = linear.forward(&x).unwrap();
                 for (from, n) in [(0, 4), (4, 6), (3, 5), (32, 38), (32, 20), (0, 70)] {

@@ -1,7 +1,9 @@
 //! Oracle 1 of docs/DESIGN.md: our decoder's logits match candle-transformers' own implementations
 //! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent,
 //! Granite through candle's Granite on weights with its multipliers folded in), and batching with left padding or a
-//! KV cache, or computing a shared prefix once, does not change them.
+//! KV cache, or computing a shared prefix once, does not change them. Each runs once per kernel
+//! path of the products that this CPU has (row-major weights, AVX-512 panels, AMX tiles), forced
+//! through `KernelConfig`; a path the CPU lacks says that it is skipped.
 
 use crate::common;
 
@@ -9,18 +11,99 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as m;
 use scalpel::checkpoint::ModelDir;
-use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::fixture::{FixtureDtype, FixtureOptions, FAMILIES};
+use scalpel::kernels::{isa, KernelConfig};
 use scalpel::model::{
     generate, prefill, CaptureSpec, Decoder, ForwardRequest, GenerateOptions, HookPoint, Interventions, KvCache,
-    LogitsMode, Sampling, MIN_SHARED_PREFIX,
+    LoadOptions, LogitsMode, Sampling, WeightLayout, MIN_SHARED_PREFIX,
 };
 use scalpel::prompts::shared_prefix_len;
 use std::path::Path;
 
 const PROMPT: [u32; 11] = [5, 77, 200, 13, 90, 91, 92, 15, 260, 8, 42];
 
-fn ours(model: &ModelDir, ids: &[u32]) -> Vec<f32> {
-    let decoder = Decoder::load(model, &Device::Cpu, DType::F32).unwrap();
+/// A kernel path of the products: the kernels allowed, the fixture dtype whose weights take it
+/// (AMX packs weights exact in bf16) and the layout the linears must then be in (any, `None`).
+#[derive(Debug, Clone, Copy)]
+struct KernelPath {
+    name: &'static str,
+    kernels: KernelConfig,
+    dtype: FixtureDtype,
+    layout: Option<WeightLayout>,
+}
+
+/// The kernel paths this CPU has (with `f32_only`, those of f32 fixtures), each named on stderr;
+/// the others are named as skipped.
+fn kernel_paths(f32_only: bool) -> Vec<KernelPath> {
+    let all = [
+        (
+            KernelPath {
+                name: "rows",
+                kernels: KernelConfig::ROWS,
+                dtype: FixtureDtype::F32,
+                layout: Some(WeightLayout::Rows),
+            },
+            true,
+            "",
+        ),
+        (
+            KernelPath {
+                name: "panels",
+                kernels: KernelConfig::PANELS,
+                dtype: FixtureDtype::F32,
+                layout: Some(WeightLayout::Panels),
+            },
+            isa::has_avx512f(),
+            "no AVX-512",
+        ),
+        (
+            KernelPath {
+                name: "amx",
+                kernels: KernelConfig::AMX,
+                dtype: FixtureDtype::BF16,
+                layout: Some(WeightLayout::Amx),
+            },
+            isa::has_amx() && !f32_only,
+            if f32_only { "AMX takes bf16 weights" } else { "no AVX-512/AMX" },
+        ),
+    ];
+    all.into_iter()
+        .filter_map(|(path, available, why)| {
+            if available {
+                eprintln!("kernel path {}", path.name);
+                Some(path)
+            } else {
+                eprintln!("kernel path {}: skipped: {why}", path.name);
+                None
+            }
+        })
+        .collect()
+}
+
+/// The fixture options of `path`.
+fn fixture_options(path: &KernelPath) -> FixtureOptions {
+    FixtureOptions { dtype: path.dtype, ..FixtureOptions::default() }
+}
+
+/// `model` loaded with `path`'s kernels, checked to run them.
+fn load(model: &ModelDir, path: &KernelPath) -> Decoder {
+    let options = LoadOptions { kernels: path.kernels, ..LoadOptions::default() };
+    let decoder = Decoder::load_with_options(model, &Device::Cpu, DType::F32, options).unwrap();
+    let layouts = decoder.weight_layouts();
+    match path.layout {
+        None => {}
+        Some(WeightLayout::Rows) => assert_eq!(layouts, [WeightLayout::Rows].into(), "{}", path.name),
+        Some(layout) => assert!(layouts.contains(&layout), "{}: the weights are in {layouts:?}", path.name),
+    }
+    decoder
+}
+
+/// The default path's kernels (whatever this CPU has), for the tests of other concerns.
+const DEFAULT: KernelPath =
+    KernelPath { name: "default", kernels: KernelConfig::AUTO, dtype: FixtureDtype::F32, layout: None };
+
+fn ours(model: &ModelDir, ids: &[u32], path: &KernelPath) -> Vec<f32> {
+    let decoder = load(model, path);
     let iv = Interventions::none();
     let req = ForwardRequest { capture: None, interventions: &iv, logits: LogitsMode::Last };
     let out = decoder.forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req).unwrap();
@@ -102,25 +185,29 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn logits_match_candle_transformers_for_every_family_it_has() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES.iter().filter(|f| !matches!(**f, "qwen" | "granite")) {
-        let dir = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
-        if family.starts_with("gemma") {
-            // candle-transformers deviates from Hugging Face on sliding windows (Gemma 2: applied
-            // to every layer; Gemma 2/3: a window of w + 1 tokens where HF attends to w, i.e.
-            // `kv_idx > q_idx - w`). Widen the window so it does not bind here; our window
-            // semantics are tested against Hugging Face's rule in `sliding_window_follows_hugging_face`.
-            let path = dir.join("config.json");
-            let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            config["sliding_window"] = serde_json::json!(64);
-            std::fs::write(&path, config.to_string()).unwrap();
+    for path in kernel_paths(false) {
+        for family in FAMILIES.iter().filter(|f| !matches!(**f, "qwen" | "granite")) {
+            let name = format!("{family}-{}", path.name);
+            let dir = common::fixture(tmp.path(), &name, family, &fixture_options(&path));
+            if family.starts_with("gemma") {
+                // candle-transformers deviates from Hugging Face on sliding windows (Gemma 2: applied
+                // to every layer; Gemma 2/3: a window of w + 1 tokens where HF attends to w, i.e.
+                // `kv_idx > q_idx - w`). Widen the window so it does not bind here; our window
+                // semantics are tested against Hugging Face's rule in `sliding_window_follows_hugging_face`.
+                let path = dir.join("config.json");
+                let mut config: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                config["sliding_window"] = serde_json::json!(64);
+                std::fs::write(&path, config.to_string()).unwrap();
+            }
+            let model = ModelDir::open(&dir).unwrap();
+            let a = ours(&model, &PROMPT, &path);
+            let b = theirs(family, &dir, &PROMPT);
+            let spread = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(spread > 0.1, "{name}: logits are not degenerate ({spread})");
+            let diff = max_diff(&a, &b);
+            assert!(diff < 1e-4, "{name}: max |Δlogit| = {diff}");
         }
-        let model = ModelDir::open(&dir).unwrap();
-        let a = ours(&model, &PROMPT);
-        let b = theirs(family, &dir, &PROMPT);
-        let spread = a.iter().fold(0f32, |m, x| m.max(x.abs()));
-        assert!(spread > 0.1, "{family}: logits are not degenerate ({spread})");
-        let diff = max_diff(&a, &b);
-        assert!(diff < 1e-4, "{family}: max |Δlogit| = {diff}");
     }
 }
 
@@ -186,11 +273,13 @@ fn qwen1_matches_candle_qwen2_on_the_same_weights() {
     });
     std::fs::write(qwen2.join("config.json"), qwen2_config.to_string()).unwrap();
 
-    let a = ours(&ModelDir::open(&qwen).unwrap(), &PROMPT);
     let b = theirs("qwen2", &qwen2, &PROMPT);
-    assert!(a.iter().fold(0f32, |m, x| m.max(x.abs())) > 0.1, "logits are not degenerate");
-    let diff = max_diff(&a, &b);
-    assert!(diff < 1e-4, "Qwen-1 vs candle Qwen 2 on the same weights: max |Δlogit| = {diff}");
+    for path in kernel_paths(true) {
+        let a = ours(&ModelDir::open(&qwen).unwrap(), &PROMPT, &path);
+        assert!(a.iter().fold(0f32, |m, x| m.max(x.abs())) > 0.1, "logits are not degenerate");
+        let diff = max_diff(&a, &b);
+        assert!(diff < 1e-4, "{}: Qwen-1 vs candle Qwen 2 on the same weights: max |Δlogit| = {diff}", path.name);
+    }
 }
 
 /// candle-transformers 0.11's Granite is Llama without Granite's four multipliers, so it is
@@ -245,41 +334,46 @@ fn granite_matches_candle_granite_with_its_multipliers_folded_into_the_weights()
     safetensors::serialize_to_file(views, None, &plain.join("model.safetensors")).unwrap();
     std::fs::copy(dir.join("config.json"), plain.join("config.json")).unwrap();
 
-    let a = ours(&ModelDir::open(&dir).unwrap(), &PROMPT);
     let b = theirs("granite", &plain, &PROMPT);
-    assert!(a.iter().fold(0f32, |m, x| m.max(x.abs())) > 0.1, "logits are not degenerate");
-    let diff = max_diff(&a, &b);
-    assert!(diff < 1e-4, "Granite vs candle Granite on the folded weights: max |Δlogit| = {diff}");
+    for path in kernel_paths(true) {
+        let a = ours(&ModelDir::open(&dir).unwrap(), &PROMPT, &path);
+        assert!(a.iter().fold(0f32, |m, x| m.max(x.abs())) > 0.1, "logits are not degenerate");
+        let diff = max_diff(&a, &b);
+        assert!(diff < 1e-4, "{}: Granite vs candle Granite on the folded weights: max |Δlogit| = {diff}", path.name);
+    }
 }
 
 #[test]
 fn left_padded_batches_and_kv_cache_match_single_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
-        let dir = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
-        let model = ModelDir::open(&dir).unwrap();
-        let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
-        let iv = Interventions::none();
-        let req = ForwardRequest { capture: None, interventions: &iv, logits: LogitsMode::Last };
-        let short = PROMPT[..6].to_vec();
-        let long = PROMPT.to_vec();
-        let single = |ids: &Vec<u32>| ours(&model, ids);
-        let pad = 0u32;
-        let padded = vec![[vec![pad; long.len() - short.len()], short.clone()].concat(), long.clone()];
-        let mask = vec![[vec![0u8; long.len() - short.len()], vec![1; short.len()]].concat(), vec![1; long.len()]];
-        let batched: Vec<Vec<f32>> =
-            decoder.forward(&padded, &mask, None, &req).unwrap().logits.unwrap().to_vec2().unwrap();
-        assert!(max_diff(&batched[0], &single(&short)) < 1e-4, "{family}: padded row");
-        assert!(max_diff(&batched[1], &single(&long)) < 1e-4, "{family}: full row");
+    for path in kernel_paths(false) {
+        for family in FAMILIES {
+            let name = format!("{family}-{}", path.name);
+            let dir = common::fixture(tmp.path(), &name, family, &fixture_options(&path));
+            let model = ModelDir::open(&dir).unwrap();
+            let decoder = load(&model, &path);
+            let iv = Interventions::none();
+            let req = ForwardRequest { capture: None, interventions: &iv, logits: LogitsMode::Last };
+            let short = PROMPT[..6].to_vec();
+            let long = PROMPT.to_vec();
+            let single = |ids: &Vec<u32>| ours(&model, ids, &path);
+            let pad = 0u32;
+            let padded = vec![[vec![pad; long.len() - short.len()], short.clone()].concat(), long.clone()];
+            let mask = vec![[vec![0u8; long.len() - short.len()], vec![1; short.len()]].concat(), vec![1; long.len()]];
+            let batched: Vec<Vec<f32>> =
+                decoder.forward(&padded, &mask, None, &req).unwrap().logits.unwrap().to_vec2().unwrap();
+            assert!(max_diff(&batched[0], &single(&short)) < 1e-4, "{name}: padded row");
+            assert!(max_diff(&batched[1], &single(&long)) < 1e-4, "{name}: full row");
 
-        // Prefill all but the last token, then one cached step.
-        let mut cache = KvCache::new(model.spec.num_layers);
-        let n = long.len();
-        decoder.forward(&[long[..n - 1].to_vec()], &[vec![1; n - 1]], Some(&mut cache), &req).unwrap();
-        assert_eq!(cache.len(), n - 1);
-        let step = decoder.forward(&[vec![long[n - 1]]], &[vec![1; n]], Some(&mut cache), &req).unwrap();
-        let step: Vec<f32> = step.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap();
-        assert!(max_diff(&step, &single(&long)) < 1e-4, "{family}: kv cache");
+            // Prefill all but the last token, then one cached step.
+            let mut cache = KvCache::new(model.spec.num_layers);
+            let n = long.len();
+            decoder.forward(&[long[..n - 1].to_vec()], &[vec![1; n - 1]], Some(&mut cache), &req).unwrap();
+            assert_eq!(cache.len(), n - 1);
+            let step = decoder.forward(&[vec![long[n - 1]]], &[vec![1; n]], Some(&mut cache), &req).unwrap();
+            let step: Vec<f32> = step.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap();
+            assert!(max_diff(&step, &single(&long)) < 1e-4, "{name}: kv cache");
+        }
     }
 }
 
@@ -292,21 +386,21 @@ fn sliding_window_follows_hugging_face() {
     let tmp = tempfile::tempdir().unwrap();
     for family in ["gemma2", "gemma3_text"] {
         let dir = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
-        let narrow = ours(&ModelDir::open(&dir).unwrap(), &PROMPT);
+        let narrow = ours(&ModelDir::open(&dir).unwrap(), &PROMPT, &DEFAULT);
         let path = dir.join("config.json");
         let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         config["sliding_window"] = serde_json::json!(PROMPT.len());
         std::fs::write(&path, config.to_string()).unwrap();
-        let wide = ours(&ModelDir::open(&dir).unwrap(), &PROMPT);
+        let wide = ours(&ModelDir::open(&dir).unwrap(), &PROMPT, &DEFAULT);
         assert!(max_diff(&narrow, &wide) > 1e-3, "{family}: the window must bind");
         // The window covers exactly w keys: a window of PROMPT.len() equals no window at all.
         config["sliding_window"] = serde_json::json!(1000);
         std::fs::write(&path, config.to_string()).unwrap();
-        let none = ours(&ModelDir::open(&dir).unwrap(), &PROMPT);
+        let none = ours(&ModelDir::open(&dir).unwrap(), &PROMPT, &DEFAULT);
         assert!(max_diff(&wide, &none) < 1e-6, "{family}: w = T already sees every key");
         config["sliding_window"] = serde_json::json!(PROMPT.len() - 1);
         std::fs::write(&path, config.to_string()).unwrap();
-        let one_short = ours(&ModelDir::open(&dir).unwrap(), &PROMPT);
+        let one_short = ours(&ModelDir::open(&dir).unwrap(), &PROMPT, &DEFAULT);
         assert!(max_diff(&wide, &one_short) > 1e-4, "{family}: w = T - 1 hides the first key from the last query");
     }
 }
@@ -325,34 +419,38 @@ fn a_shared_prefix_computed_once_gives_each_prompt_its_own_run() {
         .collect();
     assert_eq!(shared_prefix_len(&prompts, 2), prefix.len());
     assert!(prefix.len() >= MIN_SHARED_PREFIX, "the prefix path is the one tested");
-    for family in FAMILIES {
-        let dir = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
-        let model = ModelDir::open(&dir).unwrap();
-        let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
-        let iv = Interventions::none();
-        let layers: Vec<usize> = (0..model.spec.num_layers).collect();
-        let spec =
-            CaptureSpec { points: vec![HookPoint::ResidPre, HookPoint::ResidPost], layers, from_end: vec![1, 2] };
-        let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::Last };
-        let together = prefill(&decoder, &prompts, 0, &req, 2).unwrap().output;
-        let logits: Vec<Vec<f32>> = together.logits.unwrap().to_vec2().unwrap();
-        for (i, ids) in prompts.iter().enumerate() {
-            let alone = prefill(&decoder, std::slice::from_ref(ids), 0, &req, 2).unwrap().output;
-            assert!(max_diff(&logits[i], &alone.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap()) < 1e-4);
-            assert!(max_diff(&logits[i], &ours(&model, ids)) < 1e-4, "{family}: prompt {i} logits");
-            for (key, value) in &alone.captures.values {
-                let row: Vec<f32> =
-                    together.captures.values[key].get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-                let single: Vec<f32> = value.flatten_all().unwrap().to_vec1().unwrap();
-                assert!(max_diff(&row, &single) < 1e-4, "{family}: prompt {i} capture {key:?}");
+    for path in kernel_paths(false) {
+        for family in FAMILIES {
+            let name = format!("{family}-{}", path.name);
+            let dir = common::fixture(tmp.path(), &name, family, &fixture_options(&path));
+            let model = ModelDir::open(&dir).unwrap();
+            let decoder = load(&model, &path);
+            let iv = Interventions::none();
+            let layers: Vec<usize> = (0..model.spec.num_layers).collect();
+            let spec =
+                CaptureSpec { points: vec![HookPoint::ResidPre, HookPoint::ResidPost], layers, from_end: vec![1, 2] };
+            let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::Last };
+            let together = prefill(&decoder, &prompts, 0, &req, 2).unwrap().output;
+            let logits: Vec<Vec<f32>> = together.logits.unwrap().to_vec2().unwrap();
+            for (i, ids) in prompts.iter().enumerate() {
+                let alone = prefill(&decoder, std::slice::from_ref(ids), 0, &req, 2).unwrap().output;
+                assert!(max_diff(&logits[i], &alone.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap()) < 1e-4);
+                assert!(max_diff(&logits[i], &ours(&model, ids, &path)) < 1e-4, "{name}: prompt {i} logits");
+                for (key, value) in &alone.captures.values {
+                    let row: Vec<f32> =
+                        together.captures.values[key].get(i).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                    let single: Vec<f32> = value.flatten_all().unwrap().to_vec1().unwrap();
+                    assert!(max_diff(&row, &single) < 1e-4, "{name}: prompt {i} capture {key:?}");
+                }
             }
-        }
-        let options = GenerateOptions { max_tokens: 5, sampling: Sampling::default(), stop_ids: vec![] };
-        let batched = generate(&decoder, &prompts, 0, &options, &iv, &mut |_, _| false).unwrap();
-        for (ids, g) in prompts.iter().zip(&batched) {
-            let single = generate(&decoder, std::slice::from_ref(ids), 0, &options, &iv, &mut |_, _| false).unwrap();
-            assert_eq!(g.ids, single[0].ids, "{family}: greedy continuation");
-            assert!(max_diff(&g.first_logits, &single[0].first_logits) < 1e-4);
+            let options = GenerateOptions { max_tokens: 5, sampling: Sampling::default(), stop_ids: vec![] };
+            let batched = generate(&decoder, &prompts, 0, &options, &iv, &mut |_, _| false).unwrap();
+            for (ids, g) in prompts.iter().zip(&batched) {
+                let single =
+                    generate(&decoder, std::slice::from_ref(ids), 0, &options, &iv, &mut |_, _| false).unwrap();
+                assert_eq!(g.ids, single[0].ids, "{name}: greedy continuation");
+                assert!(max_diff(&g.first_logits, &single[0].first_logits) < 1e-4);
+            }
         }
     }
 }

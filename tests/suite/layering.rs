@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// Modules `model` must not reach: it is the decoder, below everything that uses it.
+/// Modules `model` must not reach: it is the decoder, below everything that uses it (and above
+/// `kernels`, which must reach neither it nor these).
 const ABOVE_MODEL: &[&str] = &["prompts", "surgery", "search", "eval", "probe", "pipeline", "recipe", "analysis"];
 
 /// Crates only the command line may name.
@@ -242,4 +243,22 @@ fn only_the_command_line_names_clap_and_indicatif() {
     }
     assert!(files.len() > 50, "found only {} files under src/", files.len());
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn kernels_are_below_the_model() {
+    let graph = dependency_graph();
+    let wrong: Vec<String> = graph
+        .get("kernels")
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter(|(to, _)| *to == "model" || ABOVE_MODEL.contains(&to.as_str()))
+        .map(|(to, files)| format!("kernels → {to} in {}", files.iter().cloned().collect::<Vec<_>>().join(", ")))
+        .collect();
+    assert!(wrong.is_empty(), "{}\n\nlisting:\n{}", wrong.join("\n"), listing(&graph));
+    assert!(
+        graph.get("model").is_some_and(|m| m.contains_key("kernels")),
+        "the model does not use the kernels:\n{}",
+        listing(&graph)
+    );
 }

@@ -3,7 +3,7 @@
 //! logits, captures, greedy generations, and the logits of the model with a surgery plan applied
 //! in memory (a search trial), for every family, through the small-rows kernel and through
 //! candle's matmul; the 16-bit weights take less memory. Where AMX multiplies the widened bf16
-//! weights (`scalpel::model::amx`), the two agree to f32 accuracy instead of bit for bit.
+//! weights (`scalpel::kernels::amx`), the two agree to f32 accuracy instead of bit for bit.
 
 use crate::common;
 
@@ -12,9 +12,10 @@ use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::{FixtureDtype, FixtureOptions, FAMILIES};
+use scalpel::kernels::isa;
 use scalpel::model::{
-    amx, generate, panels, CaptureSpec, Decoder, ForwardRequest, GenerateOptions, HookPoint, Interventions, LogitsMode,
-    Sampling, WeightStorage,
+    generate, CaptureSpec, Decoder, ForwardRequest, GenerateOptions, HookPoint, Interventions, LogitsMode, Sampling,
+    WeightStorage,
 };
 use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPlan};
@@ -86,7 +87,7 @@ fn sixteen_bit_weights_give_the_same_logits_captures_and_generations_for_every_f
             // AVX-512 widened weights are kept in panels for a kernel of their own: the same
             // values to f32 accuracy, summed in another order (f16 weights are not exact in bf16,
             // so they take the panels). Else both take the same kernels, bit for bit.
-            let packed = (amx::enabled() && dtype == FixtureDtype::BF16) || panels::enabled();
+            let packed = (isa::has_amx() && dtype == FixtureDtype::BF16) || isa::has_avx512f();
             let same = |a: &(Vec<u32>, Captured), b: &(Vec<u32>, Captured), what: &str| {
                 if packed {
                     assert_close(&a.0, &b.0, &format!("{name}: {what}, logits"));

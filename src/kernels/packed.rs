@@ -1,13 +1,8 @@
-//! The candle op for a product with a weight packed at load ([`super::amx::PackedRows`],
+//! The candle op for a product with a packed weight ([`super::amx::PackedRows`],
 //! [`super::panels::Panels`]): `x` and the bias as f32 slices, the packed weight's own kernel.
 
-use super::kernels::f32_slice;
+use super::slices::f32_slice;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor};
-
-/// Whether the environment variable `var` turns a packed kernel off (`0`, `off`, `false`, `no`).
-pub(crate) fn turned_off(var: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"))
-}
 
 /// A weight `[n, k]` packed for a kernel of its own.
 pub(crate) trait PackedWeight: Clone + Send + Sync + 'static {

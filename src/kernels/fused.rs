@@ -1,9 +1,10 @@
 //! Fused CPU kernels for the f32 forward pass, where candle would make several full-tensor
-//! passes (each a fresh allocation and, for strided inputs, a single-threaded copy). Every
-//! kernel has a candle-ops fallback for other devices and dtypes, with the same arithmetic but
-//! for SiLU's `exp`, which is vectorized here (to a few ulp; SiLU·up's fallback is
-//! `Layer::mlp`'s one product per half of the fused weight).
+//! passes (each a fresh allocation and, for strided inputs, a single-threaded copy). Each takes
+//! CPU f32 inputs only (`None`, or [`fusable`] false, elsewhere); the caller's candle ops for
+//! other devices and dtypes do the same arithmetic but for SiLU's `exp`, which is vectorized
+//! here (to a few ulp).
 
+use super::slices::f32_slice;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -13,7 +14,7 @@ const ROWS_PER_TASK: usize = 8;
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
 /// `silu(g) · u` for `x = [.., g | u]` (the fused gate/up product), as `[.., width / 2]`, in one
-/// pass, for an `x` that is [`fusable`]; `Layer::mlp` takes its own path for any other.
+/// pass, for an `x` that is [`fusable`].
 pub(crate) fn silu_mul(x: &Tensor) -> candle_core::Result<Tensor> {
     x.apply_op1_no_bwd(&SiluMul)
 }
@@ -53,7 +54,7 @@ impl CustomOp1 for SiluMul {
 /// `o ← silu(g) · u`, compiled for AVX-512 where the CPU has it.
 fn silu_mul_row(o: &mut [f32], g: &[f32], u: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::small_matmul::Isa::Avx512.available() {
+    if super::isa::has_avx512f() {
         // SAFETY: the CPU has AVX-512F.
         return unsafe { silu_mul_row_avx512(o, g, u) };
     }
@@ -99,21 +100,13 @@ pub(crate) fn fusable(xs: &[&Tensor]) -> bool {
     xs.iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous())
 }
 
-/// The contiguous f32 slice of a CPU storage.
-pub(crate) fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("{op} needs contiguous f32 inputs"),
-    }
-}
-
 /// `a + b` for two tensors of one shape, or `a + b` with `b` a `[width]` row added to every row
-/// of `a` (a bias).
-pub(crate) fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
+/// of `a` (a bias); `None` where they are not [`fusable`] or of other shapes.
+pub(crate) fn add(a: &Tensor, b: &Tensor) -> candle_core::Result<Option<Tensor>> {
     if fusable(&[a, b]) && (a.dims() == b.dims() || (b.rank() == 1 && a.dim(D::Minus1)? == b.dim(0)?)) {
-        return a.apply_op2_no_bwd(b, &Add);
+        return Ok(Some(a.apply_op2_no_bwd(b, &Add)?));
     }
-    a.broadcast_add(b)
+    Ok(None)
 }
 
 struct Add;
@@ -152,13 +145,14 @@ impl CustomOp2 for Add {
 }
 
 /// Attention probabilities `softmax(scores · scale + mask)` over the last dimension, for scores
-/// `[B, H, T, S]` and an additive mask `[B, 1, T, S]`, in one pass.
-pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Tensor> {
+/// `[B, H, T, S]` and an additive mask `[B, 1, T, S]`, in one pass; `None` where they are not
+/// [`fusable`] or the mask has another shape.
+pub(crate) fn masked_softmax(scores: &Tensor, mask: &Tensor, scale: f64) -> candle_core::Result<Option<Tensor>> {
     let (b, _, t, s) = scores.dims4()?;
     if fusable(&[scores, mask]) && mask.dims() == [b, 1, t, s] {
-        return scores.apply_op2_no_bwd(mask, &MaskedSoftmax { scale: scale as f32 });
+        return Ok(Some(scores.apply_op2_no_bwd(mask, &MaskedSoftmax { scale: scale as f32 })?));
     }
-    candle_nn::ops::softmax_last_dim(&(scores * scale)?.broadcast_add(mask)?)
+    Ok(None)
 }
 
 struct MaskedSoftmax {
@@ -220,7 +214,7 @@ fn exp_at_most_zero(x: f32) -> f32 {
 /// Split the fused q/k/v product `[B, T, nh + 2·nkv, D]` into heads-first q `[B, nh, T, D]`,
 /// k and v `[B, nkv, T, D]`, with rotary embeddings (`cos`/`sin` `[B, T, D/2]`, the "rotate
 /// half" layout over the whole head) applied to q and k, in one pass. `None` when the inputs
-/// do not fit the fused path (the caller then uses candle ops).
+/// do not fit the fused path.
 pub(crate) fn split_heads_rope(
     y: &Tensor,
     cos: &Tensor,
@@ -322,15 +316,16 @@ mod tests {
         let a = Tensor::randn(0f32, 1.0, (4, 3, 8), &Device::Cpu).unwrap();
         let b = Tensor::randn(0f32, 1.0, (4, 3, 8), &Device::Cpu).unwrap();
         let bias = Tensor::randn(0f32, 1.0, 8, &Device::Cpu).unwrap();
-        assert_eq!(max_diff(&add(&a, &b).unwrap(), &(&a + &b).unwrap()), 0.0);
-        assert_eq!(max_diff(&add(&a, &bias).unwrap(), &a.broadcast_add(&bias).unwrap()), 0.0);
+        assert_eq!(max_diff(&add(&a, &b).unwrap().unwrap(), &(&a + &b).unwrap()), 0.0);
+        assert_eq!(max_diff(&add(&a, &bias).unwrap().unwrap(), &a.broadcast_add(&bias).unwrap()), 0.0);
+        assert!(add(&a.to_dtype(DType::F16).unwrap(), &bias).unwrap().is_none(), "f16 is not fused");
     }
 
     #[test]
     fn masked_softmax_matches_candle_ops() {
         let scores = Tensor::randn(0f32, 3.0, (2, 3, 4, 6), &Device::Cpu).unwrap();
         let mask = Tensor::randn(0f32, 1.0, (2, 1, 4, 6), &Device::Cpu).unwrap();
-        let fused = masked_softmax(&scores, &mask, 0.125).unwrap();
+        let fused = masked_softmax(&scores, &mask, 0.125).unwrap().unwrap();
         let reference =
             candle_nn::ops::softmax_last_dim(&(&scores * 0.125).unwrap().broadcast_add(&mask).unwrap()).unwrap();
         assert!(max_diff(&fused, &reference) < 1e-6);

@@ -16,17 +16,14 @@
 //! rate. Each output is a sum over `p` in order, whatever the chunking, so a row's result does
 //! not depend on the other rows of its batch. A 16-bit matrix is widened while it is packed.
 //!
-//! x86-64 with AVX-512F only ([`enabled`]; `SCALPEL_PANELS=0` turns it off); the loader keeps
-//! row-major weights elsewhere.
+//! x86-64 with AVX-512F only ([`has_avx512f`]); nothing packs elsewhere.
 
+use super::isa::has_avx512f;
 use super::packed::PackedWeight;
-use super::small_matmul::Columns;
+use super::slices::Columns;
 use candle_core::{CpuStorage, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, OnceLock};
-
-/// Environment variable that turns the panel products off (`0`, `off`, `false`, `no`).
-pub const PANELS_ENV: &str = "SCALPEL_PANELS";
+use std::sync::Arc;
 
 /// Output columns per panel (one AVX-512 vector of f32).
 const WIDTH: usize = 16;
@@ -47,23 +44,6 @@ const X_CHUNK_BYTES: usize = 1 << 20;
 const X_PASS_BYTES: usize = 3 << 20;
 /// Steps along `k` between a weight block's prefetch and its use.
 const AHEAD: usize = 24;
-
-/// Whether f32 weights are packed in panels: the CPU has AVX-512F and [`PANELS_ENV`] does not
-/// turn it off. Asked once.
-pub fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| !super::packed::turned_off(PANELS_ENV) && available())
-}
-
-#[cfg(target_arch = "x86_64")]
-fn available() -> bool {
-    is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn available() -> bool {
-    false
-}
 
 /// 16 f32 values, 64-byte aligned: one row `p` of one panel.
 #[derive(Clone, Copy)]
@@ -110,10 +90,10 @@ impl std::fmt::Debug for Panels {
 
 impl Panels {
     /// `w` (`[n, k]` on the CPU: f32, or bf16/f16 widened exactly while packing, so that a
-    /// 16-bit checkpoint's matrix needs no f32 row-major copy first) in panels; `None` when the
-    /// panels are off or `w` is anything else.
+    /// 16-bit checkpoint's matrix needs no f32 row-major copy first) in panels; `None` on a CPU
+    /// without AVX-512F ([`has_avx512f`]) or when `w` is anything else.
     pub fn pack(w: &Tensor) -> candle_core::Result<Option<Panels>> {
-        if !enabled() || !w.device().is_cpu() || w.rank() != 2 {
+        if !has_avx512f() || !w.device().is_cpu() || w.rank() != 2 {
             return Ok(None);
         }
         let (n, k) = w.dims2()?;
@@ -172,6 +152,20 @@ impl Panels {
     pub fn bytes(&self) -> usize {
         self.packed.blocks.len() * size_of::<Block>()
     }
+
+    /// `(n, k)`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.packed.k)
+    }
+
+    /// `x · Wᵀ + b` for `x` `[m, k]` row-major and `bias` `[n]`, as `[m, n]` row-major. Panics if
+    /// a length does not match.
+    pub fn product(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let (n, k) = self.dims();
+        assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+        assert!(bias.is_none_or(|b| b.len() == n), "the bias is not [{n}]");
+        matmul_wt(x, m, self, bias)
+    }
 }
 
 /// `x · Wᵀ + b` for a CPU f32 `x` `[m, k]` and `w` in panels `[n, k]`, `b` `[n]` f32.
@@ -183,7 +177,7 @@ impl PackedWeight for Panels {
     const NAME: &'static str = "panel-matmul";
 
     fn dims(&self) -> (usize, usize) {
-        (self.n, self.packed.k)
+        Panels::dims(self)
     }
 
     fn product(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
@@ -191,7 +185,8 @@ impl PackedWeight for Panels {
     }
 }
 
-/// `x · Wᵀ + b`, `x` `[m, k]` row-major, as `[m, n]`. [`enabled`] must be true.
+/// `x · Wᵀ + b`, `x` `[m, k]` row-major, as `[m, n]` (a [`Panels`] exists only where
+/// [`has_avx512f`]).
 fn matmul_wt(x: &[f32], m: usize, w: &Panels, bias: Option<&[f32]>) -> Vec<f32> {
     let (n, k) = (w.n, w.packed.k);
     if m == 0 || n == 0 || k == 0 {
@@ -256,7 +251,7 @@ fn matmul_wt(x: &[f32], m: usize, w: &Panels, bias: Option<&[f32]>) -> Vec<f32> 
                             start,
                             fetch: i0 == rows.start,
                         };
-                        // SAFETY: `enabled` checked AVX-512F; `call` lies inside `x`, the panels
+                        // SAFETY: `Panels::pack` checked AVX-512F; `call` lies inside `x`, the panels
                         // and `y` (rows `i0..i0 + mr`, columns `g·32..g·32 + cols`, this task's
                         // alone).
                         unsafe { kernel::dispatch(mr, &call) };
@@ -391,7 +386,7 @@ mod kernel {
 mod kernel {
     use super::Call;
 
-    /// Never called: [`super::enabled`] is false off x86-64.
+    /// Never called: [`super::has_avx512f`] is false off x86-64.
     pub(super) unsafe fn dispatch(_: usize, _: &Call) {
         unreachable!("panels are x86-64 only")
     }
@@ -400,7 +395,7 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::packed;
+    use crate::kernels::packed;
     use candle_core::{DType, Device};
 
     /// `x · Wᵀ + b` in f64.
@@ -417,8 +412,8 @@ mod tests {
 
     #[test]
     fn panel_products_match_f64_with_tails_views_and_bias() {
-        if !enabled() {
-            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
+        if !has_avx512f() {
+            eprintln!("skipped: no AVX-512");
             return;
         }
         let device = Device::Cpu;
@@ -462,8 +457,8 @@ mod tests {
 
     #[test]
     fn sixteen_bit_matrices_pack_as_their_widened_values() {
-        if !enabled() {
-            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
+        if !has_avx512f() {
+            eprintln!("skipped: no AVX-512");
             return;
         }
         let w = Tensor::randn(0f32, 1.0, (37, 20), &Device::Cpu).unwrap();
@@ -477,8 +472,8 @@ mod tests {
 
     #[test]
     fn gathered_rows_are_the_matrix_rows_in_any_order_and_out_of_range_rows_are_refused() {
-        if !enabled() {
-            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
+        if !has_avx512f() {
+            eprintln!("skipped: no AVX-512");
             return;
         }
         let w = Tensor::randn(0f32, 1.0, (70, 9), &Device::Cpu).unwrap();
@@ -506,8 +501,8 @@ mod tests {
 
     #[test]
     fn a_row_does_not_depend_on_its_batch() {
-        if !enabled() {
-            eprintln!("skipped: no AVX-512 (or {PANELS_ENV} is off)");
+        if !has_avx512f() {
+            eprintln!("skipped: no AVX-512");
             return;
         }
         let device = Device::Cpu;

@@ -16,7 +16,8 @@
 //! the vector width along `k`, then a fixed reduction), never on `m` or the thread count, so a
 //! row's result does not depend on which other rows share its batch.
 
-use super::kernels;
+use super::isa::Isa;
+use super::slices::{f32_slice, Columns};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -87,64 +88,30 @@ impl Weight for half::f16 {
     }
 }
 
-/// Which kernel computes the dot products.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// AVX-512F, 16 lanes, 4 × 4 tiles.
-    Avx512,
-    /// AVX2 with FMA (and F16C for f16 weights), 8 lanes, 3 × 4 tiles.
-    Avx2,
-    /// Plain Rust (no FMA), 8 lanes in arrays.
-    Portable,
-}
-
-impl Isa {
-    /// The fastest kernel this CPU runs.
-    pub fn detect() -> Isa {
-        [Isa::Avx512, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable)
-    }
-
-    /// Whether this CPU runs this kernel.
-    pub fn available(self) -> bool {
-        match self {
-            Isa::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-}
-
-/// `x · Wᵀ + b` for `x` `[m, k]`, `w` `[n, k]`, `b` `[n]`. On the CPU, for an f32 `x` and a `w`
-/// f32 or 16-bit: this module's kernel for few rows ([`takes_kernel`]), else [`gemm_wt`] (a
-/// 16-bit `w` widened for the call into a reused buffer). Otherwise candle's matmul and bias add,
-/// with a `w` of another dtype than `x` converted for the call.
-pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let (_, k) = x.dims2()?;
-    let fits = k > 0
+/// Whether [`linear`] takes `x` `[m, k]`, `w` `[n, k]` and `b` `[n]`: `x` f32 and `k > 0`,
+/// `w` f32 or 16-bit, `b` f32, all on the CPU.
+pub fn fits(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> bool {
+    x.dims().last().is_some_and(|&k| k > 0)
         && x.device().is_cpu()
         && w.device().is_cpu()
         && x.dtype() == DType::F32
         && matches!(w.dtype(), DType::F32 | DType::BF16 | DType::F16)
-        && b.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu());
-    if fits {
-        let (x, w) = (x.contiguous()?, w.contiguous()?);
-        let op = SmallMatmul { isa: Isa::detect() };
-        return match b {
-            Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op),
-            None => x.apply_op2_no_bwd(&w, &op),
-        };
+        && b.is_none_or(|b| b.dtype() == DType::F32 && b.device().is_cpu())
+}
+
+/// `x · Wᵀ + b` for `x` `[m, k]`, `w` `[n, k]`, `b` `[n]` that [`fits`]: this module's kernel
+/// for few rows ([`takes_kernel`]), else [`gemm_wt`] (a 16-bit `w` widened for the call into a
+/// reused buffer).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    x.dims2()?;
+    if !fits(x, w, b) {
+        candle_core::bail!("small matmul: the inputs do not fit the CPU kernel");
     }
-    let w = if w.dtype() == x.dtype() { w.clone() } else { w.to_dtype(x.dtype())? };
-    let y = x.matmul(&w.t()?)?;
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let op = SmallMatmul { isa: Isa::detect() };
     match b {
-        Some(b) => kernels::add(&y, b),
-        None => Ok(y),
+        Some(b) => x.apply_op3_no_bwd(&w, &b.contiguous()?, &op),
+        None => x.apply_op2_no_bwd(&w, &op),
     }
 }
 
@@ -185,20 +152,6 @@ fn with_widened<W: Weight, R>(w: &[W], f: impl FnOnce(&[f32]) -> R) -> R {
         widen_into(&mut buf[..w.len()], w);
         f(&buf[..w.len()])
     })
-}
-
-/// A raw pointer to `y` for tasks that write disjoint column blocks of it.
-#[derive(Clone, Copy)]
-pub(crate) struct Columns(pub(crate) *mut f32);
-// SAFETY: the tasks write disjoint elements, and the scope ends before `y` is used again.
-unsafe impl Send for Columns {}
-unsafe impl Sync for Columns {}
-
-impl Columns {
-    /// The pointer (a method, so that closures capture the whole `Send` wrapper).
-    pub(crate) fn at(self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
-    }
 }
 
 /// Output columns per gemm task at least (a multiple of the AVX-512 lane count).
@@ -730,11 +683,11 @@ impl SmallMatmul {
             candle_core::bail!("small matmul: x is [{m}, {k}] but w is [{n}, {kw}]");
         }
         let b = match bias {
-            Some((sb, lb)) if lb.shape().dims() == [n] => Some(f32_slice(sb, lb)?),
+            Some((sb, lb)) if lb.shape().dims() == [n] => Some(f32_slice(sb, lb, "small matmul")?),
             Some((_, lb)) => candle_core::bail!("small matmul: the bias is {:?}, expected [{n}]", lb.shape()),
             None => None,
         };
-        let x = f32_slice(sx, lx)?;
+        let x = f32_slice(sx, lx, "small matmul")?;
         let small = takes_kernel(m, n);
         let y = match (sw, lw.contiguous_offsets()) {
             (CpuStorage::F32(w), Some((s, e))) if small => matmul_wt(self.isa, x, &w[s..e], b, m, k, n),
@@ -746,14 +699,6 @@ impl SmallMatmul {
             _ => candle_core::bail!("small matmul needs a contiguous f32, bf16 or f16 weight"),
         };
         Ok((CpuStorage::F32(y), Shape::from((m, n))))
-    }
-}
-
-/// The contiguous f32 slice of a CPU storage.
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((start, end))) => Ok(&v[start..end]),
-        _ => candle_core::bail!("small matmul needs contiguous f32 inputs"),
     }
 }
 
@@ -959,7 +904,7 @@ mod tests {
     }
 
     #[test]
-    fn linear_takes_the_kernel_for_few_rows_and_candle_beyond() {
+    fn linear_takes_the_kernel_for_few_rows_and_gemm_beyond() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let (k, n) = (37, 45);
         let w = Tensor::from_vec(random(n * k, &mut rng), (n, k), &Device::Cpu).unwrap();
@@ -981,10 +926,10 @@ mod tests {
         // Wide products leave the kernel beyond MAX_ROWS, narrow ones beyond MAX_ROWS_NARROW.
         assert!(takes_kernel(MAX_ROWS, 9728) && !takes_kernel(MAX_ROWS + 1, 9728));
         assert!(takes_kernel(MAX_ROWS_NARROW, 896) && !takes_kernel(MAX_ROWS_NARROW + 1, 896));
-        // Other dtypes keep candle's matmul.
+        // Other dtypes do not fit (the caller takes candle's matmul).
         let x = Tensor::ones((2, k), DType::BF16, &Device::Cpu).unwrap();
-        let y = linear(&x, &w.to_dtype(DType::BF16).unwrap(), Some(&b.to_dtype(DType::BF16).unwrap())).unwrap();
-        assert_eq!((y.dims(), y.dtype()), ([2, n].as_slice(), DType::BF16));
+        assert!(!fits(&x, &w, Some(&b)));
+        assert!(linear(&x, &w, Some(&b)).is_err());
     }
 
     #[test]

@@ -17,28 +17,24 @@
 //!
 //! Each output element is a sum over `k` in an order fixed by `k` alone, so a row's result does
 //! not depend on the other rows of its batch. Linux on x86-64 only (the tile state must be asked
-//! for); [`enabled`] is false elsewhere, and `SCALPEL_AMX=0` turns it off.
+//! for); [`has_amx`] is false elsewhere, and nothing packs.
 
+use super::isa::has_amx;
 use super::packed::PackedWeight;
-use super::small_matmul::Columns;
+use super::slices::Columns;
 use candle_core::{CpuStorage, Tensor};
 use rayon::prelude::*;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// Environment variable that turns the AMX products off (`0`, `off`, `false`, `no`), e.g. to
-/// compare them with the f32 kernels.
-pub const AMX_ENV: &str = "SCALPEL_AMX";
-
-/// Whether this process multiplies bf16-exact weights with AMX: the CPU has AMX-BF16, the
-/// operating system granted the tile state, and [`AMX_ENV`] does not turn it off. Asked once.
-pub fn enabled() -> bool {
-    static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| !super::packed::turned_off(AMX_ENV) && tiles::request())
+/// Ask for the tile state: whether the CPU has AMX-TILE and AMX-BF16 and Linux grants it to
+/// this process ([`has_amx`] asks once).
+pub(super) fn request_tiles() -> bool {
+    tiles::request()
 }
 
 /// Configure the calling thread's tiles as the products here use them (all eight 16 rows × 64
 /// bytes), once per thread; for code that issues tile instructions of its own
-/// (`examples/bench_amx.rs`). [`enabled`] must be true.
+/// (`examples/bench_amx.rs`). [`has_amx`] must be true.
 pub fn configure_thread() {
     tiles::configure();
 }
@@ -92,9 +88,9 @@ impl std::fmt::Debug for PackedRows {
 
 impl PackedRows {
     /// `w` (`[n, k]` on the CPU, bf16, or f32 whose every value is exact in bf16) packed for
-    /// [`linear`]; `None` when AMX is off or `w` is anything else.
+    /// [`linear`]; `None` on a CPU without AMX ([`has_amx`]) or when `w` is anything else.
     pub fn pack(w: &Tensor) -> candle_core::Result<Option<PackedRows>> {
-        if !enabled() || !w.device().is_cpu() || w.rank() != 2 {
+        if !has_amx() || !w.device().is_cpu() || w.rank() != 2 {
             return Ok(None);
         }
         let (n, k) = w.dims2()?;
@@ -135,11 +131,20 @@ impl PackedRows {
     pub fn dims(&self) -> (usize, usize) {
         (self.n, self.packed.k)
     }
+
+    /// `x · Wᵀ + b` for `x` `[m, k]` row-major and `bias` `[n]`, as `[m, n]` row-major. Panics if
+    /// a length does not match.
+    pub fn product(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let (n, k) = self.dims();
+        assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
+        assert!(bias.is_none_or(|b| b.len() == n), "the bias is not [{n}]");
+        matmul_wt(x, m, self, bias)
+    }
 }
 
 /// Whether every value is exact in bf16 (its low 16 bits zero), as a bf16 checkpoint's are once
 /// widened.
-pub(crate) fn exact_in_bf16(values: &[f32]) -> bool {
+fn exact_in_bf16(values: &[f32]) -> bool {
     values.par_iter().all(|v| v.to_bits() & 0xffff == 0)
 }
 
@@ -235,7 +240,8 @@ thread_local! {
     static PARTS: std::cell::Cell<Vec<Line>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// `x · Wᵀ + b`, `x` `[m, k]` row-major, as `[m, n]`. [`enabled`] must be true.
+/// `x · Wᵀ + b`, `x` `[m, k]` row-major, as `[m, n]` (a [`PackedRows`] exists only where
+/// [`has_amx`]).
 fn matmul_wt(x: &[f32], m: usize, w: &PackedRows, bias: Option<&[f32]>) -> Vec<f32> {
     let (n, k) = w.dims();
     let packed = &*w.packed;
@@ -366,7 +372,7 @@ mod tiles {
             config.rows[t] = 16;
         }
         // SAFETY: a valid palette-1 layout, 64-byte aligned; the process was granted the tile
-        // state (`request`, through `enabled`, before any product).
+        // state (`request`, through `has_amx`, before any product).
         unsafe { asm!("ldtilecfg [{}]", in(reg) &config as *const TileConfig) };
         CONFIGURED.set(true);
     }
@@ -441,7 +447,7 @@ mod tiles {
     }
 }
 
-/// Elsewhere there are no tiles: [`enabled`] is false and nothing here runs.
+/// Elsewhere there are no tiles: [`has_amx`] is false and nothing here runs.
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 mod tiles {
     pub fn request() -> bool {
@@ -458,7 +464,7 @@ mod tiles {
     }
 
     /// # Safety
-    /// Never called: [`super::enabled`] is false on this platform.
+    /// Never called: [`super::has_amx`] is false on this platform.
     pub unsafe fn group_product(
         _c: *mut f32,
         _ld: usize,
@@ -511,8 +517,8 @@ mod tests {
     /// bias. On a CPU without AMX it says so and checks nothing.
     #[test]
     fn amx_products_match_f64_to_f32_accuracy() {
-        if !enabled() {
-            eprintln!("skipped: no AMX (or {AMX_ENV} is off)");
+        if !has_amx() {
+            eprintln!("skipped: no AMX");
             return;
         }
         let device = Device::Cpu;
@@ -543,8 +549,8 @@ mod tests {
 
     #[test]
     fn a_row_does_not_depend_on_its_batch() {
-        if !enabled() {
-            eprintln!("skipped: no AMX (or {AMX_ENV} is off)");
+        if !has_amx() {
+            eprintln!("skipped: no AMX");
             return;
         }
         let device = Device::Cpu;
@@ -561,8 +567,8 @@ mod tests {
 
     #[test]
     fn only_bf16_exact_matrices_pack() {
-        if !enabled() {
-            eprintln!("skipped: no AMX (or {AMX_ENV} is off)");
+        if !has_amx() {
+            eprintln!("skipped: no AMX");
             return;
         }
         let device = Device::Cpu;

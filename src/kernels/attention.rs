@@ -10,8 +10,8 @@
 //! causal mask hides from a whole block of queries are skipped, and the keys and values are
 //! read where they lie (a view of the KV cache is not copied).
 
-use super::kernels::{f32_slice, softmax_in_place};
-use super::small_matmul::Columns;
+use super::fused::softmax_in_place;
+use super::slices::{f32_slice, Columns};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -21,9 +21,9 @@ const QUERY_BLOCK: usize = 64;
 /// `softmax(q kᵀ · scale + mask) v` for `q` `[B, heads, T, D]`, `k` and `v` `[B, kv_heads, S, D]`
 /// (any strides but a unit one along `D`: a view of a cache) and an additive causal `mask`
 /// `[B, 1, T, S]` (queries are the last `T` of the `S` positions, as
-/// [`super::masks::attention_bias`] builds it), grouped-query (`heads` a multiple of
-/// `kv_heads`), as `[B, T, heads · D]`. `None` where the inputs do not fit: not all f32 on the
-/// CPU, `q` or `mask` not contiguous; the caller then runs candle ops.
+/// the decoder's masks build it), grouped-query (`heads` a multiple of `kv_heads`), as
+/// `[B, T, heads · D]`. `None` where the inputs do not fit: not all f32 on the CPU, `q` or
+/// `mask` not contiguous.
 pub(crate) fn fused(
     q: &Tensor,
     k: &Tensor,
@@ -229,10 +229,28 @@ impl Block<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::masks::attention_bias;
     use candle_core::Device;
 
-    /// The candle-ops attention the fused op replaces (`Layer::attention`'s fallback).
+    /// The additive causal mask `[B, 1, T, S]` of the last `t` of `key_mask`'s positions: key
+    /// `j` open to query `i` iff it is real, `j ≤ i` and (with a window `w`) fewer than `w` real
+    /// tokens lie between them; blocked entries −1e30.
+    fn attention_bias(key_mask: &[Vec<u8>], t: usize, window: Option<usize>, device: &Device) -> Tensor {
+        let s = key_mask[0].len();
+        let mut values = Vec::new();
+        for row in key_mask {
+            let before: Vec<usize> =
+                row.iter().scan(0, |n, &r| Some(std::mem::replace(n, *n + usize::from(r)))).collect();
+            for i in s - t..s {
+                for (j, &real) in row.iter().enumerate() {
+                    let open = real != 0 && j <= i && window.is_none_or(|w| before[i] - before[j] < w);
+                    values.push(if open { 0f32 } else { -1e30 });
+                }
+            }
+        }
+        Tensor::from_vec(values, (key_mask.len(), 1, t, s), device).unwrap()
+    }
+
+    /// The candle-ops attention the fused op replaces (as `model::ops::attention` runs it elsewhere).
     fn reference(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, scale: f64) -> Tensor {
         let (b, heads, t, d) = q.dims4().unwrap();
         let n_rep = heads / k.dim(1).unwrap();
@@ -257,7 +275,7 @@ mod tests {
         for (past, t, window, heads, kv_heads) in cases {
             let (b, d, s) = (2, 8, past + t);
             let key_mask: Vec<Vec<u8>> = vec![vec![1; s], (0..s).map(|j| u8::from(j >= 3.min(s - 1))).collect()];
-            let mask = attention_bias(&key_mask, t, window, &device).unwrap();
+            let mask = attention_bias(&key_mask, t, window, &device);
             let q = Tensor::randn(0f32, 1.0, (b, heads, t, d), &device).unwrap();
             // Keys and values as views of a larger cache buffer (capacity s + 4).
             let cache = |seed: f32| {
