@@ -18,7 +18,7 @@
 #                --source-gguf`, its untouched tensors checked byte for byte against the source,
 #                and the same file with the edited tensors as q8_0 instead of their source type
 #   MAX_TOKENS   answer length (default 64); HF_GENERATE=1 also generates in transformers
-#   THREADS      llama.cpp threads (default 2)
+#   THREADS      llama.cpp threads (default 1)
 # Every process runs under `nice -n ${NICE:-15}`.
 set -euo pipefail
 edited=${1:?usage: check-gguf.sh EDITED_DIR OUT_DIR [N]}

@@ -112,7 +112,9 @@ def main():
     ap.add_argument("--hf-gguf", action="append", default=[], metavar="LABEL",
                     help="also load this pair's GGUF in transformers (gguf_file=)")
     ap.add_argument("--hf-generate", action="store_true", help="and generate greedy answers there too")
-    ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "2")))
+    # One thread by default: on a machine another job keeps busy, two ggml threads on two cores
+    # stalled each other at their barriers (over 5 min for one file vs 2.5 min with one thread).
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "1")))
     ap.add_argument("--json", help="write every logit statistic and answer here")
     ap.add_argument("--scalpel", help="JSON Lines {prompt, answer}: scalpel's answers, printed beside the GGUFs'")
     args = ap.parse_args()
