@@ -39,7 +39,6 @@ impl JudgeOptions {
         spec.open(&parse_device(&run.device)?, parse_dtype(&run.dtype)?, cache.as_deref(), self.judge_batch)
             .with_context(|| format!("opening the judge `{spec}`"))
     }
-
 }
 
 impl JudgeArgs {

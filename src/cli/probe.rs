@@ -2,13 +2,13 @@
 
 use super::common::open_model;
 use super::progress::Bar;
-use super::runtime::RunArgs;
+use super::runtime::{kernels_from_env, RunArgs};
 use anyhow::Context;
 use clap::Args as ClapArgs;
 use scalpel::model::memory::{
     choose_capture_path, format_bytes, memory_budget, model_memory_bytes, storage_for, CapturePath,
 };
-use scalpel::model::{parse_device, parse_dtype, Decoder, LayerMajor, WeightStorage};
+use scalpel::model::{parse_device, parse_dtype, Decoder, LayerMajor, LoadOptions, WeightStorage};
 use scalpel::pipeline::{parse_streams, ProbeRequest};
 use scalpel::probe::{
     confirmed_prompts, probe_to_folder, rule_name, CaptureModel, ExtraDirections, ProbeFolder, RankRule,
@@ -127,11 +127,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (whole, layer_major) = match choice.path {
         CapturePath::WholeModel => {
             eprintln!("capture path: whole model in memory ({})", choice.reason);
-            (Some(Decoder::load_with(&model, &device, dtype, storage).context("loading the model")?), None)
+            {
+                let options = LoadOptions { storage, kernels: kernels_from_env() };
+                (Some(Decoder::load_with_options(&model, &device, dtype, options).context("loading the model")?), None)
+            }
         }
         CapturePath::LayerMajor => {
             eprintln!("capture path: layer-major, one layer in memory at a time ({})", choice.reason);
-            (None, Some(LayerMajor::new(&model, &device, dtype)?))
+            (None, Some(LayerMajor::new(&model, &device, dtype)?.with_kernels(kernels_from_env())))
         }
     };
     let decoder: &dyn CaptureModel = match (&whole, &layer_major) {

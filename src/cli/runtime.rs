@@ -88,7 +88,7 @@ const AMX_ENV: &str = "SCALPEL_AMX";
 const PANELS_ENV: &str = "SCALPEL_PANELS";
 
 /// The packed kernels the environment allows: each unless its variable turns it off.
-fn kernels_from_env() -> KernelConfig {
+pub fn kernels_from_env() -> KernelConfig {
     let off = |var: &str| {
         std::env::var(var).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off" | "false" | "no"))
     };
