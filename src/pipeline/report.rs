@@ -31,7 +31,7 @@ pub(super) fn search_section(dir: &Path) -> Result<String> {
     Ok(format!(
         "The edit was chosen by `scalpel search` ([search report](search/report.md)): {} trials in {:.1} min \
          ({:.0} s per trial), each measured on the validation prompts (disjoint from the training and test splits). \
-         Chosen: trial {}, the smallest KL among trials within the target refusal rate with 80 % confidence (see the search report).\n\n{}\n{}\n\n![Pareto front](search/pareto.png)\n",
+         Chosen: trial {} (the search report gives the rule that chose it and the stage-2 verdicts).\n\n{}\n{}\n\n![Pareto front](search/pareto.png)\n",
         trials.len(),
         seconds / 60.0,
         seconds / trials.len().max(1) as f64,
