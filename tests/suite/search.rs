@@ -216,6 +216,26 @@ fn kl_covers_every_harmless_prompt_and_only_the_first_ones_are_answered() {
     assert_eq!(all.answers[..2], first.answers[..]);
 }
 
+/// A trial with planted scores (a constant full-strength edit; only the scores matter).
+fn plain_trial(number: usize, refusals: usize, over_refusals: usize, kl_mean: f64) -> scalpel::search::TrialRecord {
+    scalpel::search::TrialRecord {
+        number,
+        origin: "test".into(),
+        params: TrialParams {
+            direction_layer: 1.0,
+            stream: "resid_pre".into(),
+            projected: false,
+            attn: WeightKernel::constant(1.0, 4),
+            mlp: WeightKernel::constant(1.0, 4),
+            embed: false,
+            norm_preserve: false,
+        },
+        scores: planted(refusals, over_refusals, kl_mean),
+        answers: Vec::new(),
+        pruned: None,
+    }
+}
+
 /// Planted scores on the demo's validation sizes (80 harmful, 40 answered harmless, 120 KL).
 fn planted(refusals: usize, over_refusals: usize, kl_mean: f64) -> scalpel::search::Scores {
     scalpel::search::Scores {
@@ -247,23 +267,8 @@ fn the_samplers_good_group_keeps_low_kl_trials_just_above_the_target() {
 
 #[test]
 fn the_choice_is_the_smallest_kl_that_reaches_the_target_with_confidence() {
-    use scalpel::search::{choose, TrialParams, TrialRecord};
-    let trial = |number: usize, refusals: usize, over_refusals: usize, kl_mean: f64| TrialRecord {
-        number,
-        origin: "test".into(),
-        params: TrialParams {
-            direction_layer: 1.0,
-            stream: "resid_pre".into(),
-            projected: false,
-            attn: WeightKernel::constant(1.0, 4),
-            mlp: WeightKernel::constant(1.0, 4),
-            embed: false,
-            norm_preserve: false,
-        },
-        scores: planted(refusals, over_refusals, kl_mean),
-        answers: Vec::new(),
-        pruned: None,
-    };
+    use scalpel::search::choose;
+    let trial = plain_trial;
     let baseline = planted(47, 1, 0.0);
     let trials = vec![
         trial(0, 4, 0, 0.14), // at the target as measured, not with confidence
@@ -566,25 +571,13 @@ impl scalpel::eval::Judge for LetterJudge {
 fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict() {
     use scalpel::search::{choose, finalists, run_stage2, PruneStage, Pruned, Stage2Inputs};
     let record = |number: usize, refusals: usize, over_refusals: usize, kl_mean: f64, pruned: bool| TrialRecord {
-        number,
-        origin: "test".into(),
-        params: TrialParams {
-            direction_layer: 1.0,
-            stream: "resid_pre".into(),
-            projected: false,
-            attn: WeightKernel::constant(1.0, 4),
-            mlp: WeightKernel::constant(1.0, 4),
-            embed: false,
-            norm_preserve: false,
-        },
-        scores: planted(refusals, over_refusals, kl_mean),
-        answers: Vec::new(),
         pruned: pruned.then_some(Pruned {
             stage: PruneStage::Refusals,
             harmful_asked: 16,
             harmful_total: 80,
             kl_bound: None,
         }),
+        ..plain_trial(number, refusals, over_refusals, kl_mean)
     };
     let baseline = planted(47, 1, 0.0);
     let trials = vec![
@@ -677,25 +670,6 @@ fn stage_two_rescores_exactly_the_finalists_and_the_choice_follows_its_verdict()
     .unwrap();
     assert!(again.asked.is_empty());
     assert_eq!(resumed, stage2);
-}
-
-fn plain_trial(number: usize, refusals: usize, over_refusals: usize, kl_mean: f64) -> scalpel::search::TrialRecord {
-    scalpel::search::TrialRecord {
-        number,
-        origin: "test".into(),
-        params: TrialParams {
-            direction_layer: 1.0,
-            stream: "resid_pre".into(),
-            projected: false,
-            attn: WeightKernel::constant(1.0, 4),
-            mlp: WeightKernel::constant(1.0, 4),
-            embed: false,
-            norm_preserve: false,
-        },
-        scores: planted(refusals, over_refusals, kl_mean),
-        answers: Vec::new(),
-        pruned: None,
-    }
 }
 
 #[test]
