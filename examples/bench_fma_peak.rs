@@ -40,7 +40,8 @@ unsafe fn chains_avx2(rounds: usize) -> f32 {
     let mut lanes = [0f32; 8];
     acc.iter()
         .map(|&v| {
-            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            // SAFETY: `lanes` holds the 8 floats the store writes.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
             lanes.iter().sum::<f32>()
         })
         .sum()
@@ -54,9 +55,11 @@ fn kernel() -> Option<(usize, Chains)> {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F was detected just above.
             return Some((16, |r| unsafe { chains_avx512(r) }));
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: AVX2 and FMA were detected just above.
             return Some((8, |r| unsafe { chains_avx2(r) }));
         }
     }

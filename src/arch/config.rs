@@ -101,7 +101,8 @@ const LIMITS: [(&str, usize); 8] = [
 ];
 
 impl RawConfig {
-    /// Refuse sizes beyond [`LIMITS`] (an error naming the field and the file).
+    /// Refuse sizes beyond the limits on layers, heads, widths and vocabulary (an error naming
+    /// the field and the file).
     pub fn check_limits(&self, path: &std::path::Path) -> crate::Result<()> {
         let values = [
             self.hidden_size,

@@ -110,7 +110,7 @@ mod tests {
     #[test]
     fn offline_hub_ids_missing_from_the_cache_are_a_clear_error() {
         let cache = tempfile::tempdir().unwrap();
-        // SAFETY (test-only): this test is the only one in the crate touching these variables.
+        // SAFETY: test-only; this test is the only one in the crate touching these variables.
         unsafe {
             std::env::set_var("HF_HUB_CACHE", cache.path());
             std::env::set_var("HF_HUB_OFFLINE", "1");

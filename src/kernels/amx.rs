@@ -71,7 +71,7 @@ struct Packed {
     lines: Vec<Line>,
 }
 
-/// Rows `[16 · first_block, 16 · first_block + n)` of a [`Packed`] matrix: a whole matrix or one
+/// Rows `[16 · first_block, 16 · first_block + n)` of a packed matrix: a whole matrix or one
 /// part of a fused one, sharing its storage.
 #[derive(Clone)]
 pub struct PackedRows {
@@ -402,48 +402,52 @@ mod tiles {
         w_at: impl Fn(usize, usize) -> *const u16,
         x_at: impl Fn(usize, usize) -> *const u16,
     ) {
-        // Blocked tiles: rows 64 bytes apart.
-        let (c_stride, x_stride, w_stride) = (ld * 4, 64usize, 64usize);
-        let (c1, c2) = (c.add(16), c.add(32));
-        let (from, stride) = match start {
-            Start::Zero => {
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2");
-                (None, 0)
+        // SAFETY: the caller's contract above: the tile configuration is loaded on this thread
+        // and every pointer covers its whole tile.
+        unsafe {
+            // Blocked tiles: rows 64 bytes apart.
+            let (c_stride, x_stride, w_stride) = (ld * 4, 64usize, 64usize);
+            let (c1, c2) = (c.add(16), c.add(32));
+            let (from, stride) = match start {
+                Start::Zero => {
+                    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2");
+                    (None, 0)
+                }
+                Start::Rows(b) => (Some(b), 0),
+                Start::Stored => (Some(c.cast_const()), c_stride),
+            };
+            if let Some(from) = from {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {s}*1]", "tileloadd tmm1, [{c1} + {s}*1]", "tileloadd tmm2, [{c2} + {s}*1]",
+                    c0 = in(reg) from, c1 = in(reg) from.add(16), c2 = in(reg) from.add(32), s = in(reg) stride,
+                );
             }
-            Start::Rows(b) => (Some(b), 0),
-            Start::Stored => (Some(c.cast_const()), c_stride),
-        };
-        if let Some(from) = from {
+            for b in blocks {
+                asm!(
+                    "tileloadd tmm3, [{w0} + {ws}*1]",
+                    "tileloadd tmm4, [{w1} + {ws}*1]",
+                    "tileloadd tmm5, [{w2} + {ws}*1]",
+                    "tileloadd tmm6, [{x0} + {xs}*1]",
+                    "tileloadd tmm7, [{x1} + {xs}*1]",
+                    "tdpbf16ps tmm0, tmm6, tmm3",
+                    "tdpbf16ps tmm1, tmm6, tmm4",
+                    "tdpbf16ps tmm2, tmm6, tmm5",
+                    "tileloadd tmm6, [{x2} + {xs}*1]",
+                    "tdpbf16ps tmm0, tmm7, tmm3",
+                    "tdpbf16ps tmm1, tmm7, tmm4",
+                    "tdpbf16ps tmm2, tmm7, tmm5",
+                    "tdpbf16ps tmm0, tmm6, tmm3",
+                    "tdpbf16ps tmm1, tmm6, tmm4",
+                    "tdpbf16ps tmm2, tmm6, tmm5",
+                    w0 = in(reg) w_at(0, b), w1 = in(reg) w_at(1, b), w2 = in(reg) w_at(2, b), ws = in(reg) w_stride,
+                    x0 = in(reg) x_at(0, b), x1 = in(reg) x_at(1, b), x2 = in(reg) x_at(2, b), xs = in(reg) x_stride,
+                );
+            }
             asm!(
-                "tileloadd tmm0, [{c0} + {s}*1]", "tileloadd tmm1, [{c1} + {s}*1]", "tileloadd tmm2, [{c2} + {s}*1]",
-                c0 = in(reg) from, c1 = in(reg) from.add(16), c2 = in(reg) from.add(32), s = in(reg) stride,
+                "tilestored [{c0} + {s}*1], tmm0", "tilestored [{c1} + {s}*1], tmm1", "tilestored [{c2} + {s}*1], tmm2",
+                c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, s = in(reg) c_stride,
             );
         }
-        for b in blocks {
-            asm!(
-                "tileloadd tmm3, [{w0} + {ws}*1]",
-                "tileloadd tmm4, [{w1} + {ws}*1]",
-                "tileloadd tmm5, [{w2} + {ws}*1]",
-                "tileloadd tmm6, [{x0} + {xs}*1]",
-                "tileloadd tmm7, [{x1} + {xs}*1]",
-                "tdpbf16ps tmm0, tmm6, tmm3",
-                "tdpbf16ps tmm1, tmm6, tmm4",
-                "tdpbf16ps tmm2, tmm6, tmm5",
-                "tileloadd tmm6, [{x2} + {xs}*1]",
-                "tdpbf16ps tmm0, tmm7, tmm3",
-                "tdpbf16ps tmm1, tmm7, tmm4",
-                "tdpbf16ps tmm2, tmm7, tmm5",
-                "tdpbf16ps tmm0, tmm6, tmm3",
-                "tdpbf16ps tmm1, tmm6, tmm4",
-                "tdpbf16ps tmm2, tmm6, tmm5",
-                w0 = in(reg) w_at(0, b), w1 = in(reg) w_at(1, b), w2 = in(reg) w_at(2, b), ws = in(reg) w_stride,
-                x0 = in(reg) x_at(0, b), x1 = in(reg) x_at(1, b), x2 = in(reg) x_at(2, b), xs = in(reg) x_stride,
-            );
-        }
-        asm!(
-            "tilestored [{c0} + {s}*1], tmm0", "tilestored [{c1} + {s}*1], tmm1", "tilestored [{c2} + {s}*1], tmm2",
-            c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, s = in(reg) c_stride,
-        );
     }
 }
 

@@ -344,7 +344,7 @@ mod kernel {
         });
         let (x, n, y) = (call.x, call.n, call.y);
         let mut acc = [[_mm512_setzero_ps(); NR]; R];
-        // SAFETY (all blocks): the caller's pointers cover rows `0..R` of `x` and `y` and the
+        // SAFETY: (all blocks) the caller's pointers cover rows `0..R` of `x` and `y` and the
         // group's `kc` rows of blocks; masked lanes are not touched.
         unsafe {
             for (i, row) in acc.iter_mut().enumerate() {

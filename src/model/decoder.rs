@@ -450,7 +450,7 @@ impl Decoder {
     /// Run `ids` (`[batch][new]`, left-padded) whose attention mask over the whole sequence so
     /// far is `attention` (`[batch][past + new]`, 1 = real token). With a cache, `past` tokens
     /// are already in it and it is extended.
-    /// The pass runs on a worker of rayon's pool ([`super::ops::on_worker`]).
+    /// The pass runs on a worker of rayon's pool.
     pub fn forward(
         &self,
         ids: &[Vec<u32>],

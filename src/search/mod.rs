@@ -35,9 +35,9 @@ pub use prune::{measure_trial, PruneBounds, PruneStage, Pruned, TrialMeasurement
 pub use report::{trial_row, write_search_report, CHOSEN_FILE, TRIAL_HEADER};
 pub use run::{
     choose, good_key, point, prune_bounds, refusal_rate_bound, run_search, seeded_order, trial_direction_name,
-    trial_directions, trial_line, Goal, SearchInputs, SearchOutcome, SearchRecord, SearchSettings, DEFAULT_CHUNK,
-    DEFAULT_FINALISTS, DEFAULT_FINAL_MAX_TOKENS, DEFAULT_MAX_KL, SETTINGS_FILE,
+    trial_directions, trial_line, Goal, SearchInputs, SearchOutcome, SearchRecord, SearchSettings, CHOICE_CONFIDENCE_Z,
+    DEFAULT_CHUNK, DEFAULT_FINALISTS, DEFAULT_FINAL_MAX_TOKENS, DEFAULT_MAX_KL, SETTINGS_FILE,
 };
 pub use space::{Dim, SearchSpace, TrialParams};
-pub use step::{chosen_trial, parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit};
+pub use step::{chosen_trial, parse_trial_ref, search_step, starting_trials, trial_edit, TrialEdit, LAYER_SWEEP};
 pub use store::{append_final, append_trial, load_finals, load_trials, TrialRecord, TRIALS_FILE};

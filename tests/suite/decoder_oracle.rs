@@ -113,6 +113,7 @@ fn ours(model: &ModelDir, ids: &[u32], path: &KernelPath) -> Vec<f32> {
 fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
     let dev = Device::Cpu;
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    // SAFETY: the fixture's file is written before and not changed while it is mapped.
     let vb =
         unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &dev).unwrap() };
     let input = Tensor::new(ids, &dev).unwrap().unsqueeze(0).unwrap();
