@@ -122,7 +122,7 @@ pub struct DirectionSection {
     pub layer: LayerChoice,
     /// Stream the direction is taken from.
     pub stream: String,
-    /// Ranking rule for "auto": research-note, max-norm, mean-similarity (the names of
+    /// Ranking rule for "auto": low-variance (formerly research-note), max-norm, mean-similarity (the names of
     /// `probe --rule`, parsed by the same enum).
     #[serde(deserialize_with = "value_enum")]
     pub rule: RankRule,
@@ -138,7 +138,7 @@ impl Default for DirectionSection {
         DirectionSection {
             layer: LayerChoice::Word("auto".into()),
             stream: "resid_pre".into(),
-            rule: RankRule::ResearchNote,
+            rule: RankRule::LowVariance,
             kind: DirectionKind::Mean,
             count: 1,
         }
@@ -532,7 +532,7 @@ mod tests {
         let r = Recipe::load(&path, &["direction.rule=max-norm".into(), "direction.kind=pca".into()]).unwrap();
         assert_eq!((r.direction.rule, r.direction.kind), (RankRule::MaxNorm, DirectionKind::Pca));
         let err = Recipe::load(&path, &["direction.rule=max_norm".into()]).unwrap_err().to_string();
-        assert!(err.contains("research-note, max-norm, mean-similarity"), "{err}");
+        assert!(err.contains("low-variance, max-norm, mean-similarity"), "{err}");
         let err = Recipe::load(&path, &["probe.bogus=1".into()]).unwrap_err().to_string();
         assert!(err.contains("bogus"), "{err}");
         assert!(Recipe::load(&path, &["nonsense".into()]).unwrap_err().to_string().contains("key=value"));

@@ -53,7 +53,7 @@ pub struct Args {
     #[arg(value_parser = super::common::at_least_one, long, default_value_t = 16)]
     pub batch: usize,
     /// Rule for the recommended layer.
-    #[arg(long, value_parser = super::common::named::<RankRule>(), default_value = "research-note")]
+    #[arg(long, value_parser = super::common::named::<RankRule>(), default_value = "low-variance")]
     pub rule: RankRule,
     /// Layers the recommendation may pick from (default: 20 %–80 % of the depth).
     #[arg(long, value_name = "LAYERS")]

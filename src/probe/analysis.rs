@@ -103,7 +103,7 @@ pub fn analyse(
         if pool.is_empty() {
             pool = usable.clone();
         }
-        for r in [RankRule::ResearchNote, RankRule::MaxNorm, RankRule::MeanSimilarity] {
+        for r in [RankRule::LowVariance, RankRule::MaxNorm, RankRule::MeanSimilarity] {
             let ranking = rank(&m, &dirs, &pool, r);
             if let Some(l) = ranking.best().filter(|_| r == rule) {
                 best.push((*stream, l));

@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RankRule {
-    /// The research note's order: low mean variance, then low max variance, then low cosine
-    /// between the means — combined as a weighted sum of ranks (weights 3, 2, 1), variances
-    /// taken relative to the squared activation length so layers of different scale compare.
-    ResearchNote,
+    /// Low mean variance, then low max variance, then low cosine between the means — combined
+    /// as a weighted sum of ranks (weights 3, 2, 1), variances taken relative to the squared
+    /// activation length so layers of different scale compare. Spelled `research-note` before
+    /// (still accepted).
+    #[serde(alias = "research-note")]
+    LowVariance,
     /// Largest `‖μ_H − μ_B‖` relative to activation length (signal-to-noise).
     MaxNorm,
     /// The direction most similar on average to every other layer's (as Angular Steering picks).
@@ -20,9 +22,10 @@ pub enum RankRule {
 
 impl Named for RankRule {
     const NAMES: &'static [(&'static str, Self)] = &[
-        ("research-note", RankRule::ResearchNote),
+        ("low-variance", RankRule::LowVariance),
         ("max-norm", RankRule::MaxNorm),
         ("mean-similarity", RankRule::MeanSimilarity),
+        ("research-note", RankRule::LowVariance),
     ];
 }
 
@@ -33,7 +36,7 @@ impl std::str::FromStr for RankRule {
     }
 }
 
-/// The rule's name as the command line and recipes spell it (`research-note`, ...).
+/// The rule's name as the command line and recipes spell it (`low-variance`, ...).
 pub fn rule_name(rule: RankRule) -> String {
     rule.name().to_string()
 }
@@ -70,7 +73,7 @@ fn ranks(values: &[f64]) -> Vec<f64> {
 pub fn rank(metrics: &[LayerMetrics], directions: &[Vec<f64>], candidates: &[usize], rule: RankRule) -> Ranking {
     let chosen: Vec<usize> = (0..metrics.len()).filter(|&i| candidates.contains(&metrics[i].layer)).collect();
     let mut order: Vec<(usize, f64)> = match rule {
-        RankRule::ResearchNote => {
+        RankRule::LowVariance => {
             let rel = |i: usize, v: f64| {
                 let m = &metrics[i];
                 let n = 0.5 * (m.mean_norm_harmful + m.mean_norm_harmless);
@@ -129,9 +132,17 @@ mod tests {
     }
 
     #[test]
-    fn research_note_rule_weighs_mean_variance_first() {
+    fn the_old_name_of_the_low_variance_rule_still_parses() {
+        assert_eq!(RankRule::from_name("research-note").unwrap(), RankRule::LowVariance);
+        assert_eq!(RankRule::LowVariance.name(), "low-variance");
+        assert_eq!(serde_json::from_str::<RankRule>("\"research-note\"").unwrap(), RankRule::LowVariance);
+        assert_eq!(serde_json::to_string(&RankRule::LowVariance).unwrap(), "\"low-variance\"");
+    }
+
+    #[test]
+    fn low_variance_rule_weighs_mean_variance_first() {
         let metrics = vec![m(0, 0.1, 9.0, 0.9, 0.1), m(1, 0.2, 1.0, 0.1, 0.5), m(2, 0.3, 2.0, 0.2, 0.9)];
-        let r = rank(&metrics, &[vec![1.0], vec![1.0], vec![1.0]], &[0, 1, 2], RankRule::ResearchNote);
+        let r = rank(&metrics, &[vec![1.0], vec![1.0], vec![1.0]], &[0, 1, 2], RankRule::LowVariance);
         // Layer 0: ranks (0, 2, 2) → 4; layer 1: (1, 0, 0) → 3; layer 2: (2, 1, 1) → 9.
         assert_eq!(r.order.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 0, 2]);
         let r = rank(&metrics, &[], &[0, 2], RankRule::MaxNorm);

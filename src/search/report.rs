@@ -55,7 +55,7 @@ fn scatter<'a>(name: &str, trials: impl Iterator<Item = &'a TrialRecord>) -> Ser
 pub fn trial_row(t: &TrialRecord) -> String {
     let s = &t.scores;
     let p = &t.params;
-    let kernel = |k: &crate::surgery::WeightKernel| {
+    let kernel = |k: &crate::surgery::TentProfile| {
         format!("{:.2}@{:.1}→{:.2}±{:.1}", k.max_weight, k.peak, k.min_weight, k.width)
     };
     format!(

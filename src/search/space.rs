@@ -2,7 +2,7 @@
 
 use crate::arch::WriterKind;
 use crate::directions::{entry_name, Direction, DirectionsFile};
-use crate::surgery::{DirectionChoice, StrengthProfile, SurgeryOptions, WeightKernel};
+use crate::surgery::{DirectionChoice, StrengthProfile, SurgeryOptions, TentProfile};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// - `stream`: the residual stream the direction was measured at (`resid_pre/mid/post`);
 /// - `projected`: the raw direction, or its variant made orthogonal to the harmless mean;
 /// - `attn`, `mlp`: per writer kind a strength profile over layers (peak weight, peak
-///   position, minimum weight, width: [`WeightKernel`]), so the edit can fade out instead of
+///   position, minimum weight, width: [`TentProfile`]), so the edit can fade out instead of
 ///   hitting every layer at strength 1;
 /// - `embed`: whether the embedding (and a tied head with it) is edited, at strength 1;
 /// - `norm_preserve`: whether each edited written vector keeps its length.
@@ -26,9 +26,9 @@ pub struct TrialParams {
     /// Orthogonal to the harmless mean.
     pub projected: bool,
     /// Attention output profile.
-    pub attn: WeightKernel,
+    pub attn: TentProfile,
     /// MLP output profile.
-    pub mlp: WeightKernel,
+    pub mlp: TentProfile,
     /// Edit the embedding.
     pub embed: bool,
     /// Norm-preserving edit.
@@ -127,7 +127,7 @@ impl SearchSpace {
             .iter()
             .position(|s| *s == params.stream)
             .ok_or_else(|| Error::Invalid(format!("stream `{}` is not in the search space", params.stream)))?;
-        let kernel = |k: &WeightKernel| {
+        let kernel = |k: &TentProfile| {
             let fraction = if k.max_weight != 0.0 { (k.min_weight / k.max_weight).clamp(0.0, 1.0) } else { 0.0 };
             [k.max_weight, k.peak, fraction, k.width]
         };
@@ -141,7 +141,7 @@ impl SearchSpace {
     /// The trial a point of [`SearchSpace::dims`] stands for.
     pub fn decode(&self, x: &[f64]) -> TrialParams {
         let choice = |v: f64, n: usize| (v.round().max(0.0) as usize).min(n.saturating_sub(1));
-        let kernel = |k: &[f64]| WeightKernel { max_weight: k[0], peak: k[1], min_weight: k[0] * k[2], width: k[3] };
+        let kernel = |k: &[f64]| TentProfile { max_weight: k[0], peak: k[1], min_weight: k[0] * k[2], width: k[3] };
         TrialParams {
             direction_layer: x[0],
             stream: self.streams[choice(x[1], self.streams.len())].clone(),
@@ -156,13 +156,13 @@ impl SearchSpace {
     /// The edit the research note's recipe makes with the direction of `layer`: every writer of
     /// every layer and the embedding at strength 1 (a good starting trial).
     pub fn full_strength(&self, stream: &str, layer: usize) -> TrialParams {
-        let every = WeightKernel::constant(1.0, self.num_layers);
+        let every = TentProfile::constant(1.0, self.num_layers);
         TrialParams {
             direction_layer: (layer as f64).clamp(self.direction_layers.0, self.direction_layers.1),
             stream: if self.streams.iter().any(|s| s == stream) { stream.to_string() } else { self.streams[0].clone() },
             projected: false,
-            attn: WeightKernel { peak: (self.num_layers as f64 - 1.0) / 2.0, ..every },
-            mlp: WeightKernel { peak: (self.num_layers as f64 - 1.0) / 2.0, ..every },
+            attn: TentProfile { peak: (self.num_layers as f64 - 1.0) / 2.0, ..every },
+            mlp: TentProfile { peak: (self.num_layers as f64 - 1.0) / 2.0, ..every },
             embed: true,
             norm_preserve: false,
         }
@@ -243,8 +243,8 @@ mod tests {
             direction_layer: 2.25,
             stream: "resid_pre".into(),
             projected: true,
-            attn: WeightKernel { max_weight: 1.2, peak: 3.5, min_weight: 0.3, width: 2.0 },
-            mlp: WeightKernel { max_weight: 0.8, peak: 1.0, min_weight: 0.8, width: 6.0 },
+            attn: TentProfile { max_weight: 1.2, peak: 3.5, min_weight: 0.3, width: 2.0 },
+            mlp: TentProfile { max_weight: 0.8, peak: 1.0, min_weight: 0.8, width: 6.0 },
             embed: false,
             norm_preserve: true,
         };

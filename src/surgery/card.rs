@@ -64,7 +64,7 @@ pub fn model_card(
         }
     }
     if let Some(profile) = &o.profile {
-        let kernel = |k: &crate::surgery::WeightKernel| {
+        let kernel = |k: &crate::surgery::TentProfile| {
             format!(
                 "peak {:.2} at layer {:.1}, {:.2} at ±{:.1} layers, 0 beyond",
                 k.max_weight, k.peak, k.min_weight, k.width

@@ -10,7 +10,7 @@ mod verify;
 pub use apply::{ablate, edit_values, AblateReport, EDIT_RECORD_FILE};
 pub use card::model_card;
 pub use plan::{plan, DirectionChoice, EditRecord, Layout, PlannedEdit, SurgeryOptions, SurgeryPlan, SurgeryRecord};
-pub use profile::{StrengthProfile, WeightKernel};
+pub use profile::{StrengthProfile, TentProfile};
 pub use projection::Basis;
 pub use verify::{
     expected_strength, recorded_original, verify, verify_with_original, VerifyReport, VerifyRow, ROUNDING_FACTOR,

@@ -5,16 +5,16 @@ use crate::arch::WriterKind;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// A tent over layers: `max_weight` at layer `peak` (a real number), falling linearly to
+/// A tent over layers (one writer kind's strength by layer): `max_weight` at layer `peak` (a real number), falling linearly to
 /// `min_weight` at `width` layers from the peak, and 0 beyond:
 ///
 /// `w(l) = max_weight + (min_weight − max_weight) · |l − peak| / width` for `|l − peak| ≤ width`,
 /// else `0`.
 ///
 /// A constant strength λ at every layer is `max_weight = min_weight = λ` with a width that
-/// reaches every layer ([`WeightKernel::constant`]).
+/// reaches every layer ([`TentProfile::constant`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct WeightKernel {
+pub struct TentProfile {
     /// Weight at the peak.
     pub max_weight: f64,
     /// Layer of the peak (may lie between layers).
@@ -25,10 +25,10 @@ pub struct WeightKernel {
     pub width: f64,
 }
 
-impl WeightKernel {
+impl TentProfile {
     /// The same weight `w` at every one of `num_layers` layers.
-    pub fn constant(w: f64, num_layers: usize) -> WeightKernel {
-        WeightKernel { max_weight: w, peak: 0.0, min_weight: w, width: num_layers.max(1) as f64 }
+    pub fn constant(w: f64, num_layers: usize) -> TentProfile {
+        TentProfile { max_weight: w, peak: 0.0, min_weight: w, width: num_layers.max(1) as f64 }
     }
 
     /// The weight of `layer`.
@@ -56,9 +56,9 @@ impl WeightKernel {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StrengthProfile {
     /// Attention output writers.
-    pub attn: WeightKernel,
+    pub attn: TentProfile,
     /// MLP output writers.
-    pub mlp: WeightKernel,
+    pub mlp: TentProfile,
     /// The embedding (and a tied head with it).
     pub embed: f64,
 }
@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn tent_peaks_falls_linearly_and_stops_at_its_width() {
-        let k = WeightKernel { max_weight: 1.2, peak: 10.5, min_weight: 0.2, width: 4.0 };
+        let k = TentProfile { max_weight: 1.2, peak: 10.5, min_weight: 0.2, width: 4.0 };
         assert!((k.weight(10) - (1.2 - 1.0 * 0.5 / 4.0)).abs() < 1e-12);
         assert!((k.weight(11) - k.weight(10)).abs() < 1e-12, "symmetric around a peak between layers");
         assert!((k.weight(14) - (1.2 - 1.0 * 3.5 / 4.0)).abs() < 1e-12);
@@ -100,22 +100,22 @@ mod tests {
 
     #[test]
     fn constant_kernel_reaches_every_layer() {
-        let k = WeightKernel::constant(0.7, 24);
+        let k = TentProfile::constant(0.7, 24);
         assert!((0..24).all(|l| (k.weight(l) - 0.7).abs() < 1e-12));
     }
 
     #[test]
     fn profile_picks_the_kernel_by_kind_and_rejects_bad_numbers() {
         let p = StrengthProfile {
-            attn: WeightKernel::constant(0.5, 4),
-            mlp: WeightKernel { max_weight: 1.0, peak: 2.0, min_weight: 0.0, width: 2.0 },
+            attn: TentProfile::constant(0.5, 4),
+            mlp: TentProfile { max_weight: 1.0, peak: 2.0, min_weight: 0.0, width: 2.0 },
             embed: 0.0,
         };
         assert_eq!(p.weight(WriterKind::Attn, Some(3)), 0.5);
         assert_eq!(p.weight(WriterKind::Mlp, Some(3)), 0.5);
         assert_eq!(p.weight(WriterKind::Embed, None), 0.0);
         assert!(p.check().is_ok());
-        let bad = StrengthProfile { mlp: WeightKernel { width: 0.0, ..p.mlp }, ..p };
+        let bad = StrengthProfile { mlp: TentProfile { width: 0.0, ..p.mlp }, ..p };
         assert!(bad.check().is_err());
         let nan = StrengthProfile { embed: f64::NAN, ..p };
         assert!(nan.check().is_err());

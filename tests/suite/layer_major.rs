@@ -117,7 +117,7 @@ fn layer_major_captures_and_directions_equal_the_whole_model_for_every_family() 
                 batch: 4,
                 keep: false,
             },
-            rule: RankRule::ResearchNote,
+            rule: RankRule::LowVariance,
             candidates: (1..layers).collect(),
             fixed_layer: Some(1),
             extra: ExtraDirections::Iterative(2),

@@ -52,7 +52,7 @@ fn settings(extra: ExtraDirections) -> ProbeSettings {
             batch: 8,
             keep: false,
         },
-        rule: RankRule::ResearchNote,
+        rule: RankRule::LowVariance,
         candidates: vec![0, 1, 2],
         fixed_layer: Some(0),
         extra,

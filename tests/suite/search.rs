@@ -16,7 +16,7 @@ use scalpel::search::{
     load_trials, measure, search_step, trial_directions, AnswerSettings, Goal, SearchSettings, SearchSpace,
     TrialParams, Validation,
 };
-use scalpel::surgery::{ablate, plan, WeightKernel};
+use scalpel::surgery::{ablate, plan, TentProfile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -64,8 +64,8 @@ fn a_trial_in_memory_equals_the_written_checkpoint_for_every_family() {
             let params = TrialParams {
                 direction_layer: 1.4,
                 projected: true,
-                attn: WeightKernel { max_weight: 1.3, peak: 1.5, min_weight: 0.4, width: 2.0 },
-                mlp: WeightKernel { max_weight: 0.8, peak: 3.0, min_weight: 0.2, width: 1.5 },
+                attn: TentProfile { max_weight: 1.3, peak: 1.5, min_weight: 0.4, width: 2.0 },
+                mlp: TentProfile { max_weight: 0.8, peak: 3.0, min_weight: 0.2, width: 1.5 },
                 norm_preserve,
                 ..space.full_strength("resid_post", 1)
             };
@@ -225,8 +225,8 @@ fn plain_trial(number: usize, refusals: usize, over_refusals: usize, kl_mean: f6
             direction_layer: 1.0,
             stream: "resid_pre".into(),
             projected: false,
-            attn: WeightKernel::constant(1.0, 4),
-            mlp: WeightKernel::constant(1.0, 4),
+            attn: TentProfile::constant(1.0, 4),
+            mlp: TentProfile::constant(1.0, 4),
             embed: false,
             norm_preserve: false,
         },

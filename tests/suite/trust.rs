@@ -95,7 +95,7 @@ fn non_finite_activations_and_logits_are_errors_not_good_scores() {
             batch: 2,
             keep: false,
         },
-        rule: RankRule::ResearchNote,
+        rule: RankRule::LowVariance,
         candidates: vec![0, 1],
         fixed_layer: None,
         extra: ExtraDirections::None,
