@@ -196,7 +196,7 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], goal: &Goal) -> String 
         chosen.number
     );
     }
-    md += "Stage 1 prunes a trial once its refusals already rule it out at the target with that confidence, or once a lower bound on its KL exceeds the best trial's at the target; pruned trials keep partial scores and stay out of the front.\n\n";
+    md += "Stage 1 prunes a trial once its refusals already rule it out at the target with that confidence, or once a lower bound on its KL exceeds the best trial's at the target or the KL cap; pruned trials keep partial scores and stay out of the front.\n\n";
     md += "Profiles read `peak weight@peak layer→weight at the edge±width in layers`; a refusal is a marker, an empty answer or a looping one.\n\n";
     md += "![Pareto front](pareto.png)\n\n## Pareto front\n\n";
     md += TRIAL_HEADER;
