@@ -39,6 +39,16 @@ pub struct RunSummary {
     pub direction: String,
 }
 
+/// The model as the reports name it: as the recipe gives it only where the user asked for
+/// local paths (`[output] record_paths`), else by its folder name or hub id.
+fn model_name(recipe: &Recipe, model: &ModelDir) -> String {
+    if recipe.output.record_paths {
+        recipe.model.path.clone()
+    } else {
+        crate::checkpoint::display_name(&model.root)
+    }
+}
+
 fn format_of(recipe: &Recipe) -> PromptFormat {
     if recipe.prompts.raw {
         PromptFormat::Raw { trailing_newline: true }
@@ -264,11 +274,7 @@ impl Run<'_> {
         } else {
             (harmful, harmless)
         };
-        let name = if r.output.record_paths {
-            r.model.path.clone()
-        } else {
-            crate::checkpoint::display_name(&self.model.root)
-        };
+        let name = model_name(r, &self.model);
         let inputs = ProbeFolder {
             model_dir: &self.model,
             name: &name,

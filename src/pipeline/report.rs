@@ -60,9 +60,7 @@ pub(super) fn write_report(f: &Facts<'_>, out: &Path) -> Result<PathBuf> {
     let (r, v) = (f.recipe, f.verification);
     let n = f.model.spec.num_layers;
     let mut md = String::new();
-    // The model as the recipe names it only where the user asked for local paths.
-    let name =
-        if r.output.record_paths { r.model.path.clone() } else { crate::checkpoint::display_name(&f.model.root) };
+    let name = super::model_name(r, f.model);
     let _ = writeln!(md, "# scalpel run: {name}\n");
     let _ = writeln!(
         md,

@@ -12,7 +12,7 @@
 
 use super::objective::{Scores, Validation};
 use super::pareto::ranks;
-use super::run::{point, refusal_rate_bound, Goal};
+use super::run::{point, preferring, refusal_rate_bound, Goal};
 use super::store::TrialRecord;
 use crate::eval::{greedy_answers, Exchange, Judge, Subject, Verdict, VerdictCounts};
 use crate::model::{Decoder, Interventions};
@@ -83,8 +83,7 @@ pub trait FullAnswers {
 /// allows), then smallest KL; at most `k`.
 pub fn finalists(trials: &[TrialRecord], baseline: &Scores, goal: &Goal, k: usize) -> Vec<usize> {
     let complete: Vec<usize> = (0..trials.len()).filter(|&i| trials[i].pruned.is_none()).collect();
-    let capped: Vec<usize> = complete.iter().copied().filter(|&i| goal.kl_ok(trials[i].scores.kl_mean)).collect();
-    let complete = if capped.is_empty() { complete } else { capped };
+    let complete = preferring(complete, |i| goal.kl_ok(trials[i].scores.kl_mean));
     let points: Vec<_> = complete.iter().map(|&i| point(&trials[i].scores, baseline)).collect();
     let rank = ranks(&points);
     let allowed =
@@ -161,13 +160,7 @@ pub fn judge_trial(
 
 /// A finalist's stage-1 KL (the largest number when it has none).
 fn final_kl(f: &FinalRecord, trials: &[TrialRecord]) -> f64 {
-    f.trial.and_then(|n| trials.get(n)).map_or(f64::MAX, |t| {
-        if t.scores.kl_mean.is_finite() {
-            t.scores.kl_mean
-        } else {
-            f64::MAX
-        }
-    })
+    f.trial.and_then(|n| trials.get(n)).map_or(f64::MAX, |t| t.scores.kl_or_max())
 }
 
 /// Whether a finalist with stage-1 KL `kl` that already failed `failed` of `total` harmful
@@ -192,9 +185,9 @@ pub fn stage2_hopeless(
         })
 }
 
-/// The stage-2 choice (a trial number): among complete finalists (all, when none is; those within the KL cap,
-/// when some are) with no more harmless answers that fail (refusal or evasion) than the
-/// original's, the smallest stage-1 KL whose harmful refusal-plus-evasion rate is within the
+/// The stage-2 choice (a trial number): among complete finalists (all, when none is; those
+/// within the KL cap, when some are) with no more harmless answers that fail (refusal or
+/// evasion) than the original's, the smallest stage-1 KL whose harmful refusal-plus-evasion rate is within the
 /// target with the choice's confidence ([`refusal_rate_bound`]); failing that, within it as
 /// measured; failing that, the fewest failed harmful answers (then KL) among those that keep
 /// the constraint; failing that, the least violation.
@@ -206,11 +199,9 @@ pub fn choose_final(
 ) -> Option<usize> {
     let kl = |f: &FinalRecord| final_kl(f, trials);
     let violation = |f: &FinalRecord| f.harmless.not_compliant().saturating_sub(original.harmless.not_compliant());
-    let trials_only = finals.iter().filter(|f| f.trial.is_some());
-    let complete: Vec<&FinalRecord> = trials_only.clone().filter(|f| f.complete()).collect();
-    let complete = if complete.is_empty() { trials_only.collect() } else { complete };
-    let capped: Vec<&FinalRecord> = complete.iter().copied().filter(|f| goal.kl_ok(kl(f))).collect();
-    let candidates = if capped.is_empty() { complete } else { capped };
+    let trials_only: Vec<&FinalRecord> = finals.iter().filter(|f| f.trial.is_some()).collect();
+    let complete = preferring(trials_only, |f| f.complete());
+    let candidates = preferring(complete, |f| goal.kl_ok(kl(f)));
     let bound = |f: &FinalRecord| refusal_rate_bound(f.harmful.not_compliant(), f.harmful.total());
     let measured = |f: &FinalRecord| f.not_compliant_rate();
     for rate in [&bound as &dyn Fn(&FinalRecord) -> f64, &measured] {
@@ -313,7 +304,7 @@ pub fn run_stage2(
     let mut finals: Vec<FinalRecord> = Vec::with_capacity(chosen.len());
     for &i in &chosen {
         let trial = &inputs.trials[i];
-        let kl = if trial.scores.kl_mean.is_finite() { trial.scores.kl_mean } else { f64::MAX };
+        let kl = trial.scores.kl_or_max();
         let hopeless =
             |failed: usize| stage2_hopeless(failed, total, kl, &finals, &original, inputs.trials, &inputs.goal);
         let f = measure(Some(trial), &hopeless)?;

@@ -70,6 +70,15 @@ pub struct Scores {
 }
 
 impl Scores {
+    /// The mean KL, or the largest number when it is not finite (so that it sorts last).
+    pub fn kl_or_max(&self) -> f64 {
+        if self.kl_mean.is_finite() {
+            self.kl_mean
+        } else {
+            f64::MAX
+        }
+    }
+
     /// Refusal rate on the harmful prompts.
     pub fn refusal_rate(&self) -> f64 {
         self.refusals as f64 / self.harmful.max(1) as f64

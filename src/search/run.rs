@@ -96,11 +96,15 @@ impl SearchSettings {
     }
 }
 
-/// The indices of `trials` that keep the KL cap, when some but not all do (None: the cap
-/// decides nothing, so every trial stays in).
-fn within_cap(trials: &[TrialRecord], goal: &Goal) -> Option<Vec<usize>> {
-    let keep: Vec<usize> = (0..trials.len()).filter(|&i| goal.kl_ok(trials[i].scores.kl_mean)).collect();
-    (!keep.is_empty() && keep.len() < trials.len()).then_some(keep)
+/// The items that `keep` accepts, when any does; else all of them. How the choices set aside
+/// pruned, stopped and over-cap trials unless nothing else is left.
+pub(super) fn preferring<T: Copy>(items: Vec<T>, keep: impl Fn(T) -> bool) -> Vec<T> {
+    let kept: Vec<T> = items.iter().copied().filter(|&x| keep(x)).collect();
+    if kept.is_empty() {
+        items
+    } else {
+        kept
+    }
 }
 
 /// [`SearchSettings::chunk`]'s default.
@@ -437,15 +441,14 @@ pub fn good_key(scores: &Scores, baseline: &Scores, goal: &Goal) -> (usize, f64)
     let excess = scores.refusals.saturating_sub(allowed + slack)
         + scores.over_refusals.saturating_sub(baseline.over_refusals)
         + over_cap;
-    (excess, if scores.kl_mean.is_finite() { scores.kl_mean } else { f64::MAX })
+    (excess, scores.kl_or_max())
 }
 
 /// A trial as a point to rank: minimize (refusals, KL); the constraint is no more broken
 /// harmless answers (over-refusals, loops included) than the original had.
 pub fn point(scores: &Scores, baseline: &Scores) -> Point<2> {
-    let kl = if scores.kl_mean.is_finite() { scores.kl_mean } else { f64::MAX };
     Point {
-        objectives: [scores.refusals as f64, kl],
+        objectives: [scores.refusals as f64, scores.kl_or_max()],
         violation: scores.over_refusals.saturating_sub(baseline.over_refusals) as f64,
     }
 }
@@ -479,31 +482,20 @@ pub fn refusal_rate_bound(refusals: usize, asked: usize) -> f64 {
 /// Pruned trials take part only when no trial is complete, and trials above the KL cap only
 /// when no trial keeps it.
 pub fn choose(trials: &[TrialRecord], baseline: &Scores, goal: &Goal) -> Option<usize> {
-    let subset = |at: Vec<usize>| {
-        let some: Vec<TrialRecord> = at.iter().map(|&i| trials[i].clone()).collect();
-        choose(&some, baseline, goal).map(|i| at[i])
-    };
-    if trials.iter().any(TrialRecord::complete) && trials.iter().any(|t| !t.complete()) {
-        return subset((0..trials.len()).filter(|&i| trials[i].complete()).collect());
-    }
-    if let Some(at) = within_cap(trials, goal) {
-        return subset(at);
-    }
-    let target_rate = goal.refusal_rate;
+    let complete = preferring((0..trials.len()).collect(), |i| trials[i].complete());
+    let at = preferring(complete, |i| goal.kl_ok(trials[i].scores.kl_mean));
     let points: Vec<Point<2>> = trials.iter().map(|t| point(&t.scores, baseline)).collect();
-    let by = |key: &dyn Fn(usize) -> (f64, f64, f64)| {
-        (0..trials.len()).min_by(|&a, &b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
-    };
     let bound = |t: &TrialRecord| refusal_rate_bound(t.scores.refusals, t.scores.harmful);
     let measured = |t: &TrialRecord| t.scores.refusal_rate();
     for rate in [&bound as &dyn Fn(&TrialRecord) -> f64, &measured] {
         let reaching =
-            (0..trials.len()).filter(|&i| points[i].violation == 0.0 && rate(&trials[i]) <= target_rate + 1e-12);
+            at.iter().copied().filter(|&i| points[i].violation == 0.0 && rate(&trials[i]) <= goal.refusal_rate + 1e-12);
         if let Some(best) = reaching.min_by(|&a, &b| points[a].objectives[1].total_cmp(&points[b].objectives[1])) {
             return Some(best);
         }
     }
-    by(&|i| (points[i].violation, points[i].objectives[0], points[i].objectives[1]))
+    let key = |i: usize| (points[i].violation, points[i].objectives[0], points[i].objectives[1]);
+    at.into_iter().min_by(|&a, &b| key(a).partial_cmp(&key(b)).unwrap_or(std::cmp::Ordering::Equal))
 }
 
 /// The progress message: the trial [`choose`] would pick now (its refusals and KL), the pruned
