@@ -527,6 +527,8 @@ fn nonsense_numbers_are_refused() {
         vec!["generate", m, "--prompt", "hi", "--repeat-penalty", "0"],
         vec!["svd", m, "--out", o, "--top-k", "0"],
         vec!["search", m, "--directions", s(&dirs), "--out", o, "--trials", "0"],
+        vec!["search", m, "--directions", s(&dirs), "--out", o, "--max-kl", "0"],
+        vec!["search", m, "--directions", s(&dirs), "--out", o, "--max-kl", "nan"],
     ];
     for args in cases {
         let (ok, log) = scalpel(&args);
@@ -544,8 +546,8 @@ fn nonsense_numbers_are_refused() {
 fn recipes_are_validated_whole_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, _) = model_and_directions(tmp.path());
-    for (i, extra) in ["[ablate]\nstrength = nan\n", "[eval]\nlimit = 0\n", "[search]\ntrials = 0\n"].iter().enumerate()
-    {
+    let bad = ["[ablate]\nstrength = nan\n", "[eval]\nlimit = 0\n", "[search]\ntrials = 0\n", "[search]\nmax_kl = 0\n"];
+    for (i, extra) in bad.iter().enumerate() {
         let out = tmp.path().join(format!("out{i}"));
         let recipe = write_recipe(tmp.path(), &model, s(&out), extra);
         let (ok, log) = scalpel(&["run", s(&recipe)]);
