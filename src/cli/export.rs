@@ -31,9 +31,10 @@ pub struct ExportArgs {
     #[arg(long, value_name = "OUT.gguf")]
     pub gguf: Option<PathBuf>,
     /// GGUF tensor type: same (each tensor keeps its type; with --source-gguf untouched tensors
-    /// are byte-copied from it and edited ones requantized to their type there), f32, f16, bf16,
-    /// q8_0, q6_k, q5_k_m, q4_k_m. Vectors (norms, biases) stay f32; matrices whose rows do not
-    /// split into the type's blocks fall back to q8_0, then f16.
+    /// are byte-copied from it and edited ones requantized to their type there, or to q8_0 where
+    /// that type has under 8 bits), f32, f16, bf16, q8_0, q6_k, q5_k_m, q4_k_m. Vectors (norms,
+    /// biases) stay f32; matrices whose rows do not split into 256-value blocks fall back as
+    /// llama.cpp's do (q4_k → q5_0, q5_k → q5_1, q6_k → q8_0), then to f16.
     #[arg(long = "type", value_name = "TYPE", default_value = "f16")]
     pub ty: String,
     /// With --type same: the GGUF the model folder was imported from.

@@ -189,13 +189,20 @@ fn type_id(t: GgmlDType) -> u32 {
     }
 }
 
-/// `want` where a row of `cols` values splits into its blocks, else the next type down the
-/// list Q8_0, F16 that fits (llama.cpp's fallback for K-quants on narrow rows).
+/// `want` where a row of `cols` values splits into its blocks, else llama.cpp's fallback for
+/// narrow rows: a K-quant falls to the 32-value type of about its bits (Q4_K → Q5_0,
+/// Q5_K → Q5_1, Q6_K → Q8_0), and F16 where even that does not split the row.
 fn fitting(want: GgmlDType, cols: usize) -> GgmlDType {
     if cols.is_multiple_of(want.block_size()) {
-        want
-    } else if cols.is_multiple_of(GgmlDType::Q8_0.block_size()) {
-        GgmlDType::Q8_0
+        return want;
+    }
+    let narrow = match want {
+        GgmlDType::Q4K => GgmlDType::Q5_0,
+        GgmlDType::Q5K => GgmlDType::Q5_1,
+        _ => GgmlDType::Q8_0,
+    };
+    if cols.is_multiple_of(narrow.block_size()) {
+        narrow
     } else {
         GgmlDType::F16
     }
@@ -864,5 +871,17 @@ mod tests {
         for narrow in [GgmlDType::Q4_0, GgmlDType::Q5_0, GgmlDType::Q4K, GgmlDType::Q5K, GgmlDType::Q6K] {
             assert_eq!(edited_type(narrow), GgmlDType::Q8_0);
         }
+    }
+
+    #[test]
+    fn narrow_rows_fall_back_as_llama_cpp_does() {
+        // 896 columns (Qwen2.5-0.5B's width) split into 32-value blocks, not 256-value ones.
+        assert_eq!(fitting(GgmlDType::Q4K, 1024), GgmlDType::Q4K);
+        assert_eq!(fitting(GgmlDType::Q4K, 896), GgmlDType::Q5_0);
+        assert_eq!(fitting(GgmlDType::Q5K, 896), GgmlDType::Q5_1);
+        assert_eq!(fitting(GgmlDType::Q6K, 896), GgmlDType::Q8_0);
+        assert_eq!(fitting(GgmlDType::Q8_0, 896), GgmlDType::Q8_0);
+        assert_eq!(fitting(GgmlDType::Q4K, 100), GgmlDType::F16);
+        assert_eq!(fitting(GgmlDType::Q8_0, 100), GgmlDType::F16);
     }
 }
