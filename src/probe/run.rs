@@ -257,8 +257,8 @@ pub fn probe_to_folder<M: CaptureModel + ?Sized>(
     progress.finish();
     let prov = super::ProbeProvenance {
         model: inputs.name.to_string(),
-        harmful: (h.source.clone(), h.prompts.len(), h.hash()),
-        harmless: (b.source.clone(), b.prompts.len(), b.hash()),
+        harmful: (h.recorded_source(), h.prompts.len(), h.hash()),
+        harmless: (b.recorded_source(), b.prompts.len(), b.hash()),
         positions: settings.capture.from_end.clone(),
         format: format!("{:?}", inputs.encoder.format()),
     };

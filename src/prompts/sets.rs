@@ -28,6 +28,19 @@ pub fn load_prompt_set(spec: &str, field: Option<&str>) -> Result<PromptSet> {
 }
 
 impl PromptSet {
+    /// [`PromptSet::source`] with a local path cut to its file name (`/a/b/harmful.txt (the 76
+    /// of 128 …)` → `harmful.txt (the 76 of 128 …)`): what files record, so that no local path
+    /// leaves the machine in them; the prompts' hash identifies the content.
+    pub fn recorded_source(&self) -> String {
+        let (head, tail) =
+            self.source.split_once(" (").map_or((self.source.as_str(), ""), |(h, _)| (h, &self.source[h.len()..]));
+        if head.contains("://") || !(head.contains('/') || head.contains('\\')) {
+            return self.source.clone();
+        }
+        let name = std::path::Path::new(head).file_name().map_or_else(|| head.into(), |n| n.to_string_lossy());
+        format!("{name}{tail}")
+    }
+
     /// A set from prompts already in memory.
     pub fn from_prompts(name: &str, prompts: Vec<String>) -> PromptSet {
         PromptSet { name: name.to_string(), source: name.to_string(), prompts }
@@ -252,4 +265,21 @@ pub(crate) fn load_file(path: &Path, field: Option<&str>) -> Result<Vec<String>>
         _ => text.lines().map(String::from).collect(),
     };
     Ok(clean(prompts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_sources_keep_file_names_not_local_paths() {
+        let set = |source: &str| PromptSet { name: "h".into(), source: source.into(), prompts: vec!["p".into()] };
+        assert_eq!(
+            set("/home/me/work/harmful_train.txt (the 76 of 128 the model refuses)").recorded_source(),
+            "harmful_train.txt (the 76 of 128 the model refuses)"
+        );
+        assert_eq!(set("prompts/harmless.txt").recorded_source(), "harmless.txt");
+        assert_eq!(set("builtin:harmful").recorded_source(), "builtin:harmful");
+        assert_eq!(set("hf://owner/name:train").recorded_source(), "hf://owner/name:train");
+    }
 }
