@@ -15,7 +15,8 @@ float64, per prompt; the mean and max over the prompts are printed, with how man
 the reference's top token. Greedy answers of the reference folder are not generated here (the
 shell script prints scalpel's own beside these).
 
-Needs llama-cpp-python, torch, transformers, gguf, numpy.
+Needs torch, transformers, gguf, numpy, and llama-cpp-python unless --no-llama is given
+(then only the pairs named by --hf-gguf are measured, in transformers alone).
 """
 import argparse
 import json
@@ -112,6 +113,7 @@ def main():
     ap.add_argument("--hf-gguf", action="append", default=[], metavar="LABEL",
                     help="also load this pair's GGUF in transformers (gguf_file=)")
     ap.add_argument("--hf-generate", action="store_true", help="and generate greedy answers there too")
+    ap.add_argument("--no-llama", action="store_true", help="skip llama.cpp (transformers gguf_file= only)")
     # One thread by default: on a machine another job keeps busy, two ggml threads on two cores
     # stalled each other at their barriers (over 5 min for one file vs 2.5 min with one thread).
     ap.add_argument("--threads", type=int, default=int(os.environ.get("THREADS", "1")))
@@ -132,22 +134,25 @@ def main():
             stops = [t for t in {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")} if isinstance(t, int)]
             refs[ref_dir] = (ids_list, reference_logits(ref_dir, ids_list), tok, stops)
         ids_list, ref, tok, stops = refs[ref_dir]
-        print(f"{label}: llama.cpp {gguf}", file=sys.stderr)
-        logits, answers, n_vocab = llama_run(gguf, ids_list, args.max_tokens, args.threads)
-        if n_vocab != len(ref[0]):
-            sys.exit(f"{label}: llama.cpp vocabulary {n_vocab} != the reference's {len(ref[0])}")
-        kls = [kl(r, q) for r, q in zip(ref, logits)]
-        top = sum(int(np.argmax(r) == np.argmax(q)) for r, q in zip(ref, logits))
-        entry = {
-            "gguf": gguf,
-            "reference": ref_dir,
-            "bytes": os.path.getsize(gguf),
-            "llama_kl": kls,
-            "llama_kl_mean": float(np.mean(kls)),
-            "llama_kl_max": float(np.max(kls)),
-            "llama_top1_agree": top,
-            "answers": answers,
-        }
+        entry = {"gguf": gguf, "reference": ref_dir, "bytes": os.path.getsize(gguf)}
+        line = f"{label:24s} {entry['bytes'] / 1e6:8.1f} MB"
+        if not args.no_llama:
+            print(f"{label}: llama.cpp {gguf}", file=sys.stderr)
+            logits, answers, n_vocab = llama_run(gguf, ids_list, args.max_tokens, args.threads)
+            if n_vocab != len(ref[0]):
+                sys.exit(f"{label}: llama.cpp vocabulary {n_vocab} != the reference's {len(ref[0])}")
+            kls = [kl(r, q) for r, q in zip(ref, logits)]
+            top = sum(int(np.argmax(r) == np.argmax(q)) for r, q in zip(ref, logits))
+            entry.update(
+                llama_kl=kls,
+                llama_kl_mean=float(np.mean(kls)),
+                llama_kl_max=float(np.max(kls)),
+                llama_top1_agree=top,
+                answers=answers,
+            )
+            line += f"  llama.cpp KL mean {entry['llama_kl_mean']:.2e} max {entry['llama_kl_max']:.2e} top-1 {top}/{len(prompts)}"
+        elif label not in args.hf_gguf:
+            continue
         if label in args.hf_gguf:
             print(f"{label}: transformers gguf_file= {gguf}", file=sys.stderr)
             hf, hf_answers = hf_gguf_run(gguf, ids_list, args.max_tokens if args.hf_generate else 0, stops)
@@ -161,7 +166,6 @@ def main():
                 hf_top1_agree=sum(int(np.argmax(r) == np.argmax(q)) for r, q in zip(ref, hf)),
             )
         results["pairs"][label] = entry
-        line = f"{label:24s} {entry['bytes'] / 1e6:8.1f} MB  llama.cpp KL mean {entry['llama_kl_mean']:.2e} max {entry['llama_kl_max']:.2e} top-1 {top}/{len(prompts)}"
         if "hf_kl_mean" in entry:
             line += f"  | transformers KL mean {entry['hf_kl_mean']:.2e} max {entry['hf_kl_max']:.2e} top-1 {entry['hf_top1_agree']}/{len(prompts)}"
         print(line, flush=True)
@@ -176,7 +180,8 @@ def main():
             print(f"\n=== {p}")
             print(f"  scalpel (safetensors)  : {one(theirs.get(p, '(none)'))}")
             for label, e in results["pairs"].items():
-                print(f"  {label:22s} llama.cpp: {one(e['answers'][i])}")
+                if "answers" in e:
+                    print(f"  {label:22s} llama.cpp: {one(e['answers'][i])}")
                 if "hf_answers" in e:
                     print(f"  {label:22s} transf.  : {one(e['hf_answers'][i])}")
 

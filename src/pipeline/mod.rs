@@ -451,7 +451,7 @@ impl Run<'_> {
             eval_step(&mut after, Some(&mut before), &sets, e.max_tokens, e.batch, bar.as_ref())?;
         bar.finish();
         // Both models are dropped by now: a judge model has the memory to itself.
-        if JudgeSpec::parse(&r.judge.judge)? != JudgeSpec::Rules {
+        if JudgeSpec::parse(&r.judge.judge)?.runs_a_model() {
             self.reporter.note(&format!("eval: judging the answers with {}", r.judge.judge));
             report.rejudge(self.judge()?.as_ref())?;
         }

@@ -225,7 +225,12 @@ fn probe_and_svd_outputs_name_the_model_without_its_path() {
     let (tmp, model, _) = setup(1);
     let t = tmp.path();
     let (probe, svd) = (t.join("probe"), t.join("svd"));
-    ok(&["probe", s(&model), "--out", s(&probe), "--limit", "6"]);
+    // Prompt files in the temporary folder: their paths must not be written either.
+    let prompts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/prompts");
+    let (harmful, harmless) = (t.join("harmful.txt"), t.join("harmless.txt"));
+    std::fs::copy(prompts.join("harmful_train.txt"), &harmful).unwrap();
+    std::fs::copy(prompts.join("harmless_train.txt"), &harmless).unwrap();
+    ok(&["probe", s(&model), "--out", s(&probe), "--limit", "6", "--harmful", s(&harmful), "--harmless", s(&harmless)]);
     ok(&["svd", s(&model), "--out", s(&svd)]);
     let outputs = [probe.as_path(), svd.as_path()];
     for path in local_paths(t) {

@@ -3,13 +3,17 @@
 //! - [`RulesJudge`] (`rules`, the default): rules on the answer's text ([`rules`]).
 //! - [`ModelJudge`] (`model:PATH`): a chat model reads a fixed rubric with the request and the
 //!   answer; the probabilities of the three label tokens give the verdict ([`model`]).
+//! - [`CascadeJudge`] (`rules+model:PATH`): the rules, then the judge model on the answers the
+//!   rules call compliances ([`cascade`]).
 //!
 //! [`JudgeSpec`] parses the `--judge` / recipe `[judge]` value.
 
+pub mod cascade;
 pub mod labelled;
 pub mod model;
 pub mod rules;
 
+pub use cascade::CascadeJudge;
 pub use labelled::{check_judge, load_labelled, parse_labelled, Confusion, JudgeCheck, Labelled, Split};
 pub use model::{LabelScorer, ModelJudge, RUBRIC, RUBRIC_VERSION};
 pub use rules::{judge_answer, RulesJudge, RULES_NAME};
@@ -24,18 +28,29 @@ pub enum JudgeSpec {
     Rules,
     /// `model:PATH`: a chat model folder.
     Model(PathBuf),
+    /// `rules+model:PATH`: the rules, then the chat model in PATH on what they accept.
+    Cascade(PathBuf),
 }
 
 impl JudgeSpec {
-    /// Parse `rules` or `model:PATH`.
+    /// Parse `rules`, `model:PATH` or `rules+model:PATH`.
     pub fn parse(text: &str) -> Result<JudgeSpec> {
-        match text.trim() {
-            "rules" => Ok(JudgeSpec::Rules),
-            t => match t.strip_prefix("model:") {
-                Some(path) if !path.is_empty() => Ok(JudgeSpec::Model(PathBuf::from(path))),
-                _ => Err(Error::Invalid(format!("unknown judge `{t}` (use `rules` or `model:PATH`)"))),
-            },
+        let t = text.trim();
+        let model_path = |s: &str| s.strip_prefix("model:").filter(|p| !p.is_empty()).map(PathBuf::from);
+        if t == "rules" {
+            Ok(JudgeSpec::Rules)
+        } else if let Some(path) = model_path(t) {
+            Ok(JudgeSpec::Model(path))
+        } else if let Some(path) = t.strip_prefix("rules+").and_then(model_path) {
+            Ok(JudgeSpec::Cascade(path))
+        } else {
+            Err(Error::Invalid(format!("unknown judge `{t}` (use `rules`, `model:PATH` or `rules+model:PATH`)")))
         }
+    }
+
+    /// Whether the judge runs a model (and so needs a device, a cache and time).
+    pub fn runs_a_model(&self) -> bool {
+        !matches!(self, JudgeSpec::Rules)
     }
 }
 
@@ -52,6 +67,10 @@ impl JudgeSpec {
         Ok(match self {
             JudgeSpec::Rules => Box::new(RulesJudge),
             JudgeSpec::Model(path) => Box::new(ModelJudge::open(path, device, dtype, cache, batch)?),
+            JudgeSpec::Cascade(path) => Box::new(CascadeJudge::new(
+                ModelJudge::open(path, device, dtype, cache, batch)?,
+                cascade::DEFAULT_THRESHOLD,
+            )?),
         })
     }
 }
@@ -61,6 +80,7 @@ impl std::fmt::Display for JudgeSpec {
         match self {
             JudgeSpec::Rules => f.write_str("rules"),
             JudgeSpec::Model(p) => write!(f, "model:{}", p.display()),
+            JudgeSpec::Cascade(p) => write!(f, "rules+model:{}", p.display()),
         }
     }
 }
@@ -76,5 +96,10 @@ mod tests {
         assert_eq!(m, JudgeSpec::Model("/m/qwen".into()));
         assert_eq!(m.to_string(), "model:/m/qwen");
         assert!(JudgeSpec::parse("model:").is_err() && JudgeSpec::parse("gpt").is_err());
+        let c = JudgeSpec::parse("rules+model:/m/qwen").unwrap();
+        assert_eq!(c, JudgeSpec::Cascade("/m/qwen".into()));
+        assert_eq!(c.to_string(), "rules+model:/m/qwen");
+        assert!(JudgeSpec::parse("rules+").is_err() && JudgeSpec::parse("rules+model:").is_err());
+        assert!(c.runs_a_model() && !JudgeSpec::Rules.runs_a_model());
     }
 }
