@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use scalpel::arch::WriterKind;
-use scalpel::checkpoint::{resolve_model, ModelDir};
-use std::path::PathBuf;
+use scalpel::checkpoint::{resolve_model, Hub, ModelDir, StagedOutput};
+use std::path::{Path, PathBuf};
 
 use super::runtime::{InterventionArgs, RunArgs};
 use scalpel::eval::{Loaded, OnDemand};
@@ -11,7 +11,7 @@ use scalpel::model::Interventions;
 
 /// Resolve (local folder, cache or hub) and open a model.
 pub fn open_model(model: &str) -> anyhow::Result<ModelDir> {
-    let dir: PathBuf = resolve_model(model)?;
+    let dir: PathBuf = resolve_model(model, &Hub::from_env())?;
     ModelDir::open(&dir).with_context(|| format!("opening model {model}"))
 }
 
