@@ -7,4 +7,4 @@ model=${1:-models/qwen2.5-coder-0.5b-instruct}
 cargo build --release --quiet --bin scalpel
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-/usr/bin/time -f "svd: %e s wall, peak RSS %M KB" target/release/scalpel svd "$model" --out "$out/svd" --top-k 32 --writers attn,mlp
+/usr/bin/time -f "svd: %e s wall, peak RSS %M KB" target/release/scalpel svd "$model" --out "$out/svd" --top-k 32 --targets attn,mlp

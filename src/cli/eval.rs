@@ -1,7 +1,7 @@
 //! `scalpel eval`: refusal / evasion / compliance, over-refusal and KL divergence on held-out
 //! prompts, and optionally the cross-entropy of a text set.
 
-use super::common::open_model;
+use super::common::{answer_tokens, deprecated, open_model, ReportsOut};
 use super::judge::JudgeArgs;
 use super::progress::Bar;
 use super::runtime::{InterventionArgs, RunArgs};
@@ -18,19 +18,22 @@ use std::path::PathBuf;
 
 /// Measure a model on held-out prompts: how its answers to harmful requests divide into
 /// refusals, evasions and compliances, how often it fails harmless ones (over-refusal counts
-/// refusals and evasions), and with --baseline how far its next-token distribution moved on
-/// harmless prompts (KL(baseline ‖ model) of the first generated token). Answers are greedy;
+/// refusals and evasions), and with --original how far its next-token distribution moved on
+/// harmless prompts (KL(original ‖ model) of the first generated token). Answers are greedy;
 /// the judge (--judge) gives the verdicts: `rules` reads the text (markers by where they stand,
 /// lectures, loops, language switches; `scalpel eval --markers` lists the markers), and
 /// `model:PATH` asks a chat model. Defaults use the built-in test splits, never the prompts
 /// that probe trained on.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Model folder, or a Hugging Face id.
+    /// The model to measure (the edited one): a folder, or a Hugging Face id.
     #[arg(required_unless_present = "markers")]
     pub model: Option<String>,
-    /// The original model, for before/after numbers and KL divergence.
-    #[arg(long)]
+    /// The original (unedited) model, for before/after numbers and KL divergence.
+    #[arg(long, value_name = "MODEL")]
+    pub original: Option<String>,
+    /// Old spelling of --original.
+    #[arg(long, value_name = "MODEL", hide = true, conflicts_with = "original")]
     pub baseline: Option<String>,
     /// Held-out prompts the original refuses.
     #[arg(long, default_value = "builtin:harmful_test")]
@@ -39,7 +42,7 @@ pub struct Args {
     #[arg(long, default_value = "builtin:harmless_test")]
     pub harmless: String,
     /// Also measure the cross-entropy (nats/token, and perplexity) of these texts (any prompt-set
-    /// file: one text per line of a .txt, a .jsonl field, ...) under the model and the baseline.
+    /// file: one text per line of a .txt, a .jsonl field, ...) under the model and the original.
     #[arg(long, value_name = "FILE")]
     pub text: Option<String>,
     /// JSON field / CSV column holding the prompt.
@@ -49,7 +52,7 @@ pub struct Args {
     #[arg(value_parser = super::common::at_least_one, long)]
     pub limit: Option<usize>,
     /// Tokens generated per answer (it stops earlier at the end of its turn).
-    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 128)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = answer_tokens::JUDGED)]
     pub max_tokens: usize,
     /// A thinking model (`<think>…</think>`): `strip` judges the answer after the block (with
     /// room for the block first), `off` renders prompts with `enable_thinking = false`.
@@ -63,9 +66,13 @@ pub struct Args {
     /// Print the whole report (every answer) as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also write the report as markdown with every answer.
-    #[arg(long, value_name = "FILE")]
+    /// Also write the report into this folder: eval.md (markdown with every answer) and
+    /// eval.json (what --json prints).
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace the --out folder if it exists.
+    #[arg(long, requires = "out")]
+    pub force: bool,
     /// List the refusal markers and exit.
     #[arg(long)]
     pub markers: bool,
@@ -84,7 +91,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let model_name = args.model.clone().expect("required unless --markers");
+    let model_name = args.model.clone().context("give the MODEL to measure")?;
+    let original_name = match (&args.original, &args.baseline) {
+        (None, Some(old)) => {
+            deprecated("--baseline", "--original");
+            Some(old.clone())
+        }
+        (given, _) => given.clone(),
+    };
     let thinking = ThinkingMode::parse(&args.thinking)?;
     let judge_name = scalpel::eval::JudgeSpec::parse(&args.judge.judge)?.to_string();
     let load = |spec: &str| -> anyhow::Result<Vec<String>> {
@@ -96,7 +110,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         texts: args.text.as_deref().map(load).transpose()?,
         samples: Vec::new(),
     };
-    let generations = (sets.harmful.len() + sets.harmless.len()) * if args.baseline.is_some() { 2 } else { 1 };
+    let generations = (sets.harmful.len() + sets.harmless.len()) * if original_name.is_some() { 2 } else { 1 };
     let progress = Bar::with_length("evaluating", Unit::Items, generations as u64);
     eprintln!(
         "eval {}: {} harmful × {} harmless held-out prompts, greedy, {} tokens, judge {}{}",
@@ -105,13 +119,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sets.harmless.len(),
         args.max_tokens,
         judge_name,
-        args.baseline.as_deref().map(|b| format!(", baseline {b}")).unwrap_or_default()
+        original_name.as_deref().map(|b| format!(", original {b}")).unwrap_or_default()
     );
     // Each model is loaded when its turn comes and dropped after: one model in memory at a time.
-    let mut subject = source(&model_name, open_model(&model_name)?, &args.run, Some(&args.intervene), thinking);
-    let mut baseline = match args.baseline.as_deref() {
-        Some(name) => Some(source(name, open_model(name)?, &args.run, None, thinking)),
-        None => None,
+    let model = open_model(&model_name)?;
+    let original = original_name.as_deref().map(open_model).transpose()?;
+    let inputs: Vec<&std::path::Path> = std::iter::once(&model).chain(&original).map(|m| m.root.as_path()).collect();
+    let reports = args.out.as_deref().map(|out| ReportsOut::prepare(out, "eval", &inputs, args.force)).transpose()?;
+    let mut subject = source(&model_name, model, &args.run, Some(&args.intervene), thinking);
+    let mut baseline = match (original_name.as_deref(), original) {
+        (Some(name), Some(dir)) => Some(source(name, dir, &args.run, None, thinking)),
+        _ => None,
     };
     let (mut report, _) = eval_step(
         &mut subject,
@@ -128,7 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let judge = args.judge.judge(&args.run)?;
         report.rejudge(judge.as_ref())?;
     }
-    let table = report.markdown(&model_name, args.baseline.as_deref());
+    let table = report.markdown(&model_name, original_name.as_deref());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -141,7 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(path) = &args.out {
+    if let Some(reports) = reports {
         let mut md = format!("# Evaluation of {model_name}\n\n{table}\n## Answers to held-out harmful prompts\n\n");
         for a in &report.refusals.answers {
             md += &format!(
@@ -155,7 +173,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 a.answer.replace('\n', " ")
             );
         }
-        std::fs::write(path, md).with_context(|| format!("writing {}", path.display()))?;
+        let path = reports.write("eval", &md, &serde_json::to_value(&report)?)?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }

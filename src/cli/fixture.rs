@@ -21,9 +21,12 @@ pub struct Args {
     /// Number of decoder layers.
     #[arg(value_parser = super::common::at_least_one, long, default_value_t = 2)]
     pub layers: usize,
-    /// Stored dtype: f32, f16 or bf16.
+    /// Dtype the weights are written in: f32, f16 or bf16.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
-    pub dtype: String,
+    pub store_dtype: String,
+    /// Old spelling of --store-dtype.
+    #[arg(long, hide = true, value_parser = ["f32", "f16", "bf16"], conflicts_with = "store_dtype")]
+    pub dtype: Option<String>,
     /// Split the weights into this many shards (with model.safetensors.index.json).
     #[arg(value_parser = super::common::at_least_one, long, default_value_t = 1)]
     pub shards: usize,
@@ -51,9 +54,19 @@ fn family_name(s: &str) -> Result<String, String> {
 
 /// Run `fixture`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let store_dtype = match &args.dtype {
+        Some(old) => {
+            super::common::deprecated(
+                "--dtype",
+                "--store-dtype (the dtype written; --dtype is the compute dtype elsewhere)",
+            );
+            old.clone()
+        }
+        None => args.store_dtype.clone(),
+    };
     let options = FixtureOptions {
         seed: args.seed,
-        dtype: match args.dtype.as_str() {
+        dtype: match store_dtype.as_str() {
             "f16" => FixtureDtype::F16,
             "bf16" => FixtureDtype::BF16,
             _ => FixtureDtype::F32,

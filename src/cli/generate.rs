@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, short)]
     pub prompt: String,
     /// New tokens at most.
-    #[arg(value_parser = super::common::at_least_one, long, default_value_t = 256)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = super::common::answer_tokens::OPEN)]
     pub max_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,

@@ -15,9 +15,12 @@ pub struct Args {
     /// Output folder (must not exist, unless --force).
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Stored dtype. f32 keeps dequantized values exactly; bf16 and f16 halve the size.
-    /// Default: bf16 for a quantized GGUF, else the file's own float type.
+    /// Dtype the weights are written in. f32 keeps dequantized values exactly; bf16 and f16
+    /// halve the size. Default: bf16 for a quantized GGUF, else the file's own float type.
     #[arg(long, value_parser = ["f32", "bf16", "f16"])]
+    pub store_dtype: Option<String>,
+    /// Old spelling of --store-dtype.
+    #[arg(long, hide = true, value_parser = ["f32", "bf16", "f16"], conflicts_with = "store_dtype")]
     pub dtype: Option<String>,
     /// Replace OUT if it exists.
     #[arg(long)]
@@ -26,7 +29,13 @@ pub struct Args {
 
 /// Run `import`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dtype = args.dtype.as_deref().map(|d| match d {
+    if args.dtype.is_some() {
+        super::common::deprecated(
+            "--dtype",
+            "--store-dtype (the dtype written; --dtype is the compute dtype elsewhere)",
+        );
+    }
+    let dtype = args.store_dtype.as_deref().or(args.dtype.as_deref()).map(|d| match d {
         "bf16" => EditableDtype::BF16,
         "f16" => EditableDtype::F16,
         _ => EditableDtype::F32,

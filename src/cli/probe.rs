@@ -171,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let settings = request.settings(decoder.spec().num_layers)?;
     eprintln!(
-        "probe {}: {} harmful × {} harmless prompts ({} / {}), streams {} (recommendation from {}), positions {}, batch {}, {} layers, rule {}, format {:?}",
+        "probe {}: {} harmful × {} harmless prompts ({} / {}), streams {} (recommendation from {}), positions {}, batch {}, {} layers, rule {}, format {}",
         model.root.display(),
         harmful.prompts.len(),
         harmless.prompts.len(),

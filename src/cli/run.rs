@@ -41,7 +41,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             std::path::absolute(&recipe.output.dir).unwrap_or_else(|_| recipe.output.dir.clone()).display()
         );
     }
-    let summary = run_recipe(&recipe, &super::progress::Terminal)?;
+    let summary = run_recipe(&recipe, &scalpel::checkpoint::Hub::from_env(), &super::progress::Terminal)?;
     eprintln!(
         "done: direction `{}`; steps run: {}",
         summary.direction,

@@ -191,3 +191,36 @@ impl InterventionArgs {
         Ok(Interventions { items })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::RunArgs;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The words of a recorded prompt format (`--system` followed by its JSON-quoted text).
+    fn words(spelling: &str) -> Vec<String> {
+        match spelling.strip_prefix("--system ") {
+            Some(quoted) => vec!["--system".into(), serde_json::from_str(quoted).expect("a JSON string")],
+            None if spelling == "chat" => Vec::new(),
+            None => spelling.split(' ').map(String::from).collect(),
+        }
+    }
+
+    #[test]
+    fn a_recorded_prompt_format_parses_back_to_the_same_format() {
+        let cases: [&[&str]; 4] = [&[], &["--system", "Be \"brief\", please."], &["--raw"], &["--raw", "--no-newline"]];
+        for flags in cases {
+            let format = Flags::parse_from(std::iter::once("scalpel").chain(flags.iter().copied())).run.format();
+            let spelling = format.to_string();
+            let again = Flags::parse_from(std::iter::once("scalpel".to_string()).chain(words(&spelling))).run.format();
+            assert_eq!(again, format, "{flags:?} is recorded as {spelling:?}");
+            assert!(!spelling.contains('{') && !spelling.contains("Chat"), "not Debug output: {spelling}");
+        }
+    }
+}

@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, default_value_t = SearchSettings::default().finalists)]
     pub finalists: usize,
     /// New tokens per stage-2 answer at most (an answer stops at the end of its turn).
-    #[arg(long, default_value_t = SearchSettings::default().final_max_tokens)]
+    #[arg(long, default_value_t = super::common::answer_tokens::JUDGED)]
     pub final_max_tokens: usize,
     /// Harmful prompts per stage-1 chunk; pruning is decided after each.
     #[arg(long, default_value_t = SearchSettings::default().chunk)]
@@ -72,7 +72,7 @@ pub struct Args {
     #[arg(value_parser = super::common::kl_cap, long, default_value_t = super::common::KlCap(SearchSettings::default().max_kl))]
     pub max_kl: super::common::KlCap,
     /// New tokens per validation answer (a row stops early once a refusal marker appears).
-    #[arg(value_parser = super::common::at_least_one, long, default_value_t = SearchSettings::default().answers.max_tokens)]
+    #[arg(value_parser = super::common::at_least_one, long, default_value_t = super::common::answer_tokens::SHORT)]
     pub max_tokens: usize,
     /// Prompts per generation batch.
     #[arg(value_parser = super::common::at_least_one, long, default_value_t = SearchSettings::default().answers.batch)]

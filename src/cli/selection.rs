@@ -1,11 +1,15 @@
 //! The edit selection shared by `ablate` and `verify`.
 
+use super::common::{writer_kinds, Target};
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use scalpel::arch::ModelSpec;
+use scalpel::arch::{ModelSpec, WriterKind};
 use scalpel::directions::DirectionsFile;
-use scalpel::pipeline::{parse_targets, SurgerySettings};
+use scalpel::pipeline::SurgerySettings;
 use scalpel::surgery::{DirectionChoice, SurgeryOptions};
+
+/// `--targets` by default: every writer.
+const ALL_TARGETS: [Target; 3] = [Target::Embed, Target::Attn, Target::Mlp];
 
 /// Which tensors to edit, with which direction, how strongly.
 #[derive(Debug, Clone, ClapArgs)]
@@ -24,8 +28,8 @@ pub struct SelectionArgs {
     #[arg(long)]
     pub per_layer: bool,
     /// Writers to edit, comma separated: embed, attn, mlp.
-    #[arg(long, value_name = "LIST", default_value = "embed,attn,mlp")]
-    pub targets: String,
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', default_values_t = ALL_TARGETS)]
+    pub targets: Vec<Target>,
     /// λ in W' = W − λ r rᵀ W: 1 removes the direction, 2 reflects it, 0.5 halves it.
     #[arg(value_parser = super::common::finite, long, value_name = "λ", default_value_t = 1.0)]
     pub strength: f64,
@@ -44,13 +48,12 @@ pub struct SelectionArgs {
 impl SelectionArgs {
     /// The flags as the library's surgery settings (the one definition shared with recipes).
     pub fn settings(&self) -> anyhow::Result<SurgerySettings> {
-        let targets: Vec<&str> = self.targets.split(',').collect();
         Ok(SurgerySettings {
             layers: self.layers.clone().unwrap_or_else(|| "all".into()),
             direction_layer: self.direction_layer,
             stream: self.stream.clone(),
             per_layer: self.per_layer,
-            targets: parse_targets(&targets).context("--targets")?,
+            targets: writer_kinds(&self.targets)?,
             strength: self.strength,
             norm_preserve: self.norm_preserve,
             untie: self.untie,
@@ -69,7 +72,7 @@ impl SelectionArgs {
             || self.direction_layer.is_some()
             || self.stream.is_some()
             || self.per_layer
-            || self.targets != "embed,attn,mlp"
+            || writer_kinds(&self.targets).ok().as_deref() != Some(&WriterKind::ALL[..])
             || self.strength != 1.0
             || self.norm_preserve
             || self.untie

@@ -1,6 +1,6 @@
 //! `scalpel svd`: which directions do the layers' writers share?
 
-use super::common::{open_model, parse_targets};
+use super::common::{deprecated, open_model, writer_kinds, Target};
 use super::progress::Bar;
 use clap::Args as ClapArgs;
 use scalpel::analysis::{analyse_writers, write_svd_outputs, SvdSettings};
@@ -27,9 +27,12 @@ pub struct Args {
     /// Layers (default: all).
     #[arg(long, value_name = "LAYERS", allow_hyphen_values = true)]
     pub layers: Option<String>,
-    /// Writers, comma separated: attn, mlp, embed.
-    #[arg(long, default_value = "attn,mlp")]
-    pub writers: String,
+    /// Writers to analyse, comma separated: embed, attn, mlp.
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', default_values_t = [Target::Attn, Target::Mlp])]
+    pub targets: Vec<Target>,
+    /// Old spelling of --targets.
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', hide = true, conflicts_with = "targets")]
+    pub writers: Option<Vec<Target>>,
     /// Directions file (from probe): report each direction's alignment with every writer.
     #[arg(long, value_name = "FILE")]
     pub directions: Option<PathBuf>,
@@ -43,12 +46,19 @@ pub struct Args {
 
 /// Run `svd`.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let targets = match &args.writers {
+        Some(old) => {
+            deprecated("--writers", "--targets");
+            old
+        }
+        None => &args.targets,
+    };
     let model = open_model(&args.model)?;
     let staged = StagedOutput::new(&args.out, &[&model.root], args.force)?;
     let settings = SvdSettings {
         top_k: args.top_k.max(1),
         layers: parse_layers(args.layers.as_deref().unwrap_or("all"), model.spec.num_layers)?,
-        writers: parse_targets(&args.writers)?,
+        writers: writer_kinds(targets)?,
         exact: args.exact,
         consensus: 3,
     };

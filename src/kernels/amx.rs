@@ -291,9 +291,12 @@ fn matmul_wt(x: &[f32], m: usize, w: &PackedRows, bias: Option<&[f32]>) -> Vec<f
             {
                 for (g, j) in columns.clone().flat_map(|g| rows.clone().map(move |j| (g, j))) {
                     let block = w.first_block + GROUP * g;
-                    let w_at =
-                        |t: usize, c: usize| packed.lines[((block + t) * k_blocks + c) * TILE_ROWS..].as_ptr().cast();
-                    let x_at = |p: usize, c: usize| parts[((j * k_blocks + c) * 3 + p) * TILE_ROWS..].as_ptr().cast();
+                    let w_at = |t: usize| packed.lines[((block + t) * k_blocks + c0) * TILE_ROWS..].as_ptr().cast();
+                    let operands = tiles::Operands {
+                        w: [w_at(0), w_at(1), w_at(2)],
+                        x: parts[(j * k_blocks + c0) * 3 * TILE_ROWS..].as_ptr().cast(),
+                        blocks: c1 - c0,
+                    };
                     let (c_at, ld) = if g < whole_groups {
                         (out.at(j * TILE_ROWS * n + g * GROUP * TILE_ROWS), n)
                     } else {
@@ -305,10 +308,11 @@ fn matmul_wt(x: &[f32], m: usize, w: &PackedRows, bias: Option<&[f32]>) -> Vec<f
                         None => tiles::Start::Zero,
                     };
                     // SAFETY: the tile state is configured on this thread; every tile read lies in
-                    // `parts` (16 rows of a part at its row stride), `packed.lines` (a block of a
-                    // group that the two padding blocks keep inside) or the padded bias, every
-                    // tile written in this task's columns of `y` or `edge`.
-                    unsafe { tiles::group_product(c_at, ld, start, c0..c1, w_at, x_at) };
+                    // `parts` (16 rows of a part at its row stride: the blocks `c0..c1` of row
+                    // block `j`, three parts each), `packed.lines` (the blocks `c0..c1` of the
+                    // group's three weight blocks, which the two padding blocks keep inside) or
+                    // the padded bias, every tile written in this task's columns of `y` or `edge`.
+                    unsafe { tiles::group_product(c_at, ld, start, &operands) };
                 }
             }
         }
@@ -387,65 +391,93 @@ mod tiles {
         Stored,
     }
 
-    /// Accumulate, over the `k` blocks `blocks`, the products of 16 rows of `x` (its three parts
-    /// at `x_at(part, block)`, blocked) with three blocks of 16 weight rows
-    /// (`w_at(t, block)`, packed), into the three 16 × 16 f32 tiles at `c`, `c + 16`, `c + 32`
-    /// (rows `ld` values apart), starting from `start`.
+    /// Bytes of one tile (16 lines of 64 bytes): a packed weight block, one part of a block of `x`.
+    const TILE_BYTES: usize = 1024;
+    const _: () = assert!(TILE_BYTES == super::TILE_ROWS * size_of::<super::Line>());
+
+    /// The tiles a group product reads, at its first `k` block.
+    pub struct Operands {
+        /// The three weight blocks' tiles (each next `k` block one tile further).
+        pub w: [*const u16; 3],
+        /// Part 0 of the block of `x` (parts 1 and 2 follow it, each next `k` block three tiles further).
+        pub x: *const u16,
+        /// How many `k` blocks to accumulate.
+        pub blocks: usize,
+    }
+
+    /// 48 zeros, read as the starting rows of [`Start::Zero`] (row stride 0).
+    static ZEROS: [f32; 48] = [0.0; 48];
+
+    /// Accumulate, over `operands.blocks` consecutive `k` blocks, the products of 16 rows of `x`
+    /// (its three parts) with three blocks of 16 weight rows into the three 16 × 16 f32 tiles at
+    /// `c`, `c + 16`, `c + 32` (rows `ld` values apart), starting from `start`.
+    ///
+    /// The loads, every `tdpbf16ps` and the stores are one `asm!` statement: the accumulators
+    /// live in tile registers, which the compiler does not know of, so no tile value may be
+    /// carried from one statement to the next. Only the tile configuration (`ldtilecfg`, which
+    /// the compiler never touches either) is carried between statements, as thread state.
     ///
     /// # Safety
-    /// [`configure`] ran on this thread; every pointer is valid for its whole tile.
-    pub unsafe fn group_product(
-        c: *mut f32,
-        ld: usize,
-        start: Start,
-        blocks: std::ops::Range<usize>,
-        w_at: impl Fn(usize, usize) -> *const u16,
-        x_at: impl Fn(usize, usize) -> *const u16,
-    ) {
+    /// [`configure`] ran on this thread; every pointer is valid for its whole tile, for each of
+    /// the `blocks` steps (and `start`'s, and `c`'s with row stride `ld`).
+    pub unsafe fn group_product(c: *mut f32, ld: usize, start: Start, operands: &Operands) {
+        // Blocked tiles: rows 64 bytes apart; `c`'s rows `ld` f32 apart.
+        let (c_stride, line) = (ld * 4, 64usize);
+        let (from, from_stride) = match start {
+            Start::Zero => (ZEROS.as_ptr(), 0),
+            Start::Rows(b) => (b, 0),
+            Start::Stored => (c.cast_const(), c_stride),
+        };
         // SAFETY: the caller's contract above: the tile configuration is loaded on this thread
-        // and every pointer covers its whole tile.
+        // and every pointer covers its whole tile (the three accumulators at `from` and `c` are
+        // 0, 64 and 128 bytes on; the weight pointers step one tile per block, `x` three). The
+        // statement uses tmm0–tmm7 as scratch and leaves nothing in them that is read later.
         unsafe {
-            // Blocked tiles: rows 64 bytes apart.
-            let (c_stride, x_stride, w_stride) = (ld * 4, 64usize, 64usize);
-            let (c1, c2) = (c.add(16), c.add(32));
-            let (from, stride) = match start {
-                Start::Zero => {
-                    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2");
-                    (None, 0)
-                }
-                Start::Rows(b) => (Some(b), 0),
-                Start::Stored => (Some(c.cast_const()), c_stride),
-            };
-            if let Some(from) = from {
-                asm!(
-                    "tileloadd tmm0, [{c0} + {s}*1]", "tileloadd tmm1, [{c1} + {s}*1]", "tileloadd tmm2, [{c2} + {s}*1]",
-                    c0 = in(reg) from, c1 = in(reg) from.add(16), c2 = in(reg) from.add(32), s = in(reg) stride,
-                );
-            }
-            for b in blocks {
-                asm!(
-                    "tileloadd tmm3, [{w0} + {ws}*1]",
-                    "tileloadd tmm4, [{w1} + {ws}*1]",
-                    "tileloadd tmm5, [{w2} + {ws}*1]",
-                    "tileloadd tmm6, [{x0} + {xs}*1]",
-                    "tileloadd tmm7, [{x1} + {xs}*1]",
-                    "tdpbf16ps tmm0, tmm6, tmm3",
-                    "tdpbf16ps tmm1, tmm6, tmm4",
-                    "tdpbf16ps tmm2, tmm6, tmm5",
-                    "tileloadd tmm6, [{x2} + {xs}*1]",
-                    "tdpbf16ps tmm0, tmm7, tmm3",
-                    "tdpbf16ps tmm1, tmm7, tmm4",
-                    "tdpbf16ps tmm2, tmm7, tmm5",
-                    "tdpbf16ps tmm0, tmm6, tmm3",
-                    "tdpbf16ps tmm1, tmm6, tmm4",
-                    "tdpbf16ps tmm2, tmm6, tmm5",
-                    w0 = in(reg) w_at(0, b), w1 = in(reg) w_at(1, b), w2 = in(reg) w_at(2, b), ws = in(reg) w_stride,
-                    x0 = in(reg) x_at(0, b), x1 = in(reg) x_at(1, b), x2 = in(reg) x_at(2, b), xs = in(reg) x_stride,
-                );
-            }
             asm!(
-                "tilestored [{c0} + {s}*1], tmm0", "tilestored [{c1} + {s}*1], tmm1", "tilestored [{c2} + {s}*1], tmm2",
-                c0 = in(reg) c, c1 = in(reg) c1, c2 = in(reg) c2, s = in(reg) c_stride,
+                "tileloadd tmm0, [{from} + {fs}*1]",
+                "tileloadd tmm1, [{from} + {fs}*1 + 64]",
+                "tileloadd tmm2, [{from} + {fs}*1 + 128]",
+                "test {n}, {n}",
+                "jz 3f",
+                "2:",
+                "tileloadd tmm3, [{w0} + {s}*1]",
+                "tileloadd tmm4, [{w1} + {s}*1]",
+                "tileloadd tmm5, [{w2} + {s}*1]",
+                "tileloadd tmm6, [{x} + {s}*1]",
+                "tileloadd tmm7, [{x} + {s}*1 + {tile}]",
+                "tdpbf16ps tmm0, tmm6, tmm3",
+                "tdpbf16ps tmm1, tmm6, tmm4",
+                "tdpbf16ps tmm2, tmm6, tmm5",
+                "tileloadd tmm6, [{x} + {s}*1 + {two_tiles}]",
+                "tdpbf16ps tmm0, tmm7, tmm3",
+                "tdpbf16ps tmm1, tmm7, tmm4",
+                "tdpbf16ps tmm2, tmm7, tmm5",
+                "tdpbf16ps tmm0, tmm6, tmm3",
+                "tdpbf16ps tmm1, tmm6, tmm4",
+                "tdpbf16ps tmm2, tmm6, tmm5",
+                "add {w0}, {tile}",
+                "add {w1}, {tile}",
+                "add {w2}, {tile}",
+                "add {x}, {three_tiles}",
+                "dec {n}",
+                "jnz 2b",
+                "3:",
+                "tilestored [{c} + {cs}*1], tmm0",
+                "tilestored [{c} + {cs}*1 + 64], tmm1",
+                "tilestored [{c} + {cs}*1 + 128], tmm2",
+                from = in(reg) from,
+                fs = in(reg) from_stride,
+                n = inout(reg) operands.blocks => _,
+                w0 = inout(reg) operands.w[0] => _,
+                w1 = inout(reg) operands.w[1] => _,
+                w2 = inout(reg) operands.w[2] => _,
+                x = inout(reg) operands.x => _,
+                s = in(reg) line,
+                c = in(reg) c,
+                cs = in(reg) c_stride,
+                tile = const TILE_BYTES,
+                two_tiles = const 2 * TILE_BYTES,
+                three_tiles = const 3 * TILE_BYTES,
             );
         }
     }
@@ -467,16 +499,16 @@ mod tiles {
         Stored,
     }
 
+    /// The tiles a group product reads (as on x86-64).
+    pub struct Operands {
+        pub w: [*const u16; 3],
+        pub x: *const u16,
+        pub blocks: usize,
+    }
+
     /// # Safety
     /// Never called: [`super::has_amx`] is false on this platform.
-    pub unsafe fn group_product(
-        _c: *mut f32,
-        _ld: usize,
-        _start: Start,
-        _blocks: std::ops::Range<usize>,
-        _w_at: impl Fn(usize, usize) -> *const u16,
-        _x_at: impl Fn(usize, usize) -> *const u16,
-    ) {
+    pub unsafe fn group_product(_c: *mut f32, _ld: usize, _start: Start, _operands: &Operands) {
         unreachable!("AMX products on a platform without AMX")
     }
 }

@@ -7,7 +7,7 @@ mod report;
 pub mod stamps;
 pub mod steps;
 
-use crate::checkpoint::{resolve_model, ModelDir};
+use crate::checkpoint::{resolve_model, Hub, ModelDir};
 use crate::directions::DirectionsFile;
 use crate::eval::judge::JudgeSpec;
 use crate::eval::{EvalReport, Loaded, OnDemand, SideBySide};
@@ -133,11 +133,11 @@ struct Run<'r> {
 /// The whole recipe is checked before anything is written. `output.dir` must be new, empty or
 /// a folder an earlier run wrote (it holds the run's stamps); each step replaces its output
 /// only where the stamps record the step as its writer, so nothing scalpel did not write is
-/// ever replaced.
-pub fn run_recipe(recipe: &Recipe, reporter: &dyn Reporter) -> Result<RunSummary> {
+/// ever replaced. A hub id in `model.path` is found (or downloaded) as `hub` says.
+pub fn run_recipe(recipe: &Recipe, hub: &Hub, reporter: &dyn Reporter) -> Result<RunSummary> {
     validate_recipe(recipe)?;
     let out = recipe.output.dir.clone();
-    let model = ModelDir::open(&resolve_model(&recipe.model.path)?)?;
+    let model = ModelDir::open(&resolve_model(&recipe.model.path, hub)?)?;
     let encoder = PromptEncoder::from_model_dir(&model.root, format_of(recipe))?;
     claim_output_dir(&out, &model.root)?;
     let stamps = Stamps::load(&out);

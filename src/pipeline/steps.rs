@@ -305,7 +305,7 @@ pub struct EvalSets {
     pub harmless: Vec<String>,
     /// Texts whose cross-entropy is measured, if any.
     pub texts: Option<Vec<String>>,
-    /// Prompts answered by both models side by side (with a baseline only).
+    /// Prompts answered by both models side by side (with an original only).
     pub samples: Vec<String>,
 }
 
@@ -315,9 +315,9 @@ struct Measured {
     refusals: RefusalScore,
     over_refusals: RefusalScore,
     cross_entropy: Option<CrossEntropy>,
-    /// The first generated token's logits on the harmless prompts (when there is a baseline).
+    /// The first generated token's logits on the harmless prompts (when there is an original).
     logits: Option<Vec<Vec<f32>>>,
-    /// Answers to `EvalSets::samples` (when there is a baseline).
+    /// Answers to `EvalSets::samples` (when there is an original).
     samples: Vec<String>,
 }
 
@@ -348,20 +348,21 @@ fn measure(
     out.ok_or_else(|| Error::Other("the model source measured nothing".into()))
 }
 
-/// Refusals, over-refusals, cross-entropy, and with a baseline the same for it plus
-/// `KL(baseline ‖ model)` on the harmless prompts and both models' answers to `sets.samples`
-/// (baseline left). The baseline is measured first and the model after, so that sources which
-/// load their model ([`crate::eval::OnDemand`]) hold one model at a time.
+/// Refusals, over-refusals, cross-entropy, and with the original (unedited) model the same for
+/// it plus `KL(original ‖ model)` on the harmless prompts and both models' answers to
+/// `sets.samples` (original left; the report keeps its numbers as `baseline_*`). The original is
+/// measured first and the model after, so that sources which load their model
+/// ([`crate::eval::OnDemand`]) hold one model at a time.
 pub fn eval_step(
     model: &mut dyn SubjectSource,
-    baseline: Option<&mut dyn SubjectSource>,
+    original: Option<&mut dyn SubjectSource>,
     sets: &EvalSets,
     max_tokens: usize,
     batch: usize,
     progress: &dyn Progress,
 ) -> Result<(EvalReport, Vec<SideBySide>)> {
-    let paired = baseline.is_some();
-    let base = baseline.map(|b| measure(b, sets, max_tokens, batch, true, progress)).transpose()?;
+    let paired = original.is_some();
+    let base = original.map(|b| measure(b, sets, max_tokens, batch, true, progress)).transpose()?;
     let m = measure(model, sets, max_tokens, batch, paired, progress)?;
     let (kl, samples) = match (&base, &m.logits) {
         (Some(b), Some(q)) => {

@@ -4,6 +4,7 @@ use super::analysis::ProbeAnalysis;
 use super::metrics::LayerMetrics;
 use super::run::ProbeOutcome;
 use crate::directions::DirectionsFile;
+use crate::names::Named;
 use crate::plot::{save_line_chart, LineChart, Series};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
@@ -95,9 +96,9 @@ fn report_markdown(a: &ProbeAnalysis, prov: &ProbeProvenance, outcome: &ProbeOut
     let _ = writeln!(s, "Model: `{}`  \nHarmful prompts: {} ({}), harmless: {} ({})  \nPositions: {}; prompt format: {}  \nThroughput: {:.1} prompts/s\n",
         prov.model, prov.harmful.1, prov.harmful.0, prov.harmless.1, prov.harmless.0,
         prov.positions.iter().map(|p| format!("-{p}")).collect::<Vec<_>>().join(", "), prov.format, outcome.prompts_per_second);
-    let _ = writeln!(s, "**Recommended: layer {layer}, stream `{stream}`** (rule: {:?}, candidates {}–{}). \
+    let _ = writeln!(s, "**Recommended: layer {layer}, stream `{stream}`** (rule: {}, candidates {}–{}). \
         Its direction is `{stream}.{layer}` in `directions.safetensors`; `scalpel ablate MODEL --directions directions.safetensors --out DIR` uses it by default.\n",
-        a.rule, a.candidates.first().unwrap_or(&0), a.candidates.last().unwrap_or(&0));
+        a.rule.name(), a.candidates.first().unwrap_or(&0), a.candidates.last().unwrap_or(&0));
     if !a.skipped.is_empty() {
         let _ = writeln!(s, "Never candidates (their direction is degenerate):\n");
         for k in &a.skipped {
@@ -133,7 +134,7 @@ fn report_markdown(a: &ProbeAnalysis, prov: &ProbeProvenance, outcome: &ProbeOut
     );
     for (st, r) in &a.rankings {
         let top: Vec<String> = r.order.iter().take(5).map(|(l, v)| format!("{l} ({v:.3})")).collect();
-        let _ = writeln!(s, "| {st} | {:?} | {} |", r.rule, top.join(", "));
+        let _ = writeln!(s, "| {st} | {} | {} |", r.rule.name(), top.join(", "));
     }
     let _ = writeln!(s, "\n## Metrics at the recommended layer\n");
     if let Some(x) = a.metrics.iter().find(|m| &m.stream == stream && m.layer == *layer) {
@@ -161,7 +162,7 @@ fn save_directions(dir: &Path, outcome: &ProbeOutcome, prov: &ProbeProvenance, f
         ("model".to_string(), prov.model.clone()),
         ("recommended_layer".to_string(), rec.to_string()),
         ("recommended_stream".to_string(), a.recommended.0.clone()),
-        ("rule".to_string(), format!("{:?}", a.rule)),
+        ("rule".to_string(), a.rule.name().to_string()),
         (
             "harmful_prompts".to_string(),
             format!("{} ({} prompts, sha256 {})", prov.harmful.0, prov.harmful.1, prov.harmful.2),

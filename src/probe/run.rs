@@ -260,7 +260,7 @@ pub fn probe_to_folder<M: CaptureModel + ?Sized>(
         harmful: (h.recorded_source(), h.prompts.len(), h.hash()),
         harmless: (b.recorded_source(), b.prompts.len(), b.hash()),
         positions: settings.capture.from_end.clone(),
-        format: format!("{:?}", inputs.encoder.format()),
+        format: inputs.encoder.format().to_string(),
     };
     let files = super::write_probe_outputs(staged.path(), &outcome, &prov)?;
     let dir = staged.commit()?;

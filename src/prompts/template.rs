@@ -314,6 +314,21 @@ pub enum PromptFormat {
     },
 }
 
+/// The format as the command line selects it, the spelling records keep: `chat` (the default:
+/// no flag), `--system "TEXT"` (the text JSON-quoted), `--raw`, `--raw --no-newline`.
+impl std::fmt::Display for PromptFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PromptFormat::Chat { system: None } => f.write_str("chat"),
+            PromptFormat::Chat { system: Some(text) } => {
+                write!(f, "--system {}", serde_json::Value::String(text.clone()))
+            }
+            PromptFormat::Raw { trailing_newline: true } => f.write_str("--raw"),
+            PromptFormat::Raw { trailing_newline: false } => f.write_str("--raw --no-newline"),
+        }
+    }
+}
+
 impl PromptFormat {
     /// Whether this format renders through a chat template.
     pub fn uses_template(&self) -> bool {

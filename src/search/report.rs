@@ -228,8 +228,12 @@ fn markdown(outcome: &SearchOutcome, on_front: &[usize], goal: &Goal) -> String 
         md += &trial_row(t);
         let _ = write!(md, " {}", t.origin);
         if let Some(p) = &t.pruned {
-            let _ =
-                write!(md, " — pruned ({:?}) after {}/{} harmful prompts", p.stage, p.harmful_asked, p.harmful_total);
+            // The stage as the trial records spell it (serde's names).
+            let stage = match p.stage {
+                crate::search::PruneStage::Refusals => "refusals",
+                crate::search::PruneStage::Kl => "kl",
+            };
+            let _ = write!(md, " — pruned ({stage}) after {}/{} harmful prompts", p.harmful_asked, p.harmful_total);
         }
         md.push('\n');
     }

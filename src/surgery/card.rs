@@ -43,7 +43,7 @@ pub fn model_card(
     let layers = if o.layers.len() > 12 {
         format!("{} layers: {}…{}", o.layers.len(), o.layers[0], o.layers[o.layers.len() - 1])
     } else {
-        format!("{:?}", o.layers)
+        o.layers.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(",")
     };
     for (k, v) in [
         ("layers", layers),

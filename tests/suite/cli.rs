@@ -146,3 +146,129 @@ fn generate_and_chat_stream_answers_and_stop_at_stop_strings() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout, format!("\n> {expected}\n\n> "), "chat output");
 }
+
+/// An old spelling still works and says, on one warning line, what to write instead.
+fn warns(log: &str, old: &str, new: &str) {
+    assert!(
+        log.lines().any(|l| l.starts_with("warning:") && l.contains(old) && l.contains(new)),
+        "expected a warning that {old} is now {new}:\n{log}"
+    );
+}
+
+#[test]
+fn svd_takes_targets_and_the_old_writers_flag_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    ok(&["fixture", "llama", "--out", s(&model), "--layers", "2"]);
+    let log = ok(&["svd", s(&model), "--out", s(&tmp.path().join("a")), "--top-k", "2"]);
+    assert!(log.contains("analysed 4 writers"), "attn and mlp by default:\n{log}");
+    let log = ok(&["svd", s(&model), "--out", s(&tmp.path().join("b")), "--top-k", "2", "--targets", "mlp,embed"]);
+    assert!(log.contains("analysed 3 writers") && !log.contains("warning:"), "{log}");
+    let log = ok(&["svd", s(&model), "--out", s(&tmp.path().join("c")), "--top-k", "2", "--writers", "mlp"]);
+    warns(&log, "--writers", "--targets");
+    assert!(log.contains("analysed 2 writers"), "{log}");
+    let c = s(&tmp.path().join("d")).to_string();
+    assert!(fails(&["svd", s(&model), "--out", &c, "--targets", "mlp", "--writers", "attn"]).contains("cannot be used"));
+    assert!(fails(&["svd", s(&model), "--out", &c, "--targets", "attn,bogus"]).contains("bogus"));
+}
+
+#[test]
+fn eval_and_compare_write_their_reports_into_the_out_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    ok(&["fixture", "llama", "--out", s(&model)]);
+    let prompts = tmp.path().join("p.txt");
+    std::fs::write(&prompts, "hello\nhow are you\n").unwrap();
+    let sets = ["--harmful", s(&prompts), "--harmless", s(&prompts), "--max-tokens", "2"];
+    let eval = |extra: &[&str]| -> Output {
+        let mut args = vec!["eval", s(&model)];
+        args.extend_from_slice(&sets);
+        args.extend_from_slice(extra);
+        scalpel(&args)
+    };
+    let text = |out: &Output| String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+
+    let dir = tmp.path().join("eval");
+    let run = eval(&["--original", s(&model), "--out", s(&dir)]);
+    assert!(run.status.success() && !text(&run).contains("warning:"), "{}", text(&run));
+    let md = std::fs::read_to_string(dir.join("eval.md")).unwrap();
+    assert!(md.starts_with("# Evaluation of") && md.contains("hello"), "{md}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+    assert!(json.is_object(), "{json}");
+    // An existing folder is replaced only with --force.
+    let again = eval(&["--out", s(&dir)]);
+    assert!(!again.status.success() && text(&again).contains("--force"), "{}", text(&again));
+    assert!(eval(&["--out", s(&dir), "--force"]).status.success());
+
+    // The old spellings: --baseline and --out FILE.md.
+    let file = tmp.path().join("r.md");
+    let old = eval(&["--baseline", s(&model), "--out", s(&file)]);
+    let log = text(&old);
+    assert!(old.status.success(), "{log}");
+    warns(&log, "--baseline", "--original");
+    warns(&log, "r.md", "--out DIR");
+    assert!(std::fs::read_to_string(&file).unwrap().starts_with("# Evaluation of"));
+
+    // compare EDITED --original ORIGINAL: the original on the left.
+    let cmp = tmp.path().join("cmp");
+    let limit = ["--prompts", s(&prompts), "--limit", "2", "--max-tokens", "2"];
+    let mut args = vec!["compare", s(&model), "--original", s(&model), "--out", s(&cmp)];
+    args.extend_from_slice(&limit);
+    let log = ok(&args);
+    assert!(!log.contains("warning:"), "{log}");
+    assert!(std::fs::read_to_string(cmp.join("compare.md")).unwrap().contains("Verdicts by the"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cmp.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 2, "{json}");
+    assert!(json["rows"][0]["right_verdict"].is_string(), "{json}");
+    // The old positional form.
+    let mut args = vec!["compare", s(&model), s(&model)];
+    args.extend_from_slice(&limit);
+    warns(&ok(&args), "compare ORIGINAL EDITED", "--original ORIGINAL");
+    // Neither an original nor an intervention: nothing to compare with.
+    let mut args = vec!["compare", s(&model)];
+    args.extend_from_slice(&limit);
+    assert!(fails(&args).contains("--original"));
+}
+
+#[test]
+fn fixture_and_import_take_store_dtype_and_the_old_dtype_flag_warns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (new, old) = (tmp.path().join("new"), tmp.path().join("old"));
+    let log = ok(&["fixture", "llama", "--out", s(&new), "--store-dtype", "bf16"]);
+    assert!(!log.contains("warning:"), "{log}");
+    assert!(ok(&["inspect", s(&new)]).contains("BF16"));
+    warns(&ok(&["fixture", "llama", "--out", s(&old), "--dtype", "bf16"]), "--dtype", "--store-dtype");
+    assert!(ok(&["inspect", s(&old)]).contains("BF16"));
+    assert!(import_help_names_store_dtype());
+}
+
+fn import_help_names_store_dtype() -> bool {
+    let help = ok(&["import", "--help"]);
+    help.contains("--store-dtype") && !help.contains("--dtype ")
+}
+
+#[test]
+fn probe_metadata_is_spelled_as_the_command_line_takes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    ok(&["fixture", "llama", "--out", s(&model)]);
+    let meta =
+        |dir: &Path| scalpel::directions::DirectionsFile::load(&dir.join("directions.safetensors")).unwrap().metadata;
+    // The old rule name is written under its name.
+    let first = tmp.path().join("p1");
+    ok(&["probe", s(&model), "--out", s(&first), "--limit", "6", "--rule", "research-note"]);
+    let m = meta(&first);
+    assert_eq!(m["rule"], "low-variance");
+    assert_eq!(m["prompt_format"], "chat");
+    // What was written is accepted back by the command line and written the same.
+    let second = tmp.path().join("p2");
+    ok(&["probe", s(&model), "--out", s(&second), "--limit", "6", "--rule", &m["rule"], "--system", "Be brief."]);
+    let m2 = meta(&second);
+    assert_eq!(m2["rule"], "low-variance");
+    assert_eq!(m2["prompt_format"], "--system \"Be brief.\"");
+    let third = tmp.path().join("p3");
+    ok(&["probe", s(&model), "--out", s(&third), "--limit", "6", "--raw", "--no-newline"]);
+    assert_eq!(meta(&third)["prompt_format"], "--raw --no-newline");
+}

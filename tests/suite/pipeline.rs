@@ -3,11 +3,17 @@
 
 use crate::common;
 
+use scalpel::checkpoint::Hub;
 use scalpel::fixture::FixtureOptions;
 use scalpel::pipeline::run_recipe;
 use scalpel::progress::Silent;
 use scalpel::recipe::Recipe;
 use std::path::Path;
+
+/// Fixtures are local folders: nothing is looked up on the hub.
+fn hub() -> Hub {
+    Hub { cache: std::env::temp_dir().join("scalpel-no-hub-cache"), offline: true }
+}
 
 fn recipe(dir: &Path, model: &Path, out: &Path, extra: &str) -> Recipe {
     let texts = dir.join("texts.txt");
@@ -29,7 +35,7 @@ fn run_on_a_fixture_recipe_end_to_end_and_resume() {
     let model = common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions { num_layers: 3, ..Default::default() });
     let out = tmp.path().join("out");
     let r = recipe(tmp.path(), &model, &out, "[direction]\nlayer = 1\n");
-    let summary = run_recipe(&r, &Silent).unwrap();
+    let summary = run_recipe(&r, &hub(), &Silent).unwrap();
     assert_eq!(summary.ran, vec!["probe", "ablate", "eval"]);
     assert_eq!(summary.direction, "resid_pre.1");
     for file in [
@@ -57,9 +63,9 @@ fn run_on_a_fixture_recipe_end_to_end_and_resume() {
     }
     assert!(std::fs::read_to_string(out.join("model/README.md")).unwrap().contains("## Evaluation"));
     // Nothing changed: nothing runs again; a changed eval setting re-runs eval only.
-    assert!(run_recipe(&r, &Silent).unwrap().ran.is_empty());
+    assert!(run_recipe(&r, &hub(), &Silent).unwrap().ran.is_empty());
     let r2 = recipe(tmp.path(), &model, &out, "[direction]\nlayer = 1\n[ablate]\nnorm_preserve = true\n");
-    assert_eq!(run_recipe(&r2, &Silent).unwrap().ran, vec!["ablate", "eval"]);
+    assert_eq!(run_recipe(&r2, &hub(), &Silent).unwrap().ran, vec!["ablate", "eval"]);
 }
 
 /// With no fixed layer, `scalpel run` chooses the edit by search, writes the chosen trial, and
@@ -72,7 +78,7 @@ fn run_searches_the_edit_by_default_and_resumes_with_more_trials() {
     let search =
         |trials: usize| format!("[search]\ntrials = {trials}\nstartup = 2\nlimit = 3\nmax_tokens = 3\nbatch = 4\n");
     let r = recipe(tmp.path(), &model, &out, &search(3));
-    let summary = run_recipe(&r, &Silent).unwrap();
+    let summary = run_recipe(&r, &hub(), &Silent).unwrap();
     assert_eq!(summary.ran, vec!["probe", "search", "ablate", "eval"]);
     assert!(summary.direction.starts_with("trial."), "{}", summary.direction);
     let report = std::fs::read_to_string(&summary.report).unwrap();
@@ -82,11 +88,11 @@ fn run_searches_the_edit_by_default_and_resumes_with_more_trials() {
         serde_json::from_str(&std::fs::read_to_string(out.join("model/scalpel_edit.json")).unwrap()).unwrap();
     assert!(record["search_trial"]["scores"]["kl_mean"].is_number(), "the edit record keeps the trial's scores");
     assert!(record["options"]["profile"].is_object(), "and its strength profiles");
-    assert!(run_recipe(&r, &Silent).unwrap().ran.is_empty(), "nothing changed, nothing runs");
+    assert!(run_recipe(&r, &hub(), &Silent).unwrap().ran.is_empty(), "nothing changed, nothing runs");
     let lines = |p: &Path| std::fs::read_to_string(p.join("search/trials.jsonl")).unwrap();
     let before = lines(&out);
     let more = recipe(tmp.path(), &model, &out, &search(5));
-    assert_eq!(run_recipe(&more, &Silent).unwrap().ran, vec!["search", "ablate", "eval"]);
+    assert_eq!(run_recipe(&more, &hub(), &Silent).unwrap().ran, vec!["search", "ablate", "eval"]);
     let after = lines(&out);
     let stage1 = after.lines().filter(|l| !l.starts_with("{\"stage\":2")).count();
     assert!(after.starts_with(&before) && stage1 == 5, "the search resumed:\n{before}\n---\n{after}");
@@ -109,7 +115,7 @@ fn run_on_the_demo_model_when_present() {
     r.eval.limit = Some(8);
     r.eval.max_tokens = 16;
     r.eval.samples = 2;
-    let summary = run_recipe(&r, &Silent).unwrap();
+    let summary = run_recipe(&r, &hub(), &Silent).unwrap();
     assert_eq!(summary.ran, vec!["probe", "search", "ablate", "eval"]);
     let report = std::fs::read_to_string(&summary.report).unwrap();
     assert!(
@@ -129,7 +135,7 @@ fn the_recipe_stream_is_honoured() {
     let out = tmp.path().join("out");
     let extra = "[direction]\nstream = \"resid_mid\"\nrule = \"max-norm\"\n[search]\nenabled = false\n";
     let r = recipe(tmp.path(), &model, &out, extra);
-    let summary = run_recipe(&r, &Silent).unwrap();
+    let summary = run_recipe(&r, &hub(), &Silent).unwrap();
     assert!(summary.direction.starts_with("resid_mid."), "{}", summary.direction);
     let file = scalpel::directions::DirectionsFile::load(&out.join("probe/directions.safetensors")).unwrap();
     assert_eq!(file.recommended().unwrap().0, "resid_mid");
@@ -142,8 +148,12 @@ fn a_replaced_model_is_not_reused_from_stale_stamps() {
     let model = common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions::default());
     let out = tmp.path().join("out");
     let r = recipe(tmp.path(), &model, &out, "[direction]\nlayer = 1\n");
-    assert_eq!(run_recipe(&r, &Silent).unwrap().ran, vec!["probe", "ablate", "eval"]);
+    assert_eq!(run_recipe(&r, &hub(), &Silent).unwrap().ran, vec!["probe", "ablate", "eval"]);
     std::fs::remove_dir_all(&model).unwrap();
     common::fixture(tmp.path(), "qwen2", "qwen2", &FixtureOptions { seed: 9, ..Default::default() });
-    assert_eq!(run_recipe(&r, &Silent).unwrap().ran, vec!["probe", "ablate", "eval"], "another model, same path");
+    assert_eq!(
+        run_recipe(&r, &hub(), &Silent).unwrap().ran,
+        vec!["probe", "ablate", "eval"],
+        "another model, same path"
+    );
 }
