@@ -47,6 +47,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let biases = writers.iter().filter(|w| w.bias.is_some()).count();
         let norms = writers.iter().filter(|w| w.post_norm.is_some()).count();
         println!("  {kind:<6} ×{:<3} e.g. {} {:?}", writers.len(), first.tensor, first.shape);
+        let slices = writers.iter().filter(|w| w.slice.is_some()).count();
+        if slices > 0 {
+            println!(
+                "         {slices} of them slices of stacked [experts, hidden, in] tensors, each edited on its own"
+            );
+        }
         if biases > 0 {
             println!("         + {biases} output bias(es), e.g. {}", first.bias.as_deref().unwrap_or("-"));
         }
