@@ -111,7 +111,7 @@ fn ours(model: &ModelDir, ids: &[u32], path: &KernelPath) -> Vec<f32> {
     out.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap()
 }
 
-fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
+pub(crate) fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
     let dev = Device::Cpu;
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     // SAFETY: the fixture's file is written before and not changed while it is mapped.
