@@ -27,6 +27,16 @@ pub struct WriterSubspace {
 /// Top-`k` left singular vectors of the writer (`exact`: full thin SVD; else randomized).
 pub fn writer_subspace(model: &ModelDir, writer: &Writer, k: usize, exact: bool) -> Result<WriterSubspace> {
     let (values, shape) = model.checkpoint.read_f32(&writer.weight)?;
+    // A slice of a stacked experts tensor `[experts, hidden, in]` is that expert's matrix.
+    let (values, shape) = match (writer.slice, shape.as_slice()) {
+        (None, [rows, cols]) => (values, [*rows, *cols]),
+        (Some(e), [experts, rows, cols]) if e < *experts => {
+            (values[e * rows * cols..(e + 1) * rows * cols].to_vec(), [*rows, *cols])
+        }
+        (_, other) => {
+            return Err(crate::Error::bad_tensor(&writer.weight, format!("shape {other:?} is not a writer's matrix")))
+        }
+    };
     let data: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
     let total: f64 = data.iter().map(|v| v * v).sum();
     let (rows, cols) = (shape[0], shape[1]);
@@ -41,7 +51,10 @@ pub fn writer_subspace(model: &ModelDir, writer: &Writer, k: usize, exact: bool)
     Ok(WriterSubspace {
         kind: writer.kind,
         layer: writer.layer,
-        tensor: writer.weight.clone(),
+        tensor: match writer.slice {
+            Some(e) => format!("{}[{e}]", writer.weight),
+            None => writer.weight.clone(),
+        },
         singular_values: svd.s[..k].to_vec(),
         energy,
         basis,

@@ -85,11 +85,27 @@ pub struct RawConfig {
     pub no_rope_layers: Option<Vec<u8>>,
     /// SmolLM3: without `no_rope_layers`, every n-th layer skips the rotary embedding.
     pub no_rope_layer_interval: Option<usize>,
+    /// Mixtral: routed experts per layer.
+    pub num_local_experts: Option<usize>,
+    /// Qwen2-MoE / Qwen3-MoE: routed experts per sparse layer.
+    pub num_experts: Option<usize>,
+    /// Experts each token is routed to.
+    pub num_experts_per_tok: Option<usize>,
+    /// Qwen2-MoE / Qwen3-MoE: each routed expert's MLP width.
+    pub moe_intermediate_size: Option<usize>,
+    /// Qwen2-MoE: the shared expert's MLP width.
+    pub shared_expert_intermediate_size: Option<usize>,
+    /// Whether the top-k routing weights are renormalised to sum to 1.
+    pub norm_topk_prob: Option<bool>,
+    /// Every n-th layer (counting from 1) is sparse.
+    pub decoder_sparse_step: Option<usize>,
+    /// Layers whose MLP is dense whatever `decoder_sparse_step` says.
+    pub mlp_only_layers: Option<Vec<usize>>,
 }
 
 /// Upper bounds on config.json sizes, far above any released model, checked before anything is
 /// allocated from them (the tensor shapes are checked against the files afterwards).
-const LIMITS: [(&str, usize); 8] = [
+const LIMITS: [(&str, usize); 11] = [
     ("hidden_size", 1 << 20),
     ("intermediate_size", 1 << 22),
     ("num_hidden_layers", 4096),
@@ -98,6 +114,9 @@ const LIMITS: [(&str, usize); 8] = [
     ("head_dim", 1 << 16),
     ("vocab_size", 1 << 24),
     ("max_position_embeddings", 1 << 28),
+    ("num_experts", 1 << 16),
+    ("moe_intermediate_size", 1 << 22),
+    ("shared_expert_intermediate_size", 1 << 22),
 ];
 
 impl RawConfig {
@@ -113,6 +132,9 @@ impl RawConfig {
             self.head_dim.or(self.kv_channels),
             self.vocab_size,
             self.max_position_embeddings.or(self.seq_length),
+            self.num_experts.or(self.num_local_experts),
+            self.moe_intermediate_size,
+            self.shared_expert_intermediate_size,
         ];
         for ((field, limit), value) in LIMITS.iter().zip(values) {
             if let Some(v) = value.filter(|v| v > limit) {

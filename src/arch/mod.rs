@@ -3,8 +3,9 @@
 //! Each supported family (named by config.json's `model_type`) has its own file that reads the
 //! family's config fields into a [`ModelSpec`] and names its tensors ([`LayerNames`]).
 //! The spec is what the decoder runs and what the surgery edits: the embedding, each layer's
-//! output-side writers (attention output and MLP output, with biases), and for Gemma 2/3 the
-//! post-norm weights that sit between a writer and the residual stream (Gemma 2/3, OLMo 2, GLM-4).
+//! output-side writers (attention output and MLP output, with biases; in a sparse
+//! mixture-of-experts layer every expert's output), and the post-norm weights that sit between a
+//! writer and the residual stream (Gemma 2/3, OLMo 2, GLM-4).
 
 mod config;
 mod gemma;
@@ -14,17 +15,21 @@ mod glm4;
 mod granite;
 mod llama;
 mod mistral;
+mod mixtral;
+mod moe;
 mod olmo2;
 mod phi3;
 mod qwen;
 mod qwen2;
+mod qwen2_moe;
 mod qwen3;
 mod smollm3;
 mod spec;
 
 pub use config::RawConfig;
 pub use spec::{
-    Activation, AttentionLayout, LayerNames, MlpLayout, ModelSpec, NormKind, RopeScaling, Writer, WriterKind,
+    Activation, AttentionLayout, ExpertNames, ExpertStorage, GatedNames, LayerNames, MlpLayout, MlpPart, MlpWriter,
+    ModelSpec, MoeSpec, NormKind, RopeScaling, SparseNames, Writer, WriterKind,
 };
 
 use crate::{Error, Result};
@@ -60,11 +65,17 @@ pub enum Family {
     Smollm3,
     /// GLM-4-0414 (`Glm4ForCausalLM`: post-norms, fused gate/up, interleaved partial rope).
     Glm4,
+    /// Mixtral (the Mistral layout with a sparse mixture of experts in every layer).
+    Mixtral,
+    /// Qwen2-MoE (Qwen 2 with sparse layers: routed experts plus a sigmoid-gated shared expert).
+    Qwen2Moe,
+    /// Qwen3-MoE (Qwen 3 with sparse layers of routed experts).
+    Qwen3Moe,
 }
 
 impl Family {
     /// Every supported family.
-    pub const ALL: [Family; 13] = [
+    pub const ALL: [Family; 16] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
@@ -78,6 +89,9 @@ impl Family {
         Family::Granite,
         Family::Smollm3,
         Family::Glm4,
+        Family::Mixtral,
+        Family::Qwen2Moe,
+        Family::Qwen3Moe,
     ];
 
     /// The config.json `model_type` of this family.
@@ -96,6 +110,9 @@ impl Family {
             Family::Granite => "granite",
             Family::Smollm3 => "smollm3",
             Family::Glm4 => "glm4",
+            Family::Mixtral => "mixtral",
+            Family::Qwen2Moe => "qwen2_moe",
+            Family::Qwen3Moe => "qwen3_moe",
         }
     }
 
@@ -123,6 +140,9 @@ impl Family {
             "GraniteForCausalLM" => Family::Granite,
             "SmolLM3ForCausalLM" => Family::Smollm3,
             "Glm4ForCausalLM" => Family::Glm4,
+            "MixtralForCausalLM" => Family::Mixtral,
+            "Qwen2MoeForCausalLM" => Family::Qwen2Moe,
+            "Qwen3MoeForCausalLM" => Family::Qwen3Moe,
             _ => return None,
         })
     }
@@ -178,6 +198,9 @@ pub fn spec_from_config(value: &serde_json::Value, path: &Path) -> Result<ModelS
         Family::Granite => granite::spec(&raw, path),
         Family::Smollm3 => smollm3::spec(&raw, path),
         Family::Glm4 => glm4::spec(&raw, path),
+        Family::Mixtral => mixtral::spec(&raw, path),
+        Family::Qwen2Moe => qwen2_moe::qwen2_moe(&raw, path),
+        Family::Qwen3Moe => qwen2_moe::qwen3_moe(&raw, path),
     }?;
     spec.tensor_prefix = prefix.to_string();
     if let Some(tied) = value.get("tie_word_embeddings").and_then(|v| v.as_bool()) {

@@ -115,6 +115,120 @@ pub enum MlpLayout {
         /// Activated branch.
         w2: String,
     },
+    /// A sparse mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE): a router, gated experts and
+    /// possibly a shared expert. Its writers are the experts' output matrices, not `down_proj`.
+    Sparse(SparseNames),
+}
+
+/// The tensors of one gated MLP `down(act(gate(x)) · up(x))` without biases.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatedNames {
+    /// Activated branch (Mixtral's `w1`).
+    pub gate: String,
+    /// Multiplied branch (Mixtral's `w3`).
+    pub up: String,
+    /// Output projection `[hidden, inter]`: a writer (Mixtral's `w2`).
+    pub down: String,
+}
+
+/// How a sparse layer's experts are stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum ExpertNames {
+    /// One set of matrices per expert (`experts.{e}.…`).
+    PerExpert(Vec<GatedNames>),
+    /// Stacked over the experts: `gate_up` `[experts, 2·inter, hidden]` (each expert's gate rows
+    /// over its up rows) and `down` `[experts, hidden, inter]`.
+    Stacked {
+        /// Gate and up projections of every expert.
+        gate_up: String,
+        /// Output projections of every expert: a writer per slice.
+        down: String,
+        /// Number of experts (the leading dimension).
+        experts: usize,
+    },
+}
+
+/// The tensors of a sparse mixture-of-experts block.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SparseNames {
+    /// The router `[experts, hidden]` (reads the stream; never edited).
+    pub router: String,
+    /// The routed experts.
+    pub experts: ExpertNames,
+    /// The shared expert and its sigmoid gate `[1, hidden]` (Qwen2-MoE).
+    pub shared: Option<(GatedNames, String)>,
+}
+
+/// Which part of a layer's MLP block a writer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MlpPart {
+    /// The MLP of a dense layer (and every non-MLP writer).
+    #[default]
+    Dense,
+    /// Routed expert `e` of a sparse layer.
+    Expert(usize),
+    /// The shared expert of a sparse layer.
+    SharedExpert,
+}
+
+impl MlpPart {
+    /// Whether this is [`MlpPart::Dense`] (records leave the field out then).
+    pub fn is_dense(&self) -> bool {
+        *self == MlpPart::Dense
+    }
+
+    /// How reports name it: empty, `expert 3`, `shared expert`.
+    pub fn describe(self) -> String {
+        match self {
+            MlpPart::Dense => String::new(),
+            MlpPart::Expert(e) => format!("expert {e}"),
+            MlpPart::SharedExpert => "shared expert".into(),
+        }
+    }
+}
+
+/// One MLP-side writer of a layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MlpWriter {
+    /// The weight tensor.
+    pub weight: String,
+    /// Its bias, if any.
+    pub bias: Option<String>,
+    /// Which part of the block it is.
+    pub part: MlpPart,
+    /// The slice of a stacked `[experts, hidden, inter]` tensor it is, if it is one.
+    pub slice: Option<usize>,
+}
+
+/// How a layer's experts are stored in a checkpoint (config.json does not say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum ExpertStorage {
+    /// `experts.{e}.…` matrices, one set per expert (Hugging Face's usual layout).
+    #[default]
+    PerExpert,
+    /// `experts.gate_up_proj` `[E, 2I, H]` and `experts.down_proj` `[E, H, I]`.
+    Stacked,
+}
+
+/// The mixture-of-experts part of a spec.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MoeSpec {
+    /// Routed experts per sparse layer.
+    pub num_experts: usize,
+    /// Experts each token is routed to.
+    pub top_k: usize,
+    /// Each expert's MLP width.
+    pub expert_intermediate_size: usize,
+    /// Whether the top-k routing weights are renormalised to sum to 1.
+    pub norm_topk_prob: bool,
+    /// The shared expert's MLP width, where the family has one (gated by a sigmoid).
+    pub shared_expert_intermediate_size: Option<usize>,
+    /// For each layer, whether its MLP is the sparse block (else a dense MLP of
+    /// `intermediate_size`).
+    pub sparse_layers: Vec<bool>,
+    /// How the experts are stored.
+    pub storage: ExpertStorage,
 }
 
 /// Every tensor name of one decoder layer, by role.
@@ -138,7 +252,8 @@ pub struct LayerNames {
     pub mlp_norm: String,
     /// MLP input projections (never edited by refusal ablation).
     pub mlp: MlpLayout,
-    /// MLP output projection: writes into the residual stream.
+    /// MLP output projection: writes into the residual stream (empty in a sparse layer, whose
+    /// writers are its experts': [`LayerNames::mlp_writers`]).
     pub down_proj: String,
     /// Its bias, if any.
     pub down_proj_bias: Option<String>,
@@ -157,8 +272,57 @@ impl LayerNames {
             MlpLayout::Gated { gate, up, .. } => names.extend([gate.clone(), up.clone()]),
             MlpLayout::FusedGateUp { gate_up } => names.push(gate_up.clone()),
             MlpLayout::QwenW1W2 { w1, w2 } => names.extend([w1.clone(), w2.clone()]),
+            MlpLayout::Sparse(sparse) => {
+                names.push(sparse.router.clone());
+                match &sparse.experts {
+                    ExpertNames::PerExpert(experts) => {
+                        names.extend(experts.iter().flat_map(|e| [e.gate.clone(), e.up.clone()]))
+                    }
+                    ExpertNames::Stacked { gate_up, .. } => names.push(gate_up.clone()),
+                }
+                if let Some((shared, gate)) = &sparse.shared {
+                    names.extend([shared.gate.clone(), shared.up.clone(), gate.clone()]);
+                }
+            }
         }
         names
+    }
+
+    /// The MLP block's writers: `down_proj` of a dense layer; every expert's output matrix
+    /// (or slice of the stacked one) and the shared expert's of a sparse layer.
+    pub fn mlp_writers(&self) -> Vec<MlpWriter> {
+        let MlpLayout::Sparse(sparse) = &self.mlp else {
+            return vec![MlpWriter {
+                weight: self.down_proj.clone(),
+                bias: self.down_proj_bias.clone(),
+                part: MlpPart::Dense,
+                slice: None,
+            }];
+        };
+        let mut writers: Vec<MlpWriter> = match &sparse.experts {
+            ExpertNames::PerExpert(experts) => experts
+                .iter()
+                .enumerate()
+                .map(|(e, names)| MlpWriter {
+                    weight: names.down.clone(),
+                    bias: None,
+                    part: MlpPart::Expert(e),
+                    slice: None,
+                })
+                .collect(),
+            ExpertNames::Stacked { down, experts, .. } => (0..*experts)
+                .map(|e| MlpWriter { weight: down.clone(), bias: None, part: MlpPart::Expert(e), slice: Some(e) })
+                .collect(),
+        };
+        if let Some((shared, _)) = &sparse.shared {
+            writers.push(MlpWriter {
+                weight: shared.down.clone(),
+                bias: None,
+                part: MlpPart::SharedExpert,
+                slice: None,
+            });
+        }
+        writers
     }
 }
 
@@ -206,6 +370,10 @@ pub struct Writer {
     pub bias: Option<String>,
     /// The post-norm weight between this writer and the stream (Gemma 2/3), if any.
     pub post_norm: Option<String>,
+    /// Which part of the MLP block it is (an expert of a sparse layer), else dense.
+    pub part: MlpPart,
+    /// The slice of a stacked `[experts, hidden, in]` tensor it is, if it is one.
+    pub slice: Option<usize>,
 }
 
 /// Everything scalpel needs to know about a model, read from config.json.
@@ -280,6 +448,8 @@ pub struct ModelSpec {
     pub nope_layers: Vec<bool>,
     /// Rotary pairs are interleaved (dims `2i, 2i + 1`, GLM-4) rather than `i, i + d/2`.
     pub rope_interleaved: bool,
+    /// The mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE), if the family has one.
+    pub moe: Option<MoeSpec>,
 }
 
 impl ModelSpec {
@@ -341,6 +511,7 @@ impl ModelSpec {
             logits_scaling: None,
             nope_layers: vec![false; num_layers],
             rope_interleaved: false,
+            moe: None,
         })
     }
 
@@ -369,7 +540,49 @@ impl ModelSpec {
                 self.num_layers
             )));
         }
+        if let Some(moe) = &self.moe {
+            if moe.num_experts == 0 || moe.top_k == 0 || moe.top_k > moe.num_experts {
+                return Err(bad(format!(
+                    "num_experts_per_tok ({}) must be between 1 and the number of experts ({})",
+                    moe.top_k, moe.num_experts
+                )));
+            }
+            if moe.expert_intermediate_size == 0 || moe.shared_expert_intermediate_size == Some(0) {
+                return Err(bad("the experts' intermediate sizes must be positive".into()));
+            }
+            if moe.sparse_layers.len() != self.num_layers {
+                return Err(bad(format!(
+                    "the sparse layers list {} layers but num_hidden_layers is {}",
+                    moe.sparse_layers.len(),
+                    self.num_layers
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether layer `layer`'s MLP is a sparse mixture of experts.
+    pub fn is_sparse(&self, layer: usize) -> bool {
+        self.moe.as_ref().is_some_and(|m| m.sparse_layers.get(layer).copied().unwrap_or(false))
+    }
+
+    /// Set how the experts are stored from the checkpoint's tensor names (`contains`): stacked
+    /// where the first sparse layer holds the stacked output tensor, else one set per expert.
+    pub fn detect_expert_storage(&mut self, contains: impl Fn(&str) -> bool) {
+        let Some(first) = (0..self.num_layers).find(|&l| self.is_sparse(l)) else { return };
+        let stacked = {
+            let mut probe = self.clone();
+            if let Some(moe) = probe.moe.as_mut() {
+                moe.storage = ExpertStorage::Stacked;
+            }
+            match probe.layer_names(first).mlp {
+                MlpLayout::Sparse(SparseNames { experts: ExpertNames::Stacked { down, .. }, .. }) => contains(&down),
+                _ => false,
+            }
+        };
+        if let Some(moe) = self.moe.as_mut() {
+            moe.storage = if stacked { ExpertStorage::Stacked } else { ExpertStorage::PerExpert };
+        }
     }
 
     /// Every tensor name of layer `layer`, by role.
@@ -389,6 +602,8 @@ impl ModelSpec {
             Family::Gemma2 | Family::Gemma3 => super::gemma2::layer_names(self, &p),
             Family::Phi3 => super::phi3::layer_names(&p),
             Family::Qwen => super::qwen::layer_names(self, &p),
+            Family::Mixtral => super::mixtral::layer_names(self, layer, &p),
+            Family::Qwen2Moe | Family::Qwen3Moe => super::qwen2_moe::layer_names(self, layer, &p),
         }
     }
 
@@ -417,7 +632,8 @@ impl ModelSpec {
     }
 
     /// The writers of the given kinds: the embedding (if asked) and, for each listed layer,
-    /// its attention and/or MLP output projection.
+    /// its attention and/or MLP output projection (in a sparse layer, every expert's and the
+    /// shared expert's).
     pub fn writers(&self, layers: &[usize], kinds: &[WriterKind]) -> Vec<Writer> {
         let mut writers = Vec::new();
         if kinds.contains(&WriterKind::Embed) {
@@ -427,6 +643,8 @@ impl ModelSpec {
                 weight: self.embed_name(),
                 bias: None,
                 post_norm: None,
+                part: MlpPart::Dense,
+                slice: None,
             });
         }
         for &layer in layers {
@@ -438,16 +656,20 @@ impl ModelSpec {
                     weight: names.o_proj.clone(),
                     bias: names.o_proj_bias.clone(),
                     post_norm: names.attn_post_norm.clone(),
+                    part: MlpPart::Dense,
+                    slice: None,
                 });
             }
             if kinds.contains(&WriterKind::Mlp) {
-                writers.push(Writer {
+                writers.extend(names.mlp_writers().into_iter().map(|w| Writer {
                     kind: WriterKind::Mlp,
                     layer: Some(layer),
-                    weight: names.down_proj.clone(),
-                    bias: names.down_proj_bias.clone(),
+                    weight: w.weight,
+                    bias: w.bias,
                     post_norm: names.mlp_post_norm.clone(),
-                });
+                    part: w.part,
+                    slice: w.slice,
+                }));
             }
         }
         writers

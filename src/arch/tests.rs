@@ -25,7 +25,13 @@ fn every_family_parses_and_names_its_writers() {
         let spec = spec_of(config);
         assert_eq!(spec.family, family);
         let writers = spec.writers(&[0, 3], &WriterKind::ALL);
-        assert_eq!(writers.len(), 5, "{family}: embed + 2 per layer");
+        // A sparse layer writes through every expert (Hugging Face's default counts here) and,
+        // in Qwen2-MoE, its shared expert.
+        let mlp_writers = |layer| match (&spec.moe, spec.is_sparse(layer)) {
+            (Some(moe), true) => moe.num_experts + usize::from(moe.shared_expert_intermediate_size.is_some()),
+            _ => 1,
+        };
+        assert_eq!(writers.len(), 3 + mlp_writers(0) + mlp_writers(3), "{family}: embed + attn and MLP per layer");
         assert_eq!(writers[0].kind, WriterKind::Embed);
         for w in &writers[1..] {
             let layer = w.layer.expect("layer writer");
@@ -182,4 +188,77 @@ fn granite_reads_its_multipliers_with_hugging_face_defaults() {
     assert_eq!(spec.logits_scaling, Some(16.0));
     let plain = spec_of(base_config("granite"));
     assert_eq!(plain.query_scale, Some(1.0), "Hugging Face's default attention_multiplier is 1");
+}
+
+fn moe_config(model_type: &str) -> serde_json::Value {
+    let mut config = base_config(model_type);
+    for (k, v) in [
+        ("num_local_experts", json!(4)),
+        ("num_experts", json!(4)),
+        ("num_experts_per_tok", json!(2)),
+        ("moe_intermediate_size", json!(32)),
+        ("shared_expert_intermediate_size", json!(48)),
+        ("decoder_sparse_step", json!(2)),
+        ("mlp_only_layers", json!([3])),
+    ] {
+        config[k] = v;
+    }
+    config
+}
+
+#[test]
+fn moe_families_name_every_expert_as_a_writer_and_the_router_as_input_side() {
+    let mixtral = spec_of(moe_config("mixtral"));
+    let moe = mixtral.moe.as_ref().unwrap();
+    assert_eq!((moe.num_experts, moe.top_k, moe.expert_intermediate_size), (4, 2, 128));
+    assert!(moe.norm_topk_prob && moe.shared_expert_intermediate_size.is_none());
+    assert_eq!(moe.sparse_layers, [true; 4], "every Mixtral layer is sparse");
+    let w = mixtral.writers(&[2], &[WriterKind::Mlp]);
+    assert_eq!(w.len(), 4);
+    assert_eq!(w[3].weight, "model.layers.2.block_sparse_moe.experts.3.w2.weight");
+    assert_eq!(w[3].part, MlpPart::Expert(3));
+    let inputs = mixtral.layer_names(2).input_side();
+    assert!(inputs.contains(&"model.layers.2.block_sparse_moe.gate.weight".to_string()));
+    assert!(inputs.contains(&"model.layers.2.block_sparse_moe.experts.0.w1.weight".to_string()));
+    assert!(inputs.contains(&"model.layers.2.block_sparse_moe.experts.0.w3.weight".to_string()));
+    assert!(w.iter().all(|w| !inputs.contains(&w.weight)));
+
+    // Qwen2-MoE: layers 1 and 3 are on the step, 3 is listed dense: only 1 is sparse.
+    let qwen = spec_of(moe_config("qwen2_moe"));
+    assert_eq!(qwen.moe.as_ref().unwrap().sparse_layers, [false, true, false, false]);
+    let dense = qwen.writers(&[3], &[WriterKind::Mlp]);
+    assert_eq!(dense.len(), 1);
+    assert_eq!(dense[0].weight, "model.layers.3.mlp.down_proj.weight");
+    let sparse = qwen.writers(&[1], &[WriterKind::Mlp]);
+    assert_eq!(sparse.len(), 5, "4 experts and the shared expert");
+    assert_eq!(sparse[4].weight, "model.layers.1.mlp.shared_expert.down_proj.weight");
+    assert_eq!(sparse[4].part, MlpPart::SharedExpert);
+    let inputs = qwen.layer_names(1).input_side();
+    for name in ["mlp.gate.weight", "mlp.shared_expert_gate.weight", "mlp.shared_expert.up_proj.weight"] {
+        assert!(inputs.contains(&format!("model.layers.1.{name}")), "{name}");
+    }
+
+    // Stacked storage: one tensor, a writer per slice.
+    let mut stacked = spec_of(moe_config("qwen3_moe"));
+    assert!(stacked.qk_norm && stacked.moe.as_ref().unwrap().shared_expert_intermediate_size.is_none());
+    stacked.detect_expert_storage(|name| name == "model.layers.1.mlp.experts.down_proj");
+    let w = stacked.writers(&[1], &[WriterKind::Mlp]);
+    assert_eq!(w.len(), 4);
+    assert!(w
+        .iter()
+        .enumerate()
+        .all(|(e, w)| w.weight == "model.layers.1.mlp.experts.down_proj" && w.slice == Some(e)));
+    assert!(stacked.layer_names(1).input_side().contains(&"model.layers.1.mlp.experts.gate_up_proj".to_string()));
+}
+
+#[test]
+fn moe_configs_out_of_range_are_errors() {
+    let mut config = moe_config("qwen3_moe");
+    config["num_experts_per_tok"] = json!(5);
+    let err = spec_from_config(&config, Path::new("config.json")).unwrap_err().to_string();
+    assert!(err.contains("num_experts_per_tok"), "{err}");
+    let mut config = moe_config("qwen2_moe");
+    config["decoder_sparse_step"] = json!(0);
+    let err = spec_from_config(&config, Path::new("config.json")).unwrap_err().to_string();
+    assert!(err.contains("decoder_sparse_step"), "{err}");
 }

@@ -29,8 +29,10 @@ impl ModelDir {
         let text = super::read_capped(&config_path, super::JSON_CAP)?;
         let config: serde_json::Value =
             serde_json::from_str(&text).map_err(|source| Error::Json { path: config_path.clone(), source })?;
-        let spec = arch::spec_from_config(&config, &config_path)?;
+        let mut spec = arch::spec_from_config(&config, &config_path)?;
         let checkpoint = Checkpoint::open(root)?;
+        // config.json does not say whether the experts are stored one by one or stacked.
+        spec.detect_expert_storage(|name| checkpoint.contains(name));
         let model = ModelDir { root: root.to_path_buf(), config, spec, checkpoint };
         model.check_writers_present()?;
         super::check_shapes(&model)?;

@@ -1,7 +1,7 @@
 //! What `scalpel inspect` reports about a model folder.
 
 use super::model_dir::ModelDir;
-use crate::arch::{LayerNames, ModelSpec, WriterKind};
+use crate::arch::{LayerNames, MlpPart, ModelSpec, WriterKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -43,6 +43,11 @@ pub struct WriterSummary {
     pub bias: Option<String>,
     /// The post-norm the edit must see through, if any.
     pub post_norm: Option<String>,
+    /// Which part of a sparse layer's MLP block it is (`expert 3`, `shared expert`; empty
+    /// for a dense writer).
+    pub part: String,
+    /// The slice of a stacked experts tensor it is, if it is one.
+    pub slice: Option<usize>,
 }
 
 impl ModelDir {
@@ -59,12 +64,20 @@ impl ModelDir {
         let mut writers: BTreeMap<String, Vec<WriterSummary>> = BTreeMap::new();
         for w in self.spec.writers(&layers, &WriterKind::ALL) {
             let shape = ckpt.tensor(&w.weight).map(|t| t.shape.to_vec()).unwrap_or_default();
-            writers.entry(w.kind.name().to_string()).or_default().push(WriterSummary {
+            // Routed and shared experts are listed apart from dense MLPs: their counts differ.
+            let group = match w.part {
+                MlpPart::Dense => w.kind.name().to_string(),
+                MlpPart::Expert(_) => format!("{} expert", w.kind.name()),
+                MlpPart::SharedExpert => format!("{} shared expert", w.kind.name()),
+            };
+            writers.entry(group).or_default().push(WriterSummary {
                 tensor: w.weight,
                 shape,
                 layer: w.layer,
                 bias: w.bias,
                 post_norm: w.post_norm,
+                part: w.part.describe(),
+                slice: w.slice,
             });
         }
         let known = known_names(&self.spec);
@@ -91,7 +104,8 @@ fn known_names(spec: &ModelSpec) -> Vec<String> {
     for layer in 0..spec.num_layers {
         let n: LayerNames = spec.layer_names(layer);
         names.extend(n.input_side());
-        names.extend([n.attn_norm, n.mlp_norm, n.o_proj, n.down_proj]);
+        names.extend(n.mlp_writers().into_iter().map(|w| w.weight));
+        names.extend([n.attn_norm, n.mlp_norm, n.o_proj]);
         names.extend(n.o_proj_bias.into_iter().chain(n.down_proj_bias).chain(n.attn_post_norm).chain(n.mlp_post_norm));
         names.extend(n.q_norm.into_iter().chain(n.k_norm));
         match n.attention {

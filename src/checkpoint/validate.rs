@@ -3,7 +3,7 @@
 //! zero-size dimension, and tensors the config does not use are named.
 
 use super::model_dir::ModelDir;
-use crate::arch::{AttentionLayout, MlpLayout, WriterKind};
+use crate::arch::{AttentionLayout, ExpertNames, MlpLayout, WriterKind};
 use crate::{Error, Result};
 use std::collections::BTreeSet;
 
@@ -72,7 +72,9 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
             expect(norm, &[k_norm_width])?;
         }
         expect(&n.o_proj, &[h, q_width])?;
-        expect(&n.down_proj, &[h, spec.intermediate_size])?;
+        if !spec.is_sparse(layer) {
+            expect(&n.down_proj, &[h, spec.intermediate_size])?;
+        }
         for bias in [&n.o_proj_bias, &n.down_proj_bias].into_iter().flatten() {
             expect(bias, &[h])?;
         }
@@ -93,6 +95,31 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
             MlpLayout::QwenW1W2 { w1, w2 } => {
                 reads_hidden(w1)?;
                 reads_hidden(w2)?;
+            }
+            MlpLayout::Sparse(sparse) => {
+                let Some(moe) = &spec.moe else { continue };
+                let (experts, inter) = (moe.num_experts, moe.expert_intermediate_size);
+                expect(&sparse.router, &[experts, h])?;
+                match &sparse.experts {
+                    ExpertNames::PerExpert(names) => {
+                        for e in names {
+                            expect(&e.gate, &[inter, h])?;
+                            expect(&e.up, &[inter, h])?;
+                            expect(&e.down, &[h, inter])?;
+                        }
+                    }
+                    // A stacked tensor in another layout (e.g. `[E, H, 2I]`) would be read wrongly.
+                    ExpertNames::Stacked { gate_up, down, experts } => {
+                        expect(gate_up, &[*experts, product(2, inter, "2 × moe intermediate size")?, h])?;
+                        expect(down, &[*experts, h, inter])?;
+                    }
+                }
+                if let (Some((shared, gate)), Some(width)) = (&sparse.shared, moe.shared_expert_intermediate_size) {
+                    expect(&shared.gate, &[width, h])?;
+                    expect(&shared.up, &[width, h])?;
+                    expect(&shared.down, &[h, width])?;
+                    expect(gate, &[1, h])?;
+                }
             }
         }
     }

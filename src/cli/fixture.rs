@@ -81,6 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         shards: args.shards,
         output_biases: args.biases,
+        ..FixtureOptions::default()
     };
     anyhow::ensure!(args.layers > 0 && args.shards > 0, "--layers and --shards must be at least 1");
     write_fixture_into(&args.family, &args.out, &options, args.force)?;

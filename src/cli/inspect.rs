@@ -47,6 +47,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let biases = writers.iter().filter(|w| w.bias.is_some()).count();
         let norms = writers.iter().filter(|w| w.post_norm.is_some()).count();
         println!("  {kind:<6} ×{:<3} e.g. {} {:?}", writers.len(), first.tensor, first.shape);
+        let slices = writers.iter().filter(|w| w.slice.is_some()).count();
+        if slices > 0 {
+            println!(
+                "         {slices} of them slices of stacked [experts, hidden, in] tensors, each edited on its own"
+            );
+        }
         if biases > 0 {
             println!("         + {biases} output bias(es), e.g. {}", first.bias.as_deref().unwrap_or("-"));
         }
@@ -58,6 +64,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     println!("never edited (input side), e.g. layer 0: {}", s.input_side_example.join(", "));
+    if let Some(moe) = &spec.moe {
+        let sparse: Vec<usize> = (0..spec.num_layers).filter(|&l| spec.is_sparse(l)).collect();
+        let shared = moe.shared_expert_intermediate_size.map_or("none".to_string(), |w| format!("width {w}"));
+        println!(
+            "experts      {} per sparse layer (width {}), top {} per token (renormalised: {}), shared expert: {shared}; \
+             {} of {} layers sparse, stored {:?}",
+            moe.num_experts,
+            moe.expert_intermediate_size,
+            moe.top_k,
+            moe.norm_topk_prob,
+            sparse.len(),
+            spec.num_layers,
+            moe.storage
+        );
+        if let Some(&first) = sparse.first() {
+            if let scalpel::arch::MlpLayout::Sparse(names) = spec.layer_names(first).mlp {
+                println!("router       input side, never edited, e.g. {}", names.router);
+            }
+        }
+    }
     if !s.unrecognised_tensors.is_empty() {
         println!(
             "other tensors ({}), left untouched: {}",

@@ -121,6 +121,13 @@ fn factors(base: &ModelDir, plan: &SurgeryPlan) -> Result<Vec<Factors>> {
             bias.tensor
         )));
     }
+    if let Some(stacked) = plan.edits.iter().find(|e| e.slice.is_some()) {
+        return Err(Error::Invalid(format!(
+            "the edit changes slices of the stacked experts tensor `{}`, which is no linear module PEFT can \
+             attach a LoRA to. Export the edited model itself",
+            stacked.tensor
+        )));
+    }
     if plan.edits_tied_head && plan.options.untie {
         // The untied head keeps the original embedding, as PEFT's embedding LoRA leaves the head.
     }

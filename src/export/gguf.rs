@@ -142,6 +142,8 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         // Families whose llama.cpp layout (fused projections, permutations, multiplier keys)
         // the exporter does not write yet.
         Family::Phi3 | Family::Qwen | Family::Olmo2 | Family::Granite | Family::Smollm3 | Family::Glm4 => return None,
+        // llama.cpp stacks the experts (`ffn_*_exps`); the exporter writes per-tensor names only.
+        Family::Mixtral | Family::Qwen2Moe | Family::Qwen3Moe => return None,
     })
 }
 

@@ -30,6 +30,17 @@ impl<'a> Meta<'a> {
                 supported: SUPPORTED.join(", "),
             });
         }
+        // llama.cpp writes Mixtral as `llama` with stacked experts (`ffn_*_exps`), which this
+        // importer has no names for: without this check they would be left out and the folder
+        // would describe a dense model.
+        let experts = content.metadata.get(&format!("{arch}.expert_count")).and_then(|v| v.to_u32().ok());
+        if let Some(n) = experts.filter(|&n| n > 0) {
+            return Err(Error::UnsupportedArchitecture {
+                found: format!("GGUF architecture `{arch}` with {n} experts (a mixture of experts)"),
+                path: path.to_path_buf(),
+                supported: format!("{} without experts", SUPPORTED.join(", ")),
+            });
+        }
         Ok(Meta { content, path, arch })
     }
 

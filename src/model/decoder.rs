@@ -417,7 +417,7 @@ impl Decoder {
     /// The layouts the linears' matrices (the head's included) are kept in, which name the
     /// kernels their products take.
     pub fn weight_layouts(&self) -> BTreeSet<WeightLayout> {
-        let layers = self.layers.iter().flat_map(|l| [&l.qkv, &l.o_proj, &l.mlp_in.gate_up, &l.down_proj]);
+        let layers = self.layers.iter().flat_map(|l| [&l.qkv, &l.o_proj].into_iter().chain(l.ffn.linears()));
         layers.chain([&self.lm_head]).map(|linear| linear.w.layout()).collect()
     }
 

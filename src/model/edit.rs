@@ -3,7 +3,9 @@
 //! applies the checkpoint writer's own per-tensor edit through it).
 
 use super::decoder::{Decoder, Embedding};
+use super::layer::Ffn;
 use super::weights::Linear;
+use crate::arch::MlpPart;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
@@ -20,12 +22,15 @@ pub enum WriterTensor {
         /// The bias rather than the matrix.
         bias: bool,
     },
-    /// Layer `layer`'s MLP output projection: its matrix, or with `bias` its bias.
+    /// Layer `layer`'s MLP output projection (in a sparse layer, that of expert `part`): its
+    /// matrix, or with `bias` its bias.
     MlpOut {
         /// The layer.
         layer: usize,
         /// The bias rather than the matrix.
         bias: bool,
+        /// Which of the block's writers: the dense MLP's, a routed expert's or the shared expert's.
+        part: MlpPart,
     },
 }
 
@@ -56,9 +61,9 @@ impl Decoder {
                     let linear = &edited.layer(layer)?.o_proj;
                     edited.layers[layer].o_proj = edited_linear(linear, bias, layer, &mut apply)?
                 }
-                WriterTensor::MlpOut { layer, bias } => {
-                    let linear = &edited.layer(layer)?.down_proj;
-                    edited.layers[layer].down_proj = edited_linear(linear, bias, layer, &mut apply)?
+                WriterTensor::MlpOut { layer, bias, part } => {
+                    let linear = mlp_writer(&mut edited, layer, part)?;
+                    *linear = edited_linear(linear, bias, layer, &mut apply)?
                 }
             }
         }
@@ -71,6 +76,21 @@ impl Decoder {
 
     fn layer(&self, layer: usize) -> Result<&super::layer::Layer> {
         self.layers.get(layer).ok_or_else(|| Error::Invalid(format!("layer {layer} is past the model's last")))
+    }
+}
+
+/// The output projection of `part` of layer `layer`'s MLP block.
+fn mlp_writer(decoder: &mut Decoder, layer: usize, part: MlpPart) -> Result<&mut Linear> {
+    decoder.layer(layer)?;
+    let missing =
+        || Error::Invalid(format!("layer {layer} has no MLP writer `{}` in the running model", part.describe()));
+    match (&mut decoder.layers[layer].ffn, part) {
+        (Ffn::Dense(mlp), MlpPart::Dense) => Ok(&mut mlp.down_proj),
+        (Ffn::Sparse(moe), MlpPart::Expert(e)) => moe.experts.get_mut(e).map(|m| &mut m.down_proj).ok_or_else(missing),
+        (Ffn::Sparse(moe), MlpPart::SharedExpert) => {
+            moe.shared.as_mut().map(|s| &mut s.mlp.down_proj).ok_or_else(missing)
+        }
+        _ => Err(missing()),
     }
 }
 

@@ -1,18 +1,28 @@
 //! One decoder layer: attention and MLP blocks with their norms, for every supported family.
 
 use super::decoder::LayerCache;
+use super::moe::{Mlp, Moe};
 use super::ops::{self, rms_norm};
 use super::weights::{Linear, Loader};
 use crate::arch::{Activation, AttentionLayout, MlpLayout, ModelSpec};
-use crate::Result;
+use crate::{Error, Result};
 use candle_core::Tensor;
 
-/// The MLP's input projections, fused into one weight: `[.., 2·inter]` whose first half goes
-/// through the activation and multiplies the second half ([`ops::gated`]).
+/// A layer's MLP block: a dense gated MLP, or a sparse mixture of experts.
 #[derive(Debug, Clone)]
-pub(crate) struct MlpIn {
-    pub gate_up: Linear,
-    pub act: Activation,
+pub(crate) enum Ffn {
+    Dense(Mlp),
+    Sparse(Moe),
+}
+
+impl Ffn {
+    /// Every linear of the block.
+    pub fn linears(&self) -> Vec<&Linear> {
+        match self {
+            Ffn::Dense(mlp) => vec![&mlp.gate_up, &mlp.down_proj],
+            Ffn::Sparse(moe) => moe.linears(),
+        }
+    }
 }
 
 /// A layer's weights.
@@ -27,8 +37,7 @@ pub(crate) struct Layer {
     pub o_proj: Linear,
     pub attn_post_norm: Option<Tensor>,
     pub mlp_norm: Option<Tensor>,
-    pub mlp_in: MlpIn,
-    pub down_proj: Linear,
+    pub ffn: Ffn,
     pub mlp_post_norm: Option<Tensor>,
 }
 
@@ -76,24 +85,31 @@ impl Layer {
             ])?,
             AttentionLayout::Fused { qkv, bias } => loader.linear(qkv, bias.as_ref(), q_out + 2 * kv_out, h)?,
         };
-        let mlp_in = match &n.mlp {
-            MlpLayout::Gated { gate, up, biases } => MlpIn {
-                gate_up: Linear::fuse(&[
+        let dense = |gate_up: Linear, act: Activation| -> Result<Ffn> {
+            let down_proj = loader.linear(&n.down_proj, n.down_proj_bias.as_ref(), h, inter)?;
+            Ok(Ffn::Dense(Mlp { gate_up: loader.finish(gate_up)?, act, down_proj: loader.finish(down_proj)? }))
+        };
+        let ffn = match &n.mlp {
+            MlpLayout::Gated { gate, up, biases } => dense(
+                Linear::fuse(&[
                     loader.linear(gate, biases.as_ref().map(|b| &b[0]), inter, h)?,
                     loader.linear(up, biases.as_ref().map(|b| &b[1]), inter, h)?,
                 ])?,
-                act: spec.activation,
-            },
-            MlpLayout::FusedGateUp { gate_up } => {
-                MlpIn { gate_up: loader.linear(gate_up, None, 2 * inter, h)?, act: spec.activation }
-            }
+                spec.activation,
+            )?,
+            MlpLayout::FusedGateUp { gate_up } => dense(loader.linear(gate_up, None, 2 * inter, h)?, spec.activation)?,
             // Qwen-1: `w1(x) · silu(w2(x))`, so w2 is the gate.
-            MlpLayout::QwenW1W2 { w1, w2 } => MlpIn {
-                gate_up: Linear::fuse(&[loader.linear(w2, None, inter, h)?, loader.linear(w1, None, inter, h)?])?,
-                act: Activation::Silu,
-            },
+            MlpLayout::QwenW1W2 { w1, w2 } => dense(
+                Linear::fuse(&[loader.linear(w2, None, inter, h)?, loader.linear(w1, None, inter, h)?])?,
+                Activation::Silu,
+            )?,
+            MlpLayout::Sparse(names) => {
+                let moe = spec.moe.as_ref().ok_or_else(|| {
+                    Error::Invalid(format!("layer {index} names experts but the spec has no mixture of experts"))
+                })?;
+                Ffn::Sparse(Moe::load(loader, spec, moe, names)?)
+            }
         };
-        let mlp_in = MlpIn { gate_up: loader.finish(mlp_in.gate_up)?, ..mlp_in };
         let pre_norm = |name: &str| spec.pre_norms.then(|| loader.norm(name, h)).transpose();
         let (q_size, k_size) = if spec.qk_norm_full { (q_out, kv_out) } else { (hd, hd) };
         Ok(Layer {
@@ -104,8 +120,7 @@ impl Layer {
             o_proj: loader.finish(loader.linear(&n.o_proj, n.o_proj_bias.as_ref(), h, q_out)?)?,
             attn_post_norm: n.attn_post_norm.as_deref().map(|p| loader.norm(p, h)).transpose()?,
             mlp_norm: pre_norm(&n.mlp_norm)?,
-            mlp_in,
-            down_proj: loader.finish(loader.linear(&n.down_proj, n.down_proj_bias.as_ref(), h, inter)?)?,
+            ffn,
             mlp_post_norm: n.mlp_post_norm.as_deref().map(|p| loader.norm(p, h)).transpose()?,
         })
     }
@@ -119,7 +134,11 @@ impl Layer {
             .flatten()
             .map(size)
             .sum::<usize>();
-        norms + self.qkv.bytes() + self.o_proj.bytes() + self.mlp_in.gate_up.bytes() + self.down_proj.bytes()
+        let ffn = match &self.ffn {
+            Ffn::Dense(mlp) => mlp.bytes(),
+            Ffn::Sparse(moe) => moe.bytes(),
+        };
+        norms + self.qkv.bytes() + self.o_proj.bytes() + ffn
     }
 
     /// The attention block's raw output (before any post-norm) for normed input `x` `[B, T, H]`.
@@ -168,8 +187,11 @@ impl Layer {
         self.o_proj.forward(&out)
     }
 
-    /// The MLP's raw output (before any post-norm) for normed input `x`.
+    /// The MLP block's raw output (before any post-norm) for normed input `x`.
     pub fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.down_proj.forward(&ops::gated(x, &self.mlp_in.gate_up, self.mlp_in.act)?)
+        match &self.ffn {
+            Ffn::Dense(mlp) => mlp.forward(x),
+            Ffn::Sparse(moe) => moe.forward(x),
+        }
     }
 }

@@ -204,7 +204,8 @@ fn runnable_dtype(name: &str, dtype: safetensors::Dtype) -> Result<DType> {
 
 /// Every tensor of one layer.
 fn layer_tensors(n: &LayerNames) -> Vec<String> {
-    let mut names = vec![n.attn_norm.clone(), n.o_proj.clone(), n.mlp_norm.clone(), n.down_proj.clone()];
+    let mut names = vec![n.attn_norm.clone(), n.o_proj.clone(), n.mlp_norm.clone()];
+    names.extend(n.mlp_writers().into_iter().map(|w| w.weight));
     names.extend(n.input_side());
     match &n.attention {
         AttentionLayout::Separate { biases: Some(b), .. } => names.extend(b.iter().cloned()),

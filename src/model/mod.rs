@@ -11,6 +11,7 @@ mod layer;
 mod layer_major;
 pub mod masks;
 pub mod memory;
+mod moe;
 mod ops;
 mod prefill;
 pub(crate) mod rope;

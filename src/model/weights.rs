@@ -370,6 +370,13 @@ impl Loader<'_> {
         Ok(Linear::new(w, bias.map(|b| self.tensor(b, &[out])).transpose()?))
     }
 
+    /// The matrices of a tensor stacked over experts, `[n, out, inp]`, one linear per slice
+    /// (each its own copy), row-major until [`Loader::finish`].
+    pub fn stacked_linears(&self, name: &str, n: usize, out: usize, inp: usize) -> Result<Vec<Linear>> {
+        let w = self.matrix_as(name, &[n, out, inp], true)?;
+        (0..n).map(|e| Ok(Linear::new(w.get(e)?.copy()?, None))).collect()
+    }
+
     /// A norm's scale `γ` (stored weight plus the family's offset, added in f32), in the compute
     /// dtype: the dtype of the stream it scales, so that a forward pass never casts it.
     pub fn norm(&self, name: &str, size: usize) -> Result<Tensor> {

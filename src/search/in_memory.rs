@@ -19,7 +19,9 @@ impl Decoder {
             .map(|edit| match (edit.kind, edit.layer) {
                 (WriterKind::Embed, _) => Ok(WriterTensor::Embedding),
                 (WriterKind::Attn, Some(layer)) => Ok(WriterTensor::AttnOut { layer, bias: edit.is_bias }),
-                (WriterKind::Mlp, Some(layer)) => Ok(WriterTensor::MlpOut { layer, bias: edit.is_bias }),
+                (WriterKind::Mlp, Some(layer)) => {
+                    Ok(WriterTensor::MlpOut { layer, bias: edit.is_bias, part: edit.part })
+                }
                 (kind, None) => Err(Error::Invalid(format!("a {} edit without a layer: {}", kind.name(), edit.tensor))),
             })
             .collect::<Result<Vec<_>>>()?;

@@ -44,7 +44,11 @@ pub fn ablate(
     check: bool,
     progress: &dyn Progress,
 ) -> Result<AblateReport> {
-    let by_name: HashMap<&str, &PlannedEdit> = plan.edits.iter().map(|e| (e.tensor.as_str(), e)).collect();
+    // A stacked experts tensor has one edit per slice; every other tensor one edit.
+    let mut by_name: HashMap<&str, Vec<&PlannedEdit>> = HashMap::new();
+    for e in &plan.edits {
+        by_name.entry(e.tensor.as_str()).or_default().push(e);
+    }
     let untie = plan.options.untie && plan.edits_tied_head;
     let mut options = WriteOptions { force, ..WriteOptions::default() };
     let record_json = serde_json::to_string(record).map_err(|e| Error::Other(e.to_string()))?;
@@ -67,7 +71,7 @@ pub fn ablate(
     }
     let edit = |view: TensorRef<'_>| -> Result<TensorEdit> {
         match by_name.get(view.name) {
-            Some(planned) => Ok(TensorEdit::Replace(apply_edit(view, planned, plan.options.norm_preserve)?)),
+            Some(planned) => Ok(TensorEdit::Replace(apply_edits(view, planned, plan.options.norm_preserve)?)),
             None => Ok(TensorEdit::Keep),
         }
     };
@@ -85,7 +89,10 @@ pub fn ablate(
                 .rows
                 .iter()
                 .filter(|r| !r.pass)
-                .map(|r| format!("{} ({:.2e} > {:.1e})", r.tensor, r.ratio, r.threshold))
+                .map(|r| {
+                    let slice = r.slice.map(|e| format!("[{e}]")).unwrap_or_default();
+                    format!("{}{slice} ({:.2e} > {:.1e})", r.tensor, r.ratio, r.threshold)
+                })
                 .collect();
             return Err(Error::Other(format!(
                 "verification of the written files failed, nothing was written: {}",
@@ -104,8 +111,9 @@ pub fn ablate(
     Ok(AblateReport { write, untied: untie, verification })
 }
 
-/// Edit one tensor's bytes: decode to f32, project, round once to the stored dtype.
-pub(crate) fn apply_edit(view: TensorRef<'_>, edit: &PlannedEdit, norm_preserve: bool) -> Result<Vec<u8>> {
+/// Edit one tensor's bytes: decode to f32, apply every edit planned for it (one per slice of a
+/// stacked experts tensor, else one), round once to the stored dtype.
+pub(crate) fn apply_edits(view: TensorRef<'_>, edits: &[&PlannedEdit], norm_preserve: bool) -> Result<Vec<u8>> {
     let dtype = EditableDtype::of(view.dtype, view.name)?;
     let mut values = view.to_f32()?;
     let bad = values.iter().filter(|v| !v.is_finite()).count();
@@ -115,12 +123,33 @@ pub(crate) fn apply_edit(view: TensorRef<'_>, edit: &PlannedEdit, norm_preserve:
             format!("holds {bad} non-finite values (NaN or infinity); the source model is broken, nothing was written"),
         ));
     }
-    let cols = match edit.layout {
-        Layout::Columns => *view.shape.get(1).ok_or_else(|| Error::bad_tensor(view.name, "expected a matrix"))?,
-        Layout::Rows => 0,
-    };
-    edit_values(&mut values, cols, edit, norm_preserve);
+    for edit in edits {
+        let (part, cols) = edited_part(&mut values, view.shape, edit)?;
+        edit_values(part, cols, edit, norm_preserve);
+    }
     Ok(encode_f32(dtype, &values))
+}
+
+/// The values an edit changes (slice `e` of a stacked `[experts, hidden, in]` tensor, else all
+/// of them) and their column count (0 for a row edit).
+pub(crate) fn edited_part<'a>(
+    values: &'a mut [f32],
+    shape: &[usize],
+    edit: &PlannedEdit,
+) -> Result<(&'a mut [f32], usize)> {
+    let bad = |message: String| Error::bad_tensor(&edit.tensor, message);
+    match (edit.slice, edit.layout, shape) {
+        (None, Layout::Rows, _) => Ok((values, 0)),
+        (None, Layout::Columns, [_, cols]) => Ok((values, *cols)),
+        (Some(e), Layout::Columns, [experts, rows, cols]) if e < *experts => {
+            let size = rows * cols;
+            Ok((&mut values[e * size..(e + 1) * size], *cols))
+        }
+        (Some(e), _, shape) => {
+            Err(bad(format!("slice {e} of a tensor of shape {shape:?}: expected [experts, hidden, in]")))
+        }
+        (None, _, shape) => Err(bad(format!("shape {shape:?}: expected a matrix"))),
+    }
 }
 
 /// Apply one planned edit to a tensor's values in f32 (`cols`: the width of a column-layout

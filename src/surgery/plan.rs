@@ -2,7 +2,7 @@
 
 use super::profile::StrengthProfile;
 use super::projection::Basis;
-use crate::arch::WriterKind;
+use crate::arch::{MlpPart, WriterKind};
 use crate::checkpoint::{InputRecord, ModelDir};
 use crate::directions::{entry_name, Direction, DirectionsFile};
 use crate::{Error, Result};
@@ -88,6 +88,11 @@ pub struct PlannedEdit {
     pub basis: Basis,
     /// λ for this tensor (see [`SurgeryOptions::strength_of`]).
     pub strength: f64,
+    /// Which part of a layer's MLP block it is (an expert of a sparse layer), else dense.
+    pub part: MlpPart,
+    /// The slice of a stacked `[experts, hidden, in]` tensor that is edited (the rest of the
+    /// tensor belongs to the other slices' edits), if it is one.
+    pub slice: Option<usize>,
 }
 
 /// A whole surgery: every edit plus the global settings.
@@ -119,6 +124,12 @@ pub struct EditRecord {
     /// λ applied to this tensor (records older than strength profiles: the global strength).
     #[serde(default)]
     pub strength: Option<f64>,
+    /// The expert of a sparse layer it is (absent: a dense writer).
+    #[serde(default, skip_serializing_if = "MlpPart::is_dense")]
+    pub part: MlpPart,
+    /// The slice of a stacked experts tensor that was edited (absent: the whole tensor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slice: Option<usize>,
 }
 
 /// The provenance record written into the edited checkpoint (`scalpel_edit.json` and the
@@ -174,6 +185,8 @@ impl SurgeryPlan {
                     direction_hash: e.direction_hash.clone(),
                     through_norm: e.through_norm.clone(),
                     strength: Some(e.strength),
+                    part: e.part,
+                    slice: e.slice,
                 })
                 .collect(),
             edits_tied_head: self.edits_tied_head,
@@ -253,11 +266,16 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
             basis = basis.through_norm(&gamma).map_err(|e| Error::bad_tensor(norm, e.to_string()))?;
         }
         let view = model.checkpoint.tensor(&writer.weight)?;
-        let layout = match (writer.kind, view.shape) {
-            (WriterKind::Embed, [_, h]) if *h == spec.hidden_size => Layout::Rows,
-            (WriterKind::Attn | WriterKind::Mlp, [h, _]) if *h == spec.hidden_size => Layout::Columns,
-            (kind, shape) => {
-                let expected = if kind == WriterKind::Embed { "[vocab, hidden]" } else { "[hidden, in]" };
+        let layout = match (writer.kind, view.shape, writer.slice) {
+            (WriterKind::Embed, [_, h], None) if *h == spec.hidden_size => Layout::Rows,
+            (WriterKind::Attn | WriterKind::Mlp, [h, _], None) if *h == spec.hidden_size => Layout::Columns,
+            (WriterKind::Mlp, [e, h, _], Some(slice)) if *h == spec.hidden_size && slice < *e => Layout::Columns,
+            (kind, shape, slice) => {
+                let expected = match (kind, slice) {
+                    (WriterKind::Embed, _) => "[vocab, hidden]",
+                    (_, Some(_)) => "[experts, hidden, in] (one slice per expert)",
+                    _ => "[hidden, in]",
+                };
                 return Err(Error::bad_tensor(
                     &writer.weight,
                     format!(
@@ -279,6 +297,8 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
             through_norm: writer.post_norm.clone(),
             basis: basis.clone(),
             strength,
+            part: writer.part,
+            slice: writer.slice,
         };
         edits.push(edit(&writer.weight, false, layout));
         if let (true, Some(bias)) = (options.biases, &writer.bias) {

@@ -41,6 +41,8 @@ pub struct VerifyRow {
     pub kind: String,
     /// Layer.
     pub layer: Option<usize>,
+    /// The slice of a stacked experts tensor this row measures (None: the whole tensor).
+    pub slice: Option<usize>,
     /// Stored dtype.
     pub dtype: String,
     /// `‖Q W'‖ / ‖W'‖` read back (0 for an all-zero tensor).
@@ -176,10 +178,10 @@ fn verify_edit(
 ) -> Result<VerifyRow> {
     let view = model.checkpoint.tensor(&edit.tensor)?;
     let dtype = EditableDtype::of(view.dtype, view.name)?;
-    let values = view.to_f32()?;
+    let (values, shape) = edited_values(view.to_f32()?, view.shape, edit)?;
     // A NaN or infinity makes every norm below NaN, which no comparison may read as a pass.
     let finite = values.iter().all(|v| v.is_finite());
-    let now = written(&values, edit.layout, view.shape, &edit.basis, &edit.tensor)?;
+    let now = written(&values, edit.layout, &shape, &edit.basis, &edit.tensor)?;
     let strength = expected_strength(plan, edit);
     let u = unit_roundoff(dtype);
     let total = now.total();
@@ -193,7 +195,8 @@ fn verify_edit(
                     format!("shape {:?} in the edited model, {:?} in the original", view.shape, before.shape),
                 ));
             }
-            let was = written(&before.to_f32()?, edit.layout, before.shape, &edit.basis, &edit.tensor)?;
+            let (before_values, before_shape) = edited_values(before.to_f32()?, before.shape, edit)?;
+            let was = written(&before_values, edit.layout, &before_shape, &edit.basis, &edit.tensor)?;
             let rho0 = if was.total() > 0.0 { was.along() / was.total() } else { 0.0 };
             let lam = strength.abs() * rho0;
             (scale(expected_along(&was, strength, plan.options.norm_preserve)), Some(rho0), lam * (-lam / u).exp())
@@ -208,10 +211,16 @@ fn verify_edit(
     };
     let ratio = if finite { scale(now.along()) } else { f64::NAN };
     let threshold = ROUNDING_FACTOR * u * scale(now.spread_sq.sqrt()) + undone;
+    let kind = match (edit.is_bias, edit.part.describe()) {
+        (true, _) => format!("{} bias", edit.kind.name()),
+        (false, part) if part.is_empty() => edit.kind.name().to_string(),
+        (false, part) => format!("{} {part}", edit.kind.name()),
+    };
     Ok(VerifyRow {
         tensor: edit.tensor.clone(),
-        kind: if edit.is_bias { format!("{} bias", edit.kind.name()) } else { edit.kind.name().to_string() },
+        kind,
         layer: edit.layer,
+        slice: edit.slice,
         dtype: format!("{:?}", view.dtype),
         ratio,
         expected,
@@ -219,6 +228,17 @@ fn verify_edit(
         threshold,
         pass: finite && ratio.is_finite() && (ratio - expected).abs() <= threshold,
     })
+}
+
+/// The values an edit promises something about (its slice of a stacked experts tensor, else the
+/// whole tensor) and their shape.
+fn edited_values(mut values: Vec<f32>, shape: &[usize], edit: &PlannedEdit) -> Result<(Vec<f32>, Vec<usize>)> {
+    if edit.slice.is_none() {
+        return Ok((values, shape.to_vec()));
+    }
+    let (part, cols) = super::apply::edited_part(&mut values, shape, edit)?;
+    let rows = part.len() / cols.max(1);
+    Ok((part.to_vec(), vec![rows, cols]))
 }
 
 /// Verify every tensor of `plan` in `edited`, comparing with `original` where given.

@@ -272,3 +272,39 @@ fn probe_metadata_is_spelled_as_the_command_line_takes_it() {
     ok(&["probe", s(&model), "--out", s(&third), "--limit", "6", "--raw", "--no-newline"]);
     assert_eq!(meta(&third)["prompt_format"], "--raw --no-newline");
 }
+
+#[test]
+fn a_mixture_of_experts_is_inspected_ablated_and_verified_expert_by_expert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("qwen2_moe");
+    ok(&["fixture", "qwen2_moe", "--out", s(&model)]);
+    let inspect = ok(&["inspect", s(&model)]);
+    for line in [
+        "mlp expert ×4",
+        "mlp shared expert ×1",
+        "model.layers.1.mlp.experts.0.down_proj.weight",
+        "router       input side, never edited, e.g. model.layers.1.mlp.gate.weight",
+    ] {
+        assert!(inspect.contains(line), "inspect should print `{line}`:\n{inspect}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&ok(&["inspect", s(&model), "--json"])).unwrap();
+    let experts = json["writers"]["mlp expert"].as_array().unwrap();
+    let parts: Vec<&str> = experts.iter().map(|w| w["part"].as_str().unwrap()).collect();
+    assert_eq!(parts, ["expert 0", "expert 1", "expert 2", "expert 3"]);
+
+    let dirs = common::directions(tmp.path(), 64, 2, 1, 1);
+    let out = tmp.path().join("edited");
+    ok(&["ablate", s(&model), "--directions", s(&dirs), "--out", s(&out)]);
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scalpel_edit.json")).unwrap()).unwrap();
+    let recorded: Vec<&str> =
+        record["edits"].as_array().unwrap().iter().map(|e| e["tensor"].as_str().unwrap()).collect();
+    for e in 0..4 {
+        let name = format!("model.layers.1.mlp.experts.{e}.down_proj.weight");
+        assert!(recorded.contains(&name.as_str()), "{name} is recorded: {recorded:?}");
+    }
+    assert!(recorded.contains(&"model.layers.1.mlp.shared_expert.down_proj.weight"));
+    assert!(!recorded.iter().any(|t| t.ends_with("mlp.gate.weight") || t.contains("shared_expert_gate")));
+    let verify = ok(&["verify", s(&out), "--directions", s(&dirs)]);
+    assert!(verify.contains("0 outside their bound") && verify.contains("expert 3"), "{verify}");
+}

@@ -1,5 +1,6 @@
 //! Oracle 1 of docs/DESIGN.md: our decoder's logits match candle-transformers' own implementations
-//! (an independent implementation) on the tiny fixtures (Qwen-1 through its Qwen 2 equivalent,
+//! (an independent implementation) on the tiny fixtures (the mixture-of-experts families against
+//! candle's `mixtral`, `qwen2_moe` and `qwen3_moe`; Qwen-1 through its Qwen 2 equivalent,
 //! Granite through candle's Granite on weights with its multipliers folded in), and batching with left padding or a
 //! KV cache, or computing a shared prefix once, does not change them. Each runs once per kernel
 //! path of the products that this CPU has (row-major weights, AVX-512 panels, AMX tiles), forced
@@ -110,7 +111,7 @@ fn ours(model: &ModelDir, ids: &[u32], path: &KernelPath) -> Vec<f32> {
     out.logits.unwrap().squeeze(0).unwrap().to_vec1().unwrap()
 }
 
-fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
+pub(crate) fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
     let dev = Device::Cpu;
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     // SAFETY: the fixture's file is written before and not changed while it is mapped.
@@ -164,6 +165,16 @@ fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
             .unwrap(),
         // candle's `glm4_new` is GLM-4-0414 (`Glm4ForCausalLM`); its `glm4` is the older ChatGLM.
         "glm4" => m::glm4_new::ModelForCausalLM::new(&serde_json::from_str(&config).unwrap(), vb)
+            .unwrap()
+            .forward(&input, 0)
+            .unwrap(),
+        "mixtral" => {
+            m::mixtral::Model::new(&serde_json::from_str(&config).unwrap(), vb).unwrap().forward(&input, 0).unwrap()
+        }
+        "qwen2_moe" => {
+            m::qwen2_moe::Model::new(&serde_json::from_str(&config).unwrap(), vb).unwrap().forward(&input, 0).unwrap()
+        }
+        "qwen3_moe" => m::qwen3_moe::ModelForCausalLM::new(&serde_json::from_str(&config).unwrap(), vb)
             .unwrap()
             .forward(&input, 0)
             .unwrap(),

@@ -12,6 +12,7 @@ mod import_roundtrip;
 mod judge;
 mod layer_major;
 mod layering;
+mod moe;
 mod pipeline;
 mod probe;
 mod prompts_batch;
