@@ -12,8 +12,9 @@ use std::path::PathBuf;
 /// Which judge gives the verdicts.
 #[derive(Debug, Clone, ClapArgs)]
 pub struct JudgeArgs {
-    /// Who judges answers refusal, evasion or compliance: `rules` (text rules) or `model:PATH`
-    /// (a chat model folder reads a fixed rubric; its label-token probabilities decide).
+    /// Who judges answers refusal, evasion or compliance: `rules` (text rules), `model:PATH`
+    /// (a chat model folder reads a fixed rubric; its label-token probabilities decide) or
+    /// `rules+model:PATH` (the rules' refusals and evasions stand; the model judges the rest).
     #[arg(long, default_value = "rules")]
     pub judge: String,
     #[command(flatten)]
@@ -60,7 +61,7 @@ fn default_cache() -> Option<PathBuf> {
 /// (an edit looks better than it is) and compliances counted as refusal (it looks worse).
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Judges to measure (repeat the flag): `rules`, `model:PATH`.
+    /// Judges to measure (repeat the flag): `rules`, `model:PATH`, `rules+model:PATH`.
     #[arg(long = "judge", default_value = "rules")]
     pub judges: Vec<String>,
     /// The labelled set (JSON Lines: id, model, set, request, answer, verdict, split, note).

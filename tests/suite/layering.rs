@@ -262,3 +262,26 @@ fn kernels_are_below_the_model() {
         listing(&graph)
     );
 }
+
+/// Files outside `src/kernels/` allowed to hold `unsafe`, each with its reason.
+const UNSAFE_OUTSIDE_KERNELS: &[(&str, &str)] =
+    &[("checkpoint/shard.rs", "memory-maps the input safetensors files (memmap2's map is unsafe by nature)")];
+
+#[test]
+fn unsafe_code_lives_in_the_kernels_room() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let kernels = src().join("kernels");
+    let mut wrong = Vec::new();
+    for file in files.iter().filter(|f| !f.starts_with(&kernels)) {
+        let rel = file.strip_prefix(src()).unwrap().display().to_string();
+        let text = code(&std::fs::read_to_string(file).unwrap());
+        let allowed = UNSAFE_OUTSIDE_KERNELS.iter().any(|(f, _)| *f == rel);
+        for needle in ["unsafe", "asm!", "std::arch", "core::arch"] {
+            if text.contains(needle) && !(needle == "unsafe" && allowed) {
+                wrong.push(format!("{rel} holds `{needle}`"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "outside src/kernels/:\n{}", wrong.join("\n"));
+}
