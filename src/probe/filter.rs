@@ -95,8 +95,7 @@ fn keep(set: &PromptSet, refused: &[bool], wanted: bool, min_kept: usize, verb: 
         return (set.clone(), note);
     }
     let note = format!("{}: kept the {k} of {n} prompts the model {verb}", set.name);
-    let source = format!("{} (the {k} of {n} the model {verb})", set.source);
-    (PromptSet { name: set.name.clone(), source, prompts: kept }, note)
+    (set.derived(format!("the {k} of {n} the model {verb}"), kept), note)
 }
 
 #[cfg(test)]
@@ -104,7 +103,7 @@ mod tests {
     use super::*;
 
     fn set(n: usize) -> PromptSet {
-        PromptSet { name: "s".into(), source: "src".into(), prompts: (0..n).map(|i| format!("p{i}")).collect() }
+        PromptSet::from_prompts("s", (0..n).map(|i| format!("p{i}")).collect())
     }
 
     #[test]
@@ -112,7 +111,7 @@ mod tests {
         let refused = [true, false, true, true, false];
         let (kept, note) = keep(&set(5), &refused, true, 2, "refuses");
         assert_eq!(kept.prompts, ["p0", "p2", "p3"]);
-        assert!(kept.source.contains("3 of 5") && note.contains("kept the 3 of 5"), "{note}");
+        assert!(kept.described().contains("3 of 5") && note.contains("kept the 3 of 5"), "{note}");
         let (answered, _) = keep(&set(5), &refused, false, 2, "answers");
         assert_eq!(answered.prompts, ["p1", "p4"]);
     }
@@ -125,7 +124,7 @@ mod tests {
         assert!(note.contains("only 1 of 4"), "{note}");
         // A set smaller than the minimum is judged against its own size.
         let (all, note) = keep(&set(2), &[true, true], true, 16, "refuses");
-        assert_eq!((all.prompts.len(), all.source.as_str()), (2, "src"));
+        assert_eq!((all.prompts.len(), all.derivation.len()), (2, 0));
         assert!(note.contains("all 2"), "{note}");
     }
 }

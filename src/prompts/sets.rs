@@ -18,6 +18,9 @@ pub struct PromptSet {
     pub name: String,
     /// Where it came from (the path or `hf://` reference as given).
     pub source: String,
+    /// How the prompts were derived from the source, in order (`train split, seed 7`, `the 76
+    /// of 128 the model refuses`); empty when they are the source's prompts.
+    pub derivation: Vec<String>,
     /// The prompts, trimmed, none empty.
     pub prompts: Vec<String>,
 }
@@ -28,22 +31,41 @@ pub fn load_prompt_set(spec: &str, field: Option<&str>) -> Result<PromptSet> {
 }
 
 impl PromptSet {
-    /// [`PromptSet::source`] with a local path cut to its file name (`/a/b/harmful.txt (the 76
-    /// of 128 …)` → `harmful.txt (the 76 of 128 …)`): what files record, so that no local path
-    /// leaves the machine in them; the prompts' hash identifies the content.
+    /// The source with its derivation, for people: `/a/b/harmful.txt (train split, seed 7; the
+    /// 76 of 128 the model refuses)`.
+    pub fn described(&self) -> String {
+        Self::with_derivation(&self.source, &self.derivation)
+    }
+
+    /// [`PromptSet::described`] with a local path cut to its file name: what files record, so
+    /// that no local path leaves the machine in them; the prompts' hash identifies the content.
     pub fn recorded_source(&self) -> String {
-        let (head, tail) =
-            self.source.split_once(" (").map_or((self.source.as_str(), ""), |(h, _)| (h, &self.source[h.len()..]));
-        if head.contains("://") || !(head.contains('/') || head.contains('\\')) {
-            return self.source.clone();
+        let local = !self.source.contains("://") && (self.source.contains('/') || self.source.contains('\\'));
+        let name = match std::path::Path::new(&self.source).file_name() {
+            Some(name) if local => name.to_string_lossy().into_owned(),
+            _ => self.source.clone(),
+        };
+        Self::with_derivation(&name, &self.derivation)
+    }
+
+    fn with_derivation(source: &str, derivation: &[String]) -> String {
+        if derivation.is_empty() {
+            source.to_string()
+        } else {
+            format!("{source} ({})", derivation.join("; "))
         }
-        let name = std::path::Path::new(head).file_name().map_or_else(|| head.into(), |n| n.to_string_lossy());
-        format!("{name}{tail}")
+    }
+
+    /// The same set narrowed to `prompts`, derived from it as `step` says.
+    pub fn derived(&self, step: String, prompts: Vec<String>) -> PromptSet {
+        let mut derivation = self.derivation.clone();
+        derivation.push(step);
+        PromptSet { name: self.name.clone(), source: self.source.clone(), derivation, prompts }
     }
 
     /// A set from prompts already in memory.
     pub fn from_prompts(name: &str, prompts: Vec<String>) -> PromptSet {
-        PromptSet { name: name.to_string(), source: name.to_string(), prompts }
+        PromptSet { name: name.to_string(), source: name.to_string(), derivation: Vec::new(), prompts }
     }
 
     /// Load `spec`: a file path, `builtin:NAME` (the project's own sets, compiled in), or
@@ -67,7 +89,7 @@ impl PromptSet {
                 ))
             })?;
             let prompts = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
-            return Ok(PromptSet { name: name.to_string(), source: spec.to_string(), prompts });
+            return Ok(PromptSet { name: name.to_string(), source: spec.to_string(), derivation: Vec::new(), prompts });
         }
         if spec.starts_with(HUB_PREFIX) {
             let reference = HubDatasetRef::parse(spec)?;
@@ -79,7 +101,7 @@ impl PromptSet {
             if prompts.is_empty() {
                 return Err(Error::Invalid(format!("{spec}: no prompts found (empty set)")));
             }
-            return Ok(PromptSet { name: reference.name(), source: spec.to_string(), prompts });
+            return Ok(PromptSet { name: reference.name(), source: spec.to_string(), derivation: Vec::new(), prompts });
         }
         let path = Path::new(spec);
         let prompts = load_file(path, field)?;
@@ -87,7 +109,7 @@ impl PromptSet {
             return Err(Error::Invalid(format!("{}: no prompts found (empty set)", path.display())));
         }
         let name = path.file_stem().map_or_else(|| spec.to_string(), |s| s.to_string_lossy().into_owned());
-        Ok(PromptSet { name, source: spec.to_string(), prompts })
+        Ok(PromptSet { name, source: spec.to_string(), derivation: Vec::new(), prompts })
     }
 
     /// Number of prompts.
@@ -143,8 +165,7 @@ impl PromptSet {
         let held_out = prompts.split_off(prompts.len() - test.min(prompts.len()));
         let part = |suffix: &str, prompts: Vec<String>| PromptSet {
             name: format!("{}:{suffix}", self.name),
-            source: format!("{} ({suffix} split, seed {seed})", self.source),
-            prompts,
+            ..self.derived(format!("{suffix} split, seed {seed}"), prompts)
         };
         (part("train", prompts), part("test", held_out))
     }
@@ -273,13 +294,24 @@ mod tests {
 
     #[test]
     fn recorded_sources_keep_file_names_not_local_paths() {
-        let set = |source: &str| PromptSet { name: "h".into(), source: source.into(), prompts: vec!["p".into()] };
+        let set = |source: &str| PromptSet::from_prompts("h", vec!["p".into()]).with_source(source);
+        let derived = set("/home/me/work (old)/harmful_train.txt")
+            .derived("train split, seed 7".into(), vec!["p".into()])
+            .derived("the 1 of 1 the model refuses".into(), vec!["p".into()]);
+        assert_eq!(derived.recorded_source(), "harmful_train.txt (train split, seed 7; the 1 of 1 the model refuses)");
         assert_eq!(
-            set("/home/me/work/harmful_train.txt (the 76 of 128 the model refuses)").recorded_source(),
-            "harmful_train.txt (the 76 of 128 the model refuses)"
+            derived.described(),
+            "/home/me/work (old)/harmful_train.txt (train split, seed 7; the 1 of 1 the model refuses)"
         );
         assert_eq!(set("prompts/harmless.txt").recorded_source(), "harmless.txt");
         assert_eq!(set("builtin:harmful").recorded_source(), "builtin:harmful");
         assert_eq!(set("hf://owner/name:train").recorded_source(), "hf://owner/name:train");
+    }
+
+    impl PromptSet {
+        fn with_source(mut self, source: &str) -> PromptSet {
+            self.source = source.into();
+            self
+        }
     }
 }

@@ -185,9 +185,8 @@ fn the_probe_keeps_only_the_prompts_the_models_answers_confirm() {
     let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
     let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Chat { system: None }).unwrap();
     let set = |name: &str, prompts: Vec<String>| scalpel::prompts::PromptSet {
-        name: name.into(),
         source: format!("{name}.txt"),
-        prompts,
+        ..scalpel::prompts::PromptSet::from_prompts(name, prompts)
     };
     // 20 harmful prompts the model refuses and 4 it answers; 20 harmless it answers, 3 it refuses.
     let (refused, answered) = (prompts(HARMFUL_LETTERS, 23, 0), prompts(HARMLESS_LETTERS, 24, 1));
