@@ -81,8 +81,10 @@ pub(super) fn build(meta: &Meta<'_>) -> Result<ImportedTokenizer> {
     let tokens = strings(meta, "tokenizer.ggml.tokens")?;
     let types: Vec<i32> = numbers(meta, "tokenizer.ggml.token_type", |v| v.to_i32().ok());
     let kind = |i: usize| types.get(i).copied().unwrap_or(1);
+    // Unused tokens (type 5) only pad the token list to the embedding's rows: no text maps to
+    // them, and leaving them out lets an export mark them unused again.
     let mut vocab = serde_json::Map::new();
-    for (i, t) in tokens.iter().enumerate() {
+    for (i, t) in tokens.iter().enumerate().filter(|(i, _)| kind(*i) != 5) {
         vocab.entry(t.clone()).or_insert(json!(i));
     }
     let added: Vec<Json> = tokens
