@@ -101,11 +101,35 @@ pub struct RawConfig {
     pub decoder_sparse_step: Option<usize>,
     /// Layers whose MLP is dense whatever `decoder_sparse_step` says.
     pub mlp_only_layers: Option<Vec<usize>>,
+    /// Gemma 4: rotary parameters per layer type (`sliding_attention`, `full_attention`).
+    pub rope_parameters: Option<serde_json::Value>,
+    /// Gemma 4: the head width of the full-attention layers.
+    pub global_head_dim: Option<usize>,
+    /// Gemma 4: key/value heads of the full-attention layers (with `attention_k_eq_v`).
+    pub num_global_key_value_heads: Option<usize>,
+    /// Gemma 4: the full-attention layers have no value projection; values are the raw keys.
+    pub attention_k_eq_v: Option<bool>,
+    /// Gemma 4: the width of the per-layer input embeddings. Absent means Hugging Face's
+    /// default (256); `null` or 0 means none, so the two are told apart.
+    #[serde(default, deserialize_with = "present")]
+    pub hidden_size_per_layer_input: Option<Option<usize>>,
+    /// Gemma 4: the last layers that reuse an earlier layer's keys and values.
+    pub num_kv_shared_layers: Option<usize>,
+    /// Gemma 4: a mixture-of-experts block beside each layer's dense MLP.
+    pub enable_moe_block: Option<bool>,
+    /// Gemma 4: `all` makes every token attend both ways (`vision`: only image tokens do).
+    pub use_bidirectional_attention: Option<String>,
+}
+
+/// A field that is present (possibly `null`) as `Some(value)`, so that an absent one (`None`,
+/// through `#[serde(default)]`) can take a default other than "off".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<usize>>, D::Error> {
+    Option::<usize>::deserialize(d).map(Some)
 }
 
 /// Upper bounds on config.json sizes, far above any released model, checked before anything is
 /// allocated from them (the tensor shapes are checked against the files afterwards).
-const LIMITS: [(&str, usize); 11] = [
+const LIMITS: [(&str, usize); 13] = [
     ("hidden_size", 1 << 20),
     ("intermediate_size", 1 << 22),
     ("num_hidden_layers", 4096),
@@ -117,6 +141,8 @@ const LIMITS: [(&str, usize); 11] = [
     ("num_experts", 1 << 16),
     ("moe_intermediate_size", 1 << 22),
     ("shared_expert_intermediate_size", 1 << 22),
+    ("global_head_dim", 1 << 16),
+    ("num_global_key_value_heads", 1 << 16),
 ];
 
 impl RawConfig {
@@ -135,6 +161,8 @@ impl RawConfig {
             self.num_experts.or(self.num_local_experts),
             self.moe_intermediate_size,
             self.shared_expert_intermediate_size,
+            self.global_head_dim,
+            self.num_global_key_value_heads,
         ];
         for ((field, limit), value) in LIMITS.iter().zip(values) {
             if let Some(v) = value.filter(|v| v > limit) {

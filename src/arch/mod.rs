@@ -5,12 +5,13 @@
 //! The spec is what the decoder runs and what the surgery edits: the embedding, each layer's
 //! output-side writers (attention output and MLP output, with biases; in a sparse
 //! mixture-of-experts layer every expert's output), and the post-norm weights that sit between a
-//! writer and the residual stream (Gemma 2/3, OLMo 2, GLM-4).
+//! writer and the residual stream (Gemma 2/3/4, OLMo 2, GLM-4).
 
 mod config;
 mod gemma;
 mod gemma2;
 mod gemma3;
+mod gemma4;
 mod glm4;
 mod granite;
 mod llama;
@@ -28,8 +29,8 @@ mod spec;
 
 pub use config::RawConfig;
 pub use spec::{
-    Activation, AttentionLayout, ExpertNames, ExpertStorage, GatedNames, LayerNames, MlpLayout, MlpPart, MlpWriter,
-    ModelSpec, MoeSpec, NormKind, RopeScaling, SparseNames, Writer, WriterKind,
+    Activation, AttentionLayout, ExpertNames, ExpertStorage, GatedNames, GlobalAttention, LayerNames, MlpLayout,
+    MlpPart, MlpWriter, ModelSpec, MoeSpec, NormKind, ProportionalRope, RopeScaling, SparseNames, Writer, WriterKind,
 };
 
 use crate::{Error, Result};
@@ -53,6 +54,9 @@ pub enum Family {
     Gemma2,
     /// Gemma 3 text (post-norms, q/k norms, local/global rope).
     Gemma3,
+    /// Gemma 4 text (Gemma 3's layout with `w` norms, normed values, wider global heads with
+    /// proportional rope, a scalar per layer).
+    Gemma4,
     /// Phi-3 (fused qkv and gate/up projections).
     Phi3,
     /// Qwen-1 (`QWenLMHeadModel`, `transformer.h.N` names).
@@ -75,7 +79,7 @@ pub enum Family {
 
 impl Family {
     /// Every supported family.
-    pub const ALL: [Family; 16] = [
+    pub const ALL: [Family; 17] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
@@ -83,6 +87,7 @@ impl Family {
         Family::Gemma,
         Family::Gemma2,
         Family::Gemma3,
+        Family::Gemma4,
         Family::Phi3,
         Family::Qwen,
         Family::Olmo2,
@@ -104,6 +109,7 @@ impl Family {
             Family::Gemma => "gemma",
             Family::Gemma2 => "gemma2",
             Family::Gemma3 => "gemma3_text",
+            Family::Gemma4 => "gemma4_text",
             Family::Phi3 => "phi3",
             Family::Qwen => "qwen",
             Family::Olmo2 => "olmo2",
@@ -116,10 +122,11 @@ impl Family {
         }
     }
 
-    /// The family for a `model_type` (accepts the alias `gemma3`).
+    /// The family for a `model_type` (accepts the multimodal `gemma3` and `gemma4`).
     pub fn from_model_type(model_type: &str) -> Option<Family> {
         match model_type {
             "gemma3" => Some(Family::Gemma3),
+            "gemma4" => Some(Family::Gemma4),
             other => Family::ALL.into_iter().find(|f| f.model_type() == other),
         }
     }
@@ -134,6 +141,7 @@ impl Family {
             "GemmaForCausalLM" => Family::Gemma,
             "Gemma2ForCausalLM" => Family::Gemma2,
             "Gemma3ForCausalLM" | "Gemma3ForConditionalGeneration" => Family::Gemma3,
+            "Gemma4ForCausalLM" | "Gemma4ForConditionalGeneration" => Family::Gemma4,
             "Phi3ForCausalLM" => Family::Phi3,
             "QWenLMHeadModel" => Family::Qwen,
             "Olmo2ForCausalLM" => Family::Olmo2,
@@ -150,7 +158,7 @@ impl Family {
     /// The supported `model_type` names, comma separated (for error messages and help).
     pub fn supported_list() -> String {
         let mut names: Vec<&str> = Family::ALL.iter().map(|f| f.model_type()).collect();
-        names.push("gemma3 (alias)");
+        names.extend(["gemma3 (alias)", "gemma4 (alias)"]);
         names.join(", ")
     }
 }
@@ -173,11 +181,12 @@ pub fn load_spec(model_dir: &Path) -> Result<ModelSpec> {
 /// Build a [`ModelSpec`] from a parsed config.json (`path` is used in error messages).
 pub fn spec_from_config(value: &serde_json::Value, path: &Path) -> Result<ModelSpec> {
     let family = detect_family(value, path)?;
-    // Multimodal Gemma 3 checkpoints nest the text model's config under `text_config`.
+    // Multimodal Gemma 3/4 checkpoints nest the text model's config under `text_config`; their
+    // text tensors sit under `language_model.model.` (Gemma 3) and `model.language_model.` (Gemma 4).
+    let multimodal = |name: &str| value.get("model_type").and_then(|v| v.as_str()) == Some(name);
     let (text_value, prefix) = match (family, value.get("text_config")) {
-        (Family::Gemma3, Some(text)) if value.get("model_type").and_then(|v| v.as_str()) == Some("gemma3") => {
-            (text.clone(), "language_model.model.")
-        }
+        (Family::Gemma3, Some(text)) if multimodal("gemma3") => (text.clone(), "language_model.model."),
+        (Family::Gemma4, Some(text)) if multimodal("gemma4") => (text.clone(), "model.language_model."),
         (Family::Qwen, _) => (value.clone(), "transformer."),
         _ => (value.clone(), "model."),
     };
@@ -192,6 +201,7 @@ pub fn spec_from_config(value: &serde_json::Value, path: &Path) -> Result<ModelS
         Family::Gemma => gemma::spec(&raw, path),
         Family::Gemma2 => gemma2::spec(&raw, path),
         Family::Gemma3 => gemma3::spec(&raw, path),
+        Family::Gemma4 => gemma4::spec(&raw, path),
         Family::Phi3 => phi3::spec(&raw, path),
         Family::Qwen => qwen::spec(&raw, path),
         Family::Olmo2 => olmo2::spec(&raw, path),

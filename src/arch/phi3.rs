@@ -32,5 +32,6 @@ pub(super) fn layer_names(p: &str) -> LayerNames {
         down_proj: format!("{mlp}down_proj.weight"),
         down_proj_bias: None,
         mlp_post_norm: None,
+        layer_scalar: None,
     }
 }

@@ -82,6 +82,16 @@ pub enum AttentionLayout {
         /// Biases of q, k, v when the family has them.
         biases: Option<[String; 3]>,
     },
+    /// q and k projections only: the values are the raw keys (before the k norm and rotation),
+    /// as in Gemma 4's full-attention layers with `attention_k_eq_v`.
+    KeysAsValues {
+        /// Query projection.
+        q: String,
+        /// Key projection, which is also the value projection.
+        k: String,
+        /// Biases of q and k when the family has them.
+        biases: Option<[String; 2]>,
+    },
     /// One fused `[q; k; v]` projection (Phi-3 `qkv_proj`, Qwen-1 `c_attn`).
     Fused {
         /// The fused weight.
@@ -259,6 +269,8 @@ pub struct LayerNames {
     pub down_proj_bias: Option<String>,
     /// Norm applied to the MLP output before the residual add (Gemma 2/3).
     pub mlp_post_norm: Option<String>,
+    /// A scalar `[1]` the layer's output stream is multiplied by (Gemma 4's `layer_scalar`).
+    pub layer_scalar: Option<String>,
 }
 
 impl LayerNames {
@@ -266,6 +278,7 @@ impl LayerNames {
     pub fn input_side(&self) -> Vec<String> {
         let mut names = match &self.attention {
             AttentionLayout::Separate { q, k, v, .. } => vec![q.clone(), k.clone(), v.clone()],
+            AttentionLayout::KeysAsValues { q, k, .. } => vec![q.clone(), k.clone()],
             AttentionLayout::Fused { qkv, .. } => vec![qkv.clone()],
         };
         match &self.mlp {
@@ -376,6 +389,29 @@ pub struct Writer {
     pub slice: Option<usize>,
 }
 
+/// The full-attention layers' own attention geometry, where it differs from the sliding
+/// layers' (Gemma 4: wider heads, fewer key/value heads, values that are the keys).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GlobalAttention {
+    /// Per-head width.
+    pub head_dim: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// No value projection: the values are the raw keys ([`AttentionLayout::KeysAsValues`]).
+    pub values_are_keys: bool,
+}
+
+/// Gemma 4's rotary layout: the tables span the whole head (rotate-half pairs `i, i + d/2`);
+/// pair `i < fraction · d / 2` turns at `θ^(−2i/d)`, the others at frequency 0 (cos 1, sin 0:
+/// left as they are). A fraction of 1 is the ordinary rotary embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProportionalRope {
+    /// The rotated fraction of the sliding-window layers.
+    pub local_fraction: f64,
+    /// The rotated fraction of the full-attention layers.
+    pub global_fraction: f64,
+}
+
 /// Everything scalpel needs to know about a model, read from config.json.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelSpec {
@@ -450,6 +486,14 @@ pub struct ModelSpec {
     pub rope_interleaved: bool,
     /// The mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE), if the family has one.
     pub moe: Option<MoeSpec>,
+    /// The full-attention layers' geometry where it differs from the others' (Gemma 4).
+    pub global_attention: Option<GlobalAttention>,
+    /// The rotary layout of Gemma 4 (in place of `partial_rotary_factor`'s).
+    pub proportional_rope: Option<ProportionalRope>,
+    /// Each head's values RMS-normalised without a learned scale (Gemma 4).
+    pub v_norm: bool,
+    /// Each layer's output stream is multiplied by its stored `layer_scalar` (Gemma 4).
+    pub layer_scalars: bool,
 }
 
 impl ModelSpec {
@@ -512,6 +556,10 @@ impl ModelSpec {
             nope_layers: vec![false; num_layers],
             rope_interleaved: false,
             moe: None,
+            global_attention: None,
+            proportional_rope: None,
+            v_norm: false,
+            layer_scalars: false,
         })
     }
 
@@ -525,6 +573,17 @@ impl ModelSpec {
         }
         if self.head_dim == 0 || self.num_layers == 0 || self.vocab_size == 0 {
             return Err(bad("head_dim, num_hidden_layers and vocab_size must be positive".into()));
+        }
+        if let Some(global) = &self.global_attention {
+            if global.head_dim == 0 {
+                return Err(bad("global_head_dim must be positive".into()));
+            }
+            if global.num_kv_heads == 0 || !self.num_heads.is_multiple_of(global.num_kv_heads) {
+                return Err(bad(format!(
+                    "num_attention_heads ({}) must be a multiple of num_global_key_value_heads ({})",
+                    self.num_heads, global.num_kv_heads
+                )));
+            }
         }
         if self.sliding_layers.len() != self.num_layers {
             return Err(bad(format!(
@@ -585,6 +644,21 @@ impl ModelSpec {
         }
     }
 
+    /// The global-attention geometry of `layer`, if it is a full-attention layer with one.
+    pub fn global_attention_of(&self, layer: usize) -> Option<&GlobalAttention> {
+        self.global_attention.as_ref().filter(|_| !self.sliding_layers.get(layer).copied().unwrap_or(false))
+    }
+
+    /// The per-head width of `layer`'s attention.
+    pub fn head_dim_for(&self, layer: usize) -> usize {
+        self.global_attention_of(layer).map_or(self.head_dim, |g| g.head_dim)
+    }
+
+    /// The key/value heads of `layer`'s attention.
+    pub fn kv_heads_for(&self, layer: usize) -> usize {
+        self.global_attention_of(layer).map_or(self.num_kv_heads, |g| g.num_kv_heads)
+    }
+
     /// Every tensor name of layer `layer`, by role.
     pub fn layer_names(&self, layer: usize) -> LayerNames {
         let p = format!("{}{}", self.tensor_prefix, if self.family == Family::Qwen { "h" } else { "layers" });
@@ -600,6 +674,7 @@ impl ModelSpec {
             Family::Olmo2 => super::olmo2::layer_names(self, &p),
             Family::Glm4 => super::glm4::layer_names(self, &p),
             Family::Gemma2 | Family::Gemma3 => super::gemma2::layer_names(self, &p),
+            Family::Gemma4 => super::gemma4::layer_names(self, layer, &p),
             Family::Phi3 => super::phi3::layer_names(&p),
             Family::Qwen => super::qwen::layer_names(self, &p),
             Family::Mixtral => super::mixtral::layer_names(self, layer, &p),

@@ -107,9 +107,10 @@ fn known_names(spec: &ModelSpec) -> Vec<String> {
         names.extend(n.mlp_writers().into_iter().map(|w| w.weight));
         names.extend([n.attn_norm, n.mlp_norm, n.o_proj]);
         names.extend(n.o_proj_bias.into_iter().chain(n.down_proj_bias).chain(n.attn_post_norm).chain(n.mlp_post_norm));
-        names.extend(n.q_norm.into_iter().chain(n.k_norm));
+        names.extend(n.q_norm.into_iter().chain(n.k_norm).chain(n.layer_scalar));
         match n.attention {
             crate::arch::AttentionLayout::Separate { biases: Some(b), .. } => names.extend(b),
+            crate::arch::AttentionLayout::KeysAsValues { biases: Some(b), .. } => names.extend(b),
             crate::arch::AttentionLayout::Fused { bias: Some(b), .. } => names.push(b),
             _ => {}
         }

@@ -25,8 +25,6 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
         })
     };
     let h = spec.hidden_size;
-    let q_width = product(spec.num_heads, spec.head_dim, "num_attention_heads × head_dim")?;
-    let kv_width = product(spec.num_kv_heads, spec.head_dim, "num_key_value_heads × head_dim")?;
     let expect = |name: &str, shape: &[usize]| -> Result<()> {
         let Ok(view) = checkpoint.tensor(name) else { return Ok(()) };
         if view.shape != shape {
@@ -57,14 +55,19 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
     expect(&spec.final_norm_name(), &[h])?;
     for layer in 0..spec.num_layers {
         let n = spec.layer_names(layer);
+        let head_dim = spec.head_dim_for(layer);
+        let q_width = product(spec.num_heads, head_dim, "num_attention_heads × head_dim")?;
+        let kv_width = product(spec.kv_heads_for(layer), head_dim, "key/value heads × head_dim")?;
         expect(&n.attn_norm, &[h])?;
+        if let Some(scalar) = &n.layer_scalar {
+            expect(scalar, &[1])?;
+        }
         expect(&n.mlp_norm, &[h])?;
         for norm in [&n.attn_post_norm, &n.mlp_post_norm].into_iter().flatten() {
             expect(norm, &[h])?;
         }
         // Per-head q/k norms scale one head's width; OLMo 2's scale the whole projection.
-        let (q_norm_width, k_norm_width) =
-            if spec.qk_norm_full { (q_width, kv_width) } else { (spec.head_dim, spec.head_dim) };
+        let (q_norm_width, k_norm_width) = if spec.qk_norm_full { (q_width, kv_width) } else { (head_dim, head_dim) };
         if let Some(norm) = &n.q_norm {
             expect(norm, &[q_norm_width])?;
         }
@@ -83,6 +86,10 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
                 expect(q, &[q_width, h])?;
                 expect(k, &[kv_width, h])?;
                 expect(v, &[kv_width, h])?;
+            }
+            AttentionLayout::KeysAsValues { q, k, .. } => {
+                expect(q, &[q_width, h])?;
+                expect(k, &[kv_width, h])?;
             }
             AttentionLayout::Fused { qkv, .. } => reads_hidden(qkv)?,
         }
@@ -137,9 +144,10 @@ fn used_names(model: &ModelDir) -> BTreeSet<String> {
     for layer in layers {
         let n = spec.layer_names(layer);
         used.extend([n.attn_norm.clone(), n.mlp_norm.clone()]);
-        used.extend(n.q_norm.iter().chain(&n.k_norm).cloned());
+        used.extend(n.q_norm.iter().chain(&n.k_norm).chain(&n.layer_scalar).cloned());
         match &n.attention {
             AttentionLayout::Separate { biases, .. } => used.extend(biases.iter().flatten().cloned()),
+            AttentionLayout::KeysAsValues { biases, .. } => used.extend(biases.iter().flatten().cloned()),
             AttentionLayout::Fused { bias, .. } => used.extend(bias.iter().cloned()),
         }
         if let MlpLayout::Gated { biases, .. } = &n.mlp {

@@ -45,7 +45,7 @@ pub struct Args {
 }
 
 fn family_name(s: &str) -> Result<String, String> {
-    if FAMILIES.contains(&s) || s == "gemma3" {
+    if FAMILIES.contains(&s) || matches!(s, "gemma3" | "gemma4") {
         Ok(s.to_string())
     } else {
         Err(format!("unknown family; choose one of: {}", FAMILIES.join(", ")))

@@ -32,6 +32,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "norms        {:?}, eps {}; activation {:?}; rope θ {}",
         spec.norm_kind, spec.norm_eps, spec.activation, spec.rope_theta
     );
+    if let Some(g) = &spec.global_attention {
+        let full = (0..spec.num_layers).filter(|&l| !spec.sliding_layers[l]).count();
+        println!(
+            "full layers  {full} of {}: head_dim {}, kv {}{}; sliding window {}",
+            spec.num_layers,
+            g.head_dim,
+            g.num_kv_heads,
+            if g.values_are_keys { ", values are the keys" } else { "" },
+            spec.sliding_window.map_or("none".to_string(), |w| w.to_string())
+        );
+    }
+    if spec.layer_scalars {
+        println!("layer scalar each layer's output stream is multiplied by its `layer_scalar` (not edited)");
+    }
     let dtypes: Vec<String> = s.dtypes.iter().map(|(d, n)| format!("{d} × {n}")).collect();
     println!("dtypes       {}", dtypes.join(", "));
     println!("parameters   {:.1} M", s.parameters as f64 / 1e6);

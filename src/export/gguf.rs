@@ -139,6 +139,9 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         Family::Gemma => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
+        // llama.cpp's `gemma4` is the whole family (per-layer embeddings, shared keys and
+        // values, experts) with its own metadata; the exporter does not write it.
+        Family::Gemma4 => return None,
         // Families whose llama.cpp layout (fused projections, permutations, multiplier keys)
         // the exporter does not write yet.
         Family::Phi3 | Family::Qwen | Family::Olmo2 | Family::Granite | Family::Smollm3 | Family::Glm4 => return None,

@@ -187,7 +187,7 @@ impl Ropes {
     pub(super) fn new(model: &ModelDir) -> Result<Ropes> {
         let spec = &model.spec;
         let rotary = ((spec.head_dim as f64 * spec.partial_rotary_factor) as usize) & !1;
-        if rotary == 0 {
+        if rotary == 0 && spec.proportional_rope.is_none() {
             return Err(Error::BadConfig {
                 path: model.root.join("config.json"),
                 message: "rotary dimension is 0".into(),
@@ -196,8 +196,8 @@ impl Ropes {
         let mut ropes: Vec<Rope> = Vec::new();
         let mut of = Vec::new();
         for l in 0..spec.num_layers {
-            // Gemma 3 scales only its global layers' rope.
-            let local = spec.family == Family::Gemma3 && spec.sliding_layers[l];
+            // Gemma 3/4 scale only their global layers' rope.
+            let local = matches!(spec.family, Family::Gemma3 | Family::Gemma4) && spec.sliding_layers[l];
             // A NoPE layer (SmolLM3) rotates by angle 0: every frequency divided by infinity is
             // 0, so cos = 1 and sin = 0 and the rotation is exactly the identity.
             let nope = RopeScaling::Linear { factor: f64::INFINITY };
@@ -208,7 +208,16 @@ impl Ropes {
             } else {
                 spec.rope_scaling.as_ref()
             };
-            let rope = Rope::new(rotary, spec.rope_theta_for(l), scaling);
+            let rope = match spec.proportional_rope {
+                Some(p) => {
+                    let hd = spec.head_dim_for(l);
+                    let fraction = if spec.sliding_layers[l] { p.local_fraction } else { p.global_fraction };
+                    // Hugging Face: `int(fraction * head_dim // 2)`.
+                    let angles = (fraction * hd as f64 / 2.0).floor() as usize;
+                    Rope::proportional(hd, angles, spec.rope_theta_for(l), scaling)
+                }
+                None => Rope::new(rotary, spec.rope_theta_for(l), scaling),
+            };
             let index = ropes.iter().position(|r| *r == rope).unwrap_or_else(|| {
                 ropes.push(rope);
                 ropes.len() - 1
@@ -292,8 +301,8 @@ fn record(
 
 /// One decoder layer `l` on the stream `h` — the one definition of a layer's step, which the
 /// whole-model [`Decoder::forward`] and the layer-major path both run: hook points with their
-/// interventions and captures, post-norms (Gemma 2/3), the layer's mask (sliding windows) and
-/// rope table. `cache` holds this layer's keys and values so far and is extended.
+/// interventions and captures, post-norms (Gemma 2/3/4), the layer's mask (sliding windows),
+/// rope table and output scalar (Gemma 4). `cache` holds this layer's keys and values so far and is extended.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn layer_step(
     spec: &ModelSpec,
@@ -324,7 +333,12 @@ pub(super) fn layer_step(
     let out = block_output(spec, raw, layer.mlp_post_norm.as_ref())?;
     let out = iv.apply(HookPoint::MlpOut, l, out)?;
     record(capture, captures, HookPoint::MlpOut, l, &out)?;
-    h = iv.apply(HookPoint::ResidPost, l, add(&h, &out)?)?;
+    h = add(&h, &out)?;
+    if let Some(scalar) = &layer.layer_scalar {
+        // Gemma 4: the whole stream, scaled after the layer's last add.
+        h = h.broadcast_mul(scalar)?;
+    }
+    h = iv.apply(HookPoint::ResidPost, l, h)?;
     record(capture, captures, HookPoint::ResidPost, l, &h)?;
     Ok(h)
 }

@@ -39,6 +39,13 @@ pub(crate) struct Layer {
     pub mlp_norm: Option<Tensor>,
     pub ffn: Ffn,
     pub mlp_post_norm: Option<Tensor>,
+    /// Ones of one head's width where values are RMS-normalised without a scale (Gemma 4).
+    pub v_norm: Option<Tensor>,
+    /// The scalar `[1]` the layer's output stream is multiplied by (Gemma 4).
+    pub layer_scalar: Option<Tensor>,
+    /// Key/value heads and per-head width of this layer (Gemma 4's full-attention layers differ).
+    pub kv_heads: usize,
+    pub head_dim: usize,
 }
 
 /// A q or k projection whose rotary pairs are interleaved (GLM-4: dims `2i, 2i + 1` of each
@@ -46,11 +53,10 @@ pub(crate) struct Layer {
 /// [`ops::split_heads_rope`] uses. The same reordering of q's and k's head dims
 /// leaves every score `q·k` unchanged, so attention is exactly the interleaved one; nothing
 /// outside the layer sees q or k.
-fn rope_pairs_halved(spec: &ModelSpec, linear: Linear) -> Result<Linear> {
+fn rope_pairs_halved(spec: &ModelSpec, hd: usize, linear: Linear) -> Result<Linear> {
     if !spec.rope_interleaved {
         return Ok(linear);
     }
-    let hd = spec.head_dim;
     let rotary = ((hd as f64 * spec.partial_rotary_factor) as usize) & !1;
     let w = linear.weight()?;
     let rows = w.dim(0)?;
@@ -74,15 +80,21 @@ impl Layer {
     /// Load layer `index` of `spec`.
     pub fn load(loader: &Loader<'_>, spec: &ModelSpec, index: usize) -> Result<Layer> {
         let n = spec.layer_names(index);
-        let (h, hd, inter) = (spec.hidden_size, spec.head_dim, spec.intermediate_size);
-        let (q_out, kv_out) = (spec.num_heads * hd, spec.num_kv_heads * hd);
+        let (h, hd, inter) = (spec.hidden_size, spec.head_dim_for(index), spec.intermediate_size);
+        let kv_heads = spec.kv_heads_for(index);
+        let (q_out, kv_out) = (spec.num_heads * hd, kv_heads * hd);
         // Fused at load: one product per block instead of two or three smaller ones.
         let qkv = match &n.attention {
             AttentionLayout::Separate { q, k, v, biases } => Linear::fuse(&[
-                rope_pairs_halved(spec, loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?)?,
-                rope_pairs_halved(spec, loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?)?,
+                rope_pairs_halved(spec, hd, loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?)?,
+                rope_pairs_halved(spec, hd, loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?)?,
                 loader.linear(v, biases.as_ref().map(|b| &b[2]), kv_out, h)?,
             ])?,
+            // The values are the raw keys: the key rows twice give them exactly, in the same product.
+            AttentionLayout::KeysAsValues { q, k, biases } => {
+                let keys = loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?;
+                Linear::fuse(&[loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?, keys.clone(), keys])?
+            }
             AttentionLayout::Fused { qkv, bias } => loader.linear(qkv, bias.as_ref(), q_out + 2 * kv_out, h)?,
         };
         let dense = |gate_up: Linear, act: Activation| -> Result<Ffn> {
@@ -122,6 +134,10 @@ impl Layer {
             mlp_norm: pre_norm(&n.mlp_norm)?,
             ffn,
             mlp_post_norm: n.mlp_post_norm.as_deref().map(|p| loader.norm(p, h)).transpose()?,
+            v_norm: spec.v_norm.then(|| Tensor::ones(hd, loader.dtype, loader.device)).transpose()?,
+            layer_scalar: n.layer_scalar.as_deref().map(|s| loader.tensor(s, &[1])).transpose()?,
+            kv_heads,
+            head_dim: hd,
         })
     }
 
@@ -130,7 +146,12 @@ impl Layer {
         let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
         let norms = [self.attn_norm.as_ref(), self.q_norm.as_ref(), self.k_norm.as_ref(), self.attn_post_norm.as_ref()]
             .into_iter()
-            .chain([self.mlp_norm.as_ref(), self.mlp_post_norm.as_ref()])
+            .chain([
+                self.mlp_norm.as_ref(),
+                self.mlp_post_norm.as_ref(),
+                self.v_norm.as_ref(),
+                self.layer_scalar.as_ref(),
+            ])
             .flatten()
             .map(size)
             .sum::<usize>();
@@ -154,7 +175,7 @@ impl Layer {
         cache: Option<&mut Option<LayerCache>>,
     ) -> candle_core::Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (spec.num_heads, spec.num_kv_heads, spec.head_dim);
+        let (nh, nkv, hd) = (spec.num_heads, self.kv_heads, self.head_dim);
         // One product for q, k and v; each head block is then copied once into [B, heads, T, D].
         let mut y = self.qkv.forward(x)?;
         if let (true, Some(gq), Some(gk)) = (spec.qk_norm_full, &self.q_norm, &self.k_norm) {
@@ -164,15 +185,20 @@ impl Layer {
             y = Tensor::cat(&[q, k, y.narrow(2, (nh + nkv) * hd, nkv * hd)?], 2)?;
         }
         let y = y.reshape((b, t, nh + 2 * nkv, hd))?;
-        let per_head_norms = !spec.qk_norm_full && (self.q_norm.is_some() || self.k_norm.is_some());
+        let per_head_norms =
+            !spec.qk_norm_full && (self.q_norm.is_some() || self.k_norm.is_some() || self.v_norm.is_some());
         let (q, k, v) = if per_head_norms {
-            // Gemma 3, Qwen 3: each head of q and k normed between the split and the rotation.
-            let (mut q, mut k, v) = ops::split_heads(&y, nh, nkv)?;
+            // Gemma 3/4, Qwen 3: each head of q and k normed between the split and the rotation
+            // (Gemma 4: and each head of v).
+            let (mut q, mut k, mut v) = ops::split_heads(&y, nh, nkv)?;
             if let Some(g) = &self.q_norm {
                 q = rms_norm(&q, g, spec.norm_eps)?;
             }
             if let Some(g) = &self.k_norm {
                 k = rms_norm(&k, g, spec.norm_eps)?;
+            }
+            if let Some(ones) = &self.v_norm {
+                v = rms_norm(&v, ones, spec.norm_eps)?;
             }
             (ops::rope(&q, cos, sin)?, ops::rope(&k, cos, sin)?, v)
         } else {

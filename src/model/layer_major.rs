@@ -209,13 +209,15 @@ fn layer_tensors(n: &LayerNames) -> Vec<String> {
     names.extend(n.input_side());
     match &n.attention {
         AttentionLayout::Separate { biases: Some(b), .. } => names.extend(b.iter().cloned()),
+        AttentionLayout::KeysAsValues { biases: Some(b), .. } => names.extend(b.iter().cloned()),
         AttentionLayout::Fused { bias: Some(b), .. } => names.push(b.clone()),
         _ => {}
     }
     if let MlpLayout::Gated { biases: Some(b), .. } = &n.mlp {
         names.extend(b.iter().cloned());
     }
-    let optional = [&n.q_norm, &n.k_norm, &n.o_proj_bias, &n.attn_post_norm, &n.down_proj_bias, &n.mlp_post_norm];
+    let optional =
+        [&n.q_norm, &n.k_norm, &n.o_proj_bias, &n.attn_post_norm, &n.down_proj_bias, &n.mlp_post_norm, &n.layer_scalar];
     names.extend(optional.into_iter().flatten().cloned());
     names
 }

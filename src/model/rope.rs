@@ -45,6 +45,17 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// Gemma 4's proportional rope over a whole head of `head_dim`: the first `angles` pairs at
+    /// `θ^(−2i/head_dim)` (the exponent over the whole head, not the rotated part), the others
+    /// at frequency 0 (cos 1, sin 0: exactly unrotated), then scaled as configured.
+    pub fn proportional(head_dim: usize, angles: usize, theta: f64, scaling: Option<&RopeScaling>) -> Rope {
+        let mut rope = Rope::new(head_dim, theta, scaling);
+        for f in rope.inv_freq.iter_mut().skip(angles) {
+            *f = 0.0;
+        }
+        rope
+    }
+
     /// The inverse frequency of each rotated pair of dimensions.
     pub fn inverse_frequencies(&self) -> &[f64] {
         &self.inv_freq

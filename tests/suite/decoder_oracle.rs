@@ -1,7 +1,8 @@
 //! Oracle 1 of docs/DESIGN.md: our decoder's logits match candle-transformers' own implementations
 //! (an independent implementation) on the tiny fixtures (the mixture-of-experts families against
 //! candle's `mixtral`, `qwen2_moe` and `qwen3_moe`; Qwen-1 through its Qwen 2 equivalent,
-//! Granite through candle's Granite on weights with its multipliers folded in), and batching with left padding or a
+//! Granite through candle's Granite on weights with its multipliers folded in, Gemma 4 through
+//! candle's `gemma4` on weights with its differences folded in), and batching with left padding or a
 //! KV cache, or computing a shared prefix once, does not change them. Each runs once per kernel
 //! path of the products that this CPU has (row-major weights, AVX-512 panels, AMX tiles), forced
 //! through `KernelConfig`; a path the CPU lacks says that it is skipped.
@@ -155,6 +156,11 @@ pub(crate) fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
             }
             last.unwrap()
         }
+        "gemma4_text" => {
+            let cfg: m::gemma4::config::Gemma4TextConfig = serde_json::from_str(&config).unwrap();
+            let vb = VarBuilder::from_tensors(gemma4_as_candle_reads_it(dir), DType::F32, &dev);
+            m::gemma4::text::TextModel::new(&cfg, vb).unwrap().forward(&input, 0).unwrap()
+        }
         "phi3" => m::phi3::Model::new(&serde_json::from_str(&config).unwrap(), vb).unwrap().forward(&input, 0).unwrap(),
         "olmo2" => {
             m::olmo2::Model::new(&serde_json::from_str(&config).unwrap(), vb).unwrap().forward(&input, 0).unwrap()
@@ -187,6 +193,53 @@ pub(crate) fn theirs(family: &str, dir: &Path, ids: &[u32]) -> Vec<f32> {
         other => panic!("no reference for {other}"),
     };
     logits.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// A Gemma 4 fixture's weights as candle-transformers 0.11's Gemma 4 computes Hugging Face's
+/// model with them, which is exact algebra on four points where candle's model differs:
+/// - its norms scale by `1 + w` (Hugging Face's Gemma 4: `w`): every norm weight minus 1;
+/// - it scales the scores by `1/√head_dim` (Hugging Face: 1): each layer's q norm times
+///   `√head_dim` (the rotation is linear, so q is scaled before it the same);
+/// - it always reads `v_proj` (Hugging Face's full layers with `attention_k_eq_v` have none and
+///   use the raw keys): `v_proj` is a copy of `k_proj` there;
+/// - it has no `layer_scalar`: with `P_l` the product of the scalars of the layers before `l`,
+///   Hugging Face's stream is `P_l` times candle's, so layer `l`'s post-norms are divided by
+///   `P_l` (the norms that read the stream are invariant to its scale, up to ε).
+fn gemma4_as_candle_reads_it(dir: &Path) -> std::collections::HashMap<String, Tensor> {
+    let mut tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    for t in tensors.values_mut() {
+        *t = t.to_dtype(DType::F32).unwrap();
+    }
+    let scalar = |name: &str| tensors[name].to_vec1::<f32>().unwrap()[0] as f64;
+    let mut before = 1.0f64;
+    let mut layer = 0;
+    let mut folded = std::collections::HashMap::new();
+    while tensors.contains_key(&format!("model.layers.{layer}.layer_scalar")) {
+        let p = format!("model.layers.{layer}.");
+        for post in ["post_attention_layernorm", "post_feedforward_layernorm"] {
+            let name = format!("{p}{post}.weight");
+            folded.insert(name.clone(), ((&tensors[&name] / before).unwrap() - 1.0).unwrap());
+        }
+        let q = format!("{p}self_attn.q_norm.weight");
+        let head_dim = tensors[&q].dim(0).unwrap() as f64;
+        folded.insert(q.clone(), ((&tensors[&q] * head_dim.sqrt()).unwrap() - 1.0).unwrap());
+        let v = format!("{p}self_attn.v_proj.weight");
+        if !tensors.contains_key(&v) {
+            folded.insert(v, tensors[&format!("{p}self_attn.k_proj.weight")].clone());
+        }
+        before *= scalar(&format!("{p}layer_scalar"));
+        layer += 1;
+    }
+    assert!(layer > 0, "a Gemma 4 fixture stores layer scalars");
+    for (name, t) in &tensors {
+        let other_norm =
+            name.ends_with("layernorm.weight") || name.ends_with("k_norm.weight") || name == "model.norm.weight";
+        if other_norm && !folded.contains_key(name) {
+            folded.insert(name.clone(), (t - 1.0).unwrap());
+        }
+    }
+    tensors.extend(folded);
+    tensors
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -396,7 +449,7 @@ fn sliding_window_follows_hugging_face() {
     // the logits of gemma2/gemma3 (their window layers are real), and a window of 1 leaves
     // each sliding-layer query attending to itself only.
     let tmp = tempfile::tempdir().unwrap();
-    for family in ["gemma2", "gemma3_text"] {
+    for family in ["gemma2", "gemma3_text", "gemma4_text"] {
         let dir = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
         let narrow = ours(&ModelDir::open(&dir).unwrap(), &PROMPT, &DEFAULT);
         let path = dir.join("config.json");

@@ -8,6 +8,7 @@ mod decoder_oracle;
 mod equivalence;
 mod eval;
 mod export;
+mod gemma4;
 mod import_roundtrip;
 mod judge;
 mod layer_major;

@@ -85,20 +85,23 @@ fn every_family_edits_verify_and_leave_other_bytes_alone() {
 #[test]
 fn post_norm_families_are_edited_against_gamma_times_r() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in ["gemma2", "gemma3_text"] {
+    // Gemma 2/3 scale by `1 + w`, Gemma 4 by `w`.
+    for (family, kind) in
+        [("gemma2", NormKind::RmsOnePlus), ("gemma3_text", NormKind::RmsOnePlus), ("gemma4_text", NormKind::Rms)]
+    {
         let src = fixture(tmp.path(), family, family, &FixtureOptions::default());
         let model = ModelDir::open(&src).unwrap();
-        assert_eq!(model.spec.norm_kind, NormKind::RmsOnePlus);
+        assert_eq!(model.spec.norm_kind, kind);
         let hidden = model.spec.hidden_size;
         let dirs = directions(tmp.path(), hidden, model.spec.num_layers, 1, 0);
         let out = tmp.path().join(format!("{family}-edited"));
         let (plan, edited) = edit(&model, &dirs, &options(&model, "resid_pre.0"), &out);
         let r = Basis::orthonormal(&DirectionsFile::load(&dirs).unwrap().entries["resid_pre.0"].rows).unwrap();
         for e in plan.edits.iter().filter(|e| e.kind != WriterKind::Embed) {
-            let norm = e.through_norm.as_ref().expect("Gemma 2/3 writers sit behind post-norms");
+            let norm = e.through_norm.as_ref().expect("Gemma writers sit behind post-norms");
             let (w, shape) = edited.checkpoint.read_f32(&e.tensor).unwrap();
             let (g, _) = edited.checkpoint.read_f32(norm).unwrap();
-            let gamma: Vec<f32> = g.iter().map(|x| x + 1.0).collect();
+            let gamma: Vec<f32> = g.iter().map(|x| x + kind.offset()).collect();
             let u = r.through_norm(&gamma).unwrap();
             let (along_u, total) = projection::column_residual(&w, shape[1], &u);
             let (along_r, _) = projection::column_residual(&w, shape[1], &r);
