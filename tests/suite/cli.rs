@@ -107,6 +107,9 @@ fn help_reads_well() {
         assert!(ablate.contains(flag), "ablate --help lacks {flag}");
     }
     assert!(fails(&["fixture", "mamba", "--out", "x"]).contains("unknown family"));
+    // Scripts read the family list from here (scripts/check_fixtures.py).
+    let fixture = ok(&["fixture", "--help"]).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(fixture.contains(&format!("model_type: {}", scalpel::fixture::FAMILIES.join(", "))), "{fixture}");
 }
 
 #[test]
