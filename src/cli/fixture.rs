@@ -9,8 +9,8 @@ use std::path::PathBuf;
 /// Handy to try every subcommand in seconds; the test suite is built on these.
 #[derive(Debug, ClapArgs)]
 pub struct Args {
-    /// Family, by config.json model_type: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text (or gemma3), phi3, qwen.
-    #[arg(value_parser = family_name)]
+    // The help lists `FAMILIES` itself, so that it names every family the binary can make.
+    #[arg(value_parser = family_name, help = family_help())]
     pub family: String,
     /// Output folder (must not exist, unless --force).
     #[arg(long, value_name = "DIR")]
@@ -42,6 +42,10 @@ pub struct Args {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+fn family_help() -> String {
+    format!("Family, by config.json model_type: {} (gemma3: gemma3_text)", FAMILIES.join(", "))
 }
 
 fn family_name(s: &str) -> Result<String, String> {

@@ -17,6 +17,11 @@ pub struct Args {
     /// New tokens at most.
     #[arg(value_parser = super::common::at_least_one, long, default_value_t = super::common::answer_tokens::OPEN)]
     pub max_tokens: usize,
+    /// Print one JSON object instead of the streamed text: the prompt's token ids, the answer's
+    /// ids and text, whether a stop token ended it, and the first step's logits (for comparing
+    /// runtimes token for token).
+    #[arg(long, conflicts_with = "stops")]
+    pub json: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
@@ -73,6 +78,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let interventions = args.intervene.build(&decoder)?;
     let ids = encoder.encode(&args.prompt)?;
     let options = args.sampling.options(args.max_tokens, &encoder);
+    if args.json {
+        let prompts = [ids];
+        let mut out = generate(&decoder, &prompts, encoder.pad_id(), &options, &interventions, &mut |_, _| false)
+            .map_err(|e| e.for_prompt(&[&args.prompt]))?;
+        let answer = out.pop().expect("one answer per prompt");
+        let json = serde_json::json!({
+            "prompt_ids": prompts[0],
+            "ids": answer.ids,
+            "text": encoder.decode(&answer.ids)?,
+            "stopped": answer.stopped,
+            "first_logits": answer.first_logits,
+        });
+        println!("{json}");
+        return Ok(());
+    }
     let mut printer = StreamPrinter::new(&encoder, &args.sampling.stops);
     generate(&decoder, &[ids], encoder.pad_id(), &options, &interventions, &mut |_, token| printer.on_token(token))
         .map_err(|e| e.for_prompt(&[&args.prompt]))?;

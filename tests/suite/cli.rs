@@ -107,6 +107,9 @@ fn help_reads_well() {
         assert!(ablate.contains(flag), "ablate --help lacks {flag}");
     }
     assert!(fails(&["fixture", "mamba", "--out", "x"]).contains("unknown family"));
+    // Scripts read the family list from here (scripts/check_fixtures.py).
+    let fixture = ok(&["fixture", "--help"]).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(fixture.contains(&format!("model_type: {}", scalpel::fixture::FAMILIES.join(", "))), "{fixture}");
 }
 
 #[test]
@@ -145,6 +148,39 @@ fn generate_and_chat_stream_answers_and_stop_at_stop_strings() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout, format!("\n> {expected}\n\n> "), "chat output");
+}
+
+#[test]
+fn generate_json_gives_the_prompt_and_answer_ids_its_text_and_the_first_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m");
+    ok(&["fixture", "qwen2", "--out", s(&model)]);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", s(&model), "--prompt", "Tell me a story", "--raw", "--max-tokens", "8"];
+        args.extend_from_slice(extra);
+        let out = scalpel(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    let encoder = scalpel::prompts::PromptEncoder::from_model_dir(
+        &model,
+        scalpel::prompts::PromptFormat::Raw { trailing_newline: true },
+    )
+    .unwrap();
+    let ids = |key: &str| -> Vec<u32> { serde_json::from_value(json[key].clone()).unwrap() };
+    assert_eq!(ids("prompt_ids"), encoder.encode("Tell me a story").unwrap());
+    let answer = ids("ids");
+    assert!(!answer.is_empty() && answer.len() <= 8, "{json}");
+    assert_eq!(json["text"], encoder.decode(&answer).unwrap());
+    assert_eq!(json["stopped"], answer.len() < 8);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let logits = json["first_logits"].as_array().unwrap();
+    assert_eq!(serde_json::json!(logits.len()), config["vocab_size"]);
+    let top = (0..logits.len()).max_by(|&a, &b| logits[a].as_f64().partial_cmp(&logits[b].as_f64()).unwrap());
+    assert_eq!(top, Some(answer[0] as usize), "greedy takes the top first-step logit");
+    assert!(fails(&["generate", s(&model), "--prompt", "x", "--json", "--stop", "y"]).contains("cannot be used"));
 }
 
 /// An old spelling still works and says, on one warning line, what to write instead.
