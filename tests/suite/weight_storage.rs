@@ -66,6 +66,7 @@ fn edit_plan(model: &ModelDir, dirs: &std::path::Path) -> SurgeryPlan {
         untie: false,
         biases: true,
         profile: None,
+        experts: Default::default(),
     };
     plan(model, &DirectionsFile::load(dirs).unwrap(), &options).unwrap()
 }
