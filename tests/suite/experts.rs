@@ -315,3 +315,56 @@ fn a_share_threshold_edits_exactly_the_experts_above_it_and_records_and_verifies
         }
     }
 }
+
+#[test]
+fn a_search_given_expert_choices_tries_them_and_each_trial_plans_its_own() {
+    use scalpel::search::{search_step, trial_edit, AnswerSettings, SearchSettings, Validation};
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, dirs) = planted(tmp.path(), "qwen3_moe", false);
+    let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();
+    let encoder = PromptEncoder::from_model_dir(&model.root, PromptFormat::Chat { system: None }).unwrap();
+    let (harmful, harmless) = prompts();
+    let validation = Validation { harmful, harmless };
+    let choices = vec![ExpertChoice::All, ExpertChoice::None, ExpertChoice::share(0.5).unwrap()];
+    let settings = SearchSettings {
+        trials: 14,
+        startup: 14,
+        answers: AnswerSettings { max_tokens: 2, batch: 4, answered_harmless: 4 },
+        finalists: 0,
+        experts: choices.clone(),
+        ..SearchSettings::default()
+    };
+    let out = tmp.path().join("search");
+    let outcome = search_step(
+        &decoder,
+        &model,
+        &encoder,
+        &dirs,
+        &validation,
+        &settings,
+        &scalpel::eval::judge::RulesJudge,
+        &out,
+        &Silent,
+    )
+    .unwrap();
+    assert!(outcome.trials.iter().take(2).all(|t| t.params.experts == ExpertChoice::All), "starting trials: all");
+    for choice in &choices {
+        let trial = outcome.trials.iter().find(|t| t.params.experts == *choice);
+        let trial = trial.unwrap_or_else(|| panic!("no trial with experts {choice}"));
+        // `ablate --trial` rebuilds the trial's options; planned on the original, a share
+        // choice edits the planted expert only.
+        let edit = trial_edit(&out, Some(trial.number), model.spec.num_layers).unwrap();
+        let planned = plan(&model, &edit.directions, &edit.options).unwrap();
+        let routed: Vec<MlpPart> = planned
+            .edits
+            .iter()
+            .filter(|e| e.kind == WriterKind::Mlp && matches!(e.part, MlpPart::Expert(_)))
+            .map(|e| e.part)
+            .collect();
+        match choice {
+            ExpertChoice::None => assert!(routed.is_empty()),
+            ExpertChoice::Share { .. } => assert!(routed.iter().all(|p| *p == MlpPart::Expert(PLANTED)), "{routed:?}"),
+            ExpertChoice::All => assert!(routed.contains(&MlpPart::Expert(0))),
+        }
+    }
+}
