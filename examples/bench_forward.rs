@@ -59,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         points: HookPoint::STREAMS.to_vec(),
         layers: (0..model.spec.num_layers).collect(),
         from_end: vec![1],
+        routing: true,
     };
     let iv = Interventions::none();
     let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::None };

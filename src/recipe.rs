@@ -185,6 +185,8 @@ pub struct AblateSection {
     pub untie: bool,
     /// Use each layer's own direction.
     pub per_layer: bool,
+    /// The experts of sparse layers edited: `all`, `none` (attention only there), `share:T`.
+    pub experts: String,
 }
 
 impl Default for AblateSection {
@@ -196,6 +198,7 @@ impl Default for AblateSection {
             norm_preserve: false,
             untie: false,
             per_layer: false,
+            experts: "all".into(),
         }
     }
 }
@@ -238,6 +241,9 @@ pub struct SearchSection {
     pub harmless: String,
     /// Validation prompts per set (None: all).
     pub limit: Option<usize>,
+    /// The choices of experts searched on a mixture-of-experts model (`all`, `none`,
+    /// `share:T`); the first is the starting trials'.
+    pub experts: Vec<String>,
 }
 
 impl Default for SearchSection {
@@ -260,14 +266,15 @@ impl Default for SearchSection {
             harmful: "recipes/prompts/harmful_val.txt".into(),
             harmless: "recipes/prompts/harmless_val.txt".into(),
             limit: None,
+            experts: d.experts.iter().map(ToString::to_string).collect(),
         }
     }
 }
 
 impl SearchSection {
-    /// The search settings of this section.
-    pub fn settings(&self) -> crate::search::SearchSettings {
-        crate::search::SearchSettings {
+    /// The search settings of this section (an expert choice that does not parse is an error).
+    pub fn settings(&self) -> crate::Result<crate::search::SearchSettings> {
+        Ok(crate::search::SearchSettings {
             trials: self.trials,
             startup: self.startup,
             seed: self.seed,
@@ -282,8 +289,9 @@ impl SearchSection {
             final_max_tokens: self.final_max_tokens,
             chunk: self.chunk,
             prune: self.prune,
+            experts: self.experts.iter().map(|e| e.parse()).collect::<crate::Result<_>>()?,
             ..crate::search::SearchSettings::default()
-        }
+        })
     }
 }
 

@@ -2,9 +2,11 @@
 //! output-side writer, cross-layer subspace overlaps, consensus directions, and how well each
 //! layer can write along given directions.
 
+mod experts;
 mod report;
 mod subspace;
 
+pub use experts::{sparse_rows_label, write_share_section};
 pub use report::write_svd_outputs;
 pub use subspace::{alignment, overlap, writer_subspace, WriterSubspace};
 
@@ -13,6 +15,7 @@ use crate::checkpoint::ModelDir;
 use crate::directions::DirectionsFile;
 use crate::linalg::thin_svd;
 use crate::progress::Progress;
+use crate::surgery::{expert_write_shares, Basis, LayerWriteShares};
 use crate::Result;
 use rayon::prelude::*;
 use serde::Serialize;
@@ -69,6 +72,10 @@ pub struct SvdAnalysis {
     pub alignments: Vec<DirectionAlignment>,
     /// The directions file's recommended entry, when it was aligned (first in `alignments`).
     pub recommended: Option<String>,
+    /// Each sparse layer's experts' writes along the directions file's recommended (or only)
+    /// direction; empty for a dense model or without directions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expert_write_shares: Vec<LayerWriteShares>,
 }
 
 /// Run the analysis (writers in parallel; each matrix is read from the memory map and dropped
@@ -136,7 +143,15 @@ pub fn analyse_writers(
         // The recommended direction first: the report and plot lead with it.
         alignments.sort_by_key(|d| &d.direction != name);
     }
+    let expert_write_shares = match directions.map(|f| f.select(None, None)) {
+        Some(Ok(d)) if spec.moe.is_some() && d.hidden() == hidden => {
+            let basis = Basis::orthonormal(&d.rows)?;
+            expert_write_shares(model, &settings.layers, |_| Ok((d.name.clone(), basis.clone())))?
+        }
+        _ => Vec::new(),
+    };
     Ok(SvdAnalysis {
+        expert_write_shares,
         hidden,
         top_k: settings.top_k,
         random_baseline: settings.top_k as f64 / hidden as f64,

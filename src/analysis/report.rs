@@ -94,6 +94,7 @@ pub fn write_svd_outputs(dir: &Path, a: &SvdAnalysis, model: &str) -> Result<Vec
     let _ = writeln!(md);
     heatmaps(dir, a, &mut md, &mut files)?;
     charts(dir, a, &mut md, &mut files)?;
+    super::write_share_section(dir, &a.expert_write_shares, a.hidden, &mut md, &mut files)?;
     let _ = writeln!(md, "## Writers\n\n| tensor | top singular values | energy in top {} |\n|---|---|---|", a.top_k);
     for w in &a.writers {
         let sv: Vec<String> = w.singular_values.iter().take(4).map(|s| format!("{s:.2}")).collect();

@@ -81,6 +81,12 @@ pub struct Args {
     /// them); the KL divergence uses every harmless prompt.
     #[arg(long, default_value_t = SearchSettings::default().answers.answered_harmless)]
     pub answered_harmless: usize,
+    /// The choices of experts searched on a mixture-of-experts model, comma separated: `all`
+    /// (every expert), `none` (attention only in sparse layers), `share:T` (experts whose share
+    /// of the layer's write along the trial's direction exceeds T). The first is the starting
+    /// trials'.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_value = "all")]
+    pub experts: Vec<scalpel::surgery::ExpertChoice>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -103,6 +109,7 @@ impl Args {
             final_max_tokens: self.final_max_tokens,
             chunk: self.chunk,
             prune: !self.no_prune,
+            experts: self.experts.clone(),
             ..SearchSettings::default()
         }
     }

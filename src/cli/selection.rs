@@ -6,7 +6,7 @@ use clap::Args as ClapArgs;
 use scalpel::arch::{ModelSpec, WriterKind};
 use scalpel::directions::DirectionsFile;
 use scalpel::pipeline::SurgerySettings;
-use scalpel::surgery::{DirectionChoice, SurgeryOptions};
+use scalpel::surgery::{DirectionChoice, ExpertChoice, SurgeryOptions};
 
 /// `--targets` by default: every writer.
 const ALL_TARGETS: [Target; 3] = [Target::Embed, Target::Attn, Target::Mlp];
@@ -43,6 +43,11 @@ pub struct SelectionArgs {
     /// Leave output biases (o_proj.bias, down_proj.bias) unedited.
     #[arg(long)]
     pub no_biases: bool,
+    /// Experts of mixture-of-experts layers to edit: `all` (every routed expert and the shared
+    /// one), `none` (only the attention writer there), `share:T` (the routed experts whose share
+    /// of the layer's write along the direction exceeds T, plus the shared expert).
+    #[arg(long, value_name = "CHOICE", default_value = "all")]
+    pub experts: ExpertChoice,
 }
 
 impl SelectionArgs {
@@ -58,6 +63,7 @@ impl SelectionArgs {
             norm_preserve: self.norm_preserve,
             untie: self.untie,
             biases: !self.no_biases,
+            experts: self.experts.clone(),
         })
     }
 
@@ -77,6 +83,7 @@ impl SelectionArgs {
             || self.norm_preserve
             || self.untie
             || self.no_biases
+            || self.experts != ExpertChoice::All
     }
 }
 
@@ -90,11 +97,12 @@ pub fn describe(options: &SurgeryOptions, num_layers: usize) -> String {
     };
     let targets: Vec<&str> = options.targets.iter().map(|t| t.name()).collect();
     format!(
-        "  layers        {layers}\n  direction     {direction}\n  targets       {}\n  strength λ    {}\n  norm preserve {}\n  output biases {}\n  untie head    {}",
+        "  layers        {layers}\n  direction     {direction}\n  targets       {}\n  strength λ    {}\n  norm preserve {}\n  output biases {}\n  untie head    {}\n  experts       {}",
         targets.join(", "),
         options.strength,
         if options.norm_preserve { "yes" } else { "no" },
         if options.biases { "edited" } else { "left as they are" },
         if options.untie { "yes" } else { "no" },
+        options.experts,
     )
 }

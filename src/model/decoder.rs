@@ -328,7 +328,13 @@ pub(super) fn layer_step(
     h = iv.apply(HookPoint::ResidMid, l, add(&h, &out)?)?;
     record(capture, captures, HookPoint::ResidMid, l, &h)?;
     let x = pre_norm(spec, &h, layer.mlp_norm.as_ref())?;
-    let raw = iv.apply(HookPoint::MlpRaw, l, layer.mlp(&x)?)?;
+    let wants_routes = capture.is_some_and(|c| c.routing && c.wants_layer(l)) && layer.is_sparse();
+    let mut chosen = Vec::new();
+    let raw = layer.mlp(&x, wants_routes.then_some(&mut chosen))?;
+    if let (true, Some(c)) = (wants_routes, capture) {
+        captures.routes.insert(l, routes_at(&chosen, x.dim(0)?, x.dim(1)?, &c.from_end)?);
+    }
+    let raw = iv.apply(HookPoint::MlpRaw, l, raw)?;
     record(capture, captures, HookPoint::MlpRaw, l, &raw)?;
     let out = block_output(spec, raw, layer.mlp_post_norm.as_ref())?;
     let out = iv.apply(HookPoint::MlpOut, l, out)?;
@@ -528,6 +534,15 @@ impl Decoder {
         };
         Ok(ForwardOutput { logits, captures })
     }
+}
+
+/// The experts of each row's tokens `T - e` for `e` in `from_end`, from every token's choice
+/// (`chosen`, row-major over `[B, T]`).
+fn routes_at(chosen: &[Vec<usize>], b: usize, t: usize, from_end: &[usize]) -> Result<super::hooks::Routes> {
+    if let Some(&e) = from_end.iter().find(|&&e| e == 0 || e > t) {
+        return Err(Error::Invalid(format!("position -{e} is outside a {t}-token prompt")));
+    }
+    Ok((0..b).map(|row| from_end.iter().map(|&e| chosen[row * t + t - e].clone()).collect()).collect())
 }
 
 /// `x[:, T - e, :]` for each `e` in `from_end`, as `[B, P, H]` f32.

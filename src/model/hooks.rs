@@ -71,6 +71,9 @@ pub struct CaptureSpec {
     pub layers: Vec<usize>,
     /// Positions from the end (1 = last), in the order they are returned.
     pub from_end: Vec<usize>,
+    /// Also record, at these layers and positions, the experts each sparse layer's router
+    /// chose ([`Captures::routes`]); dense layers record nothing.
+    pub routing: bool,
 }
 
 impl CaptureSpec {
@@ -85,11 +88,17 @@ impl CaptureSpec {
     }
 }
 
+/// The experts a sparse layer's router chose for a batch: `[row][position][k]`, each token's
+/// top k best first, positions in [`CaptureSpec::from_end`] order.
+pub type Routes = Vec<Vec<Vec<usize>>>;
+
 /// Captured values: `[batch, positions, hidden]` f32 tensors by point and layer.
 #[derive(Debug, Default)]
 pub struct Captures {
     /// The values.
     pub values: HashMap<(HookPoint, usize), Tensor>,
+    /// The router's choices by sparse layer, where [`CaptureSpec::routing`] asks for them.
+    pub routes: HashMap<usize, Routes>,
 }
 
 impl Captures {

@@ -213,11 +213,18 @@ impl Layer {
         self.o_proj.forward(&out)
     }
 
-    /// The MLP block's raw output (before any post-norm) for normed input `x`.
-    pub fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The MLP block's raw output (before any post-norm) for normed input `x`. With `chosen`, a
+    /// sparse block writes each token's experts into it ([`Moe::forward`]); a dense one leaves
+    /// it untouched.
+    pub fn mlp(&self, x: &Tensor, chosen: Option<&mut Vec<Vec<usize>>>) -> candle_core::Result<Tensor> {
         match &self.ffn {
             Ffn::Dense(mlp) => mlp.forward(x),
-            Ffn::Sparse(moe) => moe.forward(x),
+            Ffn::Sparse(moe) => moe.forward(x, chosen),
         }
+    }
+
+    /// Whether the MLP block is a sparse mixture of experts.
+    pub fn is_sparse(&self) -> bool {
+        matches!(self.ffn, Ffn::Sparse(_))
     }
 }

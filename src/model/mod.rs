@@ -23,7 +23,7 @@ pub use crate::kernels::KernelConfig;
 pub use decoder::{log_probs, Decoder, ForwardOutput, ForwardRequest, KvCache, LoadOptions, LogitsMode};
 pub use edit::WriterTensor;
 pub use generate::{generate, GenerateOptions, Generation};
-pub use hooks::{CaptureSpec, Captures, HookPoint};
+pub use hooks::{CaptureSpec, Captures, HookPoint, Routes};
 pub use interventions::{basis_tensor, Intervention, Interventions};
 pub use layer_major::LayerMajor;
 pub use prefill::{prefill, shares_prefix, Prefilled, MIN_SHARED_PREFIX};

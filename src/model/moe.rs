@@ -114,15 +114,23 @@ impl Moe {
         all
     }
 
-    /// The block's output for normed input `x` `[B, T, hidden]`.
-    pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// The block's output for normed input `x` `[B, T, hidden]`. With `chosen`, each token's
+    /// experts (row-major over `B × T`, best first) are written into it.
+    pub fn forward(&self, x: &Tensor, mut chosen: Option<&mut Vec<Vec<usize>>>) -> candle_core::Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let xs = x.reshape((b * t, h))?;
         let logits: Vec<Vec<f32>> = self.router.forward(&xs)?.to_dtype(DType::F32)?.to_vec2()?;
         let mut rows: Vec<Vec<u32>> = vec![Vec::new(); self.experts.len()];
         let mut weights: Vec<Vec<f32>> = vec![Vec::new(); self.experts.len()];
+        if let Some(c) = chosen.as_deref_mut() {
+            c.clear();
+        }
         for (row, logits) in logits.iter().enumerate() {
-            for (e, w) in route(logits, self.top_k, self.norm_topk_prob) {
+            let routed = route(logits, self.top_k, self.norm_topk_prob);
+            if let Some(c) = chosen.as_deref_mut() {
+                c.push(routed.iter().map(|r| r.0).collect());
+            }
+            for (e, w) in routed {
                 rows[e].push(row as u32);
                 weights[e].push(w);
             }

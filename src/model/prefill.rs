@@ -62,6 +62,7 @@ pub fn prefill(
             points: Vec::new(),
             layers: c.layers.clone(),
             from_end: c.from_end.clone(),
+            routing: false,
         });
         let prefix_request =
             ForwardRequest { capture: stop.as_ref(), interventions: request.interventions, logits: LogitsMode::None };

@@ -106,6 +106,7 @@ pub fn surgery_settings(recipe: &Recipe, stream: &str) -> Result<SurgerySettings
         norm_preserve: a.norm_preserve,
         untie: a.untie,
         biases: true,
+        experts: a.experts.parse()?,
     })
 }
 
@@ -184,6 +185,7 @@ pub fn validate_recipe(recipe: &Recipe) -> Result<()> {
     recipe.validate()?;
     probe_request(recipe)?;
     surgery_settings(recipe, &recipe.direction.stream)?;
+    recipe.search.settings()?;
     parse_dtype(&recipe.model.dtype)?;
     Ok(())
 }
@@ -333,7 +335,7 @@ impl Run<'_> {
             &self.encoder,
             probe_directions,
             &validation,
-            &s.settings(),
+            &s.settings()?,
             judge.as_ref(),
             &dir,
             bar.as_ref(),

@@ -17,7 +17,7 @@ use crate::probe::{
 use crate::progress::Progress;
 use crate::surgery::{
     ablate, expected_strength, plan, recorded_original, verify_with_original, AblateReport, DirectionChoice,
-    SurgeryOptions, SurgeryPlan, SurgeryRecord, VerifyReport, EDIT_RECORD_FILE,
+    ExpertChoice, SurgeryOptions, SurgeryPlan, SurgeryRecord, VerifyReport, EDIT_RECORD_FILE,
 };
 use crate::{Error, Result};
 use std::path::Path;
@@ -127,6 +127,8 @@ pub struct SurgerySettings {
     pub untie: bool,
     /// Edit output biases.
     pub biases: bool,
+    /// Which experts of sparse layers are edited.
+    pub experts: ExpertChoice,
 }
 
 impl SurgerySettings {
@@ -152,6 +154,7 @@ impl SurgerySettings {
             untie: self.untie,
             biases: self.biases,
             profile: None,
+            experts: self.experts.clone(),
         })
     }
 }

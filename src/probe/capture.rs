@@ -1,6 +1,7 @@
 //! Running a prompt set through the model and folding the captured activations into
 //! streaming statistics (nothing else is kept unless asked).
 
+use super::routing::RoutingCounts;
 use super::stats::RunningStats;
 use crate::arch::ModelSpec;
 use crate::model::{
@@ -20,6 +21,8 @@ pub struct SetStats {
     pub streams: BTreeMap<HookPoint, BTreeMap<usize, RunningStats>>,
     /// Per-prompt vectors, when asked for (stream, layer) → rows.
     pub kept: BTreeMap<(HookPoint, usize), Vec<Vec<f32>>>,
+    /// How often each sparse layer's router chose each expert at the captured positions.
+    pub routing: RoutingCounts,
 }
 
 impl SetStats {
@@ -45,9 +48,10 @@ pub struct CaptureSettings {
     pub keep: bool,
 }
 
-/// Statistics to fill for `settings`, empty.
-fn empty_stats(settings: &CaptureSettings, hidden: usize) -> SetStats {
-    let mut stats = SetStats { streams: BTreeMap::new(), kept: BTreeMap::new() };
+/// Statistics to fill for `settings` on a model of `spec`, empty.
+fn empty_stats(settings: &CaptureSettings, spec: &ModelSpec) -> SetStats {
+    let (hidden, experts) = (spec.hidden_size, spec.moe.as_ref().map_or(0, |m| m.num_experts));
+    let mut stats = SetStats { streams: BTreeMap::new(), kept: BTreeMap::new(), routing: RoutingCounts::new(experts) };
     for &s in &settings.streams {
         stats.streams.insert(s, settings.layers.iter().map(|&l| (l, RunningStats::new(hidden))).collect());
     }
@@ -72,6 +76,9 @@ fn encode_batches(encoder: &PromptEncoder, prompts: &[String], batch: usize) -> 
 
 /// Fold one batch's captures (prompts `group` of a set of `count`) into `stats`.
 fn fold(stats: &mut SetStats, captures: Captures, group: &[usize], count: usize, keep: bool) -> Result<()> {
+    for (layer, routes) in &captures.routes {
+        stats.routing.add(*layer, routes);
+    }
     for ((point, layer), value) in captures.values {
         // [B, P, H] → mean over the positions → [B, H]
         let rows: Vec<Vec<f32>> = value.mean(1)?.to_vec2()?;
@@ -99,7 +106,7 @@ pub fn capture_set(
     progress: &dyn Progress,
 ) -> Result<SetStats> {
     let spec = capture_spec(settings);
-    let mut stats = empty_stats(settings, decoder.spec().hidden_size);
+    let mut stats = empty_stats(settings, decoder.spec());
     let request = ForwardRequest { capture: Some(&spec), interventions, logits: LogitsMode::None };
     let from_end_max = settings.from_end.iter().copied().max().unwrap_or(1);
     let (encoded, groups) = encode_batches(encoder, prompts, settings.batch)?;
@@ -117,6 +124,8 @@ fn capture_spec(settings: &CaptureSettings) -> CaptureSpec {
         points: settings.streams.clone(),
         layers: settings.layers.clone(),
         from_end: settings.from_end.clone(),
+        // A few integers per prompt and sparse layer; dense layers record nothing.
+        routing: true,
     }
 }
 
@@ -133,7 +142,7 @@ pub fn capture_sets_layer_major(
 ) -> Result<Vec<SetStats>> {
     let spec = capture_spec(settings);
     let from_end_max = settings.from_end.iter().copied().max().unwrap_or(1);
-    let mut stats: Vec<SetStats> = sets.iter().map(|_| empty_stats(settings, model.spec().hidden_size)).collect();
+    let mut stats: Vec<SetStats> = sets.iter().map(|_| empty_stats(settings, model.spec())).collect();
     // Every batch of every set, with the set and prompt indices it came from.
     let mut batches: Vec<Vec<Vec<u32>>> = Vec::new();
     let mut origin: Vec<(usize, Vec<usize>)> = Vec::new();

@@ -3,11 +3,13 @@
 
 pub mod analysis;
 pub mod capture;
+pub mod experts;
 pub mod extract;
 pub mod filter;
 pub mod metrics;
 pub mod ranking;
 pub mod report;
+pub mod routing;
 pub mod run;
 pub mod stats;
 
@@ -19,5 +21,6 @@ pub use filter::{confirmed_prompts, filter_by_answers, BehaviourFilter, Filtered
 pub use metrics::{layer_metrics, LayerMetrics};
 pub use ranking::{rank, rule_name, RankRule, Ranking};
 pub use report::{write_probe_outputs, ProbeProvenance};
+pub use routing::{compare_routing, RoutingCounts, RoutingLayer};
 pub use run::{probe_to_folder, run_probe, DirectionKind, ExtraDirections, ProbeFolder, ProbeOutcome, ProbeSettings};
 pub use stats::RunningStats;

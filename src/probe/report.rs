@@ -65,8 +65,11 @@ pub fn write_probe_outputs(dir: &Path, outcome: &ProbeOutcome, prov: &ProbeProve
     if !outcome.harmful.kept.is_empty() {
         files.push(save_activations(dir, outcome)?);
     }
+    let mut md = report_markdown(a, prov, outcome);
+    let hidden = outcome.directions.first().map_or(0, |d| d.hidden());
+    super::experts::expert_sections(dir, outcome, hidden, &mut md, &mut files)?;
     let path = dir.join("report.md");
-    std::fs::write(&path, report_markdown(a, prov, outcome)).map_err(|e| Error::io(&path, e))?;
+    std::fs::write(&path, md).map_err(|e| Error::io(&path, e))?;
     files.push("report.md".into());
     Ok(files)
 }
@@ -151,7 +154,7 @@ fn report_markdown(a: &ProbeAnalysis, prov: &ProbeProvenance, outcome: &ProbeOut
             let _ = writeln!(s, "| {k} | {v:.4} |");
         }
     }
-    let _ = writeln!(s, "\nAll numbers: `metrics.json`, `metrics.csv`.");
+    let _ = writeln!(s, "\nAll numbers: `metrics.json`, `metrics.csv`.\n");
     s
 }
 
@@ -187,7 +190,7 @@ fn save_metrics_json(
 ) -> Result<()> {
     let a = &outcome.analysis;
     let (m, rec) = (&a.metrics, a.recommended.1);
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "model": prov.model,
         "prompts": {
             "harmful": {"source": prov.harmful.0, "count": prov.harmful.1, "sha256": prov.harmful.2},
@@ -203,6 +206,9 @@ fn save_metrics_json(
         "metrics": m,
         "rankings": a.rankings,
     });
+    if let Some(experts) = super::experts::experts_json(outcome) {
+        json["experts"] = experts;
+    }
     let path = dir.join("metrics.json");
     std::fs::write(&path, serde_json::to_string_pretty(&json).map_err(|e| Error::Other(e.to_string()))?)
         .map_err(|e| Error::io(&path, e))?;

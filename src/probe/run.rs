@@ -95,6 +95,9 @@ pub struct ProbeOutcome {
     pub harmless: SetStats,
     /// Prompts per second over the first capture.
     pub prompts_per_second: f64,
+    /// Each sparse layer's experts' writes along the recommended direction (empty for a dense
+    /// model, and until [`probe_to_folder`] reads them from the weights).
+    pub write_shares: Vec<crate::surgery::LayerWriteShares>,
 }
 
 /// Probe `harmful` against `harmless` on `decoder` (the whole model, or
@@ -142,7 +145,14 @@ pub fn run_probe<M: CaptureModel + ?Sized>(
         dirs.retain(|d| d.name != name);
         dirs.push(Direction { name, rows });
     }
-    Ok(ProbeOutcome { analysis, directions: dirs, harmful: h, harmless: b, prompts_per_second })
+    Ok(ProbeOutcome {
+        analysis,
+        directions: dirs,
+        harmful: h,
+        harmless: b,
+        prompts_per_second,
+        write_shares: Vec::new(),
+    })
 }
 
 /// A NaN or infinity in any captured activation is an error naming the set, stream, layer and prompt.
@@ -253,8 +263,9 @@ pub fn probe_to_folder<M: CaptureModel + ?Sized>(
 ) -> Result<(ProbeOutcome, Vec<String>, std::path::PathBuf)> {
     let staged = crate::checkpoint::StagedOutput::new(out, &[&inputs.model_dir.root], force)?;
     let (h, b) = (inputs.harmful, inputs.harmless);
-    let outcome = run_probe(model, inputs.encoder, &h.prompts, &b.prompts, settings, progress)?;
+    let mut outcome = run_probe(model, inputs.encoder, &h.prompts, &b.prompts, settings, progress)?;
     progress.finish();
+    outcome.write_shares = super::experts::recommended_write_shares(inputs.model_dir, &outcome)?;
     let prov = super::ProbeProvenance {
         model: inputs.name.to_string(),
         harmful: (h.recorded_source(), h.prompts.len(), h.hash()),

@@ -72,7 +72,10 @@ pub fn trial_row(t: &TrialRecord) -> String {
         p.direction_layer,
         if p.projected { " (projected)" } else { "" },
         kernel(&p.attn),
-        kernel(&p.mlp),
+        match p.experts {
+            crate::surgery::ExpertChoice::All => kernel(&p.mlp),
+            ref other => format!("{} (experts {other})", kernel(&p.mlp)),
+        },
         if p.embed { "yes" } else { "no" },
         if p.norm_preserve { "yes" } else { "no" },
         s.seconds

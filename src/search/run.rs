@@ -14,7 +14,7 @@ use crate::eval::Judge;
 use crate::model::Decoder;
 use crate::progress::Progress;
 use crate::prompts::PromptEncoder;
-use crate::surgery::plan;
+use crate::surgery::{plan, ExpertChoice};
 use crate::{Error, Result};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -60,6 +60,10 @@ pub struct SearchSettings {
     /// (None: no cap). Trials above it are chosen only when no complete trial keeps it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_kl: Option<f64>,
+    /// The choices of experts searched on a model with experts; the first one is the starting
+    /// trials'. Default: every expert only.
+    #[serde(default = "default_experts")]
+    pub experts: Vec<ExpertChoice>,
 }
 
 /// [`SearchSettings::max_kl`]'s default. The held-out KL of a chosen edit runs above its
@@ -126,6 +130,9 @@ fn default_finalists() -> usize {
 fn default_final_max_tokens() -> usize {
     DEFAULT_FINAL_MAX_TOKENS
 }
+fn default_experts() -> Vec<ExpertChoice> {
+    vec![ExpertChoice::All]
+}
 
 impl Default for SearchSettings {
     fn default() -> Self {
@@ -142,6 +149,7 @@ impl Default for SearchSettings {
             finalists: DEFAULT_FINALISTS,
             final_max_tokens: DEFAULT_FINAL_MAX_TOKENS,
             max_kl: Some(DEFAULT_MAX_KL),
+            experts: default_experts(),
         }
     }
 }

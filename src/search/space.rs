@@ -2,7 +2,7 @@
 
 use crate::arch::WriterKind;
 use crate::directions::{entry_name, Direction, DirectionsFile};
-use crate::surgery::{DirectionChoice, StrengthProfile, SurgeryOptions, TentProfile};
+use crate::surgery::{DirectionChoice, ExpertChoice, StrengthProfile, SurgeryOptions, TentProfile};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 ///   position, minimum weight, width: [`TentProfile`]), so the edit can fade out instead of
 ///   hitting every layer at strength 1;
 /// - `embed`: whether the embedding (and a tied head with it) is edited, at strength 1;
-/// - `norm_preserve`: whether each edited written vector keeps its length.
+/// - `norm_preserve`: whether each edited written vector keeps its length;
+/// - `experts`: which experts of sparse layers the MLP profile applies to, among the choices
+///   the search was given ([`SearchSpace::experts`]; every expert unless told otherwise).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialParams {
     /// Direction layer (real).
@@ -33,6 +35,17 @@ pub struct TrialParams {
     pub embed: bool,
     /// Norm-preserving edit.
     pub norm_preserve: bool,
+    /// The experts of sparse layers edited (trials recorded before the choice: every one).
+    #[serde(default, skip_serializing_if = "is_all")]
+    pub experts: ExpertChoice,
+}
+
+fn is_all(choice: &ExpertChoice) -> bool {
+    *choice == ExpertChoice::All
+}
+
+fn every_expert() -> Vec<ExpertChoice> {
+    vec![ExpertChoice::All]
 }
 
 /// One dimension of the sampler's unit representation.
@@ -65,6 +78,10 @@ pub struct SearchSpace {
     pub projected: bool,
     /// Range of a profile's peak weight.
     pub max_weight: (f64, f64),
+    /// The choices of experts searched, the first one in the starting trials (a dense model:
+    /// every expert, which is the only choice there).
+    #[serde(default = "every_expert")]
+    pub experts: Vec<ExpertChoice>,
 }
 
 /// The weight range searched for a profile's peak.
@@ -96,7 +113,27 @@ impl SearchSpace {
             streams,
             projected,
             max_weight: MAX_WEIGHT_RANGE,
+            experts: every_expert(),
         })
+    }
+
+    /// This space with the expert choices `experts` searched (on a model with experts; a dense
+    /// model keeps the one choice it has). An empty list, or one with a measured share choice,
+    /// is refused.
+    pub fn with_experts(mut self, experts: &[ExpertChoice], sparse: bool) -> Result<SearchSpace> {
+        if experts.is_empty() {
+            return Err(Error::Invalid("the search needs at least one expert choice".into()));
+        }
+        if let Some(measured) = experts.iter().find(|e| !e.needs_measuring() && matches!(e, ExpertChoice::Share { .. }))
+        {
+            return Err(Error::Invalid(format!(
+                "the expert choice `{measured}` is already measured for one direction"
+            )));
+        }
+        if sparse {
+            self.experts = experts.to_vec();
+        }
+        Ok(self)
     }
 
     /// The sampler's dimensions, in [`SearchSpace::encode`] order.
@@ -116,7 +153,7 @@ impl SearchSpace {
         ];
         dims.extend(profile);
         dims.extend(profile);
-        dims.extend([Dim::Choice { n: 2 }, Dim::Choice { n: 2 }]);
+        dims.extend([Dim::Choice { n: 2 }, Dim::Choice { n: 2 }, Dim::Choice { n: self.experts.len() }]);
         dims
     }
 
@@ -134,7 +171,11 @@ impl SearchSpace {
         let mut x = vec![params.direction_layer, stream as f64, f64::from(u8::from(params.projected))];
         x.extend(kernel(&params.attn));
         x.extend(kernel(&params.mlp));
-        x.extend([f64::from(u8::from(params.embed)), f64::from(u8::from(params.norm_preserve))]);
+        let experts =
+            self.experts.iter().position(|e| *e == params.experts).ok_or_else(|| {
+                Error::Invalid(format!("expert choice `{}` is not in the search space", params.experts))
+            })?;
+        x.extend([f64::from(u8::from(params.embed)), f64::from(u8::from(params.norm_preserve)), experts as f64]);
         Ok(x)
     }
 
@@ -150,6 +191,7 @@ impl SearchSpace {
             mlp: kernel(&x[7..11]),
             embed: choice(x[11], 2) == 1,
             norm_preserve: choice(x[12], 2) == 1,
+            experts: self.experts[choice(x[13], self.experts.len())].clone(),
         }
     }
 
@@ -165,6 +207,7 @@ impl SearchSpace {
             mlp: TentProfile { peak: (self.num_layers as f64 - 1.0) / 2.0, ..every },
             embed: true,
             norm_preserve: false,
+            experts: self.experts[0].clone(),
         }
     }
 }
@@ -211,6 +254,7 @@ impl TrialParams {
                 mlp: self.mlp,
                 embed: if self.embed { 1.0 } else { 0.0 },
             }),
+            experts: self.experts.clone(),
         }
     }
 }
@@ -247,6 +291,7 @@ mod tests {
             mlp: TentProfile { max_weight: 0.8, peak: 1.0, min_weight: 0.8, width: 6.0 },
             embed: false,
             norm_preserve: true,
+            experts: ExpertChoice::All,
         };
         let x = space.encode(&p).unwrap();
         assert_eq!(x.len(), space.dims().len());
@@ -254,6 +299,16 @@ mod tests {
         assert_eq!(back.stream, p.stream);
         assert_eq!((back.projected, back.embed, back.norm_preserve), (true, false, true));
         assert!((back.attn.min_weight - 0.3).abs() < 1e-12 && (back.mlp.width - 6.0).abs() < 1e-12);
+        // Expert choices: searched on a model with experts, ignored on a dense one.
+        let choices = [ExpertChoice::All, ExpertChoice::None, ExpertChoice::share(0.3).unwrap()];
+        let dense = space.clone().with_experts(&choices, false).unwrap();
+        assert_eq!(dense.experts, [ExpertChoice::All]);
+        let sparse = space.with_experts(&choices, true).unwrap();
+        let p = TrialParams { experts: choices[2].clone(), ..p };
+        let back = sparse.decode(&sparse.encode(&p).unwrap());
+        assert_eq!(back.experts, choices[2]);
+        assert_eq!(back.surgery_options(6, "t").experts, choices[2]);
+        assert!(sparse.encode(&TrialParams { experts: ExpertChoice::share(0.1).unwrap(), ..p }).is_err());
     }
 
     #[test]

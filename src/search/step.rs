@@ -39,7 +39,8 @@ pub fn search_step(
         .and_then(|m| serde_json::from_value(m["candidates"].clone()).ok())
         .filter(|c: &Vec<usize>| !c.is_empty())
         .unwrap_or_else(|| default_candidates(n));
-    let space = SearchSpace::new(&directions, n, &candidates)?;
+    let space =
+        SearchSpace::new(&directions, n, &candidates)?.with_experts(&settings.experts, model.spec.moe.is_some())?;
     let starts = starting_trials(&space, &directions, metrics.as_ref());
     if validation.harmful.is_empty() || validation.harmless.is_empty() {
         return Err(Error::Invalid("the search needs harmful and harmless validation prompts".into()));

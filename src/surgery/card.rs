@@ -58,6 +58,9 @@ pub fn model_card(
     ] {
         let _ = writeln!(s, "| {k} | {v} |");
     }
+    if o.experts != super::ExpertChoice::All {
+        let _ = writeln!(s, "| experts of sparse layers edited | {} |", o.experts);
+    }
     for (k, input) in [("source model", &record.source), ("directions file", &record.directions)] {
         if let Some(i) = input {
             let _ = writeln!(s, "| {k} | `{}`, {} bytes, hash `{}` |", i.name, i.bytes, i.hash);

@@ -1,8 +1,9 @@
 //! Surgery plans: which tensor is edited against which (orthonormal) directions.
 
+use super::expert_choice::ExpertChoice;
 use super::profile::StrengthProfile;
 use super::projection::Basis;
-use crate::arch::{MlpPart, WriterKind};
+use crate::arch::{MlpPart, Writer, WriterKind};
 use crate::checkpoint::{InputRecord, ModelDir};
 use crate::directions::{entry_name, Direction, DirectionsFile};
 use crate::{Error, Result};
@@ -46,6 +47,9 @@ pub struct SurgeryOptions {
     /// whose weight is 0 are not edited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<StrengthProfile>,
+    /// Which experts of sparse layers are edited (records without it: every one).
+    #[serde(default)]
+    pub experts: ExpertChoice,
 }
 
 impl SurgeryOptions {
@@ -248,23 +252,18 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
             ),
         });
     }
+    let mut options = options.clone();
+    if options.experts.needs_measuring() {
+        options.experts = measure_experts(model, directions, &options)?;
+    }
     let mut edits = Vec::new();
     for writer in spec.writers(&options.layers, &options.targets) {
         let strength = options.strength_of(writer.kind, writer.layer);
-        if strength == 0.0 {
+        if strength == 0.0 || (writer.kind == WriterKind::Mlp && !keeps_expert(&options, &writer)) {
             continue;
         }
         let direction = direction_for(directions, &options.direction, writer.layer, &options.layers)?;
-        let mut basis = Basis::orthonormal(&direction.rows).map_err(|e| Error::BadDirections {
-            path: directions.path.clone(),
-            message: format!("direction `{}`: {e}", direction.name),
-        })?;
-        if let Some(norm) = &writer.post_norm {
-            let (weights, _) = model.checkpoint.read_f32(norm)?;
-            let offset = spec.norm_kind.offset();
-            let gamma: Vec<f32> = weights.iter().map(|w| w + offset).collect();
-            basis = basis.through_norm(&gamma).map_err(|e| Error::bad_tensor(norm, e.to_string()))?;
-        }
+        let basis = writer_basis(model, &writer, &orthonormal(directions, direction)?)?;
         let view = model.checkpoint.tensor(&writer.weight)?;
         let layout = match (writer.kind, view.shape, writer.slice) {
             (WriterKind::Embed, [_, h], None) if *h == spec.hidden_size => Layout::Rows,
@@ -313,7 +312,48 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
         }
     }
     let edits_tied_head = edits.iter().any(|e| e.kind == WriterKind::Embed) && model.head_is_tied();
-    Ok(SurgeryPlan { edits, options: options.clone(), edits_tied_head })
+    Ok(SurgeryPlan { edits, options, edits_tied_head })
+}
+
+/// Whether the choice of experts keeps an MLP writer of a sparse layer (dense ones always).
+fn keeps_expert(options: &SurgeryOptions, writer: &Writer) -> bool {
+    writer.layer.is_none_or(|layer| options.experts.keeps(layer, writer.part))
+}
+
+/// A direction's rows as an orthonormal basis, or an error naming the entry.
+fn orthonormal(directions: &DirectionsFile, direction: &Direction) -> Result<Basis> {
+    Basis::orthonormal(&direction.rows).map_err(|e| Error::BadDirections {
+        path: directions.path.clone(),
+        message: format!("direction `{}`: {e}", direction.name),
+    })
+}
+
+/// The basis a writer is edited against: `basis` itself, or mapped through the post-norm
+/// between the writer and the stream (Gemma 2/3, OLMo 2, GLM-4).
+pub(super) fn writer_basis(model: &ModelDir, writer: &Writer, basis: &Basis) -> Result<Basis> {
+    let Some(norm) = &writer.post_norm else { return Ok(basis.clone()) };
+    let (weights, _) = model.checkpoint.read_f32(norm)?;
+    let offset = model.spec.norm_kind.offset();
+    let gamma: Vec<f32> = weights.iter().map(|w| w + offset).collect();
+    basis.through_norm(&gamma).map_err(|e| Error::bad_tensor(norm, e.to_string()))
+}
+
+/// A share choice with its experts measured on `model`: in each sparse layer the plan edits
+/// (with MLP writers targeted), the routed experts above the threshold against the direction
+/// that layer is edited with.
+fn measure_experts(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOptions) -> Result<ExpertChoice> {
+    let ExpertChoice::Share { threshold, .. } = options.experts else { return Ok(options.experts.clone()) };
+    let layers: Vec<usize> = if options.targets.contains(&WriterKind::Mlp) {
+        options.layers.iter().copied().filter(|&l| options.strength_of(WriterKind::Mlp, Some(l)) != 0.0).collect()
+    } else {
+        Vec::new()
+    };
+    let shares = super::write_share::expert_write_shares(model, &layers, |layer| {
+        let direction = direction_for(directions, &options.direction, Some(layer), &options.layers)?;
+        Ok((direction.name.clone(), orthonormal(directions, direction)?))
+    })?;
+    let chosen = shares.iter().map(|s| (s.layer, s.above(threshold))).collect();
+    Ok(ExpertChoice::Share { threshold, chosen: Some(chosen) })
 }
 
 fn direction_for<'a>(

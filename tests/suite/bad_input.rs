@@ -124,6 +124,7 @@ fn surgery_options(layers: usize, name: &str) -> SurgeryOptions {
         untie: false,
         biases: true,
         profile: None,
+        experts: Default::default(),
     }
 }
 

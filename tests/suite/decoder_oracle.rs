@@ -492,8 +492,12 @@ fn a_shared_prefix_computed_once_gives_each_prompt_its_own_run() {
             let decoder = load(&model, &path);
             let iv = Interventions::none();
             let layers: Vec<usize> = (0..model.spec.num_layers).collect();
-            let spec =
-                CaptureSpec { points: vec![HookPoint::ResidPre, HookPoint::ResidPost], layers, from_end: vec![1, 2] };
+            let spec = CaptureSpec {
+                points: vec![HookPoint::ResidPre, HookPoint::ResidPost],
+                layers,
+                from_end: vec![1, 2],
+                routing: false,
+            };
             let req = ForwardRequest { capture: Some(&spec), interventions: &iv, logits: LogitsMode::Last };
             let together = prefill(&decoder, &prompts, 0, &req, 2).unwrap().output;
             let logits: Vec<Vec<f32>> = together.logits.unwrap().to_vec2().unwrap();

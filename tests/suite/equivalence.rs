@@ -53,8 +53,12 @@ fn weight_edit_equals_runtime_ablation_for_every_family() {
         let variants: &[bool] = if tied { &[false, true] } else { &[false] };
         for &untie in variants {
             let edited = common::ablate_everything(&src, &dirs, &tmp.path().join(format!("{family}-{untie}")), untie);
-            let streams =
-                CaptureSpec { points: HookPoint::STREAMS.to_vec(), layers: (0..3).collect(), from_end: vec![1, 4] };
+            let streams = CaptureSpec {
+                points: HookPoint::STREAMS.to_vec(),
+                layers: (0..3).collect(),
+                from_end: vec![1, 4],
+                routing: false,
+            };
             let (after, captured) = logits(&edited, &Interventions::none(), Some(&streams));
             let (runtime, _) = logits(&src, &common::runtime_equivalent(&src, &r, tied && !untie), None);
             let (before, _) = logits(&src, &Interventions::none(), None);

@@ -230,6 +230,7 @@ fn edit_plan(model: &ModelDir, dirs: &Path, norm_preserve: bool, untie: bool) ->
         untie,
         biases: true,
         profile: None,
+        experts: Default::default(),
     };
     plan(model, &directions, &options).unwrap()
 }

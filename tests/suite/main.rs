@@ -7,6 +7,7 @@ mod common;
 mod decoder_oracle;
 mod equivalence;
 mod eval;
+mod experts;
 mod export;
 mod gemma4;
 mod import_roundtrip;

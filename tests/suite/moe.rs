@@ -158,6 +158,7 @@ fn every_slice_of_a_stacked_expert_tensor_is_edited_recorded_and_verified() {
             untie: false,
             biases: true,
             profile: None,
+            experts: Default::default(),
         };
         let planned = plan(&model, &directions, &options).unwrap();
         let sparse: Vec<usize> = (0..3).filter(|&l| model.spec.is_sparse(l)).collect();

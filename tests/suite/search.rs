@@ -229,6 +229,7 @@ fn plain_trial(number: usize, refusals: usize, over_refusals: usize, kl_mean: f6
             mlp: TentProfile::constant(1.0, 4),
             embed: false,
             norm_preserve: false,
+            experts: Default::default(),
         },
         scores: planted(refusals, over_refusals, kl_mean),
         answers: Vec::new(),

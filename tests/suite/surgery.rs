@@ -22,6 +22,7 @@ fn options(model: &ModelDir, direction: &str) -> SurgeryOptions {
         untie: false,
         biases: true,
         profile: None,
+        experts: Default::default(),
     }
 }
 

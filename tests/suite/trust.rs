@@ -173,6 +173,7 @@ fn edit(model: &ModelDir, dirs: &Path, out: &Path, strength: f64) -> ModelDir {
         untie: false,
         biases: true,
         profile: None,
+        experts: Default::default(),
     };
     let request = AblateRequest {
         model,

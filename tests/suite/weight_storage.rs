@@ -29,8 +29,12 @@ fn run(decoder: &Decoder, rows: usize, len: usize) -> (Vec<u32>, Captured) {
     let mut mask = vec![vec![1u8; len]; rows];
     mask[0][..2].fill(0);
     let layers = decoder.spec().num_layers;
-    let capture =
-        CaptureSpec { points: HookPoint::STREAMS.to_vec(), layers: (0..layers).collect(), from_end: vec![1, 3] };
+    let capture = CaptureSpec {
+        points: HookPoint::STREAMS.to_vec(),
+        layers: (0..layers).collect(),
+        from_end: vec![1, 3],
+        routing: false,
+    };
     let none = Interventions::none();
     let request = ForwardRequest { capture: Some(&capture), interventions: &none, logits: LogitsMode::All };
     let out = decoder.forward(&ids, &mask, None, &request).unwrap();
@@ -62,6 +66,7 @@ fn edit_plan(model: &ModelDir, dirs: &std::path::Path) -> SurgeryPlan {
         untie: false,
         biases: true,
         profile: None,
+        experts: Default::default(),
     };
     plan(model, &DirectionsFile::load(dirs).unwrap(), &options).unwrap()
 }

@@ -123,6 +123,7 @@ pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path
         untie,
         biases: true,
         profile: None,
+        experts: Default::default(),
     };
     let p = plan(src, &directions, &options).unwrap();
     ablate(src, &p, &p.record("", "", ""), out, false, true, &Silent).unwrap();
