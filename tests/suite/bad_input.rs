@@ -7,7 +7,7 @@ use scalpel::checkpoint::{Checkpoint, ModelDir};
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::fixture::FixtureOptions;
 use scalpel::progress::Silent;
-use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions};
+use scalpel::surgery::{ablate, plan};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -114,20 +114,6 @@ fn pickle_checkpoints_are_refused_with_a_conversion_hint() {
     assert!(err.contains("pickle") && err.contains("safe_serialization"), "{err}");
 }
 
-fn surgery_options(layers: usize, name: &str) -> SurgeryOptions {
-    SurgeryOptions {
-        layers: (0..layers).collect(),
-        targets: scalpel::arch::WriterKind::ALL.to_vec(),
-        direction: DirectionChoice::Fixed { name: name.into() },
-        strength: 1.0,
-        norm_preserve: false,
-        untie: false,
-        biases: true,
-        profile: None,
-        experts: Default::default(),
-    }
-}
-
 #[test]
 fn bad_directions_and_bad_requests_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -138,7 +124,7 @@ fn bad_directions_and_bad_requests_write_nothing() {
 
     // Wrong length.
     let wrong = directions(tmp.path(), hidden + 3, 2, 1, 0);
-    let err = plan(&model, &DirectionsFile::load(&wrong).unwrap(), &surgery_options(2, "resid_pre.0"))
+    let err = plan(&model, &DirectionsFile::load(&wrong).unwrap(), &common::surgery_options(2, "resid_pre.0"))
         .unwrap_err()
         .to_string();
     assert!(err.contains(&format!("{}", hidden + 3)) && err.contains(&hidden.to_string()), "{err}");
@@ -163,7 +149,7 @@ fn bad_directions_and_bad_requests_write_nothing() {
         &BTreeMap::new(),
     )
     .unwrap();
-    let err = plan(&model, &DirectionsFile::load(&bad_path).unwrap(), &surgery_options(2, "resid_pre.0"))
+    let err = plan(&model, &DirectionsFile::load(&bad_path).unwrap(), &common::surgery_options(2, "resid_pre.0"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("dependent") && err.contains("resid_pre.0"), "{err}");
@@ -171,13 +157,16 @@ fn bad_directions_and_bad_requests_write_nothing() {
     // Missing entry and layer out of range.
     let good = directions(tmp.path(), hidden, 2, 1, 0);
     let file = DirectionsFile::load(&good).unwrap();
-    assert!(plan(&model, &file, &surgery_options(2, "resid_mid.7")).unwrap_err().to_string().contains("resid_mid.7"));
-    let mut opts = surgery_options(2, "resid_pre.0");
+    assert!(plan(&model, &file, &common::surgery_options(2, "resid_mid.7"))
+        .unwrap_err()
+        .to_string()
+        .contains("resid_mid.7"));
+    let mut opts = common::surgery_options(2, "resid_pre.0");
     opts.layers = vec![0, 99];
     assert!(plan(&model, &file, &opts).unwrap_err().to_string().contains("99"));
 
     // Output folder = input folder, or inside it: refused before anything is written.
-    let p = plan(&model, &file, &surgery_options(2, "resid_pre.0")).unwrap();
+    let p = plan(&model, &file, &common::surgery_options(2, "resid_pre.0")).unwrap();
     let record = p.record("src", "dirs", "");
     for out in [src.clone(), src.join("sub")] {
         let err = ablate(&model, &p, &record, &out, true, true, &Silent).unwrap_err().to_string();

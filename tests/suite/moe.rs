@@ -14,7 +14,7 @@ use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
 use scalpel::fixture::FixtureOptions;
 use scalpel::progress::Silent;
-use scalpel::surgery::{ablate, plan, projection, verify, Basis, DirectionChoice, SurgeryOptions, SurgeryRecord};
+use scalpel::surgery::{ablate, plan, projection, verify, Basis, SurgeryRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -149,17 +149,7 @@ fn every_slice_of_a_stacked_expert_tensor_is_edited_recorded_and_verified() {
         let experts = model.spec.moe.as_ref().unwrap().num_experts;
         let dirs = directions(tmp.path(), model.spec.hidden_size, 3, 1, 1);
         let directions = DirectionsFile::load(&dirs).unwrap();
-        let options = SurgeryOptions {
-            layers: (0..3).collect(),
-            targets: WriterKind::ALL.to_vec(),
-            direction: DirectionChoice::Fixed { name: "resid_pre.1".into() },
-            strength: 1.0,
-            norm_preserve: false,
-            untie: false,
-            biases: true,
-            profile: None,
-            experts: Default::default(),
-        };
+        let options = common::surgery_options(3, "resid_pre.1");
         let planned = plan(&model, &directions, &options).unwrap();
         let sparse: Vec<usize> = (0..3).filter(|&l| model.spec.is_sparse(l)).collect();
         assert!(!sparse.is_empty(), "{family}");
@@ -213,40 +203,13 @@ fn every_slice_of_a_stacked_expert_tensor_is_edited_recorded_and_verified() {
             common::runtime_equivalent(&model, &r.rows()[0].iter().map(|&x| x as f32).collect::<Vec<_>>(), false);
         let decoder =
             scalpel::model::Decoder::load(&model, &candle_core::Device::Cpu, candle_core::DType::F32).unwrap();
-        let req = scalpel::model::ForwardRequest {
-            capture: None,
-            interventions: &runtime,
-            logits: scalpel::model::LogitsMode::Last,
-        };
-        let ablated: Vec<f32> = decoder
-            .forward(&[IDS.to_vec()], &[vec![1; IDS.len()]], None, &req)
-            .unwrap()
-            .logits
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let ablated = common::decoder_last_logits(&decoder, &IDS, &runtime);
         let weights = common::last_logits(&edited, &IDS);
         assert!(max_diff(&weights, &ablated) < 1e-4, "{family}: weight edit vs runtime ablation");
         assert!(max_diff(&weights, &common::last_logits(&model, &IDS)) > 1e-3, "{family}: the edit changes the model");
         // A trial in memory edits the same slices.
         let in_memory = decoder.with_edits(&planned).unwrap();
-        let iv = scalpel::model::Interventions::none();
-        let req = scalpel::model::ForwardRequest {
-            capture: None,
-            interventions: &iv,
-            logits: scalpel::model::LogitsMode::Last,
-        };
-        let trial: Vec<f32> = in_memory
-            .forward(&[IDS.to_vec()], &[vec![1; IDS.len()]], None, &req)
-            .unwrap()
-            .logits
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let trial = common::decoder_last_logits(&in_memory, &IDS, &scalpel::model::Interventions::none());
         assert!(max_diff(&weights, &trial) < 1e-4, "{family}: in-memory edit vs written checkpoint");
 
         // PEFT has no module for a slice: the adapter export says so.

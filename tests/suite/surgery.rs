@@ -13,17 +13,7 @@ use scalpel::surgery::{ablate, plan, projection, verify, Basis, DirectionChoice,
 use std::path::Path;
 
 fn options(model: &ModelDir, direction: &str) -> SurgeryOptions {
-    SurgeryOptions {
-        layers: (0..model.spec.num_layers).collect(),
-        targets: WriterKind::ALL.to_vec(),
-        direction: DirectionChoice::Fixed { name: direction.into() },
-        strength: 1.0,
-        norm_preserve: false,
-        untie: false,
-        biases: true,
-        profile: None,
-        experts: Default::default(),
-    }
+    common::surgery_options(model.spec.num_layers, direction)
 }
 
 fn edit(model: &ModelDir, dirs: &Path, options: &SurgeryOptions, out: &Path) -> (SurgeryPlan, ModelDir) {

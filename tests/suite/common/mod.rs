@@ -111,20 +111,26 @@ pub fn runtime_equivalent(model: &ModelDir, r: &[f32], ablate_head_input: bool) 
     Interventions { items }
 }
 
-/// `model` edited by `ablate` against `resid_pre.1` of `dirs` (embedding + every writer of every layer).
-pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path::Path, untie: bool) -> ModelDir {
-    let directions = DirectionsFile::load(dirs).unwrap();
-    let options = SurgeryOptions {
-        layers: (0..src.spec.num_layers).collect(),
+/// Every writer of the first `layers` layers and the embedding, fully (λ = 1) against the
+/// direction `name`, biases included, the head left tied.
+pub fn surgery_options(layers: usize, name: &str) -> SurgeryOptions {
+    SurgeryOptions {
+        layers: (0..layers).collect(),
         targets: WriterKind::ALL.to_vec(),
-        direction: DirectionChoice::Fixed { name: "resid_pre.1".into() },
+        direction: DirectionChoice::Fixed { name: name.into() },
         strength: 1.0,
         norm_preserve: false,
-        untie,
+        untie: false,
         biases: true,
         profile: None,
         experts: Default::default(),
-    };
+    }
+}
+
+/// `model` edited by `ablate` against `resid_pre.1` of `dirs` (embedding + every writer of every layer).
+pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path::Path, untie: bool) -> ModelDir {
+    let directions = DirectionsFile::load(dirs).unwrap();
+    let options = SurgeryOptions { untie, ..surgery_options(src.spec.num_layers, "resid_pre.1") };
     let p = plan(src, &directions, &options).unwrap();
     ablate(src, &p, &p.record("", "", ""), out, false, true, &Silent).unwrap();
     ModelDir::open(out).unwrap()
@@ -133,10 +139,14 @@ pub fn ablate_everything(src: &ModelDir, dirs: &std::path::Path, out: &std::path
 /// The f32 logits of the last position of `ids` run alone through `model` on the CPU.
 pub fn last_logits(model: &ModelDir, ids: &[u32]) -> Vec<f32> {
     let d = scalpel::model::Decoder::load(model, &Device::Cpu, candle_core::DType::F32).unwrap();
-    let iv = Interventions::none();
-    let req =
-        scalpel::model::ForwardRequest { capture: None, interventions: &iv, logits: scalpel::model::LogitsMode::Last };
-    d.forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req)
+    decoder_last_logits(&d, ids, &Interventions::none())
+}
+
+/// The logits of the last position of `ids` run alone through `decoder` with `interventions`.
+pub fn decoder_last_logits(decoder: &scalpel::model::Decoder, ids: &[u32], interventions: &Interventions) -> Vec<f32> {
+    let req = scalpel::model::ForwardRequest { capture: None, interventions, logits: scalpel::model::LogitsMode::Last };
+    decoder
+        .forward(&[ids.to_vec()], &[vec![1; ids.len()]], None, &req)
         .unwrap()
         .logits
         .unwrap()
