@@ -2,7 +2,7 @@
 //! experts write the direction (a table and a heatmap of sparse layers × experts). A dense
 //! model has no section.
 
-use crate::plot::{save_heatmap, Heatmap};
+use crate::plot::{file_names, save_heatmap, Heatmap};
 use crate::surgery::LayerWriteShares;
 use crate::Result;
 use std::fmt::Write;
@@ -55,7 +55,7 @@ pub fn write_share_section(
     }
     let values: Vec<Vec<f64>> = shares.iter().map(|s| s.share.clone()).collect();
     let hi = values.iter().flatten().copied().fold(uniform * 2.0, f64::max).min(1.0);
-    save_heatmap(
+    let written = save_heatmap(
         &dir.join("write_share"),
         &Heatmap {
             title: "Share of each layer's write along r, per expert".into(),
@@ -65,7 +65,7 @@ pub fn write_share_section(
             range: (0.0, hi),
         },
     )?;
-    files.extend(["write_share.png".into(), "write_share.svg".into()]);
+    files.extend(file_names(written));
     let _ = writeln!(md, "\n![write_share](write_share.png)\n");
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use super::SvdAnalysis;
 use crate::arch::WriterKind;
-use crate::plot::{save_heatmap, save_line_chart, Heatmap, LineChart, Series};
+use crate::plot::{file_names, save_heatmap, save_line_chart, Heatmap, LineChart, Series};
 use crate::{Error, Result};
 use std::fmt::Write;
 use std::path::Path;
@@ -162,7 +162,7 @@ fn heatmaps(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String
         }
         let values: Vec<Vec<f64>> = rows.iter().map(|&i| cols.iter().map(|&j| a.overlap[i][j]).collect()).collect();
         let hi = values.iter().flatten().copied().filter(|v| *v < 0.999).fold(a.random_baseline * 2.0, f64::max);
-        save_heatmap(
+        let written = save_heatmap(
             &dir.join(stem),
             &Heatmap {
                 title: title.into(),
@@ -172,7 +172,7 @@ fn heatmaps(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String
                 range: (0.0, hi.min(1.0)),
             },
         )?;
-        files.extend([format!("{stem}.png"), format!("{stem}.svg")]);
+        files.extend(file_names(written));
         let _ = writeln!(md, "![{stem}]({stem}.png)\n");
     }
     Ok(())
@@ -198,7 +198,7 @@ fn charts(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String>)
     if !a.alignments.is_empty() {
         let series: Vec<Series> =
             a.alignments.iter().take(4).flat_map(|d| by_kind(&d.per_writer, &format!("{} ", d.direction))).collect();
-        save_line_chart(
+        let written = save_line_chart(
             &dir.join("alignment"),
             &LineChart {
                 title: "How strongly each writer can write along the direction".into(),
@@ -209,12 +209,12 @@ fn charts(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String>)
                 marker: None,
             },
         )?;
-        files.extend(["alignment.png".into(), "alignment.svg".into()]);
+        files.extend(file_names(written));
         let _ = writeln!(md, "![alignment](alignment.png)\n");
     }
     if a.alignments.len() > DIRECTIONS_SHOWN + 1 {
         let values: Vec<Vec<f64>> = a.alignments.iter().map(|d| d.per_writer.clone()).collect();
-        save_heatmap(
+        let written = save_heatmap(
             &dir.join("alignment_all"),
             &Heatmap {
                 title: "‖Uᵀ r‖ of every direction (rows, file order) and writer (columns)".into(),
@@ -224,10 +224,10 @@ fn charts(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String>)
                 range: (0.0, 1.0),
             },
         )?;
-        files.extend(["alignment_all.png".into(), "alignment_all.svg".into()]);
+        files.extend(file_names(written));
     }
     if let Some(c) = a.consensus.first() {
-        save_line_chart(
+        let written = save_line_chart(
             &dir.join("consensus"),
             &LineChart {
                 title: "Use of the most shared direction per writer".into(),
@@ -238,7 +238,7 @@ fn charts(dir: &Path, a: &SvdAnalysis, md: &mut String, files: &mut Vec<String>)
                 marker: None,
             },
         )?;
-        files.extend(["consensus.png".into(), "consensus.svg".into()]);
+        files.extend(file_names(written));
         let _ = writeln!(md, "![consensus](consensus.png)\n");
     }
     Ok(())

@@ -32,5 +32,11 @@ pub(crate) fn outputs(stem: &std::path::Path) -> (std::path::PathBuf, std::path:
     (stem.with_extension("png"), stem.with_extension("svg"))
 }
 
+/// The file names (without their folder) of the charts a `save_*` call wrote, for a report's
+/// list of its files.
+pub fn file_names(paths: Vec<std::path::PathBuf>) -> impl Iterator<Item = String> {
+    paths.into_iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
 /// Result alias for drawing code.
 pub(crate) type DrawResult = Result<()>;

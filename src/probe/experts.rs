@@ -7,7 +7,7 @@ use super::run::ProbeOutcome;
 use crate::analysis::{sparse_rows_label, write_share_section};
 use crate::checkpoint::ModelDir;
 use crate::directions::entry_name;
-use crate::plot::{save_heatmap, Heatmap};
+use crate::plot::{file_names, save_heatmap, Heatmap};
 use crate::surgery::{expert_write_shares, Basis, LayerWriteShares};
 use crate::{Error, Result};
 use std::fmt::Write;
@@ -104,7 +104,7 @@ pub fn expert_sections(
     }
     let values: Vec<Vec<f64>> = layers.iter().map(|l| l.difference.clone()).collect();
     let span = values.iter().flatten().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
-    save_heatmap(
+    let written = save_heatmap(
         &dir.join("routing_difference"),
         &Heatmap {
             title: "Routing frequency, harmful − harmless".into(),
@@ -114,7 +114,7 @@ pub fn expert_sections(
             range: (-span, span),
         },
     )?;
-    files.extend(["routing_difference.png".into(), "routing_difference.svg".into()]);
+    files.extend(file_names(written));
     let _ = writeln!(md, "\n![routing_difference](routing_difference.png)\n");
     Ok(())
 }

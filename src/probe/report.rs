@@ -5,7 +5,7 @@ use super::metrics::LayerMetrics;
 use super::run::ProbeOutcome;
 use crate::directions::DirectionsFile;
 use crate::names::Named;
-use crate::plot::{save_line_chart, LineChart, Series};
+use crate::plot::{file_names, save_line_chart, LineChart, Series};
 use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -326,9 +326,7 @@ fn save_plots(dir: &Path, m: &[LayerMetrics], rec: usize, files: &mut Vec<String
         ),
     ];
     for (stem, c) in &charts {
-        save_line_chart(&dir.join(stem), c)?;
-        files.push(format!("{stem}.png"));
-        files.push(format!("{stem}.svg"));
+        files.extend(file_names(save_line_chart(&dir.join(stem), c)?));
     }
     Ok(())
 }
