@@ -198,6 +198,10 @@ enum Source {
     RopeFreqs(Vec<f32>),
 }
 
+/// A GGUF tensor before its type is chosen: name, dims, source, the folder tensors it is made of
+/// (Hugging Face names, for the edit record), and their stored dtype.
+type Target = (String, Vec<usize>, Source, Vec<String>, EditableDtype);
+
 struct Planned {
     name: String,
     dims: Vec<usize>,
@@ -400,7 +404,7 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
     let mut skipped = Vec::new();
     let mut stored_dtype = EditableDtype::F32;
     // Each folder tensor's GGUF tensors: (name, dims, source, the folder tensors it is made of).
-    let mut targets: Vec<(String, Vec<usize>, Source, Vec<String>, EditableDtype)> = Vec::new();
+    let mut targets: Vec<Target> = Vec::new();
     // Per-expert matrices gather into their stacked tensor: its index in `targets`, and the
     // experts seen.
     let mut stacks: HashMap<String, (usize, BTreeMap<usize, String>)> = HashMap::new();
