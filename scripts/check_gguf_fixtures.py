@@ -37,7 +37,9 @@ def main():
             folder = os.path.join(tmp, family)
             gguf = folder + ".gguf"
             run = lambda *a: subprocess.run([args.scalpel, *a, "-q"], check=True, capture_output=True, text=True)
-            run("fixture", family, "--out", folder, "--layers", str(args.layers))
+            # llama.cpp's qwen2moe has no dense layers: the fixture's first one is made sparse too.
+            sparse = ["--all-sparse"] if family == "qwen2_moe" else []
+            run("fixture", family, "--out", folder, "--layers", str(args.layers), *sparse)
             try:
                 run("export", folder, "--gguf", gguf, "--type", args.type)
             except subprocess.CalledProcessError as e:

@@ -305,17 +305,19 @@ fn adapters_refuse_what_is_not_low_rank() {
     assert!(err.contains("bias"), "{err}");
 }
 
-/// Mixtral and Qwen3-MoE, per expert and stacked: f32 GGUF with llama.cpp's names and stacked
-/// `[experts, rows, cols]` expert tensors, which scalpel's importer reads back (one matrix per
-/// expert) to the fixture's logits. Qwen2-MoE's fixture has a dense layer, which llama.cpp's
-/// `qwen2moe` cannot hold, and is refused.
+/// Mixtral, Qwen3-MoE and Qwen2-MoE, per expert and stacked: f32 GGUF with llama.cpp's names
+/// and stacked `[experts, rows, cols]` expert tensors, which scalpel's importer reads back (one
+/// matrix per expert) to the fixture's logits. A Qwen2-MoE with a dense layer, which llama.cpp's
+/// `qwen2moe` cannot hold, is refused.
 #[test]
 fn mixtures_of_experts_export_with_stacked_experts_and_import_to_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
-    for (family, arch, prefix) in [("mixtral", "llama", "block_sparse_moe"), ("qwen3_moe", "qwen3moe", "mlp")] {
+    for (family, arch, prefix) in
+        [("mixtral", "llama", "block_sparse_moe"), ("qwen3_moe", "qwen3moe", "mlp"), ("qwen2_moe", "qwen2moe", "mlp")]
+    {
         for stacked in [false, true] {
             let name = format!("{family}-{stacked}");
-            let options = FixtureOptions { stacked_experts: stacked, ..Default::default() };
+            let options = FixtureOptions { stacked_experts: stacked, all_sparse: true, ..Default::default() };
             let src = common::fixture(tmp.path(), &name, family, &options);
             let model = ModelDir::open(&src).unwrap();
             let moe = model.spec.moe.clone().unwrap();
@@ -340,6 +342,15 @@ fn mixtures_of_experts_export_with_stacked_experts_and_import_to_the_same_logits
                 );
             }
             assert!(!content.tensor_infos.keys().any(|k| k.contains("experts.")), "{name}");
+            if let Some(shared) = moe.shared_expert_intermediate_size {
+                let key = format!("{arch}.expert_shared_feed_forward_length");
+                assert_eq!(content.metadata[&key].to_u32().unwrap() as usize, shared);
+                let dims = |base: &str| content.tensor_infos[&format!("blk.1.{base}.weight")].shape.dims().to_vec();
+                assert_eq!(dims("ffn_gate_shexp"), vec![shared, h]);
+                assert_eq!(dims("ffn_down_shexp"), vec![h, shared]);
+                assert_eq!(dims("ffn_gate_inp_shexp"), vec![1, h]);
+                assert!(content.tensor_infos.contains_key("output.weight"), "llama.cpp's qwen2moe needs it");
+            }
             let back = tmp.path().join(format!("{name}-back"));
             import_gguf(&out, &back, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &Silent)
                 .unwrap();
