@@ -36,6 +36,9 @@ pub struct Args {
     /// Give the model its own output head.
     #[arg(long)]
     pub untied: bool,
+    /// Make every layer of qwen2_moe sparse (its fixture's first layer is dense otherwise)
+    #[arg(long)]
+    pub all_sparse: bool,
     /// Add output biases to the attention and MLP writers (llama, qwen3, qwen).
     #[arg(long)]
     pub biases: bool,
@@ -85,6 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         shards: args.shards,
         output_biases: args.biases,
+        all_sparse: args.all_sparse,
         ..FixtureOptions::default()
     };
     anyhow::ensure!(args.layers > 0 && args.shards > 0, "--layers and --shards must be at least 1");

@@ -9,7 +9,7 @@
 
 use crate::arch::{Family, ModelSpec, RopeScaling};
 use crate::checkpoint::{encode_f32, EditableDtype, ModelDir};
-use crate::import::names::{fix_for, gguf_name, permute_rows, Fix};
+use crate::import::names::{fix_for, gguf_expert_name, gguf_name, gguf_stacked_names, permute_rows, Fix};
 use crate::progress::Progress;
 use crate::surgery::{SurgeryRecord, EDIT_RECORD_FILE};
 use crate::{Error, Result};
@@ -139,26 +139,68 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         Family::Gemma => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
+        // llama.cpp's Mixtral is `llama` with `expert_count` and stacked experts.
+        Family::Mixtral => "llama",
+        Family::Qwen2Moe => "qwen2moe",
+        Family::Qwen3Moe => "qwen3moe",
         // llama.cpp's `gemma4` is the whole family (per-layer embeddings, shared keys and
         // values, experts) with its own metadata; the exporter does not write it.
         Family::Gemma4 => return None,
         // Families whose llama.cpp layout (fused projections, permutations, multiplier keys)
         // the exporter does not write yet.
         Family::Phi3 | Family::Qwen | Family::Olmo2 | Family::Granite | Family::Smollm3 | Family::Glm4 => return None,
-        // llama.cpp stacks the experts (`ffn_*_exps`); the exporter writes per-tensor names only.
-        Family::Mixtral | Family::Qwen2Moe | Family::Qwen3Moe => return None,
     })
+}
+
+/// The families [`gguf_architecture`] writes, as the error message lists them.
+const EXPORTED: &str = "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe";
+
+/// What llama.cpp's graph of a mixture of experts fixes and the spec must match: every layer
+/// sparse, and the top-k routing weights renormalised for Mixtral and Qwen3-MoE, not for
+/// Qwen2-MoE.
+fn check_experts(spec: &ModelSpec) -> Result<()> {
+    let Some(moe) = &spec.moe else { return Ok(()) };
+    let family = spec.family;
+    if let Some(dense) = (0..spec.num_layers).find(|&l| !spec.is_sparse(l)) {
+        return Err(Error::Invalid(format!(
+            "GGUF export of {family}: layer {dense} is dense, and llama.cpp runs every layer of this family \
+             as a mixture of experts"
+        )));
+    }
+    let renormalised = family != Family::Qwen2Moe;
+    if moe.norm_topk_prob != renormalised {
+        return Err(Error::Invalid(format!(
+            "GGUF export of {family}: norm_topk_prob is {}, and llama.cpp runs this family with {renormalised}",
+            moe.norm_topk_prob
+        )));
+    }
+    if (family == Family::Qwen2Moe) != moe.shared_expert_intermediate_size.is_some() {
+        return Err(Error::Invalid(format!(
+            "GGUF export of {family}: llama.cpp's layout of this family {} a shared expert",
+            if family == Family::Qwen2Moe { "has" } else { "has no" }
+        )));
+    }
+    Ok(())
 }
 
 /// Where a tensor's bytes come from.
 enum Source {
     /// The folder's tensor (Hugging Face name), converted.
     Folder(String),
+    /// Folder tensors (one per expert, in expert order) stacked over the experts.
+    Experts(Vec<String>),
+    /// Part `.1` of `.2` equal parts of every expert's rows of a folder tensor stacked over the
+    /// experts (`[E, parts·rows, cols]`).
+    Part(String, usize, usize),
     /// Bytes of the source GGUF at this absolute offset.
     Copy(u64),
     /// Llama 3 rope frequency divisors.
     RopeFreqs(Vec<f32>),
 }
+
+/// A GGUF tensor before its type is chosen: name, dims, source, the folder tensors it is made of
+/// (Hugging Face names, for the edit record), and their stored dtype.
+type Target = (String, Vec<usize>, Source, Vec<String>, EditableDtype);
 
 struct Planned {
     name: String,
@@ -245,7 +287,9 @@ fn matrix_type(
     spec: &ModelSpec,
     tied: bool,
 ) -> GgmlDType {
-    if dims.len() < 2 {
+    // Vectors, and the routers llama.cpp keeps in F32 (`ffn_gate_inp`, and the shared expert's
+    // `[1, hidden]` gate, a vector to llama.cpp).
+    if dims.len() < 2 || gguf.contains("ffn_gate_inp") {
         return GgmlDType::F32;
     }
     let cols = *dims.last().unwrap_or(&1);
@@ -255,12 +299,28 @@ fn matrix_type(
         EditableDtype::BF16 => GgmlDType::BF16,
     };
     let head = gguf == "output.weight" || (tied && gguf == "token_embd.weight");
+    // llama.cpp gives 8-expert models' attn_k and attn_v Q8_0 and, in Q4_K_M, attn_output Q5_K.
+    let eight_experts = spec.moe.as_ref().is_some_and(|m| m.num_experts == 8);
     let mix = |base: GgmlDType| {
         let more = layer_of(gguf).is_some_and(|l| more_bits(l, spec.num_layers));
-        if head || ((gguf.contains("attn_v.") || gguf.contains("ffn_down.")) && more) {
+        // `ffn_down` also matches the experts' `ffn_down_exps` and `ffn_down_shexp`.
+        if head {
+            GgmlDType::Q6K
+        } else if eight_experts && (gguf.contains("attn_v.") || gguf.contains("attn_k.")) {
+            GgmlDType::Q8_0
+        } else if eight_experts && base == GgmlDType::Q4K && gguf.contains("attn_output.") {
+            GgmlDType::Q5K
+        } else if (gguf.contains("attn_v.") || gguf.contains("ffn_down")) && more {
             GgmlDType::Q6K
         } else {
             base
+        }
+    };
+    let eight = |want: GgmlDType| {
+        if eight_experts && (gguf.contains("attn_v.") || gguf.contains("attn_k.")) {
+            GgmlDType::Q8_0
+        } else {
+            want
         }
     };
     match ty {
@@ -269,7 +329,7 @@ fn matrix_type(
         GgufType::F16 => GgmlDType::F16,
         GgufType::BF16 => GgmlDType::BF16,
         GgufType::Q8_0 => fitting(GgmlDType::Q8_0, cols),
-        GgufType::Q6K => fitting(GgmlDType::Q6K, cols),
+        GgufType::Q6K => fitting(eight(GgmlDType::Q6K), cols),
         GgufType::Q5KM => fitting(mix(GgmlDType::Q5K), cols),
         GgufType::Q4KM => fitting(mix(GgmlDType::Q4K), cols),
     }
@@ -307,11 +367,9 @@ fn canonical(spec: &ModelSpec, name: &str) -> String {
 pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress: &dyn Progress) -> Result<GgufReport> {
     let spec = &model.spec;
     let arch = gguf_architecture(spec.family).ok_or_else(|| {
-        Error::Invalid(format!(
-            "GGUF export of the {} family is not supported (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3 are)",
-            spec.family
-        ))
+        Error::Invalid(format!("GGUF export of the {} family is not supported ({EXPORTED} are)", spec.family))
     })?;
+    check_experts(spec)?;
     if out.exists() && !options.force {
         return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
     }
@@ -345,29 +403,80 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
     let mut plan: Vec<Planned> = Vec::new();
     let mut skipped = Vec::new();
     let mut stored_dtype = EditableDtype::F32;
+    // Each folder tensor's GGUF tensors: (name, dims, source, the folder tensors it is made of).
+    let mut targets: Vec<Target> = Vec::new();
+    // Per-expert matrices gather into their stacked tensor: its index in `targets`, and the
+    // experts seen.
+    let mut stacks: HashMap<String, (usize, BTreeMap<usize, String>)> = HashMap::new();
     for name in names {
         let hf = canonical(spec, name);
-        let Some(gg) = gguf_name(arch, &hf) else {
-            skipped.push(name.to_string());
-            continue;
-        };
         let view = checkpoint.tensor(name)?;
         let stored = EditableDtype::of(view.dtype, name)?;
+        let dims = view.shape.to_vec();
+        if let Some(gg) = gguf_name(arch, &hf) {
+            targets.push((gg, dims, Source::Folder(name.to_string()), vec![hf], stored));
+        } else if let Some((gg, e)) = gguf_expert_name(arch, &hf) {
+            let (at, experts) = stacks.entry(gg.clone()).or_insert_with(|| {
+                targets.push((gg, dims, Source::Experts(Vec::new()), Vec::new(), stored));
+                (targets.len() - 1, BTreeMap::new())
+            });
+            if targets[*at].1 != view.shape {
+                return Err(Error::bad_tensor(name, format!("shape {:?} differs from its other experts'", view.shape)));
+            }
+            experts.insert(e, name.to_string());
+            targets[*at].3.push(hf);
+        } else if let Some(parts) = gguf_stacked_names(arch, &hf).filter(|_| dims.len() == 3) {
+            for (gg, part, count) in parts {
+                if dims[1] % count != 0 {
+                    return Err(Error::bad_tensor(name, format!("{} rows do not split in {count}", dims[1])));
+                }
+                let part_dims = vec![dims[0], dims[1] / count, dims[2]];
+                targets.push((gg, part_dims, Source::Part(name.to_string(), part, count), vec![hf.clone()], stored));
+            }
+        } else {
+            skipped.push(name.to_string());
+            continue;
+        }
         if view.shape.len() >= 2 {
             stored_dtype = stored;
         }
-        let dims = view.shape.to_vec();
-        let mut ty = matrix_type(options.ty, &gg, &dims, stored, spec, tied);
-        let mut from = Source::Folder(name.to_string());
+    }
+    for (gg, (at, experts)) in stacks {
+        let count = experts.len();
+        if experts.keys().copied().ne(0..count) {
+            return Err(Error::Invalid(format!("`{gg}`: the folder's experts are not numbered 0..{count}")));
+        }
+        let target = &mut targets[at];
+        target.1.insert(0, count);
+        target.2 = Source::Experts(experts.into_values().collect());
+    }
+    // llama.cpp's Qwen2-MoE reads `output.weight` whether or not the head is tied.
+    if arch == "qwen2moe" && tied {
+        let embed = spec.embed_name();
+        let dims = checkpoint.tensor(&embed)?.shape.to_vec();
+        let stored = EditableDtype::of(checkpoint.tensor(&embed)?.dtype, &embed)?;
+        targets.push(("output.weight".into(), dims, Source::Folder(embed), vec!["lm_head.weight".into()], stored));
+    }
+    for (gg, dims, from, members, stored) in targets {
+        let mut from = from;
+        let mut ty = matrix_type(options.ty, &gg, &dims, stored, spec, tied && arch != "qwen2moe");
+        let name = match &from {
+            Source::Folder(n) | Source::Part(n, _, _) => n.clone(),
+            Source::Experts(list) => list.first().cloned().unwrap_or_default(),
+            _ => gg.clone(),
+        };
+        let name = name.as_str();
         if let Some((path, _, content)) = &source {
-            let is_edited = edited.contains(&hf) || (head_edited && hf == "model.embed_tokens.weight");
+            let is_edited = members.iter().any(|hf| {
+                edited.contains(hf) || (head_edited && (hf == "model.embed_tokens.weight" || hf == "lm_head.weight"))
+            });
             match content.tensor_infos.get(&gg) {
                 Some(info) if info.shape.dims() == dims.as_slice() => {
                     if is_edited {
                         ty = if dims.len() < 2 {
                             GgmlDType::F32
                         } else {
-                            fitting(edited_type(info.ggml_dtype), dims[1])
+                            fitting(edited_type(info.ggml_dtype), *dims.last().unwrap_or(&1))
                         };
                     } else {
                         ty = info.ggml_dtype;
@@ -448,6 +557,27 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
                 buf
             }
             Source::RopeFreqs(values) => encode_f32(EditableDtype::F32, values),
+            // Stacked row-major `[experts, rows, cols]`: every row of `cols` values is quantized
+            // on its own, as llama.cpp quantizes each expert's rows.
+            Source::Experts(list) => {
+                let mut values = Vec::with_capacity(p.dims.iter().product());
+                for name in list {
+                    values.extend(checkpoint.read_f32(name)?.0);
+                    checkpoint.release(name);
+                }
+                encode(&values, &p.dims, p.ty).map_err(|e| Error::bad_tensor(&p.name, format!("as {:?}: {e}", p.ty)))?
+            }
+            Source::Part(name, part, count) => {
+                let (values, _) = checkpoint.read_f32(name)?;
+                let block = p.dims[1] * p.dims[2];
+                let values: Vec<f32> = (0..p.dims[0])
+                    .flat_map(|e| {
+                        let start = (e * count + part) * block;
+                        values[start..start + block].iter().copied()
+                    })
+                    .collect();
+                encode(&values, &p.dims, p.ty).map_err(|e| Error::bad_tensor(name, format!("as {:?}: {e}", p.ty)))?
+            }
             Source::Folder(name) => {
                 let (mut values, _) = checkpoint.read_f32(name)?;
                 checkpoint.release(name);
@@ -675,6 +805,16 @@ fn metadata(
             put(&a("rope.local_freq_base"), Value::F32(local as f32));
         }
     }
+    if let Some(moe) = &spec.moe {
+        put(&a("expert_count"), u32v(moe.num_experts));
+        put(&a("expert_used_count"), u32v(moe.top_k));
+        if arch != "llama" {
+            put(&a("expert_feed_forward_length"), u32v(moe.expert_intermediate_size));
+        }
+        if let Some(shared) = moe.shared_expert_intermediate_size {
+            put(&a("expert_shared_feed_forward_length"), u32v(shared));
+        }
+    }
     if let Some(cap) = spec.attn_logit_softcapping {
         put(&a("attn_logit_softcapping"), Value::F32(cap as f32));
     }
@@ -764,7 +904,7 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
     let index: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
     put("tokenizer.ggml.model", Value::String(ggml_model.into()));
     let pre = match model.spec.family {
-        Family::Qwen2 | Family::Qwen3 => "qwen2",
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen2Moe | Family::Qwen3Moe => "qwen2",
         _ if index.contains_key("<|begin_of_text|>") => "llama-bpe",
         _ if tok["pre_tokenizer"].to_string().contains("\"Digits\"") => "smollm",
         _ => "default",

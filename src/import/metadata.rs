@@ -6,7 +6,11 @@ use serde_json::{json, Value as Json};
 use std::path::Path;
 
 /// The GGUF architectures scalpel imports and their Hugging Face names.
-pub const SUPPORTED: &[&str] = &["llama", "qwen2", "gemma2", "gemma3"];
+pub const SUPPORTED: &[&str] = &["llama", "qwen2", "gemma2", "gemma3", "qwen2moe", "qwen3moe"];
+
+/// The architectures whose experts (`ffn_*_exps`) the importer reads: `llama` with
+/// `expert_count` is Mixtral.
+const WITH_EXPERTS: &[&str] = &["llama", "qwen2moe", "qwen3moe"];
 
 /// Typed access to GGUF metadata with errors that name the key.
 pub(super) struct Meta<'a> {
@@ -30,15 +34,14 @@ impl<'a> Meta<'a> {
                 supported: SUPPORTED.join(", "),
             });
         }
-        // llama.cpp writes Mixtral as `llama` with stacked experts (`ffn_*_exps`), which this
-        // importer has no names for: without this check they would be left out and the folder
-        // would describe a dense model.
+        // Experts in an architecture the importer reads without them would be left out, and the
+        // folder would describe a dense model.
         let experts = content.metadata.get(&format!("{arch}.expert_count")).and_then(|v| v.to_u32().ok());
-        if let Some(n) = experts.filter(|&n| n > 0) {
+        if let Some(n) = experts.filter(|&n| n > 0 && !WITH_EXPERTS.contains(&arch.as_str())) {
             return Err(Error::UnsupportedArchitecture {
                 found: format!("GGUF architecture `{arch}` with {n} experts (a mixture of experts)"),
                 path: path.to_path_buf(),
-                supported: format!("{} without experts", SUPPORTED.join(", ")),
+                supported: format!("{} (experts: {})", SUPPORTED.join(", "), WITH_EXPERTS.join(", ")),
             });
         }
         Ok(Meta { content, path, arch })
@@ -131,7 +134,30 @@ pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype
         "eos_token_id": meta.token_id("eos_token_id"),
         "pad_token_id": meta.token_id("padding_token_id"),
     });
+    let experts = meta.opt_usize("expert_count").filter(|&n| n > 0);
+    let top_k = meta.opt_usize("expert_used_count");
+    let expert_width = meta.opt_usize("expert_feed_forward_length");
     let extra = match meta.arch.as_str() {
+        // llama.cpp runs every layer sparse and renormalises the top-k routing weights of
+        // Mixtral and Qwen3-MoE, not of Qwen2-MoE.
+        "llama" if experts.is_some() => json!({
+            "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_act": "silu",
+            "num_local_experts": experts, "num_experts_per_tok": top_k, "sliding_window": null,
+        }),
+        "qwen2moe" => json!({
+            "architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe", "hidden_act": "silu",
+            "use_sliding_window": false, "sliding_window": 32768, "num_experts": experts,
+            "num_experts_per_tok": top_k, "moe_intermediate_size": expert_width,
+            "shared_expert_intermediate_size": meta.opt_usize("expert_shared_feed_forward_length"),
+            "norm_topk_prob": false, "decoder_sparse_step": 1, "mlp_only_layers": [],
+        }),
+        "qwen3moe" => json!({
+            "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_act": "silu",
+            "attention_bias": meta.content.tensor_infos.contains_key("blk.0.attn_q.bias"),
+            "use_sliding_window": false, "sliding_window": null, "num_experts": experts,
+            "num_experts_per_tok": top_k, "moe_intermediate_size": expert_width,
+            "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [],
+        }),
         "llama" => json!({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
                           "attention_bias": false, "mlp_bias": false}),
         "qwen2" => json!({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",

@@ -118,21 +118,32 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
         std::fs::write(dir.join(name), json_bytes(value)).map_err(|e| Error::io(dir.join(name), e))?;
     }
     let mut skipped = Vec::new();
-    let mut plan: Vec<(String, String)> = Vec::new();
-    for name in content.tensor_infos.keys() {
-        match names::hf_name(&meta.arch, name) {
-            Some(hf) => plan.push((hf, name.clone())),
-            None => skipped.push(name.clone()),
+    // (Hugging Face name, GGUF name, the expert it is of a stacked `[experts, rows, cols]` tensor).
+    let mut plan: Vec<(String, String, Option<usize>)> = Vec::new();
+    for (name, info) in &content.tensor_infos {
+        if let Some(hf) = names::hf_name(&meta.arch, name) {
+            plan.push((hf, name.clone(), None));
+        } else if let (Some(_), [experts, _, _]) = (names::hf_expert_name(&meta.arch, name, 0), info.shape.dims()) {
+            for e in 0..*experts {
+                let hf = names::hf_expert_name(&meta.arch, name, e).expect("an expert tensor");
+                plan.push((hf, name.clone(), Some(e)));
+            }
+        } else {
+            skipped.push(name.clone());
         }
     }
-    plan.sort_by_key(|a| natural_key(&a.0));
+    // Grouped by GGUF tensor, so that each stacked one is dequantized once.
+    plan.sort_by_key(|a| (natural_key(&a.1), a.2, natural_key(&a.0)));
     skipped.sort();
     let entries: Vec<TensorEntry> = plan
         .iter()
-        .map(|(hf, gg)| TensorEntry {
+        .map(|(hf, gg, expert)| TensorEntry {
             name: hf.clone(),
             dtype: st_dtype,
-            shape: content.tensor_infos[gg].shape.dims().to_vec(),
+            shape: match expert {
+                Some(_) => content.tensor_infos[gg].shape.dims()[1..].to_vec(),
+                None => content.tensor_infos[gg].shape.dims().to_vec(),
+            },
         })
         .collect();
     let meta_map = BTreeMap::from([
@@ -145,17 +156,23 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
     let mut stream = SafetensorsStream::create(&dir.join(SINGLE_FILE), &meta_map, entries)?;
     progress.set_length(plan.len() as u64);
     let mut source_types = BTreeMap::new();
-    for (_, gg) in &plan {
+    let mut stacked: Option<(String, Vec<f32>)> = None;
+    for (_, gg, expert) in &plan {
         let info = &content.tensor_infos[gg];
+        if let Some(e) = expert {
+            if stacked.as_ref().is_none_or(|(name, _)| name != gg) {
+                *source_types.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += 1;
+                stacked = Some((gg.clone(), dequantize(&content, &mut file, gg, gguf)?));
+            }
+            let values = &stacked.as_ref().expect("just read").1;
+            let per = values.len() / info.shape.dims()[0];
+            stream.write_next(&encode_f32(dtype, &values[e * per..(e + 1) * per]))?;
+            progress.inc(1);
+            continue;
+        }
         *source_types.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += 1;
-        let q = content
-            .tensor(&mut file, gg, &Device::Cpu)
-            .map_err(|e| Error::bad_checkpoint(gguf, format!("tensor `{gg}`: {e}")))?;
         let dims = info.shape.dims().to_vec();
-        let values: Vec<f32> = q
-            .dequantize(&Device::Cpu)
-            .and_then(|t| t.flatten_all()?.to_vec1())
-            .map_err(|e| Error::bad_checkpoint(gguf, format!("tensor `{gg}`: {e}")))?;
+        let values = dequantize(&content, &mut file, gg, gguf)?;
         let values = match names::fix_for(&meta.arch, gg, heads, kv_heads) {
             Fix::None => values,
             Fix::MinusOne => values.iter().map(|v| v - 1.0).collect(),
@@ -188,6 +205,14 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
     })?;
     let out = staged.commit()?;
     Ok(ImportReport { out, architecture: meta.arch.clone(), tensors: plan.len(), skipped, source_types })
+}
+
+/// A GGUF tensor's values as f32.
+fn dequantize(content: &Content, file: &mut std::fs::File, name: &str, gguf: &Path) -> Result<Vec<f32>> {
+    content
+        .tensor(file, name, &Device::Cpu)
+        .and_then(|q| q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1())
+        .map_err(|e| Error::bad_checkpoint(gguf, format!("tensor `{name}`: {e}")))
 }
 
 /// Llama 3.1+ GGUF files carry their rope scaling as the tensor `rope_freqs.weight`; recover the

@@ -42,13 +42,75 @@ const LAYER: &[(&str, &str, Scope)] = &[
     ("ffn_gate", "mlp.gate_proj", Scope::All),
     ("ffn_up", "mlp.up_proj", Scope::All),
     ("ffn_down", "mlp.down_proj", Scope::All),
+    // Mixtral's router, per-expert layout first (what import writes), then the stacked one's.
+    ("ffn_gate_inp", "block_sparse_moe.gate", Scope::Only(&["llama"])),
+    ("ffn_gate_inp", "mlp.gate", Scope::Only(&["llama", "qwen2moe", "qwen3moe"])),
+    ("ffn_gate_inp_shexp", "mlp.shared_expert_gate", Scope::Only(&["qwen2moe"])),
+    ("ffn_gate_shexp", "mlp.shared_expert.gate_proj", Scope::Only(&["qwen2moe"])),
+    ("ffn_up_shexp", "mlp.shared_expert.up_proj", Scope::Only(&["qwen2moe"])),
+    ("ffn_down_shexp", "mlp.shared_expert.down_proj", Scope::Only(&["qwen2moe"])),
 ];
+
+/// Routed experts: (GGUF base of the tensor stacked over the experts `[experts, rows, cols]`,
+/// Hugging Face prefix of the per-expert matrices, projection name, architectures). Expert `e`
+/// of `blk.{l}.{base}.weight` is `model.layers.{l}.{prefix}.{e}.{projection}.weight`.
+const EXPERTS: &[(&str, &str, &str, Scope)] = &[
+    ("ffn_gate_exps", "block_sparse_moe.experts", "w1", Scope::Only(&["llama"])),
+    ("ffn_up_exps", "block_sparse_moe.experts", "w3", Scope::Only(&["llama"])),
+    ("ffn_down_exps", "block_sparse_moe.experts", "w2", Scope::Only(&["llama"])),
+    ("ffn_gate_exps", "mlp.experts", "gate_proj", Scope::Only(&["qwen2moe", "qwen3moe"])),
+    ("ffn_up_exps", "mlp.experts", "up_proj", Scope::Only(&["qwen2moe", "qwen3moe"])),
+    ("ffn_down_exps", "mlp.experts", "down_proj", Scope::Only(&["qwen2moe", "qwen3moe"])),
+];
+
+/// The Hugging Face name of expert `expert` of a stacked GGUF expert tensor (None: not one).
+pub(crate) fn hf_expert_name(arch: &str, gguf: &str, expert: usize) -> Option<String> {
+    let rest = gguf.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let base = part.strip_suffix(".weight")?;
+    let (_, prefix, projection, _) = EXPERTS.iter().find(|(g, _, _, scope)| *g == base && scope.admits(arch))?;
+    Some(format!("model.layers.{layer}.{prefix}.{expert}.{projection}.weight"))
+}
+
+/// The stacked GGUF tensor a per-expert Hugging Face matrix belongs to, and its expert.
+pub(crate) fn gguf_expert_name(arch: &str, hf: &str) -> Option<(String, usize)> {
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let part = part.strip_suffix(".weight")?;
+    EXPERTS.iter().filter(|(_, _, _, scope)| scope.admits(arch)).find_map(|(g, prefix, projection, _)| {
+        let middle = part.strip_prefix(prefix)?.strip_prefix('.')?.strip_suffix(projection)?.strip_suffix('.')?;
+        let expert: usize = middle.parse().ok()?;
+        Some((format!("blk.{layer}.{g}.weight"), expert))
+    })
+}
+
+/// The GGUF tensors a Hugging Face tensor stacked over the experts becomes: each with the part
+/// of every expert's rows it takes and the number of parts (`mlp.experts.gate_up_proj`
+/// `[E, 2I, H]` holds each expert's gate rows over its up rows; `mlp.experts.down_proj`
+/// `[E, H, I]` is llama.cpp's layout as it is).
+pub(crate) fn gguf_stacked_names(arch: &str, hf: &str) -> Option<Vec<(String, usize, usize)>> {
+    if !EXPERTS.iter().any(|(_, _, _, scope)| scope.admits(arch)) {
+        return None;
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let name = |base: &str| format!("blk.{layer}.{base}.weight");
+    match part {
+        "mlp.experts.gate_up_proj" => Some(vec![(name("ffn_gate_exps"), 0, 2), (name("ffn_up_exps"), 1, 2)]),
+        "mlp.experts.down_proj" => Some(vec![(name("ffn_down_exps"), 0, 1)]),
+        _ => None,
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 enum Scope {
     All,
     FourNorms,
     Others,
+    Only(&'static [&'static str]),
 }
 
 impl Scope {
@@ -57,6 +119,7 @@ impl Scope {
             Scope::All => true,
             Scope::FourNorms => four_norms(arch),
             Scope::Others => !four_norms(arch),
+            Scope::Only(arches) => arches.contains(&arch),
         }
     }
 }
@@ -167,7 +230,7 @@ mod tests {
 
     #[test]
     fn the_table_reads_both_ways() {
-        for arch in ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3"] {
+        for arch in ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "qwen2moe", "qwen3moe"] {
             for gguf in [
                 "token_embd.weight",
                 "output.weight",
@@ -195,5 +258,58 @@ mod tests {
             "model.layers.0.post_attention_layernorm.weight"
         );
         assert!(gguf_name("llama", "model.layers.0.mlp.gate_up_proj.weight").is_none());
+
+        // Routers and the shared expert.
+        for (arch, gguf) in [
+            ("llama", "blk.1.ffn_gate_inp.weight"),
+            ("qwen2moe", "blk.1.ffn_gate_inp.weight"),
+            ("qwen3moe", "blk.1.ffn_gate_inp.weight"),
+            ("qwen2moe", "blk.1.ffn_gate_inp_shexp.weight"),
+            ("qwen2moe", "blk.1.ffn_gate_shexp.weight"),
+            ("qwen2moe", "blk.1.ffn_up_shexp.weight"),
+            ("qwen2moe", "blk.1.ffn_down_shexp.weight"),
+        ] {
+            let hf = hf_name(arch, gguf).unwrap();
+            assert_eq!(gguf_name(arch, &hf).as_deref(), Some(gguf), "{arch}: {gguf} → {hf}");
+        }
+        assert_eq!(
+            hf_name("llama", "blk.1.ffn_gate_inp.weight").unwrap(),
+            "model.layers.1.block_sparse_moe.gate.weight"
+        );
+        assert_eq!(gguf_name("llama", "model.layers.1.mlp.gate.weight").unwrap(), "blk.1.ffn_gate_inp.weight");
+        assert_eq!(hf_name("qwen3moe", "blk.1.ffn_gate_inp.weight").unwrap(), "model.layers.1.mlp.gate.weight");
+        assert!(hf_name("qwen2", "blk.1.ffn_gate_inp.weight").is_none());
+        assert!(hf_name("qwen3moe", "blk.1.ffn_gate_shexp.weight").is_none());
+
+        // Routed experts: one stacked GGUF tensor, one Hugging Face matrix per expert.
+        for arch in ["llama", "qwen2moe", "qwen3moe"] {
+            for base in ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"] {
+                let gguf = format!("blk.3.{base}.weight");
+                assert!(hf_name(arch, &gguf).is_none());
+                for e in [0, 7, 59] {
+                    let hf = hf_expert_name(arch, &gguf, e).unwrap();
+                    assert_eq!(gguf_expert_name(arch, &hf), Some((gguf.clone(), e)), "{arch}: {gguf} → {hf}");
+                    assert!(gguf_name(arch, &hf).is_none());
+                }
+            }
+        }
+        assert_eq!(
+            hf_expert_name("llama", "blk.0.ffn_up_exps.weight", 5).unwrap(),
+            "model.layers.0.block_sparse_moe.experts.5.w3.weight"
+        );
+        assert_eq!(
+            hf_expert_name("qwen3moe", "blk.0.ffn_down_exps.weight", 2).unwrap(),
+            "model.layers.0.mlp.experts.2.down_proj.weight"
+        );
+        assert!(hf_expert_name("qwen2", "blk.0.ffn_down_exps.weight", 2).is_none());
+        assert_eq!(
+            gguf_stacked_names("qwen3moe", "model.layers.4.mlp.experts.gate_up_proj").unwrap(),
+            vec![("blk.4.ffn_gate_exps.weight".to_string(), 0, 2), ("blk.4.ffn_up_exps.weight".to_string(), 1, 2)]
+        );
+        assert_eq!(
+            gguf_stacked_names("llama", "model.layers.4.mlp.experts.down_proj").unwrap(),
+            vec![("blk.4.ffn_down_exps.weight".to_string(), 0, 1)]
+        );
+        assert!(gguf_stacked_names("qwen2", "model.layers.4.mlp.experts.down_proj").is_none());
     }
 }

@@ -304,3 +304,74 @@ fn adapters_refuse_what_is_not_low_rank() {
     let err = export_adapter(&biased, &p, None, None, &out, false, &Silent).unwrap_err().to_string();
     assert!(err.contains("bias"), "{err}");
 }
+
+/// Mixtral, Qwen3-MoE and Qwen2-MoE, per expert and stacked: f32 GGUF with llama.cpp's names
+/// and stacked `[experts, rows, cols]` expert tensors, which scalpel's importer reads back (one
+/// matrix per expert) to the fixture's logits. A Qwen2-MoE with a dense layer, which llama.cpp's
+/// `qwen2moe` cannot hold, is refused.
+#[test]
+fn mixtures_of_experts_export_with_stacked_experts_and_import_to_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (family, arch, prefix) in
+        [("mixtral", "llama", "block_sparse_moe"), ("qwen3_moe", "qwen3moe", "mlp"), ("qwen2_moe", "qwen2moe", "mlp")]
+    {
+        for stacked in [false, true] {
+            let name = format!("{family}-{stacked}");
+            let options = FixtureOptions { stacked_experts: stacked, all_sparse: true, ..Default::default() };
+            let src = common::fixture(tmp.path(), &name, family, &options);
+            let model = ModelDir::open(&src).unwrap();
+            let moe = model.spec.moe.clone().unwrap();
+            let out = tmp.path().join(format!("{name}.gguf"));
+            gguf(&model, &out, GgufType::F32);
+            let mut file = std::fs::File::open(&out).unwrap();
+            let content = Content::read(&mut file).unwrap();
+            assert_eq!(content.metadata["general.architecture"].to_string().unwrap(), arch);
+            assert_eq!(content.metadata[&format!("{arch}.expert_count")].to_u32().unwrap() as usize, moe.num_experts);
+            assert_eq!(content.metadata[&format!("{arch}.expert_used_count")].to_u32().unwrap() as usize, moe.top_k);
+            let (h, i, e) = (model.spec.hidden_size, moe.expert_intermediate_size, moe.num_experts);
+            for layer in 0..model.spec.num_layers {
+                let dims =
+                    |base: &str| content.tensor_infos[&format!("blk.{layer}.{base}.weight")].shape.dims().to_vec();
+                assert_eq!(dims("ffn_gate_inp"), vec![e, h], "{name}");
+                assert_eq!(dims("ffn_gate_exps"), vec![e, i, h], "{name}");
+                assert_eq!(dims("ffn_up_exps"), vec![e, i, h], "{name}");
+                assert_eq!(dims("ffn_down_exps"), vec![e, h, i], "{name}");
+                assert_eq!(
+                    content.tensor_infos[&format!("blk.{layer}.ffn_gate_inp.weight")].ggml_dtype,
+                    GgmlDType::F32
+                );
+            }
+            assert!(!content.tensor_infos.keys().any(|k| k.contains("experts.")), "{name}");
+            if let Some(shared) = moe.shared_expert_intermediate_size {
+                let key = format!("{arch}.expert_shared_feed_forward_length");
+                assert_eq!(content.metadata[&key].to_u32().unwrap() as usize, shared);
+                let dims = |base: &str| content.tensor_infos[&format!("blk.1.{base}.weight")].shape.dims().to_vec();
+                assert_eq!(dims("ffn_gate_shexp"), vec![shared, h]);
+                assert_eq!(dims("ffn_down_shexp"), vec![h, shared]);
+                assert_eq!(dims("ffn_gate_inp_shexp"), vec![1, h]);
+                assert!(content.tensor_infos.contains_key("output.weight"), "llama.cpp's qwen2moe needs it");
+            }
+            let back = tmp.path().join(format!("{name}-back"));
+            import_gguf(&out, &back, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &Silent)
+                .unwrap();
+            let imported = ModelDir::open(&back).unwrap();
+            assert_eq!(imported.spec.family, model.spec.family);
+            let expert = format!("model.layers.1.{prefix}.experts.{}.", e - 1);
+            assert!(imported.checkpoint.names().iter().any(|n| n.starts_with(&expert)), "{name}: {expert}");
+            let (a, b) = (common::last_logits(&model, &IDS), common::last_logits(&imported, &IDS));
+            let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{name}: logits differ by {diff}");
+            // Q4_K_M: each expert row quantized; ffn_down_exps follows ffn_down's rule.
+            let q = tmp.path().join(format!("{name}-q4.gguf"));
+            gguf(&model, &q, GgufType::Q4KM);
+            let content = Content::read(&mut std::fs::File::open(&q).unwrap()).unwrap();
+            assert_eq!(content.tensor_infos["blk.0.ffn_gate_inp.weight"].ggml_dtype, GgmlDType::F32);
+        }
+    }
+    let src = common::fixture(tmp.path(), "qwen2_moe", "qwen2_moe", &FixtureOptions::default());
+    let options = GgufOptions { ty: GgufType::F32, source_gguf: None, force: false, modelfile: false };
+    let err = export_gguf(&ModelDir::open(&src).unwrap(), &tmp.path().join("q2.gguf"), &options, &Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("layer 0 is dense"), "{err}");
+}

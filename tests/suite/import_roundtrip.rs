@@ -216,10 +216,10 @@ fn bad_gguf_files_are_refused_and_nothing_is_written() {
     gguf_file::write(&mut std::fs::File::create(&mamba).unwrap(), &[("general.architecture", &arch)], &[]).unwrap();
     let err = import_gguf(&mamba, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.contains("mamba") && err.contains("llama"), "{err}");
-    // A mixture of experts under a supported architecture (llama.cpp's Mixtral is `llama`).
+    // Experts under an architecture read without them (llama.cpp's Mixtral is `llama`, read).
     let mixtral = tmp.path().join("mixtral.gguf");
-    let (arch, experts) = (Value::String("llama".into()), Value::U32(8));
-    let meta = [("general.architecture", &arch), ("llama.expert_count", &experts)];
+    let (arch, experts) = (Value::String("qwen2".into()), Value::U32(8));
+    let meta = [("general.architecture", &arch), ("qwen2.expert_count", &experts)];
     gguf_file::write(&mut std::fs::File::create(&mixtral).unwrap(), &meta, &[]).unwrap();
     let err = import_gguf(&mixtral, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.contains("8 experts") && err.contains("mixtral.gguf"), "{err}");

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Run scalpel's GGUF export of each fixture family in llama.cpp and compare its logits with
+scalpel's own.
+
+Usage:
+  scripts/check_gguf_fixtures.py [--scalpel PATH] [--type f32] [FAMILY ...]
+
+For each family: `scalpel fixture`, `scalpel export --gguf`, `scalpel generate --json` on the
+folder (the prompt's token ids and the first step's logits), then llama.cpp (llama-cpp-python)
+evaluates the same token ids on the GGUF. Prints the largest absolute difference of the last
+position's logits per family. Needs numpy and llama-cpp-python.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+DEFAULT = ["llama", "qwen2", "qwen3", "mixtral", "qwen2_moe", "qwen3_moe"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scalpel", default="target/release/scalpel")
+    ap.add_argument("--type", default="f32")
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("families", nargs="*", default=DEFAULT)
+    args = ap.parse_args()
+    from llama_cpp import Llama
+
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in args.families:
+            folder = os.path.join(tmp, family)
+            gguf = folder + ".gguf"
+            run = lambda *a: subprocess.run([args.scalpel, *a, "-q"], check=True, capture_output=True, text=True)
+            # llama.cpp's qwen2moe has no dense layers: the fixture's first one is made sparse too.
+            sparse = ["--all-sparse"] if family == "qwen2_moe" else []
+            run("fixture", family, "--out", folder, "--layers", str(args.layers), *sparse)
+            try:
+                run("export", folder, "--gguf", gguf, "--type", args.type)
+            except subprocess.CalledProcessError as e:
+                print(f"{family:12} not exported: {e.stderr.strip().splitlines()[-1]}")
+                continue
+            out = json.loads(run("generate", folder, "--prompt", "Hello there", "--json", "--max-tokens", "1").stdout)
+            ids, ours = out["prompt_ids"], np.asarray(out["first_logits"], dtype=np.float64)
+            llm = Llama(model_path=gguf, n_ctx=64, n_threads=2, logits_all=True, verbose=False)
+            llm.eval(ids)
+            theirs = np.asarray(llm.scores[len(ids) - 1], dtype=np.float64)[: len(ours)]
+            diff = float(np.abs(theirs - ours).max())
+            worst = max(worst, diff)
+            print(f"{family:12} max |logit difference| {diff:.3e} (logits up to {np.abs(ours).max():.2f})")
+            del llm
+    return 0 if worst < 1e-2 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
