@@ -55,24 +55,38 @@ pub fn write_share_section(
     }
     let values: Vec<Vec<f64>> = shares.iter().map(|s| s.share.clone()).collect();
     let hi = values.iter().flatten().copied().fold(uniform * 2.0, f64::max).min(1.0);
-    let written = save_heatmap(
-        &dir.join("write_share"),
-        &Heatmap {
-            title: "Share of each layer's write along r, per expert".into(),
-            values,
-            row_label: sparse_rows_label(shares.iter().map(|s| s.layer)),
-            col_label: "expert".into(),
-            range: (0.0, hi),
-        },
-    )?;
-    files.extend(file_names(written));
-    let _ = writeln!(md, "\n![write_share](write_share.png)\n");
+    let layers: Vec<usize> = shares.iter().map(|s| s.layer).collect();
+    let title = "Share of each layer's write along r, per expert";
+    expert_heatmap(dir, "write_share", title, &layers, values, (0.0, hi), md, files)
+}
+
+/// Save the heatmap `stem` of sparse `layers` (rows) × experts (columns) into `dir`, list its
+/// files and show it in `md`.
+#[allow(clippy::too_many_arguments)]
+pub fn expert_heatmap(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    layers: &[usize],
+    values: Vec<Vec<f64>>,
+    range: (f64, f64),
+    md: &mut String,
+    files: &mut Vec<String>,
+) -> Result<()> {
+    let map = Heatmap {
+        title: title.into(),
+        values,
+        row_label: sparse_rows_label(layers),
+        col_label: "expert".into(),
+        range,
+    };
+    files.extend(file_names(save_heatmap(&dir.join(stem), &map)?));
+    let _ = writeln!(md, "\n![{stem}]({stem}.png)\n");
     Ok(())
 }
 
 /// The row label of a heatmap over sparse layers, which need not start at 0 or be contiguous.
-pub fn sparse_rows_label(layers: impl Iterator<Item = usize>) -> String {
-    let layers: Vec<usize> = layers.collect();
+fn sparse_rows_label(layers: &[usize]) -> String {
     match (layers.first(), layers.last()) {
         (Some(a), Some(b)) if b - a + 1 == layers.len() => format!("layer − {a} (sparse layers {a}–{b})"),
         _ => format!("sparse layer, in order ({} of them)", layers.len()),

@@ -6,7 +6,7 @@ mod experts;
 mod report;
 mod subspace;
 
-pub use experts::{sparse_rows_label, write_share_section};
+pub use experts::{expert_heatmap, write_share_section};
 pub use report::write_svd_outputs;
 pub use subspace::{alignment, overlap, writer_subspace, WriterSubspace};
 

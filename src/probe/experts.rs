@@ -4,10 +4,9 @@
 
 use super::routing::{compare_routing, RoutingLayer};
 use super::run::ProbeOutcome;
-use crate::analysis::{sparse_rows_label, write_share_section};
+use crate::analysis::{expert_heatmap, write_share_section};
 use crate::checkpoint::ModelDir;
 use crate::directions::entry_name;
-use crate::plot::{file_names, save_heatmap, Heatmap};
 use crate::surgery::{expert_write_shares, Basis, LayerWriteShares};
 use crate::{Error, Result};
 use std::fmt::Write;
@@ -104,17 +103,7 @@ pub fn expert_sections(
     }
     let values: Vec<Vec<f64>> = layers.iter().map(|l| l.difference.clone()).collect();
     let span = values.iter().flatten().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
-    let written = save_heatmap(
-        &dir.join("routing_difference"),
-        &Heatmap {
-            title: "Routing frequency, harmful − harmless".into(),
-            values,
-            row_label: sparse_rows_label(layers.iter().map(|l| l.layer)),
-            col_label: "expert".into(),
-            range: (-span, span),
-        },
-    )?;
-    files.extend(file_names(written));
-    let _ = writeln!(md, "\n![routing_difference](routing_difference.png)\n");
-    Ok(())
+    let rows: Vec<usize> = layers.iter().map(|l| l.layer).collect();
+    let title = "Routing frequency, harmful − harmless";
+    expert_heatmap(dir, "routing_difference", title, &rows, values, (-span, span), md, files)
 }
