@@ -111,26 +111,31 @@ pub fn edit_rows(e: &mut [f32], basis: &Basis, strength: f64, norm_preserve: boo
 pub fn column_residual(w: &[f32], cols: usize, basis: &Basis) -> (f64, f64) {
     let hidden = basis.hidden();
     assert_eq!(w.len(), hidden * cols);
-    let (c, total) = w
-        .par_chunks(cols)
+    // Fixed blocks of rows, summed in order: the result does not depend on how the threads
+    // split the work.
+    const ROWS_PER_BLOCK: usize = 64;
+    let partials: Vec<(Vec<f64>, f64)> = w
+        .par_chunks(cols * ROWS_PER_BLOCK)
         .enumerate()
-        .fold(
-            || (vec![0f64; basis.k() * cols], 0f64),
-            |(mut c, mut total), (i, row)| {
+        .map(|(block, rows)| {
+            let mut c = vec![0f64; basis.k() * cols];
+            let mut total = 0f64;
+            for (j, row) in rows.chunks_exact(cols).enumerate() {
+                let i = block * ROWS_PER_BLOCK + j;
                 for (q, ck) in basis.rows.iter().zip(c.chunks_exact_mut(cols)) {
                     ck.iter_mut().zip(row).for_each(|(acc, &x)| *acc += q[i] * f64::from(x));
                 }
                 total += row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>();
-                (c, total)
-            },
-        )
-        .reduce(
-            || (vec![0f64; basis.k() * cols], 0f64),
-            |(mut a, ta), (b, tb)| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                (a, ta + tb)
-            },
-        );
+            }
+            (c, total)
+        })
+        .collect();
+    let mut c = vec![0f64; basis.k() * cols];
+    let mut total = 0f64;
+    for (part, t) in partials {
+        c.iter_mut().zip(part).for_each(|(x, y)| *x += y);
+        total += t;
+    }
     (c.iter().map(|x| x * x).sum::<f64>().sqrt(), total.sqrt())
 }
 
