@@ -39,7 +39,8 @@ pub struct Args {
     /// Make every layer of qwen2_moe sparse (its fixture's first layer is dense otherwise)
     #[arg(long)]
     pub all_sparse: bool,
-    /// Add output biases to the attention and MLP writers (llama, qwen3, qwen).
+    /// Add output biases to the attention and MLP writers (llama, qwen3, qwen; olmo2: the
+    /// attention's only).
     #[arg(long)]
     pub biases: bool,
     /// Replace OUT if it exists.

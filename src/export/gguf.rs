@@ -9,7 +9,7 @@
 
 use crate::arch::{Family, ModelSpec, RopeScaling};
 use crate::checkpoint::{encode_f32, EditableDtype, ModelDir};
-use crate::import::names::{fix_for, gguf_expert_name, gguf_name, gguf_stacked_names, permute_rows, Fix};
+use crate::import::names::{fix_for, gguf_expert_name, gguf_name, gguf_stacked_names, permute_rows, permuted, Fix};
 use crate::progress::Progress;
 use crate::surgery::{SurgeryRecord, EDIT_RECORD_FILE};
 use crate::{Error, Result};
@@ -139,6 +139,10 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         Family::Gemma => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
+        Family::Olmo2 => "olmo2",
+        Family::Granite => "granite",
+        Family::Glm4 => "glm4",
+        Family::Smollm3 => "smollm3",
         // llama.cpp's Mixtral is `llama` with `expert_count` and stacked experts.
         Family::Mixtral => "llama",
         Family::Qwen2Moe => "qwen2moe",
@@ -146,39 +150,62 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         // llama.cpp's `gemma4` is the whole family (per-layer embeddings, shared keys and
         // values, experts) with its own metadata; the exporter does not write it.
         Family::Gemma4 => return None,
-        // Families whose llama.cpp layout (fused projections, permutations, multiplier keys)
-        // the exporter does not write yet.
-        Family::Phi3 | Family::Qwen | Family::Olmo2 | Family::Granite | Family::Smollm3 | Family::Glm4 => return None,
+        // Families whose llama.cpp layout (fused q/k/v, Qwen-1's names) the exporter does not
+        // write.
+        Family::Phi3 | Family::Qwen => return None,
     })
 }
 
 /// The families [`gguf_architecture`] writes, as the error message lists them.
-const EXPORTED: &str = "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, mixtral, qwen2_moe, qwen3_moe";
+const EXPORTED: &str =
+    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, olmo2, granite, glm4, smollm3, mixtral, qwen2_moe, qwen3_moe";
 
-/// What llama.cpp's graph of a mixture of experts fixes and the spec must match: every layer
-/// sparse, and the top-k routing weights renormalised for Mixtral and Qwen3-MoE, not for
-/// Qwen2-MoE.
-fn check_experts(spec: &ModelSpec) -> Result<()> {
-    let Some(moe) = &spec.moe else { return Ok(()) };
+/// The architectures whose llama.cpp graph reads `output.weight` even when the head is tied.
+const OUTPUT_REQUIRED: &[&str] = &["qwen2moe", "olmo2"];
+
+/// What llama.cpp's graph of the family fixes and the spec must match, so that the file runs
+/// as the folder does instead of silently dropping a tensor or a setting.
+fn check_layout(spec: &ModelSpec) -> Result<()> {
     let family = spec.family;
-    if let Some(dense) = (0..spec.num_layers).find(|&l| !spec.is_sparse(l)) {
-        return Err(Error::Invalid(format!(
-            "GGUF export of {family}: layer {dense} is dense, and llama.cpp runs every layer of this family \
-             as a mixture of experts"
-        )));
+    let refuse = |why: String| Err(Error::Invalid(format!("GGUF export of {family}: {why}")));
+    match family {
+        // Both graphs pass no bias to the attention output (nor OLMo 2's to the MLP).
+        Family::Olmo2 | Family::Smollm3 if spec.o_proj_bias || spec.mlp_bias => {
+            return refuse("llama.cpp's graph of this family has no output biases, and this model has them".into())
+        }
+        // llama.cpp skips the rotary embedding on every fourth layer of SmolLM3, whatever the
+        // config says.
+        Family::Smollm3 => {
+            if let Some(l) =
+                (0..spec.num_layers).find(|&l| spec.nope_layers.get(l).copied().unwrap_or(false) != ((l + 1) % 4 == 0))
+            {
+                return refuse(format!(
+                    "layer {l} {} the rotary embedding, and llama.cpp skips it on every fourth layer (3, 7, …) and only there",
+                    if spec.nope_layers.get(l).copied().unwrap_or(false) { "skips" } else { "uses" }
+                ));
+            }
+        }
+        _ => {}
     }
+    let Some(moe) = &spec.moe else { return Ok(()) };
+    if let Some(dense) = (0..spec.num_layers).find(|&l| !spec.is_sparse(l)) {
+        return refuse(format!(
+            "layer {dense} is dense, and llama.cpp runs every layer of this family as a mixture of experts"
+        ));
+    }
+    // Top-k routing weights are renormalised for Mixtral and Qwen3-MoE, not for Qwen2-MoE.
     let renormalised = family != Family::Qwen2Moe;
     if moe.norm_topk_prob != renormalised {
-        return Err(Error::Invalid(format!(
-            "GGUF export of {family}: norm_topk_prob is {}, and llama.cpp runs this family with {renormalised}",
+        return refuse(format!(
+            "norm_topk_prob is {}, and llama.cpp runs this family with {renormalised}",
             moe.norm_topk_prob
-        )));
+        ));
     }
     if (family == Family::Qwen2Moe) != moe.shared_expert_intermediate_size.is_some() {
-        return Err(Error::Invalid(format!(
-            "GGUF export of {family}: llama.cpp's layout of this family {} a shared expert",
+        return refuse(format!(
+            "llama.cpp's layout of this family {} a shared expert",
             if family == Family::Qwen2Moe { "has" } else { "has no" }
-        )));
+        ));
     }
     Ok(())
 }
@@ -369,7 +396,7 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
     let arch = gguf_architecture(spec.family).ok_or_else(|| {
         Error::Invalid(format!("GGUF export of the {} family is not supported ({EXPORTED} are)", spec.family))
     })?;
-    check_experts(spec)?;
+    check_layout(spec)?;
     if out.exists() && !options.force {
         return Err(Error::Invalid(format!("{} exists; pass --force to replace it", out.display())));
     }
@@ -450,8 +477,8 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
         target.1.insert(0, count);
         target.2 = Source::Experts(experts.into_values().collect());
     }
-    // llama.cpp's Qwen2-MoE reads `output.weight` whether or not the head is tied.
-    if arch == "qwen2moe" && tied {
+    let head_written = tied && OUTPUT_REQUIRED.contains(&arch);
+    if head_written {
         let embed = spec.embed_name();
         let dims = checkpoint.tensor(&embed)?.shape.to_vec();
         let stored = EditableDtype::of(checkpoint.tensor(&embed)?.dtype, &embed)?;
@@ -459,7 +486,7 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
     }
     for (gg, dims, from, members, stored) in targets {
         let mut from = from;
-        let mut ty = matrix_type(options.ty, &gg, &dims, stored, spec, tied && arch != "qwen2moe");
+        let mut ty = matrix_type(options.ty, &gg, &dims, stored, spec, tied && !head_written);
         let name = match &from {
             Source::Folder(n) | Source::Part(n, _, _) => n.clone(),
             Source::Experts(list) => list.first().cloned().unwrap_or_default(),
@@ -499,7 +526,7 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
         plan.push(Planned { name: gg, dims, ty, source: from });
     }
     if let Some(RopeScaling::Llama3 { .. }) = &spec.rope_scaling {
-        if arch == "llama" {
+        if permuted(arch) {
             let rotary = (spec.head_dim as f64 * spec.partial_rotary_factor) as usize;
             let unscaled = crate::model::rope::Rope::new(rotary, spec.rope_theta, None);
             let scaled = crate::model::rope::Rope::new(rotary, spec.rope_theta, spec.rope_scaling.as_ref());
@@ -796,8 +823,12 @@ fn metadata(
         if let Some(window) = spec.sliding_window {
             put(&a("attention.sliding_window"), u32v(window));
         }
-        // The period of the sliding/global layer pattern (every n-th layer is global), as
-        // candle reads it; llama.cpp fixes it per architecture.
+        // Which layers slide: llama.cpp reads one flag per layer (without it, Gemma 3's every
+        // sixth layer is global), candle the period of the pattern.
+        if !spec.sliding_layers.is_empty() {
+            let flags = spec.sliding_layers.iter().map(|&s| Value::Bool(s)).collect();
+            put(&a("attention.sliding_window_pattern"), Value::Array(flags));
+        }
         if let Some(global) = spec.sliding_layers.iter().position(|s| !s) {
             put(&a("attention.sliding_window_type"), u32v(global + 1));
         }
@@ -813,6 +844,18 @@ fn metadata(
         }
         if let Some(shared) = moe.shared_expert_intermediate_size {
             put(&a("expert_shared_feed_forward_length"), u32v(shared));
+        }
+    }
+    // Granite's four multipliers (llama.cpp reads the attention one in place of
+    // `head_dim^-0.5`, and divides the logits by `logit_scale`).
+    if arch == "granite" {
+        for (key, value) in [
+            ("attention.scale", spec.query_scale),
+            ("embedding_scale", spec.embedding_scale),
+            ("residual_scale", spec.residual_multiplier),
+            ("logit_scale", spec.logits_scaling),
+        ] {
+            put(&a(key), Value::F32(value.unwrap_or(1.0) as f32));
         }
     }
     if let Some(cap) = spec.attn_logit_softcapping {
@@ -903,9 +946,13 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
     }
     let index: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i)).collect();
     put("tokenizer.ggml.model", Value::String(ggml_model.into()));
+    // llama.cpp names the pre-tokenizer's split rule; the Llama 3 rule (digits in threes) is
+    // also OLMo 2's and SmolLM3's.
+    let split = tok["pre_tokenizer"].to_string();
     let pre = match model.spec.family {
         Family::Qwen2 | Family::Qwen3 | Family::Qwen2Moe | Family::Qwen3Moe => "qwen2",
-        _ if index.contains_key("<|begin_of_text|>") => "llama-bpe",
+        Family::Glm4 => "glm4",
+        _ if index.contains_key("<|begin_of_text|>") || split.contains(r"\\p{N}{1,3}") => "llama-bpe",
         _ if tok["pre_tokenizer"].to_string().contains("\"Digits\"") => "smollm",
         _ => "default",
     };

@@ -6,7 +6,10 @@ use serde_json::{json, Value as Json};
 use std::path::Path;
 
 /// The GGUF architectures scalpel imports and their Hugging Face names.
-pub const SUPPORTED: &[&str] = &["llama", "qwen2", "gemma2", "gemma3", "qwen2moe", "qwen3moe"];
+pub const SUPPORTED: &[&str] = &[
+    "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "olmo2", "granite", "glm4", "smollm3", "qwen2moe",
+    "qwen3moe",
+];
 
 /// The architectures whose experts (`ffn_*_exps`) the importer reads: `llama` with
 /// `expert_count` is Mixtral.
@@ -44,14 +47,39 @@ impl<'a> Meta<'a> {
                 supported: format!("{} (experts: {})", SUPPORTED.join(", "), WITH_EXPERTS.join(", ")),
             });
         }
-        Ok(Meta { content, path, arch })
+        let meta = Meta { content, path, arch };
+        meta.check_variant()?;
+        Ok(meta)
+    }
+
+    /// Variants llama.cpp files under a supported architecture that the family scalpel reads
+    /// it as lacks: read as that family, they would lose a setting and compute another model.
+    fn check_variant(&self) -> Result<()> {
+        let variant = match self.arch.as_str() {
+            "olmo2" if self.opt_usize("attention.sliding_window").is_some_and(|w| w > 0) => {
+                Some("sliding-window attention (OLMo 3)")
+            }
+            "glm4" if self.get(&self.arch_key("rope.dimension_sections")).is_some() => {
+                Some("multimodal rotary sections (GLM-4V)")
+            }
+            "granite" if self.get(&self.arch_key("deepstack_mapping")).is_some() => Some("vision deepstack layers"),
+            _ => None,
+        };
+        match variant {
+            Some(what) => Err(Error::UnsupportedArchitecture {
+                found: format!("GGUF architecture `{}` with {what}", self.arch),
+                path: self.path.to_path_buf(),
+                supported: SUPPORTED.join(", "),
+            }),
+            None => Ok(()),
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&'a Value> {
         self.content.metadata.get(key)
     }
 
-    fn arch_key(&self, key: &str) -> String {
+    pub fn arch_key(&self, key: &str) -> String {
         format!("{}.{key}", self.arch)
     }
 
@@ -106,6 +134,15 @@ impl<'a> Meta<'a> {
             .and_then(|v| v.to_f32().ok().and_then(|x| x.to_string().parse().ok()).or_else(|| v.to_f64().ok()))
     }
 
+    /// llama.cpp's per-layer `attention.sliding_window_pattern` flags (true: the layer slides),
+    /// when the file has them as an array.
+    pub fn sliding_flags(&self) -> Option<Vec<bool>> {
+        match self.get(&self.arch_key("attention.sliding_window_pattern"))? {
+            Value::Array(items) => items.iter().map(|v| v.to_bool().ok()).collect(),
+            _ => None,
+        }
+    }
+
     pub fn token_id(&self, key: &str) -> Option<u32> {
         self.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.to_u32().ok())
     }
@@ -117,10 +154,23 @@ pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype
     let heads = meta.usize("attention.head_count")?;
     let kv = meta.opt_usize("attention.head_count_kv").unwrap_or(heads);
     let head_dim = meta.opt_usize("attention.key_length").unwrap_or(hidden / heads);
+    let layers = meta.usize("block_count")?;
+    let has = |tensor: &str| meta.content.tensor_infos.contains_key(tensor);
+    let sliding = meta.sliding_flags();
+    if let Some(flags) = sliding.as_ref().filter(|f| f.len() != layers) {
+        return Err(Error::bad_checkpoint(
+            meta.path,
+            format!(
+                "GGUF metadata `{}` has {} layer flags for {layers} layers",
+                meta.arch_key("attention.sliding_window_pattern"),
+                flags.len()
+            ),
+        ));
+    }
     let mut c = json!({
         "hidden_size": hidden,
         "intermediate_size": meta.usize("feed_forward_length")?,
-        "num_hidden_layers": meta.usize("block_count")?,
+        "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "num_key_value_heads": kv,
         "head_dim": head_dim,
@@ -153,7 +203,7 @@ pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype
         }),
         "qwen3moe" => json!({
             "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_act": "silu",
-            "attention_bias": meta.content.tensor_infos.contains_key("blk.0.attn_q.bias"),
+            "attention_bias": has("blk.0.attn_q.bias"),
             "use_sliding_window": false, "sliding_window": null, "num_experts": experts,
             "num_experts_per_tok": top_k, "moe_intermediate_size": expert_width,
             "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [],
@@ -162,19 +212,57 @@ pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype
                           "attention_bias": false, "mlp_bias": false}),
         "qwen2" => json!({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu",
                           "use_sliding_window": false, "sliding_window": 32768}),
+        "qwen3" => json!({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_act": "silu",
+                          "attention_bias": has("blk.0.attn_q.bias"), "use_sliding_window": false, "sliding_window": null}),
+        "gemma" => json!({"architectures": ["GemmaForCausalLM"], "model_type": "gemma",
+                          "hidden_act": "gelu_pytorch_tanh", "attention_bias": false}),
+        "olmo2" => json!({"architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", "hidden_act": "silu",
+                          "attention_bias": has("blk.0.attn_q.bias")}),
+        // Without `attention.scale` llama.cpp scales the scores by `head_dim^-0.5`; Hugging
+        // Face's default multiplier is 1.
+        "granite" => json!({
+            "architectures": ["GraniteForCausalLM"], "model_type": "granite", "hidden_act": "silu",
+            "attention_bias": has("blk.0.attn_q.bias") || has("blk.0.attn_output.bias"), "mlp_bias": has("blk.0.ffn_down.bias"),
+            "attention_multiplier": meta.opt_f64("attention.scale").unwrap_or(1.0 / (head_dim as f64).sqrt()),
+            "embedding_multiplier": meta.opt_f64("embedding_scale").unwrap_or(1.0),
+            "residual_multiplier": meta.opt_f64("residual_scale").unwrap_or(1.0),
+            "logits_scaling": meta.opt_f64("logit_scale").unwrap_or(1.0),
+        }),
+        "glm4" => json!({
+            "architectures": ["Glm4ForCausalLM"], "model_type": "glm4", "hidden_act": "silu",
+            "attention_bias": has("blk.0.attn_q.bias"),
+            "partial_rotary_factor": meta.opt_usize("rope.dimension_count").map_or(0.5, |r| r as f64 / head_dim as f64),
+        }),
+        // llama.cpp skips the rotary embedding on every fourth layer.
+        "smollm3" => json!({
+            "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3", "hidden_act": "silu",
+            "attention_bias": has("blk.0.attn_q.bias"), "mlp_bias": false, "use_sliding_window": false,
+            "sliding_window": null, "no_rope_layer_interval": 4,
+            "no_rope_layers": (0..layers).map(|l| u8::from((l + 1) % 4 != 0)).collect::<Vec<_>>(),
+        }),
         "gemma2" => json!({
             "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2", "hidden_activation": "gelu_pytorch_tanh",
             "query_pre_attn_scalar": head_dim, "sliding_window": meta.opt_usize("attention.sliding_window").unwrap_or(4096),
             "attn_logit_softcapping": meta.opt_f64("attn_logit_softcapping"),
             "final_logit_softcapping": meta.opt_f64("final_logit_softcapping"),
         }),
-        _ => json!({
+        "gemma3" => json!({
             "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
             "query_pre_attn_scalar": head_dim, "sliding_window": meta.opt_usize("attention.sliding_window").unwrap_or(512),
-            "sliding_window_pattern": 6, "rope_local_base_freq": 10_000.0,
+            "sliding_window_pattern": meta.opt_usize("attention.sliding_window_type").unwrap_or(6),
+            "layer_types": sliding.map(|flags| flags.iter()
+                .map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>()),
+            "rope_local_base_freq": 10_000.0,
             "rope_theta": meta.opt_f64("rope.freq_base").unwrap_or(1_000_000.0),
             "rope_scaling": meta.opt_f64("rope.scaling.factor").filter(|f| *f > 1.0).map(|f| json!({"rope_type": "linear", "factor": f})),
         }),
+        other => {
+            return Err(Error::UnsupportedArchitecture {
+                found: format!("GGUF architecture `{other}`"),
+                path: meta.path.to_path_buf(),
+                supported: SUPPORTED.join(", "),
+            })
+        }
     };
     if let (Some(c), Some(extra)) = (c.as_object_mut(), extra.as_object()) {
         c.extend(extra.clone());

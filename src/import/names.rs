@@ -12,10 +12,17 @@ pub(crate) enum Fix {
     MinusOne,
 }
 
-/// Whether an architecture has Gemma 2/3's four norms per layer (pre- and post-attention,
-/// pre- and post-feed-forward), which changes what `ffn_norm` means.
+/// Whether an architecture's blocks end in post-norms under Hugging Face's Gemma 2 names (Gemma
+/// 2/3's four norms per layer, OLMo 2's two), so that `post_attention_layernorm` is the attention
+/// output's norm and `ffn_norm` the pre-feed-forward one.
 fn four_norms(arch: &str) -> bool {
-    arch == "gemma2" || arch == "gemma3"
+    matches!(arch, "gemma2" | "gemma3" | "olmo2")
+}
+
+/// Whether llama.cpp permutes an architecture's q/k rows (its converter's Llama subclasses,
+/// which also carry Llama 3's rope scaling as `rope_freqs`).
+pub(crate) fn permuted(arch: &str) -> bool {
+    matches!(arch, "llama" | "granite" | "smollm3")
 }
 
 /// Tensors outside the layers: (GGUF name, Hugging Face name).
@@ -25,9 +32,15 @@ const GLOBAL: &[(&str, &str)] = &[
     ("output.weight", "lm_head.weight"),
 ];
 
-/// Per-layer tensors: (GGUF base, Hugging Face base, architectures it applies to: all, only the
-/// four-norm Gemmas, or all but them). The one table both directions read.
+/// Per-layer tensors: (GGUF base, Hugging Face base, architectures it applies to: all, the
+/// post-norm ones of [`four_norms`], all but them, or those named). The one table both directions read; the first row that
+/// admits an architecture wins, so the rows of one family come first.
 const LAYER: &[(&str, &str, Scope)] = &[
+    // GLM-4: norms after both writers under their own names, and a fused gate/up matrix (gate
+    // rows over up rows, as llama.cpp's fused SwiGLU splits it).
+    ("post_attention_norm", "post_self_attn_layernorm", Scope::Only(&["glm4"])),
+    ("post_ffw_norm", "post_mlp_layernorm", Scope::Only(&["glm4"])),
+    ("ffn_up", "mlp.gate_up_proj", Scope::Only(&["glm4"])),
     ("attn_norm", "input_layernorm", Scope::All),
     ("attn_q", "self_attn.q_proj", Scope::All),
     ("attn_k", "self_attn.k_proj", Scope::All),
@@ -154,11 +167,11 @@ pub(crate) fn gguf_name(arch: &str, hf: &str) -> Option<String> {
 
 /// The fix a tensor needs.
 pub(crate) fn fix_for(arch: &str, gguf: &str, heads: usize, kv_heads: usize) -> Fix {
-    if arch == "llama" && gguf.ends_with("attn_q.weight") {
+    if permuted(arch) && gguf.ends_with("attn_q.weight") {
         Fix::Unpermute(heads)
-    } else if arch == "llama" && gguf.ends_with("attn_k.weight") {
+    } else if permuted(arch) && gguf.ends_with("attn_k.weight") {
         Fix::Unpermute(kv_heads)
-    } else if arch.starts_with("gemma") && gguf.ends_with("norm.weight") {
+    } else if matches!(arch, "gemma" | "gemma2" | "gemma3") && gguf.ends_with("norm.weight") {
         Fix::MinusOne
     } else {
         Fix::None
@@ -230,7 +243,10 @@ mod tests {
 
     #[test]
     fn the_table_reads_both_ways() {
-        for arch in ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "qwen2moe", "qwen3moe"] {
+        for arch in [
+            "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "olmo2", "granite", "glm4", "smollm3", "qwen2moe",
+            "qwen3moe",
+        ] {
             for gguf in [
                 "token_embd.weight",
                 "output.weight",
@@ -258,6 +274,26 @@ mod tests {
             "model.layers.0.post_attention_layernorm.weight"
         );
         assert!(gguf_name("llama", "model.layers.0.mlp.gate_up_proj.weight").is_none());
+
+        // OLMo 2's post-norms carry Gemma 2's names; GLM-4's its own, and a fused gate/up.
+        for (arch, hf, gguf) in [
+            ("olmo2", "model.layers.0.post_attention_layernorm.weight", "blk.0.post_attention_norm.weight"),
+            ("olmo2", "model.layers.0.post_feedforward_layernorm.weight", "blk.0.post_ffw_norm.weight"),
+            ("glm4", "model.layers.0.post_self_attn_layernorm.weight", "blk.0.post_attention_norm.weight"),
+            ("glm4", "model.layers.0.post_mlp_layernorm.weight", "blk.0.post_ffw_norm.weight"),
+            ("glm4", "model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"),
+            ("glm4", "model.layers.0.mlp.gate_up_proj.weight", "blk.0.ffn_up.weight"),
+        ] {
+            assert_eq!(gguf_name(arch, hf).as_deref(), Some(gguf), "{arch}: {hf}");
+            assert_eq!(hf_name(arch, gguf).as_deref(), Some(hf), "{arch}: {gguf}");
+        }
+        assert_eq!(hf_name("qwen2", "blk.0.ffn_up.weight").unwrap(), "model.layers.0.mlp.up_proj.weight");
+        for arch in ["llama", "granite", "smollm3"] {
+            assert_eq!(fix_for(arch, "blk.0.attn_q.weight", 4, 2), Fix::Unpermute(4), "{arch}");
+        }
+        for arch in ["olmo2", "glm4", "qwen3"] {
+            assert_eq!(fix_for(arch, "blk.0.attn_q.weight", 4, 2), Fix::None, "{arch}");
+        }
 
         // Routers and the shared expert.
         for (arch, gguf) in [

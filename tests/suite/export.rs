@@ -19,10 +19,10 @@ use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPla
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// Families whose GGUF scalpel's importer reads back.
-const IMPORTABLE: &[&str] = &["llama", "mistral", "qwen2", "gemma2", "gemma3_text"];
-/// Families llama.cpp runs (phi3's fused tensors and Qwen-1 are not exported).
-const EXPORTED: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"];
+/// Dense families llama.cpp runs, whose GGUF scalpel's importer reads back (phi3's fused
+/// tensors, Qwen-1 and Gemma 4 are not exported).
+const EXPORTED: &[&str] =
+    &["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "granite", "glm4", "smollm3"];
 
 const IDS: [u32; 9] = [5, 17, 42, 99, 3, 250, 7, 120, 64];
 
@@ -56,6 +56,21 @@ fn candle_logits(family: &str, path: &Path, ids: &[u32]) -> Vec<f32> {
     out.unwrap().squeeze(0).unwrap().to_dtype(DType::F32).unwrap().to_vec1().unwrap()
 }
 
+/// A fixture of `family` that llama.cpp's graph can hold: SmolLM3's skips the rotary embedding
+/// on every fourth layer (llama.cpp's fixed rule), not on every other one (the fixture's).
+fn llama_cpp_fixture(dir: &Path, name: &str, family: &str) -> std::path::PathBuf {
+    if family != "smollm3" {
+        return common::fixture(dir, name, family, &FixtureOptions::default());
+    }
+    let layers = 4;
+    let src = common::fixture(dir, name, family, &FixtureOptions { num_layers: layers, ..Default::default() });
+    let path = src.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["no_rope_layers"] = serde_json::json!((0..layers).map(|l| u8::from((l + 1) % 4 != 0)).collect::<Vec<_>>());
+    std::fs::write(&path, config.to_string()).unwrap();
+    src
+}
+
 fn f16_round(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
@@ -64,7 +79,7 @@ fn f16_round(x: f32) -> f32 {
 fn every_family_exports_to_gguf_and_reads_back_to_the_same_tensors() {
     let tmp = tempfile::tempdir().unwrap();
     for family in EXPORTED {
-        let src = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
+        let src = llama_cpp_fixture(tmp.path(), family, family);
         let model = ModelDir::open(&src).unwrap();
         for (ty, name) in [(GgufType::F16, "f16"), (GgufType::Q8_0, "q8_0")] {
             let out = tmp.path().join(format!("{family}-{name}.gguf"));
@@ -77,13 +92,12 @@ fn every_family_exports_to_gguf_and_reads_back_to_the_same_tensors() {
             let want = if ty == GgufType::F16 { GgmlDType::F16 } else { GgmlDType::Q8_0 };
             assert_eq!(content.tensor_infos["token_embd.weight"].ggml_dtype, want, "{family} {name}");
             assert_eq!(content.tensor_infos["output_norm.weight"].ggml_dtype, GgmlDType::F32);
-            if !IMPORTABLE.contains(family) {
-                continue;
-            }
             let back = tmp.path().join(format!("{family}-{name}-imported"));
             let options = ImportOptions { dtype: Some(EditableDtype::F32), force: false };
             import_gguf(&out, &back, &options, &Silent).unwrap_or_else(|e| panic!("{family} {name}: {e}"));
             let back = ModelDir::open(&back).unwrap();
+            assert_eq!(back.spec.sliding_layers, model.spec.sliding_layers, "{family} {name}: sliding layers");
+            assert_eq!(back.spec.nope_layers, model.spec.nope_layers, "{family} {name}: layers without rope");
             let mut names = model.checkpoint.names();
             names.sort();
             let mut back_names = back.checkpoint.names();
@@ -374,4 +388,90 @@ fn mixtures_of_experts_export_with_stacked_experts_and_import_to_the_same_logits
         .unwrap_err()
         .to_string();
     assert!(err.contains("layer 0 is dense"), "{err}");
+}
+
+/// OLMo 2, Granite, GLM-4 and SmolLM3 in llama.cpp's layout for each (post-norm names, the
+/// fused gate/up matrix, Granite's multipliers, the permuted q/k rows of llama.cpp's Llama
+/// subclasses), read back to the fixture's logits; a model llama.cpp's graph cannot hold is
+/// refused, on export and on import.
+#[test]
+fn the_newer_dense_families_export_in_llama_cpps_layout_and_import_to_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (family, arch) in [("olmo2", "olmo2"), ("granite", "granite"), ("glm4", "glm4"), ("smollm3", "smollm3")] {
+        let src = llama_cpp_fixture(tmp.path(), family, family);
+        let model = ModelDir::open(&src).unwrap();
+        let spec = &model.spec;
+        let out = tmp.path().join(format!("{family}.gguf"));
+        gguf(&model, &out, GgufType::F32);
+        let mut file = std::fs::File::open(&out).unwrap();
+        let content = Content::read(&mut file).unwrap();
+        assert_eq!(content.metadata["general.architecture"].to_string().unwrap(), arch);
+        let has = |name: &str| content.tensor_infos.contains_key(name);
+        let dims = |name: &str| content.tensor_infos[name].shape.dims().to_vec();
+        match family {
+            "olmo2" => {
+                assert!(!has("blk.0.attn_norm.weight") && !has("blk.0.ffn_norm.weight"), "no pre-norms");
+                assert!(has("blk.0.post_attention_norm.weight") && has("blk.0.post_ffw_norm.weight"));
+                assert_eq!(dims("blk.0.attn_q_norm.weight"), vec![spec.num_heads * spec.head_dim]);
+            }
+            "glm4" => {
+                assert_eq!(dims("blk.0.ffn_up.weight"), vec![2 * spec.intermediate_size, spec.hidden_size]);
+                assert!(!has("blk.0.ffn_gate.weight"));
+                assert!(has("blk.0.post_attention_norm.weight") && has("blk.0.post_ffw_norm.weight"));
+                assert!(has("blk.0.ffn_norm.weight") && has("blk.0.attn_q.bias"));
+                let rot = content.metadata["glm4.rope.dimension_count"].to_u32().unwrap() as usize;
+                assert_eq!(rot, spec.head_dim / 2);
+            }
+            "granite" => {
+                for (key, want) in [
+                    ("attention.scale", spec.query_scale),
+                    ("embedding_scale", spec.embedding_scale),
+                    ("residual_scale", spec.residual_multiplier),
+                    ("logit_scale", spec.logits_scaling),
+                ] {
+                    let got = content.metadata[&format!("granite.{key}")].to_f32().unwrap();
+                    assert_eq!(got, want.unwrap() as f32, "{key}");
+                }
+            }
+            _ => {}
+        }
+        // llama.cpp's Llama subclasses store q/k rows permuted.
+        let (q, _) =
+            model.checkpoint.read_f32(&format!("{}layers.0.self_attn.q_proj.weight", spec.tensor_prefix)).unwrap();
+        let stored: Vec<f32> = content
+            .tensor(&mut file, "blk.0.attn_q.weight", &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(stored == q, !matches!(family, "granite" | "smollm3"), "{family}: q rows");
+        let back = tmp.path().join(format!("{family}-back"));
+        import_gguf(&out, &back, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &Silent)
+            .unwrap_or_else(|e| panic!("{family}: {e}"));
+        let imported = ModelDir::open(&back).unwrap();
+        assert_eq!(imported.spec.family, spec.family);
+        let (a, b) = (common::last_logits(&model, &IDS), common::last_logits(&imported, &IDS));
+        let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{family}: logits differ by {diff}");
+    }
+
+    let options = GgufOptions { ty: GgufType::F32, source_gguf: None, force: false, modelfile: false };
+    let refused = |src: &Path| {
+        let out = tmp.path().join("refused.gguf");
+        let err = export_gguf(&ModelDir::open(src).unwrap(), &out, &options, &Silent).unwrap_err().to_string();
+        assert!(!out.exists());
+        err
+    };
+    // The fixture's SmolLM3 skips rope on every other layer; llama.cpp on every fourth only.
+    let src = common::fixture(tmp.path(), "smollm3-odd", "smollm3", &FixtureOptions::default());
+    let err = refused(&src);
+    assert!(err.contains("layer 1 skips the rotary embedding"), "{err}");
+    // llama.cpp's OLMo 2 graph has no attention output bias.
+    let biased = FixtureOptions { output_biases: true, ..Default::default() };
+    let src = common::fixture(tmp.path(), "olmo2-biased", "olmo2", &biased);
+    let err = refused(&src);
+    assert!(err.contains("no output biases"), "{err}");
 }

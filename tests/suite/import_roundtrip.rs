@@ -223,6 +223,13 @@ fn bad_gguf_files_are_refused_and_nothing_is_written() {
     gguf_file::write(&mut std::fs::File::create(&mixtral).unwrap(), &meta, &[]).unwrap();
     let err = import_gguf(&mixtral, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.contains("8 experts") && err.contains("mixtral.gguf"), "{err}");
+    // OLMo 3 is llama.cpp's `olmo2` with sliding windows, which scalpel's OLMo 2 lacks.
+    let olmo3 = tmp.path().join("olmo3.gguf");
+    let (arch, window) = (Value::String("olmo2".into()), Value::U32(4096));
+    let meta = [("general.architecture", &arch), ("olmo2.attention.sliding_window", &window)];
+    gguf_file::write(&mut std::fs::File::create(&olmo3).unwrap(), &meta, &[]).unwrap();
+    let err = import_gguf(&olmo3, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
+    assert!(err.contains("OLMo 3") && err.contains("olmo3.gguf"), "{err}");
     assert!(!out.exists());
     assert!(std::fs::read_dir(tmp.path()).unwrap().all(|e| !e
         .unwrap()
