@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-DEFAULT = ["llama", "qwen2", "qwen3", "olmo2", "granite", "glm4", "smollm3", "mixtral", "qwen2_moe", "qwen3_moe"]
+DEFAULT = ["llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "gemma4_text", "olmo2", "granite", "glm4", "smollm3", "mixtral", "qwen2_moe", "qwen3_moe"]
 
 
 def main():

@@ -10,6 +10,7 @@
 use crate::arch::{Family, ModelSpec, RopeScaling};
 use crate::checkpoint::{encode_f32, EditableDtype, ModelDir};
 use crate::import::names::{fix_for, gguf_expert_name, gguf_name, gguf_stacked_names, permute_rows, permuted, Fix};
+use crate::import::tokenizer::TURN_ENDS;
 use crate::progress::Progress;
 use crate::surgery::{SurgeryRecord, EDIT_RECORD_FILE};
 use crate::{Error, Result};
@@ -143,13 +144,11 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         Family::Granite => "granite",
         Family::Glm4 => "glm4",
         Family::Smollm3 => "smollm3",
+        Family::Gemma4 => "gemma4",
         // llama.cpp's Mixtral is `llama` with `expert_count` and stacked experts.
         Family::Mixtral => "llama",
         Family::Qwen2Moe => "qwen2moe",
         Family::Qwen3Moe => "qwen3moe",
-        // llama.cpp's `gemma4` is the whole family (per-layer embeddings, shared keys and
-        // values, experts) with its own metadata; the exporter does not write it.
-        Family::Gemma4 => return None,
         // Families whose llama.cpp layout (fused q/k/v, Qwen-1's names) the exporter does not
         // write.
         Family::Phi3 | Family::Qwen => return None,
@@ -158,7 +157,7 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
 
 /// The families [`gguf_architecture`] writes, as the error message lists them.
 const EXPORTED: &str =
-    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, olmo2, granite, glm4, smollm3, mixtral, qwen2_moe, qwen3_moe";
+    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, gemma4, olmo2, granite, glm4, smollm3, mixtral, qwen2_moe, qwen3_moe";
 
 /// The architectures whose llama.cpp graph reads `output.weight` even when the head is tied.
 const OUTPUT_REQUIRED: &[&str] = &["qwen2moe", "olmo2"];
@@ -183,6 +182,17 @@ fn check_layout(spec: &ModelSpec) -> Result<()> {
                     "layer {l} {} the rotary embedding, and llama.cpp skips it on every fourth layer (3, 7, …) and only there",
                     if spec.nope_layers.get(l).copied().unwrap_or(false) { "skips" } else { "uses" }
                 ));
+            }
+        }
+        // llama.cpp rotates Gemma 4's sliding layers whole and scales no rope.
+        Family::Gemma4 => {
+            if spec.proportional_rope.is_some_and(|p| p.local_fraction != 1.0) {
+                return refuse("its sliding layers rotate part of each head, and llama.cpp rotates them whole".into());
+            }
+            if spec.rope_scaling.is_some() {
+                return refuse(
+                    "llama.cpp's graph of this family applies no rope scaling, and this model has one".into(),
+                );
             }
         }
         _ => {}
@@ -545,6 +555,20 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
             });
         }
     }
+    // Gemma 4's full layers rotate a fraction of each head, at the frequencies of the whole
+    // head (`ProportionalRope`); llama.cpp rotates the whole head and divides the frequencies of
+    // the pairs left still by 1e30, as its converter writes.
+    if let (Some(p), Some(global)) = (spec.proportional_rope, &spec.global_attention) {
+        let pairs = global.head_dim / 2;
+        let turning = (p.global_fraction * global.head_dim as f64 / 2.0).floor() as usize;
+        let divisors: Vec<f32> = (0..pairs).map(|i| if i < turning { 1.0 } else { 1e30 }).collect();
+        plan.push(Planned {
+            name: "rope_freqs.weight".into(),
+            dims: vec![pairs],
+            ty: GgmlDType::F32,
+            source: Source::RopeFreqs(divisors),
+        });
+    }
     if let Some((path, file, content)) = source.as_mut() {
         check_source_matches(model, path, file, content, arch)?;
     }
@@ -808,18 +832,40 @@ fn metadata(
     put(&a("block_count"), u32v(spec.num_layers));
     put(&a("feed_forward_length"), u32v(spec.intermediate_size));
     put(&a("attention.head_count"), u32v(spec.num_heads));
-    put(&a("attention.head_count_kv"), u32v(spec.num_kv_heads));
-    put(&a("attention.key_length"), u32v(spec.head_dim));
-    put(&a("attention.value_length"), u32v(spec.head_dim));
     put(&a("attention.layer_norm_rms_epsilon"), Value::F32(spec.norm_eps as f32));
     put(&a("rope.freq_base"), Value::F32(spec.rope_theta as f32));
-    put(&a("rope.dimension_count"), u32v((spec.head_dim as f64 * spec.partial_rotary_factor) as usize));
+    match &spec.global_attention {
+        // Gemma 4: the full layers' head width and key/value heads are the file's, the sliding
+        // layers' are `_swa`; the full layers rotate their whole head (see `rope_freqs`).
+        Some(global) => {
+            let kv: Vec<Value> = (0..spec.num_layers)
+                .map(|l| u32v(if spec.sliding_layers[l] { spec.num_kv_heads } else { global.num_kv_heads }))
+                .collect();
+            put(&a("attention.head_count_kv"), Value::Array(kv));
+            put(&a("attention.key_length"), u32v(global.head_dim));
+            put(&a("attention.value_length"), u32v(global.head_dim));
+            put(&a("attention.key_length_swa"), u32v(spec.head_dim));
+            put(&a("attention.value_length_swa"), u32v(spec.head_dim));
+            put(&a("rope.dimension_count"), u32v(global.head_dim));
+            put(&a("rope.dimension_count_swa"), u32v(spec.head_dim));
+            put(&a("rope.freq_base_swa"), Value::F32(spec.rope_local_theta.unwrap_or(spec.rope_theta) as f32));
+            // Neither per-layer input embeddings nor layers that share keys and values.
+            put(&a("embedding_length_per_layer_input"), u32v(0));
+            put(&a("attention.shared_kv_layers"), u32v(0));
+        }
+        None => {
+            put(&a("attention.head_count_kv"), u32v(spec.num_kv_heads));
+            put(&a("attention.key_length"), u32v(spec.head_dim));
+            put(&a("attention.value_length"), u32v(spec.head_dim));
+            put(&a("rope.dimension_count"), u32v((spec.head_dim as f64 * spec.partial_rotary_factor) as usize));
+        }
+    }
     put(&a("vocab_size"), u32v(embed_rows));
     if let Some(RopeScaling::Linear { factor }) = &spec.rope_scaling {
         put(&a("rope.scaling.type"), Value::String("linear".into()));
         put(&a("rope.scaling.factor"), Value::F32(*factor as f32));
     }
-    if arch == "gemma2" || arch == "gemma3" {
+    if matches!(arch, "gemma2" | "gemma3" | "gemma4") {
         if let Some(window) = spec.sliding_window {
             put(&a("attention.sliding_window"), u32v(window));
         }
@@ -911,8 +957,11 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
     }
     let byte_fallback = tmodel["byte_fallback"].as_bool().unwrap_or(false);
     let byte_level = tok.to_string().contains("\"ByteLevel\"");
+    // Gemma 4's SentencePiece-style BPE is llama.cpp's own `gemma4` model, read with its merges.
     let ggml_model = if byte_level {
         "gpt2"
+    } else if byte_fallback && model.spec.family == Family::Gemma4 {
+        "gemma4"
     } else if byte_fallback {
         "llama"
     } else {
@@ -957,7 +1006,7 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
         _ => "default",
     };
     put("tokenizer.ggml.pre", Value::String(pre.into()));
-    if ggml_model == "gpt2" {
+    if ggml_model != "llama" {
         let merges: Vec<Value> = tmodel["merges"]
             .as_array()
             .into_iter()
@@ -970,7 +1019,8 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
             .map(Value::String)
             .collect();
         put("tokenizer.ggml.merges", Value::Array(merges));
-    } else {
+    }
+    if ggml_model != "gpt2" {
         put("tokenizer.ggml.scores", Value::Array((0..embed_rows).map(|i| Value::F32(-(i as f32))).collect()));
     }
     put("tokenizer.ggml.tokens", Value::Array(tokens.iter().cloned().map(Value::String).collect()));
@@ -997,7 +1047,7 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
     if let Some(u) = unk.and_then(|u| index.get(u)) {
         put("tokenizer.ggml.unknown_token_id", Value::U32(*u as u32));
     }
-    for marker in ["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>"] {
+    for marker in TURN_ENDS {
         if let Some(&i) = index.get(marker) {
             put("tokenizer.ggml.eot_token_id", Value::U32(i as u32));
             break;
@@ -1006,7 +1056,9 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
     let add_bos = config["add_bos_token"].as_bool().unwrap_or(arch.starts_with("gemma"));
     put("tokenizer.ggml.add_bos_token", Value::Bool(add_bos));
     put("tokenizer.ggml.add_eos_token", Value::Bool(config["add_eos_token"].as_bool().unwrap_or(false)));
-    if ggml_model == "llama" {
+    if ggml_model == "gemma4" {
+        put("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+    } else if ggml_model == "llama" {
         let prefix = tok["normalizer"].to_string().contains("\"Prepend\"");
         put("tokenizer.ggml.add_space_prefix", Value::Bool(prefix));
     }
@@ -1040,7 +1092,7 @@ fn write_modelfile(model: &ModelDir, gguf: &Path, force: bool) -> Result<Option<
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     );
     let vocab = model.tokenizer_path().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-    for stop in ["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "<|endoftext|>"] {
+    for stop in TURN_ENDS.iter().chain(&["<|endoftext|>"]) {
         if vocab.contains(&format!("\"{stop}\"")) {
             text.push_str(&format!("PARAMETER stop \"{stop}\"\n"));
         }

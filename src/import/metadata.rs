@@ -7,8 +7,8 @@ use std::path::Path;
 
 /// The GGUF architectures scalpel imports and their Hugging Face names.
 pub const SUPPORTED: &[&str] = &[
-    "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "olmo2", "granite", "glm4", "smollm3", "qwen2moe",
-    "qwen3moe",
+    "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma4", "olmo2", "granite", "glm4", "smollm3",
+    "qwen2moe", "qwen3moe",
 ];
 
 /// The architectures whose experts (`ffn_*_exps`) the importer reads: `llama` with
@@ -63,6 +63,12 @@ impl<'a> Meta<'a> {
                 Some("multimodal rotary sections (GLM-4V)")
             }
             "granite" if self.get(&self.arch_key("deepstack_mapping")).is_some() => Some("vision deepstack layers"),
+            "gemma4" if self.opt_usize("embedding_length_per_layer_input").is_some_and(|n| n > 0) => {
+                Some("per-layer input embeddings")
+            }
+            "gemma4" if self.opt_usize("attention.shared_kv_layers").is_some_and(|n| n > 0) => {
+                Some("layers that share keys and values")
+            }
             _ => None,
         };
         match variant {
@@ -106,6 +112,14 @@ impl<'a> Meta<'a> {
             }
         }
         let heads = self.usize("attention.head_count")?;
+        for kv in self.per_layer("attention.head_count_kv").unwrap_or_default() {
+            if kv == 0 || !heads.is_multiple_of(kv) {
+                return bad(
+                    "attention.head_count_kv",
+                    format!("has {kv} for a layer: each must divide attention.head_count ({heads})"),
+                );
+            }
+        }
         if let Some(kv) = self.opt_usize("attention.head_count_kv") {
             if kv == 0 || !heads.is_multiple_of(kv) {
                 return bad(
@@ -143,6 +157,14 @@ impl<'a> Meta<'a> {
         }
     }
 
+    /// A per-layer u32 array (such as Gemma 4's `attention.head_count_kv`), if the key is one.
+    pub fn per_layer(&self, key: &str) -> Option<Vec<usize>> {
+        match self.get(&self.arch_key(key))? {
+            Value::Array(items) => items.iter().map(|v| v.to_u32().ok().map(|x| x as usize)).collect(),
+            _ => None,
+        }
+    }
+
     pub fn token_id(&self, key: &str) -> Option<u32> {
         self.get(&format!("tokenizer.ggml.{key}")).and_then(|v| v.to_u32().ok())
     }
@@ -152,6 +174,7 @@ impl<'a> Meta<'a> {
 pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype: &str) -> Result<Json> {
     let hidden = meta.usize("embedding_length")?;
     let heads = meta.usize("attention.head_count")?;
+    let kv_per_layer = meta.per_layer("attention.head_count_kv");
     let kv = meta.opt_usize("attention.head_count_kv").unwrap_or(heads);
     let head_dim = meta.opt_usize("attention.key_length").unwrap_or(hidden / heads);
     let layers = meta.usize("block_count")?;
@@ -246,6 +269,7 @@ pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype
             "attn_logit_softcapping": meta.opt_f64("attn_logit_softcapping"),
             "final_logit_softcapping": meta.opt_f64("final_logit_softcapping"),
         }),
+        "gemma4" => gemma4(meta, sliding.as_deref(), kv_per_layer.as_deref(), head_dim)?,
         "gemma3" => json!({
             "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_activation": "gelu_pytorch_tanh",
             "query_pre_attn_scalar": head_dim, "sliding_window": meta.opt_usize("attention.sliding_window").unwrap_or(512),
@@ -268,6 +292,43 @@ pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype
         c.extend(extra.clone());
     }
     Ok(c)
+}
+
+/// Gemma 4's fields: the sliding layers' head width and key/value heads are the `_swa` keys, the
+/// full layers' the plain ones; the full layers' rotated fraction comes from `rope_freqs`, which
+/// the importer passes in as `partial_rotary_factor` afterwards (one quarter until then).
+fn gemma4(meta: &Meta<'_>, sliding: Option<&[bool]>, kv: Option<&[usize]>, global_head_dim: usize) -> Result<Json> {
+    let bad = |what: String| Error::bad_checkpoint(meta.path, format!("Gemma 4 GGUF: {what}"));
+    let sliding = sliding.ok_or_else(|| bad("no per-layer attention.sliding_window_pattern".into()))?;
+    let kv_of = |slides: bool| -> Result<usize> {
+        let kv = kv.ok_or_else(|| bad("no per-layer attention.head_count_kv".into()))?;
+        let mut of_kind = sliding.iter().zip(kv).filter(|(s, _)| **s == slides).map(|(_, k)| *k);
+        let first = of_kind.next().unwrap_or(0);
+        match of_kind.find(|k| *k != first) {
+            Some(other) => Err(bad(format!("layers of one kind have {first} and {other} key/value heads"))),
+            None => Ok(first),
+        }
+    };
+    let first_full = sliding.iter().position(|s| !s).unwrap_or(0);
+    let values_are_keys = !meta.content.tensor_infos.contains_key(&format!("blk.{first_full}.attn_v.weight"));
+    let head_dim = meta.opt_usize("attention.key_length_swa").unwrap_or(global_head_dim);
+    let sliding_kv = if sliding.iter().any(|s| *s) { kv_of(true)? } else { kv_of(false)? };
+    Ok(json!({
+        "architectures": ["Gemma4ForCausalLM"], "model_type": "gemma4_text", "hidden_activation": "gelu_pytorch_tanh",
+        "head_dim": head_dim, "global_head_dim": global_head_dim,
+        "num_key_value_heads": sliding_kv, "num_global_key_value_heads": kv_of(false)?,
+        "attention_k_eq_v": values_are_keys, "attention_bias": false,
+        "sliding_window": meta.opt_usize("attention.sliding_window").unwrap_or(512),
+        "layer_types": sliding.iter().map(|&s| if s { "sliding_attention" } else { "full_attention" }).collect::<Vec<_>>(),
+        "rope_parameters": {
+            "sliding_attention": {"rope_type": "default", "rope_theta": meta.opt_f64("rope.freq_base_swa").unwrap_or(10_000.0)},
+            "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
+                               "rope_theta": meta.opt_f64("rope.freq_base").unwrap_or(1_000_000.0)},
+        },
+        "final_logit_softcapping": meta.opt_f64("final_logit_softcapping"),
+        "hidden_size_per_layer_input": 0, "num_kv_shared_layers": 0, "enable_moe_block": false,
+        "use_double_wide_mlp": false,
+    }))
 }
 
 /// generation_config.json.

@@ -8,7 +8,7 @@ mod header;
 mod metadata;
 pub(crate) mod names;
 mod rope;
-mod tokenizer;
+pub(crate) mod tokenizer;
 
 pub use metadata::SUPPORTED;
 pub use names::{permute_rows, unpermute_rows};
@@ -101,8 +101,14 @@ pub fn import_gguf(gguf: &Path, out: &Path, options: &ImportOptions, progress: &
         EditableDtype::BF16 => (safetensors::Dtype::BF16, "bfloat16"),
     };
     let mut config = metadata::config(&meta, tok.vocab_size, tied, torch)?;
-    if let Some(scaling) = rope_scaling_from_tensor(&content, &mut file, &config, gguf)? {
-        config["rope_scaling"] = scaling;
+    if meta.arch == "gemma4" {
+        if let Some(fraction) = rotated_fraction(&content, &mut file, &config, gguf)? {
+            config["rope_parameters"]["full_attention"]["partial_rotary_factor"] = fraction.into();
+        }
+    } else if names::permuted(&meta.arch) {
+        if let Some(scaling) = rope_scaling_from_tensor(&content, &mut file, &config, gguf)? {
+            config["rope_scaling"] = scaling;
+        }
     }
     let heads = meta.usize("attention.head_count")?;
     let kv_heads = meta.opt_usize("attention.head_count_kv").unwrap_or(heads);
@@ -213,6 +219,33 @@ fn dequantize(content: &Content, file: &mut std::fs::File, name: &str, gguf: &Pa
         .tensor(file, name, &Device::Cpu)
         .and_then(|q| q.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1())
         .map_err(|e| Error::bad_checkpoint(gguf, format!("tensor `{name}`: {e}")))
+}
+
+/// Gemma 4's full layers rotate the pairs whose `rope_freqs` divisor is 1 and leave those
+/// divided by 1e30 still: the rotated fraction of the head.
+fn rotated_fraction(
+    content: &Content,
+    file: &mut std::fs::File,
+    config: &serde_json::Value,
+    gguf: &Path,
+) -> Result<Option<f64>> {
+    const NAME: &str = "rope_freqs.weight";
+    if !content.tensor_infos.contains_key(NAME) {
+        return Ok(None);
+    }
+    let divisors = dequantize(content, file, NAME, gguf)?;
+    let head_dim = config["global_head_dim"].as_u64().unwrap_or(0) as usize;
+    let turning = divisors.iter().take_while(|d| **d == 1.0).count();
+    if divisors.len() * 2 != head_dim || divisors[turning..].iter().any(|d| *d < 1e20) {
+        return Err(Error::bad_checkpoint(
+            gguf,
+            format!(
+                "tensor `{NAME}`: {} divisors for heads of {head_dim}, and not 1 for the rotated pairs then 1e30",
+                divisors.len()
+            ),
+        ));
+    }
+    Ok(Some(2.0 * turning as f64 / head_dim as f64))
 }
 
 /// Llama 3.1+ GGUF files carry their rope scaling as the tensor `rope_freqs.weight`; recover the

@@ -16,7 +16,7 @@ pub(crate) enum Fix {
 /// 2/3's four norms per layer, OLMo 2's two), so that `post_attention_layernorm` is the attention
 /// output's norm and `ffn_norm` the pre-feed-forward one.
 fn four_norms(arch: &str) -> bool {
-    matches!(arch, "gemma2" | "gemma3" | "olmo2")
+    matches!(arch, "gemma2" | "gemma3" | "gemma4" | "olmo2")
 }
 
 /// Whether llama.cpp permutes an architecture's q/k rows (its converter's Llama subclasses,
@@ -31,6 +31,10 @@ const GLOBAL: &[(&str, &str)] = &[
     ("output_norm.weight", "model.norm.weight"),
     ("output.weight", "lm_head.weight"),
 ];
+
+/// Per-layer tensors named whole, without a `.weight` on the Hugging Face side: (GGUF name
+/// after `blk.{l}.`, Hugging Face name after `model.layers.{l}.`, architectures).
+const WHOLE: &[(&str, &str, Scope)] = &[("layer_output_scale.weight", "layer_scalar", Scope::Only(&["gemma4"]))];
 
 /// Per-layer tensors: (GGUF base, Hugging Face base, architectures it applies to: all, the
 /// post-norm ones of [`four_norms`], all but them, or those named). The one table both directions read; the first row that
@@ -146,6 +150,9 @@ pub(crate) fn hf_name(arch: &str, gguf: &str) -> Option<String> {
     let rest = gguf.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
+    if let Some((_, hf, _)) = WHOLE.iter().find(|(g, _, scope)| *g == part && scope.admits(arch)) {
+        return Some(format!("model.layers.{layer}.{hf}"));
+    }
     let (base, suffix) = part.rsplit_once('.')?;
     let (_, mapped, _) = LAYER.iter().find(|(g, _, scope)| *g == base && scope.admits(arch))?;
     Some(format!("model.layers.{layer}.{mapped}.{suffix}"))
@@ -160,6 +167,9 @@ pub(crate) fn gguf_name(arch: &str, hf: &str) -> Option<String> {
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
+    if let Some((g, _, _)) = WHOLE.iter().find(|(_, h, scope)| *h == part && scope.admits(arch)) {
+        return Some(format!("blk.{layer}.{g}"));
+    }
     let (base, suffix) = part.rsplit_once('.')?;
     let (mapped, _, _) = LAYER.iter().find(|(_, h, scope)| *h == base && scope.admits(arch))?;
     Some(format!("blk.{layer}.{mapped}.{suffix}"))
@@ -244,8 +254,8 @@ mod tests {
     #[test]
     fn the_table_reads_both_ways() {
         for arch in [
-            "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "olmo2", "granite", "glm4", "smollm3", "qwen2moe",
-            "qwen3moe",
+            "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma4", "olmo2", "granite", "glm4", "smollm3",
+            "qwen2moe", "qwen3moe",
         ] {
             for gguf in [
                 "token_embd.weight",
@@ -288,6 +298,11 @@ mod tests {
             assert_eq!(hf_name(arch, gguf).as_deref(), Some(hf), "{arch}: {gguf}");
         }
         assert_eq!(hf_name("qwen2", "blk.0.ffn_up.weight").unwrap(), "model.layers.0.mlp.up_proj.weight");
+        // Gemma 4's layer scalar has no `.weight`, and its norms scale by `w`.
+        assert_eq!(hf_name("gemma4", "blk.3.layer_output_scale.weight").unwrap(), "model.layers.3.layer_scalar");
+        assert_eq!(gguf_name("gemma4", "model.layers.3.layer_scalar").unwrap(), "blk.3.layer_output_scale.weight");
+        assert!(gguf_name("gemma3", "model.layers.3.layer_scalar").is_none());
+        assert_eq!(fix_for("gemma4", "blk.0.attn_norm.weight", 4, 2), Fix::None);
         for arch in ["llama", "granite", "smollm3"] {
             assert_eq!(fix_for(arch, "blk.0.attn_q.weight", 4, 2), Fix::Unpermute(4), "{arch}");
         }

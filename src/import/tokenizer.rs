@@ -75,6 +75,9 @@ fn spm_merges(tokens: &[String], scores: &[f32], normal: &[bool]) -> Vec<Json> {
     merges.into_iter().map(|(_, _, l, r)| json!([tokens[l], tokens[r]])).collect()
 }
 
+/// The control tokens chat templates end a turn with, which generation stops on as on EOS.
+pub(crate) const TURN_ENDS: [&str; 5] = ["<|im_end|>", "<end_of_turn>", "<turn|>", "<|eot_id|>", "<|end|>"];
+
 /// Build the tokenizer files from GGUF metadata.
 pub(super) fn build(meta: &Meta<'_>) -> Result<ImportedTokenizer> {
     let model = meta.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).cloned().unwrap_or_default();
@@ -126,9 +129,16 @@ pub(super) fn build(meta: &Meta<'_>) -> Result<ImportedTokenizer> {
                           "vocab": vocab, "merges": merges}
             })
         }
-        "llama" => {
-            let scores: Vec<f32> = numbers(meta, "tokenizer.ggml.scores", |v| v.to_f32().ok());
-            let normal: Vec<bool> = (0..tokens.len()).map(|i| kind(i) == 1).collect();
+        // SentencePiece pieces as byte-fallback BPE: llama.cpp's `llama` ranks them by score,
+        // its `gemma4` keeps the merges.
+        "llama" | "gemma4" => {
+            let merges = if model == "gemma4" {
+                strings(meta, "tokenizer.ggml.merges")?.into_iter().map(Json::String).collect()
+            } else {
+                let scores: Vec<f32> = numbers(meta, "tokenizer.ggml.scores", |v| v.to_f32().ok());
+                let normal: Vec<bool> = (0..tokens.len()).map(|i| kind(i) == 1).collect();
+                spm_merges(&tokens, &scores, &normal)
+            };
             let prefix = meta
                 .get("tokenizer.ggml.add_space_prefix")
                 .and_then(|v| v.to_bool().ok())
@@ -154,13 +164,13 @@ pub(super) fn build(meta: &Meta<'_>) -> Result<ImportedTokenizer> {
                 "decoder": {"type": "Sequence", "decoders": decoders},
                 "model": {"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": null,
                           "end_of_word_suffix": null, "fuse_unk": true, "byte_fallback": true, "ignore_merges": false,
-                          "vocab": vocab, "merges": spm_merges(&tokens, &scores, &normal)}
+                          "vocab": vocab, "merges": merges}
             })
         }
         other => {
             return Err(Error::bad_checkpoint(
                 meta.path,
-                format!("tokenizer model `{other}` is not supported (gpt2 and llama are)"),
+                format!("tokenizer model `{other}` is not supported (gpt2, llama and gemma4 are)"),
             ))
         }
     };
@@ -174,7 +184,7 @@ pub(super) fn build(meta: &Meta<'_>) -> Result<ImportedTokenizer> {
     let mut eos_ids: Vec<u32> = eos_id.into_iter().collect();
     // Chat models end turns with a control token that the template writes (e.g. <|im_end|>,
     // <end_of_turn>); stop on it too.
-    for marker in ["<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>"] {
+    for marker in TURN_ENDS {
         if let Some(i) = tokens.iter().position(|t| t == marker) {
             eos_ids.push(i as u32);
         }

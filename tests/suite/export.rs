@@ -20,7 +20,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Dense families llama.cpp runs, whose GGUF scalpel's importer reads back (phi3's fused
-/// tensors, Qwen-1 and Gemma 4 are not exported).
+/// tensors and Qwen-1 are not exported).
 const EXPORTED: &[&str] =
     &["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "granite", "glm4", "smollm3"];
 
@@ -474,4 +474,75 @@ fn the_newer_dense_families_export_in_llama_cpps_layout_and_import_to_the_same_l
     let src = common::fixture(tmp.path(), "olmo2-biased", "olmo2", &biased);
     let err = refused(&src);
     assert!(err.contains("no output biases"), "{err}");
+}
+
+/// Gemma 4 in llama.cpp's `gemma4` layout: the sliding layers' geometry under `_swa` keys, key/value
+/// heads per layer, no value projection where the values are the keys, the layer scalar, norms
+/// that scale by `w` as they are, and the full layers' proportional rope as `rope_freqs` divisors
+/// (1 for the rotated pairs, 1e30 for the rest); read back to the fixture's logits. Sliding layers
+/// that rotate part of each head, which llama.cpp rotates whole, are refused.
+#[test]
+fn gemma4_exports_in_llama_cpps_layout_and_imports_to_the_same_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = FixtureOptions { num_layers: 4, ..Default::default() };
+    let src = common::fixture(tmp.path(), "gemma4", "gemma4_text", &options);
+    let model = ModelDir::open(&src).unwrap();
+    let spec = &model.spec;
+    let global = spec.global_attention.clone().unwrap();
+    let out = tmp.path().join("gemma4.gguf");
+    gguf(&model, &out, GgufType::F32);
+    let mut file = std::fs::File::open(&out).unwrap();
+    let content = Content::read(&mut file).unwrap();
+    let meta = |key: &str| content.metadata[&format!("gemma4.{key}")].clone();
+    assert_eq!(meta("attention.key_length").to_u32().unwrap() as usize, global.head_dim);
+    assert_eq!(meta("attention.key_length_swa").to_u32().unwrap() as usize, spec.head_dim);
+    let kv: Vec<u32> = meta("attention.head_count_kv").to_vec().unwrap().iter().map(|v| v.to_u32().unwrap()).collect();
+    let flags: Vec<bool> =
+        meta("attention.sliding_window_pattern").to_vec().unwrap().iter().map(|v| v.to_bool().unwrap()).collect();
+    assert_eq!(flags, spec.sliding_layers);
+    for (l, (&sliding, &heads)) in spec.sliding_layers.iter().zip(&kv).enumerate() {
+        assert_eq!(heads as usize, if sliding { spec.num_kv_heads } else { global.num_kv_heads }, "layer {l}");
+        assert_eq!(
+            content.tensor_infos.contains_key(&format!("blk.{l}.attn_v.weight")),
+            sliding || !global.values_are_keys
+        );
+        assert!(content.tensor_infos.contains_key(&format!("blk.{l}.layer_output_scale.weight")));
+    }
+    let read = |file: &mut std::fs::File, name: &str| -> Vec<f32> {
+        content
+            .tensor(file, name, &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let divisors = read(&mut file, "rope_freqs.weight");
+    let turning = (spec.proportional_rope.unwrap().global_fraction * global.head_dim as f64 / 2.0) as usize;
+    assert_eq!(divisors.len(), global.head_dim / 2);
+    assert!(divisors.iter().enumerate().all(|(i, d)| *d == if i < turning { 1.0 } else { 1e30 }), "{divisors:?}");
+    let (norm, _) = model.checkpoint.read_f32("model.layers.0.input_layernorm.weight").unwrap();
+    assert_eq!(read(&mut file, "blk.0.attn_norm.weight"), norm, "no `1 + w`");
+
+    let back = tmp.path().join("gemma4-back");
+    import_gguf(&out, &back, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &Silent).unwrap();
+    let imported = ModelDir::open(&back).unwrap();
+    assert_eq!(imported.spec.global_attention, spec.global_attention);
+    assert_eq!(imported.spec.proportional_rope, spec.proportional_rope);
+    assert_eq!(imported.spec.sliding_layers, spec.sliding_layers);
+    let (a, b) = (common::last_logits(&model, &IDS), common::last_logits(&imported, &IDS));
+    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-5, "logits differ by {diff}");
+
+    let path = src.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["rope_parameters"]["sliding_attention"] =
+        serde_json::json!({"rope_type": "proportional", "partial_rotary_factor": 0.5, "rope_theta": 10000.0});
+    std::fs::write(&path, config.to_string()).unwrap();
+    let options = GgufOptions { ty: GgufType::F32, source_gguf: None, force: false, modelfile: false };
+    let refused = tmp.path().join("refused.gguf");
+    let err = export_gguf(&ModelDir::open(&src).unwrap(), &refused, &options, &Silent).unwrap_err().to_string();
+    assert!(err.contains("rotate part of each head") && !refused.exists(), "{err}");
 }
