@@ -145,19 +145,19 @@ pub fn gguf_architecture(family: Family) -> Option<&'static str> {
         Family::Glm4 => "glm4",
         Family::Smollm3 => "smollm3",
         Family::Gemma4 => "gemma4",
+        Family::Phi3 => "phi3",
         // llama.cpp's Mixtral is `llama` with `expert_count` and stacked experts.
         Family::Mixtral => "llama",
         Family::Qwen2Moe => "qwen2moe",
         Family::Qwen3Moe => "qwen3moe",
-        // Families whose llama.cpp layout (fused q/k/v, Qwen-1's names) the exporter does not
-        // write.
-        Family::Phi3 | Family::Qwen => return None,
+        // Qwen-1's llama.cpp layout (`qwen`) is not written.
+        Family::Qwen => return None,
     })
 }
 
 /// The families [`gguf_architecture`] writes, as the error message lists them.
 const EXPORTED: &str =
-    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, gemma4, olmo2, granite, glm4, smollm3, mixtral, qwen2_moe, qwen3_moe";
+    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3, gemma4, phi3, olmo2, granite, glm4, smollm3, mixtral, qwen2_moe, qwen3_moe";
 
 /// The architectures whose llama.cpp graph reads `output.weight` even when the head is tied.
 const OUTPUT_REQUIRED: &[&str] = &["qwen2moe", "olmo2"];
@@ -864,6 +864,12 @@ fn metadata(
     if let Some(RopeScaling::Linear { factor }) = &spec.rope_scaling {
         put(&a("rope.scaling.type"), Value::String("linear".into()));
         put(&a("rope.scaling.factor"), Value::F32(*factor as f32));
+    }
+    // llama.cpp reads Phi-3's window and, for now, runs it with full attention.
+    if arch == "phi3" {
+        if let Some(window) = spec.sliding_window {
+            put(&a("attention.sliding_window"), u32v(window));
+        }
     }
     if matches!(arch, "gemma2" | "gemma3" | "gemma4") {
         if let Some(window) = spec.sliding_window {

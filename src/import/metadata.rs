@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// The GGUF architectures scalpel imports and their Hugging Face names.
 pub const SUPPORTED: &[&str] = &[
-    "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma4", "olmo2", "granite", "glm4", "smollm3",
+    "llama", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma4", "phi3", "olmo2", "granite", "glm4", "smollm3",
     "qwen2moe", "qwen3moe",
 ];
 
@@ -63,6 +63,9 @@ impl<'a> Meta<'a> {
                 Some("multimodal rotary sections (GLM-4V)")
             }
             "granite" if self.get(&self.arch_key("deepstack_mapping")).is_some() => Some("vision deepstack layers"),
+            "phi3" if self.content.tensor_infos.contains_key("rope_factors_long.weight") => {
+                Some("long-context rope factors (LongRoPE)")
+            }
             "gemma4" if self.opt_usize("embedding_length_per_layer_input").is_some_and(|n| n > 0) => {
                 Some("per-layer input embeddings")
             }
@@ -239,6 +242,13 @@ pub(super) fn config(meta: &Meta<'_>, vocab_size: usize, tied: bool, torch_dtype
                           "attention_bias": has("blk.0.attn_q.bias"), "use_sliding_window": false, "sliding_window": null}),
         "gemma" => json!({"architectures": ["GemmaForCausalLM"], "model_type": "gemma",
                           "hidden_act": "gelu_pytorch_tanh", "attention_bias": false}),
+        // llama.cpp runs Phi-3 with full attention, its window or not.
+        "phi3" => json!({
+            "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_act": "silu", "sliding_window": null,
+            "partial_rotary_factor": meta.opt_usize("rope.dimension_count").map_or(1.0, |r| r as f64 / head_dim as f64),
+            "original_max_position_embeddings": meta.opt_usize("rope.scaling.original_context_length")
+                .or(meta.opt_usize("context_length")).unwrap_or(4096),
+        }),
         "olmo2" => json!({"architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", "hidden_act": "silu",
                           "attention_bias": has("blk.0.attn_q.bias")}),
         // Without `attention.scale` llama.cpp scales the scores by `head_dim^-0.5`; Hugging

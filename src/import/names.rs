@@ -40,11 +40,13 @@ const WHOLE: &[(&str, &str, Scope)] = &[("layer_output_scale.weight", "layer_sca
 /// post-norm ones of [`four_norms`], all but them, or those named). The one table both directions read; the first row that
 /// admits an architecture wins, so the rows of one family come first.
 const LAYER: &[(&str, &str, Scope)] = &[
-    // GLM-4: norms after both writers under their own names, and a fused gate/up matrix (gate
-    // rows over up rows, as llama.cpp's fused SwiGLU splits it).
+    // GLM-4: norms after both writers under their own names; GLM-4 and Phi-3: a fused gate/up
+    // matrix (gate rows over up rows, as llama.cpp's fused SwiGLU splits it).
     ("post_attention_norm", "post_self_attn_layernorm", Scope::Only(&["glm4"])),
     ("post_ffw_norm", "post_mlp_layernorm", Scope::Only(&["glm4"])),
-    ("ffn_up", "mlp.gate_up_proj", Scope::Only(&["glm4"])),
+    ("ffn_up", "mlp.gate_up_proj", Scope::Only(&["glm4", "phi3"])),
+    // Phi-3: q, k and v fused in that order, as llama.cpp's `attn_qkv` views them.
+    ("attn_qkv", "self_attn.qkv_proj", Scope::Only(&["phi3"])),
     ("attn_norm", "input_layernorm", Scope::All),
     ("attn_q", "self_attn.q_proj", Scope::All),
     ("attn_k", "self_attn.k_proj", Scope::All),
@@ -293,6 +295,8 @@ mod tests {
             ("glm4", "model.layers.0.post_mlp_layernorm.weight", "blk.0.post_ffw_norm.weight"),
             ("glm4", "model.layers.0.post_attention_layernorm.weight", "blk.0.ffn_norm.weight"),
             ("glm4", "model.layers.0.mlp.gate_up_proj.weight", "blk.0.ffn_up.weight"),
+            ("phi3", "model.layers.0.mlp.gate_up_proj.weight", "blk.0.ffn_up.weight"),
+            ("phi3", "model.layers.0.self_attn.qkv_proj.weight", "blk.0.attn_qkv.weight"),
         ] {
             assert_eq!(gguf_name(arch, hf).as_deref(), Some(gguf), "{arch}: {hf}");
             assert_eq!(hf_name(arch, gguf).as_deref(), Some(hf), "{arch}: {gguf}");

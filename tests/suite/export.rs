@@ -19,8 +19,8 @@ use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPla
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// Dense families llama.cpp runs, whose GGUF scalpel's importer reads back (phi3's fused
-/// tensors and Qwen-1 are not exported).
+/// Dense families llama.cpp runs, whose GGUF scalpel's importer reads back (Qwen-1 is not
+/// exported).
 const EXPORTED: &[&str] =
     &["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "olmo2", "granite", "glm4", "smollm3"];
 

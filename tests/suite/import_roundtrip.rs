@@ -230,6 +230,16 @@ fn bad_gguf_files_are_refused_and_nothing_is_written() {
     gguf_file::write(&mut std::fs::File::create(&olmo3).unwrap(), &meta, &[]).unwrap();
     let err = import_gguf(&olmo3, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
     assert!(err.contains("OLMo 3") && err.contains("olmo3.gguf"), "{err}");
+    // Phi-3's LongRoPE factors, which scalpel's Phi-3 does not apply.
+    let phi = tmp.path().join("phi3-128k.gguf");
+    let arch = Value::String("phi3".into());
+    let factors =
+        QTensor::quantize(&Tensor::ones(8, candle_core::DType::F32, &Device::Cpu).unwrap(), GgmlDType::F32).unwrap();
+    let meta = [("general.architecture", &arch)];
+    gguf_file::write(&mut std::fs::File::create(&phi).unwrap(), &meta, &[("rope_factors_long.weight", &factors)])
+        .unwrap();
+    let err = import_gguf(&phi, &out, &ImportOptions::default(), &Silent).unwrap_err().to_string();
+    assert!(err.contains("LongRoPE"), "{err}");
     assert!(!out.exists());
     assert!(std::fs::read_dir(tmp.path()).unwrap().all(|e| !e
         .unwrap()
