@@ -71,6 +71,12 @@ fn llama_cpp_fixture(dir: &Path, name: &str, family: &str) -> std::path::PathBuf
     src
 }
 
+/// A GGUF tensor's values, dequantized.
+fn gguf_values(content: &Content, file: &mut std::fs::File, name: &str) -> Vec<f32> {
+    let q = content.tensor(file, name, &Device::Cpu).unwrap();
+    q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
 fn f16_round(x: f32) -> f32 {
     half::f16::from_f32(x).to_f32()
 }
@@ -438,15 +444,7 @@ fn the_newer_dense_families_export_in_llama_cpps_layout_and_import_to_the_same_l
         // llama.cpp's Llama subclasses store q/k rows permuted.
         let (q, _) =
             model.checkpoint.read_f32(&format!("{}layers.0.self_attn.q_proj.weight", spec.tensor_prefix)).unwrap();
-        let stored: Vec<f32> = content
-            .tensor(&mut file, "blk.0.attn_q.weight", &Device::Cpu)
-            .unwrap()
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let stored = gguf_values(&content, &mut file, "blk.0.attn_q.weight");
         assert_eq!(stored == q, !matches!(family, "granite" | "smollm3"), "{family}: q rows");
         let back = tmp.path().join(format!("{family}-back"));
         import_gguf(&out, &back, &ImportOptions { dtype: Some(EditableDtype::F32), force: false }, &Silent)
@@ -508,17 +506,7 @@ fn gemma4_exports_in_llama_cpps_layout_and_imports_to_the_same_logits() {
         );
         assert!(content.tensor_infos.contains_key(&format!("blk.{l}.layer_output_scale.weight")));
     }
-    let read = |file: &mut std::fs::File, name: &str| -> Vec<f32> {
-        content
-            .tensor(file, name, &Device::Cpu)
-            .unwrap()
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
-    };
+    let read = |file: &mut std::fs::File, name: &str| gguf_values(&content, file, name);
     let divisors = read(&mut file, "rope_freqs.weight");
     let turning = (spec.proportional_rope.unwrap().global_fraction * global.head_dim as f64 / 2.0) as usize;
     assert_eq!(divisors.len(), global.head_dim / 2);
