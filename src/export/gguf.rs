@@ -573,7 +573,7 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
         check_source_matches(model, path, file, content, arch)?;
     }
 
-    let (mut metadata, padded_tokens) = metadata(model, arch, embed_rows, record.as_ref())?;
+    let Header { mut metadata, padded_tokens, stops } = metadata(model, arch, embed_rows, record.as_ref())?;
     let source_file_type = source.as_ref().and_then(|(_, _, c)| c.metadata.get("general.file_type")?.to_u32().ok());
     let file_type = source_file_type.unwrap_or_else(|| options.ty.file_type(stored_dtype));
     metadata.push(("general.file_type".into(), Value::U32(file_type)));
@@ -664,7 +664,7 @@ pub fn export_gguf(model: &ModelDir, out: &Path, options: &GgufOptions, progress
     } else {
         tmp.persist_noclobber(out).map_err(|e| Error::io(out, e.error))?;
     }
-    let modelfile = if options.modelfile { write_modelfile(model, out, options.force)? } else { None };
+    let modelfile = if options.modelfile { write_modelfile(out, &stops, options.force)? } else { None };
     Ok(GgufReport {
         out: out.to_path_buf(),
         architecture: arch.to_string(),
@@ -810,13 +810,18 @@ fn token_of(value: &Json) -> Option<String> {
     }
 }
 
-/// Metadata of the file (without `general.file_type`), and how many tokens were padded.
-fn metadata(
-    model: &ModelDir,
-    arch: &str,
-    embed_rows: usize,
-    record: Option<&SurgeryRecord>,
-) -> Result<(Vec<(String, Value)>, usize)> {
+/// What [`metadata`] makes of a folder.
+struct Header {
+    /// The file's metadata, without `general.file_type`.
+    metadata: Vec<(String, Value)>,
+    /// How many `[PAD{i}]` tokens were added.
+    padded_tokens: usize,
+    /// The texts of the tokens that end an answer.
+    stops: Vec<String>,
+}
+
+/// The file's metadata from the folder's config and tokenizer.
+fn metadata(model: &ModelDir, arch: &str, embed_rows: usize, record: Option<&SurgeryRecord>) -> Result<Header> {
     let spec = &model.spec;
     let mut m: Vec<(String, Value)> = Vec::new();
     let mut put = |k: &str, v: Value| m.push((k.to_string(), v));
@@ -916,7 +921,7 @@ fn metadata(
     if let Some(cap) = spec.final_logit_softcapping {
         put(&a("final_logit_softcapping"), Value::F32(cap as f32));
     }
-    let padded = tokenizer(model, arch, embed_rows, &mut put)?;
+    let (padded, stops) = tokenizer(model, arch, embed_rows, &mut put)?;
     put("scalpel.version", Value::String(env!("CARGO_PKG_VERSION").into()));
     if let Some(record) = record {
         let json = serde_json::to_string(record).map_err(|e| Error::Other(e.to_string()))?;
@@ -927,14 +932,20 @@ fn metadata(
         put("scalpel.norm_preserve", Value::Bool(record.options.norm_preserve));
         put("scalpel.edited_tensors", Value::U32(record.edits.len() as u32));
     }
-    Ok((m, padded))
+    Ok(Header { metadata: m, padded_tokens: padded, stops })
 }
 
 /// `tokenizer.ggml.*` and the chat template from tokenizer.json and tokenizer_config.json.
 /// Byte-level BPE vocabularies are written as llama.cpp's `gpt2` model; byte-fallback ones
 /// (SentencePiece converted to BPE, e.g. Gemma's) as its `llama` model, scored by id (the order
-/// SentencePiece ranks pieces in). Returns how many `[PAD{i}]` tokens were added.
-fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMut(&str, Value)) -> Result<usize> {
+/// SentencePiece ranks pieces in). Returns how many `[PAD{i}]` tokens were added, and the texts
+/// of the tokens that end an answer (for the Modelfile's stops).
+fn tokenizer(
+    model: &ModelDir,
+    arch: &str,
+    embed_rows: usize,
+    put: &mut dyn FnMut(&str, Value),
+) -> Result<(usize, Vec<String>)> {
     let path = model
         .tokenizer_path()
         .ok_or_else(|| Error::bad_checkpoint(&model.root, "has no tokenizer.json, which a GGUF needs"))?;
@@ -1053,12 +1064,30 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
     if let Some(u) = unk.and_then(|u| index.get(u)) {
         put("tokenizer.ggml.unknown_token_id", Value::U32(*u as u32));
     }
-    for marker in TURN_ENDS {
-        if let Some(&i) = index.get(marker) {
-            put("tokenizer.ggml.eot_token_id", Value::U32(i as u32));
-            break;
-        }
+    // The folder's end-of-answer ids (generation_config.json, config.json, tokenizer_config.json):
+    // llama.cpp stops on EOS, on EOT and on tokens it knows by name, so a turn end it does not
+    // know by name (GLM-4's `<|user|>`) must be the EOT.
+    let ends =
+        crate::prompts::SpecialTokens::from_model_dir(&model.root, &crate::prompts::load_tokenizer(&model.root)?)?
+            .eos_ids;
+    let eot = TURN_ENDS
+        .iter()
+        .find_map(|marker| index.get(marker).map(|&i| i as u32))
+        .or_else(|| ends.iter().copied().find(|&i| Some(i) != eos && (i as usize) < tokens.len()));
+    if let Some(i) = eot {
+        put("tokenizer.ggml.eot_token_id", Value::U32(i));
     }
+    let stops: Vec<String> = ends
+        .iter()
+        .chain(&eot)
+        .filter_map(|&i| tokens.get(i as usize).cloned())
+        .chain(TURN_ENDS.iter().filter(|m| index.contains_key(*m)).map(|m| m.to_string()))
+        .fold(Vec::new(), |mut all, t| {
+            if !all.contains(&t) {
+                all.push(t);
+            }
+            all
+        });
     let add_bos = config["add_bos_token"].as_bool().unwrap_or(arch.starts_with("gemma"));
     put("tokenizer.ggml.add_bos_token", Value::Bool(add_bos));
     put("tokenizer.ggml.add_eos_token", Value::Bool(config["add_eos_token"].as_bool().unwrap_or(false)));
@@ -1081,13 +1110,13 @@ fn tokenizer(model: &ModelDir, arch: &str, embed_rows: usize, put: &mut dyn FnMu
     if let Some(t) = template {
         put("tokenizer.chat_template", Value::String(t));
     }
-    Ok(padded)
+    Ok((padded, stops))
 }
 
-/// An Ollama Modelfile beside the GGUF: the file, greedy decoding, and the turn-end tokens as
-/// stops (Ollama takes the chat template from the GGUF's `tokenizer.chat_template`). An
-/// existing Modelfile is left alone unless `force`.
-fn write_modelfile(model: &ModelDir, gguf: &Path, force: bool) -> Result<Option<PathBuf>> {
+/// An Ollama Modelfile beside the GGUF: the file, greedy decoding, and the tokens that end an
+/// answer as stops (Ollama takes the chat template from the GGUF's `tokenizer.chat_template`).
+/// An existing Modelfile is left alone unless `force`.
+fn write_modelfile(gguf: &Path, stops: &[String], force: bool) -> Result<Option<PathBuf>> {
     let path = gguf.with_extension("Modelfile");
     if path.exists() && !force {
         return Ok(None);
@@ -1097,11 +1126,8 @@ fn write_modelfile(model: &ModelDir, gguf: &Path, force: bool) -> Result<Option<
         "# Ollama: ollama create NAME -f {}\nFROM ./{file}\nPARAMETER temperature 0\n",
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     );
-    let vocab = model.tokenizer_path().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
-    for stop in TURN_ENDS.iter().chain(&["<|endoftext|>"]) {
-        if vocab.contains(&format!("\"{stop}\"")) {
-            text.push_str(&format!("PARAMETER stop \"{stop}\"\n"));
-        }
+    for stop in stops {
+        text.push_str(&format!("PARAMETER stop {}\n", serde_json::Value::String(stop.clone())));
     }
     let tmp = path.with_extension("Modelfile.partial");
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;

@@ -237,6 +237,7 @@ fn export_is_atomic_and_does_not_replace_files_without_force() {
     assert_eq!(names, vec!["m.Modelfile".to_string(), "m.gguf".to_string()], "no temporary file left");
     let modelfile = std::fs::read_to_string(out.with_extension("Modelfile")).unwrap();
     assert!(modelfile.contains("FROM ./m.gguf"), "{modelfile}");
+    assert!(modelfile.contains("PARAMETER stop \"<|im_end|>\"\n"), "the turn end stops an answer: {modelfile}");
 }
 
 fn edit_plan(model: &ModelDir, dirs: &Path, norm_preserve: bool, untie: bool) -> SurgeryPlan {
