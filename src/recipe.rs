@@ -175,7 +175,7 @@ impl LayerChoice {
 pub struct AblateSection {
     /// Layer selection (see `--layers`).
     pub layers: String,
-    /// Writers: embed, attn, mlp.
+    /// Writers: embed, attn, mlp, ple.
     pub targets: Vec<String>,
     /// λ.
     pub strength: f64,

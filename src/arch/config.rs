@@ -113,8 +113,12 @@ pub struct RawConfig {
     /// default (256); `null` or 0 means none, so the two are told apart.
     #[serde(default, deserialize_with = "present")]
     pub hidden_size_per_layer_input: Option<Option<usize>>,
+    /// Gemma 4: the rows of the per-layer input embedding table.
+    pub vocab_size_per_layer_input: Option<usize>,
     /// Gemma 4: the last layers that reuse an earlier layer's keys and values.
     pub num_kv_shared_layers: Option<usize>,
+    /// Gemma 4: the layers that reuse keys and values have an MLP twice as wide.
+    pub use_double_wide_mlp: Option<bool>,
     /// Gemma 4: a mixture-of-experts block beside each layer's dense MLP.
     pub enable_moe_block: Option<bool>,
     /// Gemma 4: `all` makes every token attend both ways (`vision`: only image tokens do).
@@ -129,7 +133,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<usize
 
 /// Upper bounds on config.json sizes, far above any released model, checked before anything is
 /// allocated from them (the tensor shapes are checked against the files afterwards).
-const LIMITS: [(&str, usize); 13] = [
+const LIMITS: [(&str, usize); 15] = [
     ("hidden_size", 1 << 20),
     ("intermediate_size", 1 << 22),
     ("num_hidden_layers", 4096),
@@ -143,6 +147,8 @@ const LIMITS: [(&str, usize); 13] = [
     ("shared_expert_intermediate_size", 1 << 22),
     ("global_head_dim", 1 << 16),
     ("num_global_key_value_heads", 1 << 16),
+    ("hidden_size_per_layer_input", 1 << 16),
+    ("vocab_size_per_layer_input", 1 << 24),
 ];
 
 impl RawConfig {
@@ -163,6 +169,8 @@ impl RawConfig {
             self.shared_expert_intermediate_size,
             self.global_head_dim,
             self.num_global_key_value_heads,
+            self.hidden_size_per_layer_input.flatten(),
+            self.vocab_size_per_layer_input,
         ];
         for ((field, limit), value) in LIMITS.iter().zip(values) {
             if let Some(v) = value.filter(|v| v > limit) {

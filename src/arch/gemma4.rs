@@ -3,14 +3,21 @@
 //! layers with their own head width, key/value heads and proportional rope (optionally with the
 //! keys as values), and a stored scalar that multiplies each layer's output stream.
 //!
-//! What Gemma 4 has that scalpel does not run is refused by the field that turns it on: per-layer
-//! input embeddings (`hidden_size_per_layer_input`, whose `per_layer_projection` is one more
-//! writer into the stream), key/value sharing across layers (`num_kv_shared_layers`), the
+//! The E models (E2B, E4B) add per-layer input embeddings (`hidden_size_per_layer_input`: a
+//! per-layer block after the MLP whose `per_layer_projection` is one more writer into the
+//! stream, behind its own norm), last layers that reuse the keys and values of the last earlier
+//! layer of their attention kind (`num_kv_shared_layers`), and optionally a double-wide MLP in
+//! those (`use_double_wide_mlp`).
+//!
+//! What Gemma 4 has that scalpel does not run is refused by the field that turns it on: the
 //! mixture-of-experts block beside the MLP (`enable_moe_block`) and bidirectional attention
 //! (`use_bidirectional_attention: "all"`).
 
 use super::RopeScaling;
-use super::{AttentionLayout, Family, GlobalAttention, LayerNames, ModelSpec, NormKind, ProportionalRope, RawConfig};
+use super::{
+    AttentionLayout, Family, GlobalAttention, KvSharing, LayerNames, ModelSpec, NormKind, PerLayerInputs,
+    PerLayerNames, ProportionalRope, RawConfig,
+};
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -23,6 +30,7 @@ const DEFAULT_HEAD_DIM: usize = 256;
 const DEFAULT_GLOBAL_HEAD_DIM: usize = 512;
 const DEFAULT_SLIDING_WINDOW: usize = 512;
 const DEFAULT_PER_LAYER_INPUT: usize = 256;
+const DEFAULT_PER_LAYER_VOCAB: usize = 262_144;
 const DEFAULT_PATTERN: usize = 6;
 
 /// Gemma 4's text config (the whole config of `Gemma4ForCausalLM`, `text_config` of the
@@ -66,7 +74,55 @@ pub(super) fn spec(raw: &RawConfig, path: &Path) -> Result<ModelSpec> {
     spec.partial_rotary_factor = 1.0;
     spec.proportional_rope =
         Some(ProportionalRope { local_fraction: local.fraction, global_fraction: global.fraction });
+    let width = match raw.hidden_size_per_layer_input {
+        None => DEFAULT_PER_LAYER_INPUT,
+        Some(width) => width.unwrap_or(0),
+    };
+    spec.per_layer_inputs = (width > 0).then(|| PerLayerInputs {
+        width,
+        vocab_size: raw.vocab_size_per_layer_input.unwrap_or(DEFAULT_PER_LAYER_VOCAB),
+    });
+    if spec.per_layer_inputs.as_ref().is_some_and(|p| p.vocab_size == 0) {
+        return Err(bad(path, "vocab_size_per_layer_input must be positive".into()));
+    }
+    spec.kv_sharing = kv_sharing(&spec.sliding_layers, raw.num_kv_shared_layers.unwrap_or(0), path)?;
+    spec.double_wide_mlp = raw.use_double_wide_mlp.unwrap_or(false);
     Ok(spec)
+}
+
+/// Hugging Face's `kv_sharing_modes`: the last `shared` layers reuse keys and values; the last
+/// layer before them of each attention kind stores its own for them. Every kind a reusing layer
+/// has must have such a layer.
+fn kv_sharing(sliding: &[bool], shared: usize, path: &Path) -> Result<Vec<KvSharing>> {
+    let n = sliding.len();
+    if shared == 0 {
+        return Ok(vec![KvSharing::Own; n]);
+    }
+    if shared >= n {
+        return Err(bad(
+            path,
+            format!("num_kv_shared_layers = {shared} leaves no layer of the {n} to compute the keys and values"),
+        ));
+    }
+    let first = n - shared;
+    let mut modes: Vec<KvSharing> = (0..n).map(|l| if l < first { KvSharing::Own } else { KvSharing::Reuse }).collect();
+    for kind in [true, false] {
+        let reused = sliding[first..].contains(&kind);
+        match (0..first).rev().find(|&l| sliding[l] == kind) {
+            Some(store) => modes[store] = KvSharing::Store,
+            None if reused => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "num_kv_shared_layers = {shared}: a reusing {} layer has no earlier layer of its kind",
+                        if kind { SLIDING } else { FULL }
+                    ),
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(modes)
 }
 
 /// Tensor names of a Gemma 4 layer: Gemma 2/3's, its `layer_scalar`, and no value projection in
@@ -80,6 +136,25 @@ pub(super) fn layer_names(spec: &ModelSpec, layer: usize, p: &str) -> LayerNames
         }
     }
     names.layer_scalar = Some(format!("{p}layer_scalar"));
+    if spec.kv_sharing_of(layer) == KvSharing::Reuse {
+        // No k/v projections and no k norm: the keys and values are the storing layer's.
+        let query = match &names.attention {
+            AttentionLayout::Separate { q, biases, .. } => Some((q, biases.as_ref().map(|[bq, _, _]| bq))),
+            AttentionLayout::KeysAsValues { q, biases, .. } => Some((q, biases.as_ref().map(|[bq, _]| bq))),
+            AttentionLayout::QueryOnly { .. } | AttentionLayout::Fused { .. } => None,
+        };
+        if let Some((q, bias)) = query {
+            names.attention = AttentionLayout::QueryOnly { q: q.clone(), bias: bias.cloned() };
+        }
+        names.k_norm = None;
+    }
+    if spec.per_layer_inputs.is_some() {
+        names.per_layer = Some(PerLayerNames {
+            gate: format!("{p}per_layer_input_gate.weight"),
+            projection: format!("{p}per_layer_projection.weight"),
+            post_norm: format!("{p}post_per_layer_input_norm.weight"),
+        });
+    }
     names
 }
 
@@ -89,30 +164,6 @@ fn bad(path: &Path, message: String) -> Error {
 
 /// The fields that turn on what the decoder does not run, each refused by name.
 fn refuse_unsupported(raw: &RawConfig, path: &Path) -> Result<()> {
-    let per_layer = match raw.hidden_size_per_layer_input {
-        None => DEFAULT_PER_LAYER_INPUT,
-        Some(width) => width.unwrap_or(0),
-    };
-    if per_layer > 0 {
-        return Err(bad(
-            path,
-            format!(
-                "hidden_size_per_layer_input = {per_layer}{}: Gemma 4's per-layer input embeddings are not supported \
-                 (their per_layer_projection writes into the residual stream); only configs with 0 or null",
-                if raw.hidden_size_per_layer_input.is_none() {
-                    " (Hugging Face's default, the field is absent)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
-    if let Some(n) = raw.num_kv_shared_layers.filter(|&n| n > 0) {
-        return Err(bad(
-            path,
-            format!("num_kv_shared_layers = {n}: layers that reuse another layer's keys and values are not supported"),
-        ));
-    }
     if raw.enable_moe_block == Some(true) {
         return Err(bad(path, "enable_moe_block = true: Gemma 4's mixture-of-experts block is not supported".into()));
     }

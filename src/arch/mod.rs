@@ -29,8 +29,9 @@ mod spec;
 
 pub use config::RawConfig;
 pub use spec::{
-    Activation, AttentionLayout, ExpertNames, ExpertStorage, GatedNames, GlobalAttention, LayerNames, MlpLayout,
-    MlpPart, MlpWriter, ModelSpec, MoeSpec, NormKind, ProportionalRope, RopeScaling, SparseNames, Writer, WriterKind,
+    Activation, AttentionLayout, ExpertNames, ExpertStorage, GatedNames, GlobalAttention, KvSharing, LayerNames,
+    MlpLayout, MlpPart, MlpWriter, ModelSpec, MoeSpec, NormKind, PerLayerInputs, PerLayerNames, ProportionalRope,
+    RopeScaling, SparseNames, Writer, WriterKind,
 };
 
 use crate::{Error, Result};

@@ -33,5 +33,6 @@ pub(super) fn layer_names(p: &str) -> LayerNames {
         down_proj_bias: None,
         mlp_post_norm: None,
         layer_scalar: None,
+        per_layer: None,
     }
 }

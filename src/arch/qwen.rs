@@ -50,5 +50,6 @@ pub(super) fn layer_names(spec: &ModelSpec, p: &str) -> LayerNames {
         down_proj_bias: spec.mlp_bias.then(|| format!("{p}mlp.c_proj.bias")),
         mlp_post_norm: None,
         layer_scalar: None,
+        per_layer: None,
     }
 }

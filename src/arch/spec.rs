@@ -92,6 +92,13 @@ pub enum AttentionLayout {
         /// Biases of q and k when the family has them.
         biases: Option<[String; 2]>,
     },
+    /// A q projection only: the keys and values are an earlier layer's ([`KvSharing::Reuse`]).
+    QueryOnly {
+        /// Query projection.
+        q: String,
+        /// Its bias when the family has one.
+        bias: Option<String>,
+    },
     /// One fused `[q; k; v]` projection (Phi-3 `qkv_proj`, Qwen-1 `c_attn`).
     Fused {
         /// The fused weight.
@@ -271,6 +278,43 @@ pub struct LayerNames {
     pub mlp_post_norm: Option<String>,
     /// A scalar `[1]` the layer's output stream is multiplied by (Gemma 4's `layer_scalar`).
     pub layer_scalar: Option<String>,
+    /// The per-layer input block (Gemma 4's E models), if the model has one.
+    pub per_layer: Option<PerLayerNames>,
+}
+
+/// The tensors of a layer's per-layer input block (Gemma 4's E models): after the MLP, the
+/// stream is gated into the per-layer width, multiplied by this layer's per-layer input and
+/// projected back through a norm into the stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerLayerNames {
+    /// `per_layer_input_gate` `[width, hidden]` (reads the stream; never edited).
+    pub gate: String,
+    /// `per_layer_projection` `[hidden, width]`: writes into the residual stream.
+    pub projection: String,
+    /// `post_per_layer_input_norm` `[hidden]`, between the projection and the stream.
+    pub post_norm: String,
+}
+
+/// Where a layer's attention takes its keys and values from (Gemma 4's E models share them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum KvSharing {
+    /// Its own projections.
+    #[default]
+    Own,
+    /// Its own projections, which the later layers of its attention kind reuse.
+    Store,
+    /// The keys and values of the last storing layer of its attention kind (no k/v projections).
+    Reuse,
+}
+
+/// Gemma 4's per-layer input embeddings: a second token table with a slice per layer, mixed
+/// with a projection of the embedded stream, that each layer's per-layer block reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerLayerInputs {
+    /// Each layer's slice width (`hidden_size_per_layer_input`).
+    pub width: usize,
+    /// Rows of the per-layer token table (`vocab_size_per_layer_input`).
+    pub vocab_size: usize,
 }
 
 impl LayerNames {
@@ -280,7 +324,9 @@ impl LayerNames {
             AttentionLayout::Separate { q, k, v, .. } => vec![q.clone(), k.clone(), v.clone()],
             AttentionLayout::KeysAsValues { q, k, .. } => vec![q.clone(), k.clone()],
             AttentionLayout::Fused { qkv, .. } => vec![qkv.clone()],
+            AttentionLayout::QueryOnly { q, .. } => vec![q.clone()],
         };
+        names.extend(self.per_layer.iter().map(|p| p.gate.clone()));
         match &self.mlp {
             MlpLayout::Gated { gate, up, .. } => names.extend([gate.clone(), up.clone()]),
             MlpLayout::FusedGateUp { gate_up } => names.push(gate_up.clone()),
@@ -297,6 +343,30 @@ impl LayerNames {
                     names.extend([shared.gate.clone(), shared.up.clone(), gate.clone()]);
                 }
             }
+        }
+        names
+    }
+
+    /// Every tensor of this layer ("" for a norm the family does not have).
+    pub fn tensors(&self) -> Vec<String> {
+        let mut names = self.input_side();
+        names.extend(self.mlp_writers().into_iter().flat_map(|w| std::iter::once(w.weight).chain(w.bias)));
+        names.extend([self.attn_norm.clone(), self.mlp_norm.clone(), self.o_proj.clone()]);
+        let optional = [&self.o_proj_bias, &self.attn_post_norm, &self.mlp_post_norm, &self.q_norm, &self.k_norm];
+        names.extend(optional.into_iter().chain([&self.layer_scalar]).flatten().cloned());
+        match &self.attention {
+            AttentionLayout::Separate { biases: Some(b), .. } => names.extend(b.iter().cloned()),
+            AttentionLayout::KeysAsValues { biases: Some(b), .. } => names.extend(b.iter().cloned()),
+            AttentionLayout::Fused { bias: Some(b), .. } | AttentionLayout::QueryOnly { bias: Some(b), .. } => {
+                names.push(b.clone())
+            }
+            _ => {}
+        }
+        if let MlpLayout::Gated { biases: Some(b), .. } = &self.mlp {
+            names.extend(b.iter().cloned());
+        }
+        if let Some(p) = &self.per_layer {
+            names.extend([p.projection.clone(), p.post_norm.clone()]);
         }
         names
     }
@@ -349,18 +419,21 @@ pub enum WriterKind {
     Attn,
     /// A layer's MLP output projection (`[hidden, intermediate]`).
     Mlp,
+    /// A layer's per-layer input projection (`[hidden, per-layer width]`, Gemma 4's E models).
+    PerLayer,
 }
 
 impl WriterKind {
     /// Every writer kind.
-    pub const ALL: [WriterKind; 3] = [WriterKind::Embed, WriterKind::Attn, WriterKind::Mlp];
+    pub const ALL: [WriterKind; 4] = [WriterKind::Embed, WriterKind::Attn, WriterKind::Mlp, WriterKind::PerLayer];
 
-    /// Short name used on the command line (`embed`, `attn`, `mlp`).
+    /// Short name used on the command line (`embed`, `attn`, `mlp`, `ple`).
     pub fn name(self) -> &'static str {
         match self {
             WriterKind::Embed => "embed",
             WriterKind::Attn => "attn",
             WriterKind::Mlp => "mlp",
+            WriterKind::PerLayer => "ple",
         }
     }
 
@@ -494,6 +567,12 @@ pub struct ModelSpec {
     pub v_norm: bool,
     /// Each layer's output stream is multiplied by its stored `layer_scalar` (Gemma 4).
     pub layer_scalars: bool,
+    /// Per-layer input embeddings (Gemma 4's E models), if the model has them.
+    pub per_layer_inputs: Option<PerLayerInputs>,
+    /// For each layer, where its keys and values come from (Gemma 4's E models share them).
+    pub kv_sharing: Vec<KvSharing>,
+    /// The layers that reuse keys and values have an MLP twice `intermediate_size` wide.
+    pub double_wide_mlp: bool,
 }
 
 impl ModelSpec {
@@ -560,6 +639,9 @@ impl ModelSpec {
             proportional_rope: None,
             v_norm: false,
             layer_scalars: false,
+            per_layer_inputs: None,
+            kv_sharing: vec![KvSharing::Own; num_layers],
+            double_wide_mlp: false,
         })
     }
 
@@ -659,6 +741,52 @@ impl ModelSpec {
         self.global_attention_of(layer).map_or(self.num_kv_heads, |g| g.num_kv_heads)
     }
 
+    /// Where `layer`'s keys and values come from.
+    pub fn kv_sharing_of(&self, layer: usize) -> KvSharing {
+        self.kv_sharing.get(layer).copied().unwrap_or_default()
+    }
+
+    /// The dense MLP width of `layer` (twice `intermediate_size` in a double-wide layer).
+    pub fn intermediate_size_for(&self, layer: usize) -> usize {
+        let wide = self.double_wide_mlp && self.kv_sharing_of(layer) == KvSharing::Reuse;
+        self.intermediate_size * if wide { 2 } else { 1 }
+    }
+
+    /// The per-layer input embedding table `[per-layer vocab, layers · width]`.
+    pub fn per_layer_embed_name(&self) -> String {
+        format!("{}embed_tokens_per_layer.weight", self.tensor_prefix)
+    }
+
+    /// The projection of the embedded stream into every layer's per-layer input
+    /// `[layers · width, hidden]`.
+    pub fn per_layer_model_projection_name(&self) -> String {
+        format!("{}per_layer_model_projection.weight", self.tensor_prefix)
+    }
+
+    /// The norm `[width]` of that projection, per layer slice.
+    pub fn per_layer_projection_norm_name(&self) -> String {
+        format!("{}per_layer_projection_norm.weight", self.tensor_prefix)
+    }
+
+    /// Every tensor the model reads outside its layers (the head even where it is tied).
+    pub fn model_tensors(&self) -> Vec<String> {
+        let mut names = vec![self.embed_name(), self.final_norm_name(), self.lm_head_name()];
+        names.extend(self.per_layer_input_tensors());
+        names
+    }
+
+    /// The model-level tensors of the per-layer inputs, if the model has them.
+    pub fn per_layer_input_tensors(&self) -> Vec<String> {
+        match self.per_layer_inputs {
+            Some(_) => vec![
+                self.per_layer_embed_name(),
+                self.per_layer_model_projection_name(),
+                self.per_layer_projection_norm_name(),
+            ],
+            None => Vec::new(),
+        }
+    }
+
     /// Every tensor name of layer `layer`, by role.
     pub fn layer_names(&self, layer: usize) -> LayerNames {
         let p = format!("{}{}", self.tensor_prefix, if self.family == Family::Qwen { "h" } else { "layers" });
@@ -745,6 +873,17 @@ impl ModelSpec {
                     part: w.part,
                     slice: w.slice,
                 }));
+            }
+            if let (true, Some(per_layer)) = (kinds.contains(&WriterKind::PerLayer), &names.per_layer) {
+                writers.push(Writer {
+                    kind: WriterKind::PerLayer,
+                    layer: Some(layer),
+                    weight: per_layer.projection.clone(),
+                    bias: None,
+                    post_norm: Some(per_layer.post_norm.clone()),
+                    part: MlpPart::Dense,
+                    slice: None,
+                });
             }
         }
         writers

@@ -1,7 +1,7 @@
 //! What `scalpel inspect` reports about a model folder.
 
 use super::model_dir::ModelDir;
-use crate::arch::{LayerNames, MlpPart, ModelSpec, WriterKind};
+use crate::arch::{MlpPart, ModelSpec, WriterKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -100,23 +100,7 @@ impl ModelDir {
 
 /// Every tensor name the spec knows (so inspect can flag anything else).
 fn known_names(spec: &ModelSpec) -> Vec<String> {
-    let mut names = vec![spec.embed_name(), spec.final_norm_name(), spec.lm_head_name()];
-    for layer in 0..spec.num_layers {
-        let n: LayerNames = spec.layer_names(layer);
-        names.extend(n.input_side());
-        names.extend(n.mlp_writers().into_iter().map(|w| w.weight));
-        names.extend([n.attn_norm, n.mlp_norm, n.o_proj]);
-        names.extend(n.o_proj_bias.into_iter().chain(n.down_proj_bias).chain(n.attn_post_norm).chain(n.mlp_post_norm));
-        names.extend(n.q_norm.into_iter().chain(n.k_norm).chain(n.layer_scalar));
-        match n.attention {
-            crate::arch::AttentionLayout::Separate { biases: Some(b), .. } => names.extend(b),
-            crate::arch::AttentionLayout::KeysAsValues { biases: Some(b), .. } => names.extend(b),
-            crate::arch::AttentionLayout::Fused { bias: Some(b), .. } => names.push(b),
-            _ => {}
-        }
-        if let crate::arch::MlpLayout::Gated { biases: Some(b), .. } = n.mlp {
-            names.extend(b);
-        }
-    }
+    let mut names = spec.model_tensors();
+    names.extend((0..spec.num_layers).flat_map(|layer| spec.layer_names(layer).tensors()));
     names
 }

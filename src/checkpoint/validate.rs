@@ -3,7 +3,7 @@
 //! zero-size dimension, and tensors the config does not use are named.
 
 use super::model_dir::ModelDir;
-use crate::arch::{AttentionLayout, ExpertNames, MlpLayout, WriterKind};
+use crate::arch::{AttentionLayout, ExpertNames, MlpLayout};
 use crate::{Error, Result};
 use std::collections::BTreeSet;
 
@@ -53,6 +53,12 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
     expect(&spec.embed_name(), &[spec.vocab_size, h])?;
     expect(&spec.lm_head_name(), &[spec.vocab_size, h])?;
     expect(&spec.final_norm_name(), &[h])?;
+    if let Some(inputs) = &spec.per_layer_inputs {
+        let all = product(spec.num_layers, inputs.width, "num_hidden_layers × hidden_size_per_layer_input")?;
+        expect(&spec.per_layer_embed_name(), &[inputs.vocab_size, all])?;
+        expect(&spec.per_layer_model_projection_name(), &[all, h])?;
+        expect(&spec.per_layer_projection_norm_name(), &[inputs.width])?;
+    }
     for layer in 0..spec.num_layers {
         let n = spec.layer_names(layer);
         let head_dim = spec.head_dim_for(layer);
@@ -75,8 +81,9 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
             expect(norm, &[k_norm_width])?;
         }
         expect(&n.o_proj, &[h, q_width])?;
+        let inter = spec.intermediate_size_for(layer);
         if !spec.is_sparse(layer) {
-            expect(&n.down_proj, &[h, spec.intermediate_size])?;
+            expect(&n.down_proj, &[h, inter])?;
         }
         for bias in [&n.o_proj_bias, &n.down_proj_bias].into_iter().flatten() {
             expect(bias, &[h])?;
@@ -91,12 +98,18 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
                 expect(q, &[q_width, h])?;
                 expect(k, &[kv_width, h])?;
             }
+            AttentionLayout::QueryOnly { q, .. } => expect(q, &[q_width, h])?,
             AttentionLayout::Fused { qkv, .. } => reads_hidden(qkv)?,
+        }
+        if let (Some(p), Some(inputs)) = (&n.per_layer, &spec.per_layer_inputs) {
+            expect(&p.gate, &[inputs.width, h])?;
+            expect(&p.projection, &[h, inputs.width])?;
+            expect(&p.post_norm, &[h])?;
         }
         match &n.mlp {
             MlpLayout::Gated { gate, up, .. } => {
-                expect(gate, &[spec.intermediate_size, h])?;
-                expect(up, &[spec.intermediate_size, h])?;
+                expect(gate, &[inter, h])?;
+                expect(up, &[inter, h])?;
             }
             MlpLayout::FusedGateUp { gate_up } => reads_hidden(gate_up)?,
             MlpLayout::QwenW1W2 { w1, w2 } => {
@@ -136,25 +149,8 @@ pub fn check_shapes(model: &ModelDir) -> Result<()> {
 /// Every tensor name the config's architecture reads.
 fn used_names(model: &ModelDir) -> BTreeSet<String> {
     let spec = &model.spec;
-    let mut used = BTreeSet::from([spec.embed_name(), spec.lm_head_name(), spec.final_norm_name()]);
-    let layers: Vec<usize> = (0..spec.num_layers).collect();
-    for w in spec.writers(&layers, &WriterKind::ALL) {
-        used.extend(std::iter::once(w.weight).chain(w.bias).chain(w.post_norm));
-    }
-    for layer in layers {
-        let n = spec.layer_names(layer);
-        used.extend([n.attn_norm.clone(), n.mlp_norm.clone()]);
-        used.extend(n.q_norm.iter().chain(&n.k_norm).chain(&n.layer_scalar).cloned());
-        match &n.attention {
-            AttentionLayout::Separate { biases, .. } => used.extend(biases.iter().flatten().cloned()),
-            AttentionLayout::KeysAsValues { biases, .. } => used.extend(biases.iter().flatten().cloned()),
-            AttentionLayout::Fused { bias, .. } => used.extend(bias.iter().cloned()),
-        }
-        if let MlpLayout::Gated { biases, .. } = &n.mlp {
-            used.extend(biases.iter().flatten().cloned());
-        }
-        used.extend(n.input_side());
-    }
+    let mut used: BTreeSet<String> = spec.model_tensors().into_iter().collect();
+    used.extend((0..spec.num_layers).flat_map(|layer| spec.layer_names(layer).tensors()));
     // A family without a norm in some place (OLMo 2 has no pre-norms) names it "".
     used.remove("");
     used

@@ -37,7 +37,7 @@ pub fn on_demand<'a>(
     }
 }
 
-/// A writer kind as the command line spells it (`--targets embed,attn,mlp`); clap parses the
+/// A writer kind as the command line spells it (`--targets embed,attn,mlp,ple`); clap parses the
 /// list, the library keeps its own [`WriterKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Target {
@@ -47,6 +47,8 @@ pub enum Target {
     Attn,
     /// The MLP output projections.
     Mlp,
+    /// The per-layer input projections (Gemma 4's E models; other models have none).
+    Ple,
 }
 
 impl From<Target> for WriterKind {
@@ -55,6 +57,7 @@ impl From<Target> for WriterKind {
             Target::Embed => WriterKind::Embed,
             Target::Attn => WriterKind::Attn,
             Target::Mlp => WriterKind::Mlp,
+            Target::Ple => WriterKind::PerLayer,
         }
     }
 }
@@ -64,7 +67,7 @@ pub fn writer_kinds(targets: &[Target]) -> anyhow::Result<Vec<WriterKind>> {
     let mut kinds: Vec<WriterKind> = targets.iter().map(|&t| t.into()).collect();
     kinds.sort();
     kinds.dedup();
-    anyhow::ensure!(!kinds.is_empty(), "--targets is empty (choose from embed, attn, mlp)");
+    anyhow::ensure!(!kinds.is_empty(), "--targets is empty (choose from embed, attn, mlp, ple)");
     Ok(kinds)
 }
 

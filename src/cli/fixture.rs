@@ -43,6 +43,10 @@ pub struct Args {
     /// attention's only).
     #[arg(long)]
     pub biases: bool,
+    /// Give gemma4_text the E models' per-layer input embeddings and shared keys and values
+    /// (with a double-wide MLP in the layers that share them).
+    #[arg(long)]
+    pub per_layer_inputs: bool,
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
@@ -90,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shards: args.shards,
         output_biases: args.biases,
         all_sparse: args.all_sparse,
+        per_layer_inputs: args.per_layer_inputs,
         ..FixtureOptions::default()
     };
     anyhow::ensure!(args.layers > 0 && args.shards > 0, "--layers and --shards must be at least 1");

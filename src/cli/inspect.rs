@@ -2,6 +2,7 @@
 
 use super::common::{human_bytes, open_model};
 use clap::Args as ClapArgs;
+use scalpel::arch::KvSharing;
 
 /// Show a model's architecture, sizes, dtypes, shards, tied head, and the tensors scalpel edits.
 #[derive(Debug, ClapArgs)]
@@ -45,6 +46,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if spec.layer_scalars {
         println!("layer scalar each layer's output stream is multiplied by its `layer_scalar` (not edited)");
+    }
+    if let Some(inputs) = &spec.per_layer_inputs {
+        println!(
+            "per-layer    inputs of width {} per layer ({} token rows); each layer's per_layer_projection writes \
+             the stream (edited: target `ple`)",
+            inputs.width, inputs.vocab_size
+        );
+    }
+    let reusing: Vec<usize> = (0..spec.num_layers).filter(|&l| spec.kv_sharing_of(l) == KvSharing::Reuse).collect();
+    if let (Some(first), Some(last)) = (reusing.first(), reusing.last()) {
+        println!(
+            "shared kv    layers {first}..={last} reuse the keys and values of the last earlier layer of their kind{}",
+            if spec.double_wide_mlp { " (with a double-wide MLP)" } else { "" }
+        );
     }
     let dtypes: Vec<String> = s.dtypes.iter().map(|(d, n)| format!("{d} × {n}")).collect();
     println!("dtypes       {}", dtypes.join(", "));

@@ -9,7 +9,7 @@ use scalpel::pipeline::SurgerySettings;
 use scalpel::surgery::{DirectionChoice, ExpertChoice, SurgeryOptions};
 
 /// `--targets` by default: every writer.
-const ALL_TARGETS: [Target; 3] = [Target::Embed, Target::Attn, Target::Mlp];
+const ALL_TARGETS: [Target; 4] = [Target::Embed, Target::Attn, Target::Mlp, Target::Ple];
 
 /// Which tensors to edit, with which direction, how strongly.
 #[derive(Debug, Clone, ClapArgs)]
@@ -27,7 +27,8 @@ pub struct SelectionArgs {
     /// Edit each layer with its own layer's direction instead of one shared direction.
     #[arg(long)]
     pub per_layer: bool,
-    /// Writers to edit, comma separated: embed, attn, mlp.
+    /// Writers to edit, comma separated: embed, attn, mlp, ple (Gemma 4's per-layer input
+    /// projections).
     #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', default_values_t = ALL_TARGETS)]
     pub targets: Vec<Target>,
     /// λ in W' = W − λ r rᵀ W: 1 removes the direction, 2 reflects it, 0.5 halves it.

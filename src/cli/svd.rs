@@ -27,7 +27,7 @@ pub struct Args {
     /// Layers (default: all).
     #[arg(long, value_name = "LAYERS", allow_hyphen_values = true)]
     pub layers: Option<String>,
-    /// Writers to analyse, comma separated: embed, attn, mlp.
+    /// Writers to analyse, comma separated: embed, attn, mlp, ple.
     #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',', default_values_t = [Target::Attn, Target::Mlp])]
     pub targets: Vec<Target>,
     /// Old spelling of --targets.

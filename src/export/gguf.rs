@@ -7,7 +7,7 @@
 //! record as `scalpel.*`. The file is streamed one tensor at a time into a temporary file beside
 //! the output, synced and renamed.
 
-use crate::arch::{Family, ModelSpec, RopeScaling};
+use crate::arch::{Family, KvSharing, ModelSpec, RopeScaling};
 use crate::checkpoint::{encode_f32, EditableDtype, ModelDir};
 use crate::import::names::{fix_for, gguf_expert_name, gguf_name, gguf_stacked_names, permute_rows, permuted, Fix};
 use crate::import::tokenizer::TURN_ENDS;
@@ -192,6 +192,13 @@ fn check_layout(spec: &ModelSpec) -> Result<()> {
             if spec.rope_scaling.is_some() {
                 return refuse(
                     "llama.cpp's graph of this family applies no rope scaling, and this model has one".into(),
+                );
+            }
+            if spec.per_layer_inputs.is_some() || spec.kv_sharing.iter().any(|k| *k != KvSharing::Own) {
+                return refuse(
+                    "the per-layer inputs and shared keys of Gemma 4's E models are not written to GGUF yet \
+                     (export the edited folder as safetensors or an adapter)"
+                        .into(),
                 );
             }
         }

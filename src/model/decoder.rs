@@ -5,6 +5,7 @@ use super::interventions::Interventions;
 use super::layer::Layer;
 use super::masks::{attention_bias, position_ids};
 use super::ops::{add, rms_norm};
+use super::per_layer::PerLayerMixer;
 use super::rope::Rope;
 use super::weights::{Linear, Loader, WeightLayout, WeightStorage};
 use crate::arch::{Family, ModelSpec, RopeScaling};
@@ -13,6 +14,7 @@ use crate::kernels::KernelConfig;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 /// How [`Decoder::load_with_options`] keeps the weights: their dtype in memory and the packed
 /// kernels they may be prepared for.
@@ -163,6 +165,9 @@ pub struct Decoder {
     final_norm: Tensor,
     pub(super) lm_head: Linear,
     ropes: Ropes,
+    /// The per-layer input token table `[per-layer vocab, layers · width]` and its mixer
+    /// (Gemma 4's E models).
+    per_layer: Option<(Tensor, PerLayerMixer)>,
 }
 
 /// Where the token embedding `[vocab, hidden]` lives.
@@ -228,14 +233,40 @@ impl Ropes {
     }
 }
 
+/// The keys and values a storing layer leaves for the later layers that reuse them (Gemma 4's
+/// E models): one pair per attention kind, all the batch's positions (the cached ones included).
+#[derive(Debug, Default)]
+pub(crate) struct SharedKv(Mutex<[Option<(Tensor, Tensor)>; 2]>);
+
+impl SharedKv {
+    /// Leave `k`, `v` for the layers of the kind `sliding` that reuse them.
+    pub(crate) fn put(&self, sliding: bool, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
+        let mut pairs = self.0.lock().map_err(|_| candle_core::Error::Msg("shared keys poisoned".into()))?;
+        pairs[usize::from(sliding)] = Some((k.clone(), v.clone()));
+        Ok(())
+    }
+
+    /// The keys and values the storing layer of the kind `sliding` left.
+    pub(crate) fn get(&self, sliding: bool) -> candle_core::Result<(Tensor, Tensor)> {
+        let pairs = self.0.lock().map_err(|_| candle_core::Error::Msg("shared keys poisoned".into()))?;
+        pairs[usize::from(sliding)].clone().ok_or_else(|| {
+            candle_core::Error::Msg("a layer reuses keys and values that no earlier layer of its kind stored".into())
+        })
+    }
+}
+
 /// What every layer reads about one batch besides the hidden states: the rotary tables of its
-/// positions and its attention masks (full, and one per sliding-window size).
+/// positions, its attention masks (full, and one per sliding-window size), and in Gemma 4's E
+/// models every layer's per-layer input and the keys and values layers share.
 #[derive(Debug)]
 pub(super) struct BatchContext {
     tables: Vec<(Tensor, Tensor)>,
     rope_of: Vec<usize>,
     full_mask: Tensor,
     window_masks: Vec<(usize, Tensor)>,
+    /// `[B, T, layers, width]`.
+    per_layer_inputs: Option<Tensor>,
+    shared_kv: SharedKv,
 }
 
 impl BatchContext {
@@ -260,7 +291,19 @@ impl BatchContext {
                 }
             }
         }
-        Ok(BatchContext { tables, rope_of: ropes.of.clone(), full_mask, window_masks })
+        Ok(BatchContext {
+            tables,
+            rope_of: ropes.of.clone(),
+            full_mask,
+            window_masks,
+            per_layer_inputs: None,
+            shared_kv: SharedKv::default(),
+        })
+    }
+
+    /// This context with every layer's per-layer input (`[B, T, layers, width]`).
+    pub(super) fn with_per_layer_inputs(self, inputs: Option<Tensor>) -> BatchContext {
+        BatchContext { per_layer_inputs: inputs, ..self }
     }
 
     fn mask(&self, spec: &ModelSpec, layer: usize) -> &Tensor {
@@ -320,7 +363,7 @@ pub(super) fn layer_step(
     h = iv.apply(HookPoint::ResidPre, l, h)?;
     record(capture, captures, HookPoint::ResidPre, l, &h)?;
     let x = pre_norm(spec, &h, layer.attn_norm.as_ref())?;
-    let raw = iv.apply(HookPoint::AttnRaw, l, layer.attention(spec, &x, cos, sin, mask, cache)?)?;
+    let raw = iv.apply(HookPoint::AttnRaw, l, layer.attention(spec, &x, cos, sin, mask, cache, &ctx.shared_kv)?)?;
     record(capture, captures, HookPoint::AttnRaw, l, &raw)?;
     let out = block_output(spec, raw, layer.attn_post_norm.as_ref())?;
     let out = iv.apply(HookPoint::AttnOut, l, out)?;
@@ -340,6 +383,17 @@ pub(super) fn layer_step(
     let out = iv.apply(HookPoint::MlpOut, l, out)?;
     record(capture, captures, HookPoint::MlpOut, l, &out)?;
     h = add(&h, &out)?;
+    if let Some(block) = &layer.per_layer {
+        let inputs = ctx.per_layer_inputs.as_ref().ok_or_else(|| {
+            Error::Invalid(format!("layer {l} has a per-layer block but the batch has no per-layer inputs"))
+        })?;
+        let raw = block.forward(&h, &inputs.narrow(2, l, 1)?.squeeze(2)?)?;
+        let raw = iv.apply(HookPoint::PerLayerRaw, l, raw)?;
+        record(capture, captures, HookPoint::PerLayerRaw, l, &raw)?;
+        let out = iv.apply(HookPoint::PerLayerOut, l, block_output(spec, raw, Some(&block.post_norm))?)?;
+        record(capture, captures, HookPoint::PerLayerOut, l, &out)?;
+        h = add(&h, &out)?;
+    }
     if let Some(scalar) = &layer.layer_scalar {
         // Gemma 4: the whole stream, scaled after the layer's last add.
         h = h.broadcast_mul(scalar)?;
@@ -389,6 +443,14 @@ pub(super) fn check_batch(
     if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= spec.vocab_size) {
         return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary ({})", spec.vocab_size)));
     }
+    if let Some(inputs) = &spec.per_layer_inputs {
+        if let Some(&bad) = ids.iter().flatten().find(|&&id| id as usize >= inputs.vocab_size) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the per-layer input table ({} rows)",
+                inputs.vocab_size
+            )));
+        }
+    }
     Ok((b, t))
 }
 
@@ -422,7 +484,14 @@ impl Decoder {
         let layers = (0..spec.num_layers).map(|l| Layer::load(&loader, &spec, l)).collect::<Result<Vec<_>>>()?;
         let final_norm = loader.norm(&spec.final_norm_name(), spec.hidden_size)?;
         let ropes = Ropes::new(model)?;
-        Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes })
+        let per_layer = match (&spec.per_layer_inputs, PerLayerMixer::load(&loader, &spec)?) {
+            (Some(inputs), Some(mixer)) => {
+                let shape = [inputs.vocab_size, spec.num_layers * inputs.width];
+                Some((loader.embedding(&spec.per_layer_embed_name(), &shape)?, mixer))
+            }
+            _ => None,
+        };
+        Ok(Decoder { spec, device: device.clone(), dtype, embed, layers, final_norm, lm_head, ropes, per_layer })
     }
 
     /// The embedding matrix `[vocab, hidden]` (unpacked from the tied head's panels where the
@@ -459,7 +528,8 @@ impl Decoder {
             Embedding::Head => 0,
         };
         let layers: usize = self.layers.iter().map(super::layer::Layer::bytes).sum();
-        embed + self.lm_head.bytes() + size(&self.final_norm) + layers
+        let per_layer = self.per_layer.as_ref().map_or(0, |(table, mixer)| size(table) + mixer.bytes());
+        embed + self.lm_head.bytes() + size(&self.final_norm) + layers + per_layer
     }
 
     /// The device the weights live on.
@@ -500,7 +570,19 @@ impl Decoder {
         };
         let h = h.to_dtype(self.dtype)?.reshape((b, t, spec.hidden_size))?;
         let mut h = scale_embedding(spec, h)?;
-        let ctx = BatchContext::new(spec, &self.ropes, attention, t, &self.device, self.dtype)?;
+        // The per-layer inputs read the embedded stream as layer 0 reads it (after its
+        // resid_pre interventions), so an ablation there reaches them as an edit of the
+        // embedding does.
+        let per_layer_inputs = match &self.per_layer {
+            Some((table, mixer)) => {
+                let rows = table.index_select(&Tensor::new(flat.as_slice(), &self.device)?, 0)?;
+                let rows = rows.reshape((b, t, ()))?;
+                Some(mixer.inputs(spec, &rows, &iv.apply(HookPoint::ResidPre, 0, h.clone())?)?)
+            }
+            None => None,
+        };
+        let ctx = BatchContext::new(spec, &self.ropes, attention, t, &self.device, self.dtype)?
+            .with_per_layer_inputs(per_layer_inputs);
         let mut captures = Captures::default();
         let last_needed = match request.logits {
             LogitsMode::None => request.capture.and_then(CaptureSpec::last_layer).map_or(spec.num_layers, |l| l + 1),

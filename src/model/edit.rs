@@ -32,6 +32,11 @@ pub enum WriterTensor {
         /// Which of the block's writers: the dense MLP's, a routed expert's or the shared expert's.
         part: MlpPart,
     },
+    /// Layer `layer`'s per-layer input projection (Gemma 4's E models).
+    PerLayerOut {
+        /// The layer.
+        layer: usize,
+    },
 }
 
 impl Decoder {
@@ -64,6 +69,12 @@ impl Decoder {
                 WriterTensor::MlpOut { layer, bias, part } => {
                     let linear = mlp_writer(&mut edited, layer, part)?;
                     *linear = edited_linear(linear, bias, layer, &mut apply)?
+                }
+                WriterTensor::PerLayerOut { layer } => {
+                    let block = edited.layers.get_mut(layer).and_then(|l| l.per_layer.as_mut()).ok_or_else(|| {
+                        Error::Invalid(format!("layer {layer} has no per-layer block in the running model"))
+                    })?;
+                    block.projection = edited_linear(&block.projection, false, layer, &mut apply)?
                 }
             }
         }

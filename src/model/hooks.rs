@@ -21,6 +21,10 @@ pub enum HookPoint {
     MlpRaw,
     /// What the MLP adds to the stream.
     MlpOut,
+    /// The per-layer block's raw output, before its norm (Gemma 4's E models).
+    PerLayerRaw,
+    /// What the per-layer block adds to the stream (after the MLP's add).
+    PerLayerOut,
     /// The layer's output (= the next layer's `resid_pre`).
     ResidPost,
     /// The final norm's output, which the head reads (layer index: the number of layers).
@@ -40,6 +44,8 @@ impl HookPoint {
             HookPoint::ResidMid => "resid_mid",
             HookPoint::MlpRaw => "mlp_raw",
             HookPoint::MlpOut => "mlp_out",
+            HookPoint::PerLayerRaw => "ple_raw",
+            HookPoint::PerLayerOut => "ple_out",
             HookPoint::ResidPost => "resid_post",
             HookPoint::FinalNorm => "final_norm",
         }
@@ -54,6 +60,8 @@ impl HookPoint {
             "resid_mid" | "mid" => HookPoint::ResidMid,
             "mlp_raw" => HookPoint::MlpRaw,
             "mlp_out" | "mlp" => HookPoint::MlpOut,
+            "ple_raw" => HookPoint::PerLayerRaw,
+            "ple_out" | "ple" => HookPoint::PerLayerOut,
             "resid_post" | "post" => HookPoint::ResidPost,
             "final_norm" => HookPoint::FinalNorm,
             _ => return None,

@@ -1,10 +1,11 @@
 //! One decoder layer: attention and MLP blocks with their norms, for every supported family.
 
-use super::decoder::LayerCache;
+use super::decoder::{LayerCache, SharedKv};
 use super::moe::{Mlp, Moe};
 use super::ops::{self, rms_norm};
+use super::per_layer::PerLayerBlock;
 use super::weights::{Linear, Loader};
-use crate::arch::{Activation, AttentionLayout, MlpLayout, ModelSpec};
+use crate::arch::{Activation, AttentionLayout, KvSharing, MlpLayout, ModelSpec};
 use crate::{Error, Result};
 use candle_core::Tensor;
 
@@ -30,8 +31,11 @@ impl Ffn {
 pub(crate) struct Layer {
     /// None where the family has no pre-norms (OLMo 2).
     pub attn_norm: Option<Tensor>,
-    /// q, k and v fused into one product (`[nh·hd + 2·nkv·hd, hidden]`).
+    /// q, k and v fused into one product (`[nh·hd + 2·nkv·hd, hidden]`; q alone, `[nh·hd,
+    /// hidden]`, where the layer reuses an earlier layer's keys and values).
     pub qkv: Linear,
+    /// Where the keys and values come from.
+    pub kv: KvSharing,
     pub q_norm: Option<Tensor>,
     pub k_norm: Option<Tensor>,
     pub o_proj: Linear,
@@ -46,6 +50,10 @@ pub(crate) struct Layer {
     /// Key/value heads and per-head width of this layer (Gemma 4's full-attention layers differ).
     pub kv_heads: usize,
     pub head_dim: usize,
+    /// The per-layer input block (Gemma 4's E models).
+    pub per_layer: Option<PerLayerBlock>,
+    /// Whether the layer uses a sliding window (which keys and values it shares).
+    pub sliding: bool,
 }
 
 /// A q or k projection whose rotary pairs are interleaved (GLM-4: dims `2i, 2i + 1` of each
@@ -80,7 +88,7 @@ impl Layer {
     /// Load layer `index` of `spec`.
     pub fn load(loader: &Loader<'_>, spec: &ModelSpec, index: usize) -> Result<Layer> {
         let n = spec.layer_names(index);
-        let (h, hd, inter) = (spec.hidden_size, spec.head_dim_for(index), spec.intermediate_size);
+        let (h, hd, inter) = (spec.hidden_size, spec.head_dim_for(index), spec.intermediate_size_for(index));
         let kv_heads = spec.kv_heads_for(index);
         let (q_out, kv_out) = (spec.num_heads * hd, kv_heads * hd);
         // Fused at load: one product per block instead of two or three smaller ones.
@@ -95,8 +103,15 @@ impl Layer {
                 let keys = loader.linear(k, biases.as_ref().map(|b| &b[1]), kv_out, h)?;
                 Linear::fuse(&[loader.linear(q, biases.as_ref().map(|b| &b[0]), q_out, h)?, keys.clone(), keys])?
             }
+            AttentionLayout::QueryOnly { q, bias } => loader.linear(q, bias.as_ref(), q_out, h)?,
             AttentionLayout::Fused { qkv, bias } => loader.linear(qkv, bias.as_ref(), q_out + 2 * kv_out, h)?,
         };
+        let kv = spec.kv_sharing_of(index);
+        if (kv == KvSharing::Reuse) != matches!(n.attention, AttentionLayout::QueryOnly { .. }) {
+            return Err(Error::Invalid(format!(
+                "layer {index}: its attention tensors do not fit where its keys and values come from ({kv:?})"
+            )));
+        }
         let dense = |gate_up: Linear, act: Activation| -> Result<Ffn> {
             let down_proj = loader.linear(&n.down_proj, n.down_proj_bias.as_ref(), h, inter)?;
             Ok(Ffn::Dense(Mlp { gate_up: loader.finish(gate_up)?, act, down_proj: loader.finish(down_proj)? }))
@@ -127,6 +142,7 @@ impl Layer {
         Ok(Layer {
             attn_norm: pre_norm(&n.attn_norm)?,
             qkv: loader.finish(qkv)?,
+            kv,
             q_norm: n.q_norm.as_deref().map(|q| loader.norm(q, q_size)).transpose()?,
             k_norm: n.k_norm.as_deref().map(|k| loader.norm(k, k_size)).transpose()?,
             o_proj: loader.finish(loader.linear(&n.o_proj, n.o_proj_bias.as_ref(), h, q_out)?)?,
@@ -138,6 +154,8 @@ impl Layer {
             layer_scalar: n.layer_scalar.as_deref().map(|s| loader.tensor(s, &[1])).transpose()?,
             kv_heads,
             head_dim: hd,
+            per_layer: n.per_layer.as_ref().map(|p| PerLayerBlock::load(loader, spec, p)).transpose()?,
+            sliding: spec.sliding_layers.get(index).copied().unwrap_or(false),
         })
     }
 
@@ -159,11 +177,13 @@ impl Layer {
             Ffn::Dense(mlp) => mlp.bytes(),
             Ffn::Sparse(moe) => moe.bytes(),
         };
-        norms + self.qkv.bytes() + self.o_proj.bytes() + ffn
+        let per_layer = self.per_layer.as_ref().map_or(0, PerLayerBlock::bytes);
+        norms + self.qkv.bytes() + self.o_proj.bytes() + ffn + per_layer
     }
 
     /// The attention block's raw output (before any post-norm) for normed input `x` `[B, T, H]`.
-    /// `cache` holds this layer's keys and values so far and is extended.
+    /// `cache` holds this layer's keys and values so far and is extended; `shared` holds the
+    /// keys and values a storing layer leaves for the layers that reuse them.
     #[allow(clippy::too_many_arguments)]
     pub fn attention(
         &self,
@@ -173,7 +193,21 @@ impl Layer {
         sin: &Tensor,
         mask: &Tensor,
         cache: Option<&mut Option<LayerCache>>,
+        shared: &SharedKv,
     ) -> candle_core::Result<Tensor> {
+        let scale = spec.query_scale.unwrap_or(1.0 / (self.head_dim as f64).sqrt());
+        if self.kv == KvSharing::Reuse {
+            let (b, t, _) = x.dims3()?;
+            let q =
+                self.qkv.forward(x)?.reshape((b, t, spec.num_heads, self.head_dim))?.transpose(1, 2)?.contiguous()?;
+            let q = match &self.q_norm {
+                Some(g) => rms_norm(&q, g, spec.norm_eps)?,
+                None => q,
+            };
+            let (k, v) = shared.get(self.sliding)?;
+            let out = ops::attention(&ops::rope(&q, cos, sin)?, &k, &v, mask, scale, spec.attn_logit_softcapping)?;
+            return self.o_proj.forward(&out);
+        }
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (spec.num_heads, self.kv_heads, self.head_dim);
         // One product for q, k and v; each head block is then copied once into [B, heads, T, D].
@@ -208,7 +242,9 @@ impl Layer {
             Some(slot) => LayerCache::append(slot, k, v)?,
             None => (k, v),
         };
-        let scale = spec.query_scale.unwrap_or(1.0 / (hd as f64).sqrt());
+        if self.kv == KvSharing::Store {
+            shared.put(self.sliding, &k, &v)?;
+        }
         let out = ops::attention(&q, &k, &v, mask, scale, spec.attn_logit_softcapping)?;
         self.o_proj.forward(&out)
     }

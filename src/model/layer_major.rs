@@ -10,12 +10,13 @@
 //! whole-model path's.
 
 use super::decoder::{layer_step, scale_embedding, BatchContext, Ropes};
-use super::hooks::{CaptureSpec, Captures};
+use super::hooks::{CaptureSpec, Captures, HookPoint};
 use super::interventions::Interventions;
 use super::layer::Layer;
 use super::masks::{split_shared_prefix, PrefixBatch};
+use super::per_layer::PerLayerMixer;
 use super::weights::{Loader, WeightStorage};
-use crate::arch::{AttentionLayout, LayerNames, MlpLayout, ModelSpec};
+use crate::arch::ModelSpec;
 use crate::checkpoint::ModelDir;
 use crate::kernels::KernelConfig;
 use crate::{Error, Result};
@@ -70,54 +71,82 @@ impl<'m> LayerMajor<'m> {
         self.bytes_read.get()
     }
 
-    /// The embedding rows of `ids` (`[rows][tokens]`), gathered from the mapped checkpoint,
-    /// converted to the compute dtype and scaled as the family does: `[rows, tokens, hidden]`.
-    fn embed(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
-        let spec = self.spec();
-        let name = spec.embed_name();
-        let view = self.model.checkpoint.tensor(&name)?;
-        if view.shape != [spec.vocab_size, spec.hidden_size] {
-            return Err(Error::bad_tensor(
-                &name,
-                format!("shape {:?}, expected {:?}", view.shape, [spec.vocab_size, spec.hidden_size]),
-            ));
+    /// The rows `ids` (`[rows][tokens]`) of the stored table `name` (`[table_rows, width]`),
+    /// gathered from the mapped checkpoint and converted to the compute dtype:
+    /// `[rows, tokens, width]`.
+    fn gather(&self, name: &str, table_rows: usize, width: usize, ids: &[Vec<u32>]) -> Result<Tensor> {
+        let view = self.model.checkpoint.tensor(name)?;
+        if view.shape != [table_rows, width] {
+            return Err(Error::bad_tensor(name, format!("shape {:?}, expected {:?}", view.shape, [table_rows, width])));
         }
-        let dtype = runnable_dtype(&name, view.dtype)?;
-        let row = spec.hidden_size * dtype.size_in_bytes();
+        let dtype = runnable_dtype(name, view.dtype)?;
+        let row = width * dtype.size_in_bytes();
         let (b, t) = (ids.len(), ids.first().map_or(0, Vec::len));
         let mut bytes = Vec::with_capacity(b * t * row);
         for &id in ids.iter().flatten() {
             let i = id as usize;
-            if i >= spec.vocab_size {
-                return Err(Error::Invalid(format!("token id {id} is outside the vocabulary ({})", spec.vocab_size)));
+            if i >= table_rows {
+                return Err(Error::Invalid(format!("token id {id} is outside `{name}` ({table_rows} rows)")));
             }
             bytes.extend_from_slice(&view.data[i * row..(i + 1) * row]);
         }
         self.bytes_read.set(self.bytes_read.get() + bytes.len() as u64);
-        let h = Tensor::from_raw_buffer(&bytes, dtype, &[b * t, spec.hidden_size], &Device::Cpu)?
+        Ok(Tensor::from_raw_buffer(&bytes, dtype, &[b * t, width], &Device::Cpu)?
             .to_dtype(self.dtype)?
             .to_device(&self.device)?
-            .reshape((b, t, spec.hidden_size))?;
-        scale_embedding(spec, h)
+            .reshape((b, t, width))?)
+    }
+
+    /// The embedded stream of `ids` (scaled as the family does) and the context of a batch of
+    /// them whose mask is `mask`, with the per-layer inputs where the model has them (read, as
+    /// the whole-model path does, from the stream after layer 0's resid_pre interventions).
+    fn embed(
+        &self,
+        ids: &[Vec<u32>],
+        mask: &[Vec<u8>],
+        mixer: Option<&PerLayerMixer>,
+        interventions: &Interventions,
+    ) -> Result<(Tensor, BatchContext)> {
+        let spec = self.spec();
+        let h = self.gather(&spec.embed_name(), spec.vocab_size, spec.hidden_size, ids)?;
+        let h = scale_embedding(spec, h)?;
+        let per_layer_inputs = match (mixer, &spec.per_layer_inputs) {
+            (Some(mixer), Some(inputs)) => {
+                let width = spec.num_layers * inputs.width;
+                let rows = self.gather(&spec.per_layer_embed_name(), inputs.vocab_size, width, ids)?;
+                Some(mixer.inputs(spec, &rows, &interventions.apply(HookPoint::ResidPre, 0, h.clone())?)?)
+            }
+            _ => None,
+        };
+        let t = ids.first().map_or(0, Vec::len);
+        let ctx = BatchContext::new(spec, &self.ropes, mask, t, &self.device, self.dtype)?
+            .with_per_layer_inputs(per_layer_inputs);
+        Ok((h, ctx))
     }
 
     /// Embed one batch of prompts, splitting off their shared prefix as [`super::prefill`] does.
-    fn start(&self, prompts: &[Vec<u32>], pad: u32, min_suffix: usize) -> Result<Pending> {
+    fn start(
+        &self,
+        prompts: &[Vec<u32>],
+        pad: u32,
+        min_suffix: usize,
+        mixer: Option<&PerLayerMixer>,
+        interventions: &Interventions,
+    ) -> Result<Pending> {
         if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
             return Err(Error::Invalid("a layer-major batch needs non-empty prompts".into()));
         }
-        let (spec, rows) = (self.spec(), prompts.len());
+        let rows = prompts.len();
         let PrefixBatch { prefix, ids, mask } = split_shared_prefix(prompts, pad, min_suffix);
         let prefix = match prefix {
             None => None,
             Some(prefix) => {
                 let n = prefix.len();
-                let ctx = BatchContext::new(spec, &self.ropes, &[vec![1; n]], n, &self.device, self.dtype)?;
-                Some((self.embed(&[prefix])?, ctx))
+                Some(self.embed(&[prefix], &[vec![1; n]], mixer, interventions)?)
             }
         };
-        let ctx = BatchContext::new(spec, &self.ropes, &mask, ids[0].len(), &self.device, self.dtype)?;
-        Ok(Pending { prefix, rows, h: self.embed(&ids)?, ctx })
+        let (h, ctx) = self.embed(&ids, &mask, mixer, interventions)?;
+        Ok(Pending { prefix, rows, h, ctx })
     }
 
     /// Run `batches` (each a list of non-empty token lists, left-padded together like
@@ -134,12 +163,17 @@ impl<'m> LayerMajor<'m> {
         mut sink: impl FnMut(usize, usize, Captures) -> Result<()>,
     ) -> Result<()> {
         let spec = self.spec();
-        let mut pending = batches.iter().map(|b| self.start(b, pad, min_suffix)).collect::<Result<Vec<_>>>()?;
-        let layers = capture.last_layer().map_or(spec.num_layers, |l| (l + 1).min(spec.num_layers));
         // One layer serves every batch, so its matrices are widened once, at load.
         let storage = WeightStorage::Compute;
         let loader =
             Loader { model: self.model, device: &self.device, dtype: self.dtype, storage, kernels: self.kernels };
+        let mixer = PerLayerMixer::load(&loader, spec)?;
+        let mut pending = batches
+            .iter()
+            .map(|b| self.start(b, pad, min_suffix, mixer.as_ref(), interventions))
+            .collect::<Result<Vec<_>>>()?;
+        drop(mixer);
+        let layers = capture.last_layer().map_or(spec.num_layers, |l| (l + 1).min(spec.num_layers));
         for l in 0..layers {
             let layer = Layer::load(&loader, spec, l)?;
             for (i, p) in pending.iter_mut().enumerate() {
@@ -183,7 +217,7 @@ impl<'m> LayerMajor<'m> {
     /// in the page cache, reclaimable, until the kernel needs the memory).
     fn release_layer(&self, l: usize) {
         let checkpoint = &self.model.checkpoint;
-        for name in layer_tensors(&self.spec().layer_names(l)) {
+        for name in self.spec().layer_names(l).tensors() {
             if let Ok(view) = checkpoint.tensor(&name) {
                 self.bytes_read.set(self.bytes_read.get() + view.data.len() as u64);
                 checkpoint.release(&name);
@@ -200,24 +234,4 @@ fn runnable_dtype(name: &str, dtype: safetensors::Dtype) -> Result<DType> {
         safetensors::Dtype::BF16 => Ok(DType::BF16),
         other => Err(Error::bad_tensor(name, format!("dtype {other:?} cannot be run (F32, F16, BF16 only)"))),
     }
-}
-
-/// Every tensor of one layer.
-fn layer_tensors(n: &LayerNames) -> Vec<String> {
-    let mut names = vec![n.attn_norm.clone(), n.o_proj.clone(), n.mlp_norm.clone()];
-    names.extend(n.mlp_writers().into_iter().map(|w| w.weight));
-    names.extend(n.input_side());
-    match &n.attention {
-        AttentionLayout::Separate { biases: Some(b), .. } => names.extend(b.iter().cloned()),
-        AttentionLayout::KeysAsValues { biases: Some(b), .. } => names.extend(b.iter().cloned()),
-        AttentionLayout::Fused { bias: Some(b), .. } => names.push(b.clone()),
-        _ => {}
-    }
-    if let MlpLayout::Gated { biases: Some(b), .. } = &n.mlp {
-        names.extend(b.iter().cloned());
-    }
-    let optional =
-        [&n.q_norm, &n.k_norm, &n.o_proj_bias, &n.attn_post_norm, &n.down_proj_bias, &n.mlp_post_norm, &n.layer_scalar];
-    names.extend(optional.into_iter().flatten().cloned());
-    names
 }

@@ -13,6 +13,7 @@ pub mod masks;
 pub mod memory;
 mod moe;
 mod ops;
+mod per_layer;
 mod prefill;
 pub(crate) mod rope;
 mod sampling;

@@ -133,7 +133,7 @@ pub(crate) fn gated(x: &Tensor, gate_up: &Linear, act: Activation) -> candle_cor
     activation(&gate_up.forward_rows(x, 0, half)?, act)? * gate_up.forward_rows(x, half, half)?
 }
 
-fn activation(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+pub(crate) fn activation(x: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
     match act {
         Activation::Silu => x.silu(),
         Activation::GeluTanh => x.gelu(),

@@ -93,13 +93,13 @@ pub fn parse_targets<S: AsRef<str>>(names: &[S]) -> Result<Vec<WriterKind>> {
     let mut kinds = Vec::new();
     for name in names.iter().map(AsRef::as_ref).filter(|n| !n.trim().is_empty()) {
         let kind = WriterKind::parse(name)
-            .ok_or_else(|| Error::Invalid(format!("unknown target `{name}` (choose from embed, attn, mlp)")))?;
+            .ok_or_else(|| Error::Invalid(format!("unknown target `{name}` (choose from embed, attn, mlp, ple)")))?;
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
     }
     if kinds.is_empty() {
-        return Err(Error::Invalid("no targets (choose from embed, attn, mlp)".into()));
+        return Err(Error::Invalid("no targets (choose from embed, attn, mlp, ple)".into()));
     }
     kinds.sort();
     Ok(kinds)

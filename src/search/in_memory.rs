@@ -22,6 +22,7 @@ impl Decoder {
                 (WriterKind::Mlp, Some(layer)) => {
                     Ok(WriterTensor::MlpOut { layer, bias: edit.is_bias, part: edit.part })
                 }
+                (WriterKind::PerLayer, Some(layer)) => Ok(WriterTensor::PerLayerOut { layer }),
                 (kind, None) => Err(Error::Invalid(format!("a {} edit without a layer: {}", kind.name(), edit.tensor))),
             })
             .collect::<Result<Vec<_>>>()?;

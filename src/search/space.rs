@@ -237,7 +237,8 @@ impl TrialParams {
 
     /// The surgery this trial stands for, with its direction stored as entry `direction_name`.
     pub fn surgery_options(&self, num_layers: usize, direction_name: &str) -> SurgeryOptions {
-        let mut targets = vec![WriterKind::Attn, WriterKind::Mlp];
+        // Every writer of each layer (a model without per-layer inputs has no `ple` writer).
+        let mut targets = vec![WriterKind::Attn, WriterKind::Mlp, WriterKind::PerLayer];
         if self.embed {
             targets.insert(0, WriterKind::Embed);
         }

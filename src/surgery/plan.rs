@@ -31,7 +31,7 @@ pub enum DirectionChoice {
 pub struct SurgeryOptions {
     /// Layers whose writers are edited.
     pub layers: Vec<usize>,
-    /// Which writers (embed, attn, mlp).
+    /// Which writers (embed, attn, mlp, ple).
     pub targets: Vec<WriterKind>,
     /// Which direction(s).
     pub direction: DirectionChoice,
@@ -267,7 +267,9 @@ pub fn plan(model: &ModelDir, directions: &DirectionsFile, options: &SurgeryOpti
         let view = model.checkpoint.tensor(&writer.weight)?;
         let layout = match (writer.kind, view.shape, writer.slice) {
             (WriterKind::Embed, [_, h], None) if *h == spec.hidden_size => Layout::Rows,
-            (WriterKind::Attn | WriterKind::Mlp, [h, _], None) if *h == spec.hidden_size => Layout::Columns,
+            (WriterKind::Attn | WriterKind::Mlp | WriterKind::PerLayer, [h, _], None) if *h == spec.hidden_size => {
+                Layout::Columns
+            }
             (WriterKind::Mlp, [e, h, _], Some(slice)) if *h == spec.hidden_size && slice < *e => Layout::Columns,
             (kind, shape, slice) => {
                 let expected = match (kind, slice) {

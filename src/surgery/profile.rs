@@ -53,6 +53,8 @@ impl TentProfile {
 }
 
 /// Per-kind strength profiles: attention and MLP writers by layer, the embedding by one number.
+/// A per-layer input projection (Gemma 4's E models) follows its layer's MLP weight: both write
+/// the second half of the layer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct StrengthProfile {
     /// Attention output writers.
@@ -69,7 +71,7 @@ impl StrengthProfile {
         match (kind, layer) {
             (WriterKind::Embed, _) | (_, None) => self.embed,
             (WriterKind::Attn, Some(l)) => self.attn.weight(l),
-            (WriterKind::Mlp, Some(l)) => self.mlp.weight(l),
+            (WriterKind::Mlp | WriterKind::PerLayer, Some(l)) => self.mlp.weight(l),
         }
     }
 

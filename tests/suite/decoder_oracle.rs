@@ -412,7 +412,7 @@ fn granite_matches_candle_granite_with_its_multipliers_folded_into_the_weights()
 fn left_padded_batches_and_kv_cache_match_single_runs() {
     let tmp = tempfile::tempdir().unwrap();
     for path in kernel_paths(false) {
-        for family in FAMILIES {
+        for family in common::all_fixtures() {
             let name = format!("{family}-{}", path.name);
             let dir = common::fixture(tmp.path(), &name, family, &fixture_options(&path));
             let model = ModelDir::open(&dir).unwrap();
@@ -485,7 +485,7 @@ fn a_shared_prefix_computed_once_gives_each_prompt_its_own_run() {
     assert_eq!(shared_prefix_len(&prompts, 2), prefix.len());
     assert!(prefix.len() >= MIN_SHARED_PREFIX, "the prefix path is the one tested");
     for path in kernel_paths(false) {
-        for family in FAMILIES {
+        for family in common::all_fixtures() {
             let name = format!("{family}-{}", path.name);
             let dir = common::fixture(tmp.path(), &name, family, &fixture_options(&path));
             let model = ModelDir::open(&dir).unwrap();

@@ -15,7 +15,7 @@ use crate::common;
 use candle_core::{DType, Device, Tensor};
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
-use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::fixture::FixtureOptions;
 use scalpel::model::{CaptureSpec, Decoder, ForwardRequest, HookPoint, Interventions, LogitsMode};
 
 const IDS: [u32; 9] = [3, 50, 120, 7, 260, 99, 14, 33, 201];
@@ -38,8 +38,8 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 #[test]
 fn weight_edit_equals_runtime_ablation_for_every_family() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
-        let biases = matches!(*family, "llama" | "qwen3" | "qwen");
+    for family in common::all_fixtures() {
+        let biases = matches!(family, "llama" | "qwen3" | "qwen");
         let src_dir = common::fixture(
             tmp.path(),
             family,

@@ -12,7 +12,7 @@ use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{EditableDtype, ModelDir};
 use scalpel::directions::DirectionsFile;
 use scalpel::export::{export_adapter, export_gguf, merge_adapter, GgufOptions, GgufType};
-use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::fixture::FixtureOptions;
 use scalpel::import::{import_gguf, ImportOptions};
 use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, DirectionChoice, SurgeryOptions, SurgeryPlan};
@@ -259,7 +259,7 @@ fn edit_plan(model: &ModelDir, dirs: &Path, norm_preserve: bool, untie: bool) ->
 #[test]
 fn base_plus_adapter_runs_as_the_edited_checkpoint_on_every_family() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
+    for family in common::all_fixtures() {
         for untie in [false, true] {
             let name = format!("{family}-{untie}");
             let src = common::fixture(tmp.path(), &name, family, &FixtureOptions::default());
@@ -479,7 +479,8 @@ fn the_newer_dense_families_export_in_llama_cpps_layout_and_import_to_the_same_l
 /// heads per layer, no value projection where the values are the keys, the layer scalar, norms
 /// that scale by `w` as they are, and the full layers' proportional rope as `rope_freqs` divisors
 /// (1 for the rotated pairs, 1e30 for the rest); read back to the fixture's logits. Sliding layers
-/// that rotate part of each head, which llama.cpp rotates whole, are refused.
+/// that rotate part of each head, which llama.cpp rotates whole, are refused, as are the E
+/// models' per-layer inputs.
 #[test]
 fn gemma4_exports_in_llama_cpps_layout_and_imports_to_the_same_logits() {
     let tmp = tempfile::tempdir().unwrap();
@@ -534,4 +535,14 @@ fn gemma4_exports_in_llama_cpps_layout_and_imports_to_the_same_logits() {
     let refused = tmp.path().join("refused.gguf");
     let err = export_gguf(&ModelDir::open(&src).unwrap(), &refused, &options, &Silent).unwrap_err().to_string();
     assert!(err.contains("rotate part of each head") && !refused.exists(), "{err}");
+    // The E models' per-layer inputs and shared keys are refused by name, with nothing written.
+    let e_model = ModelDir::open(&common::fixture(
+        tmp.path(),
+        "e",
+        common::GEMMA4_E,
+        &FixtureOptions { num_layers: 4, ..Default::default() },
+    ))
+    .unwrap();
+    let err = export_gguf(&e_model, &refused, &options, &Silent).unwrap_err().to_string();
+    assert!(err.contains("per-layer inputs and shared keys") && !refused.exists(), "{err}");
 }

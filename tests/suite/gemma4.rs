@@ -1,8 +1,9 @@
 //! Gemma 4's config.json: the text model alone or nested in the multimodal config, Hugging
-//! Face's defaults and its forced global last layer, and each feature the decoder does not run
-//! refused by the field that turns it on.
+//! Face's defaults and its forced global last layer, the E models' per-layer inputs and shared
+//! keys and values, and each feature the decoder does not run refused by the field that turns
+//! it on.
 
-use scalpel::arch::{spec_from_config, AttentionLayout, Family, NormKind, RopeScaling};
+use scalpel::arch::{spec_from_config, AttentionLayout, Family, KvSharing, NormKind, RopeScaling, WriterKind};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -79,9 +80,12 @@ fn rope_parameters_are_read_per_layer_type() {
 
 #[test]
 fn what_the_decoder_does_not_run_is_refused_by_its_field() {
-    let refused: [(&str, Value, &str); 8] = [
-        ("hidden_size_per_layer_input", json!(256), "hidden_size_per_layer_input = 256"),
-        ("num_kv_shared_layers", json!(2), "num_kv_shared_layers = 2"),
+    let refused: [(&str, Value, &str); 9] = [
+        // Every layer reusing keys leaves none to compute them; the last three (sliding, full
+        // and the forced full last) include a full one, and the one layer before them is sliding.
+        ("num_kv_shared_layers", json!(4), "num_kv_shared_layers = 4 leaves no layer"),
+        ("num_kv_shared_layers", json!(3), "no earlier layer of its kind"),
+        ("vocab_size_per_layer_input", json!(0), "vocab_size_per_layer_input"),
         ("enable_moe_block", json!(true), "enable_moe_block"),
         ("use_bidirectional_attention", json!("all"), "use_bidirectional_attention"),
         (
@@ -104,17 +108,51 @@ fn what_the_decoder_does_not_run_is_refused_by_its_field() {
     for (field, value, expected) in refused {
         let mut config = text_config();
         config[field] = value;
+        if field == "vocab_size_per_layer_input" {
+            config["hidden_size_per_layer_input"] = json!(8);
+        }
         let err = parse(&config).unwrap_err().to_string();
         assert!(err.contains(expected), "{field}: {err}");
     }
-    // Absent, the per-layer inputs take Hugging Face's default width (on); null turns them off.
-    let mut config = text_config();
-    config.as_object_mut().unwrap().remove("hidden_size_per_layer_input");
-    let err = parse(&config).unwrap_err().to_string();
-    assert!(err.contains("hidden_size_per_layer_input = 256") && err.contains("absent"), "{err}");
-    config["hidden_size_per_layer_input"] = Value::Null;
-    parse(&config).unwrap();
     // Vision-only bidirectional attention leaves text causal.
+    let mut config = text_config();
     config["use_bidirectional_attention"] = json!("vision");
     parse(&config).unwrap();
+}
+
+#[test]
+fn the_e_models_per_layer_inputs_and_shared_keys_follow_hugging_face() {
+    // Ten layers, every fifth full, the last four reusing keys: Hugging Face's
+    // `kv_sharing_modes` (transformers 5.24) are
+    // [None, None, None, None, store, store, reuse, reuse, reuse, reuse].
+    let mut config = text_config();
+    config["num_hidden_layers"] = json!(10);
+    config["layer_types"] = json!((0..10)
+        .map(|l| if (l + 1) % 5 == 0 { "full_attention" } else { "sliding_attention" })
+        .collect::<Vec<_>>());
+    config["num_kv_shared_layers"] = json!(4);
+    config["use_double_wide_mlp"] = json!(true);
+    config.as_object_mut().unwrap().remove("hidden_size_per_layer_input");
+    let spec = parse(&config).unwrap();
+    use KvSharing::{Own, Reuse, Store};
+    assert_eq!(spec.kv_sharing, [Own, Own, Own, Own, Store, Store, Reuse, Reuse, Reuse, Reuse]);
+    // Absent, the per-layer inputs take Hugging Face's defaults: 256 wide, 262144 rows.
+    let inputs = spec.per_layer_inputs.as_ref().unwrap();
+    assert_eq!((inputs.width, inputs.vocab_size), (256, 262_144));
+    assert_eq!((spec.intermediate_size_for(5), spec.intermediate_size_for(6)), (128, 256), "double-wide when reusing");
+    // A reusing layer has a q projection and no k/v projections or k norm; its per-layer
+    // projection writes into the stream behind its own norm.
+    let names = spec.layer_names(6);
+    assert!(matches!(&names.attention, AttentionLayout::QueryOnly { q, .. } if q.ends_with("self_attn.q_proj.weight")));
+    assert!(names.k_norm.is_none() && names.q_norm.is_some());
+    let writers = spec.writers(&[6], &[WriterKind::PerLayer]);
+    assert_eq!(writers.len(), 1);
+    assert_eq!(writers[0].weight, "model.layers.6.per_layer_projection.weight");
+    assert_eq!(writers[0].post_norm.as_deref(), Some("model.layers.6.post_per_layer_input_norm.weight"));
+    assert!(names.input_side().contains(&"model.layers.6.per_layer_input_gate.weight".to_string()));
+    // null turns the per-layer inputs off.
+    config["hidden_size_per_layer_input"] = Value::Null;
+    let spec = parse(&config).unwrap();
+    assert!(spec.per_layer_inputs.is_none() && spec.layer_names(6).per_layer.is_none());
+    assert!(spec.writers(&[6], &[WriterKind::PerLayer]).is_empty());
 }

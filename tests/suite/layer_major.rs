@@ -8,7 +8,7 @@ use crate::common;
 use candle_core::{DType, Device};
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
-use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::fixture::FixtureOptions;
 use scalpel::model::memory::BUDGET_ENV;
 use scalpel::model::{Decoder, HookPoint, LayerMajor};
 use scalpel::probe::{
@@ -68,7 +68,7 @@ fn relative_difference(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 #[test]
 fn layer_major_captures_and_directions_equal_the_whole_model_for_every_family() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
+    for family in common::all_fixtures() {
         let path = common::fixture(tmp.path(), family, family, &FixtureOptions { num_layers: 3, ..Default::default() });
         let model = ModelDir::open(&path).unwrap();
         let decoder = Decoder::load(&model, &Device::Cpu, DType::F32).unwrap();

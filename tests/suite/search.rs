@@ -8,7 +8,7 @@ use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::eval::judge::RulesJudge;
-use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::fixture::FixtureOptions;
 use scalpel::model::{Decoder, ForwardRequest, Interventions, LogitsMode};
 use scalpel::progress::Silent;
 use scalpel::prompts::{PromptEncoder, PromptFormat};
@@ -53,8 +53,8 @@ fn probe_directions(dir: &Path, hidden: usize, layers: usize) -> PathBuf {
 #[test]
 fn a_trial_in_memory_equals_the_written_checkpoint_for_every_family() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
-        let biases = matches!(*family, "llama" | "qwen3" | "qwen");
+    for family in common::all_fixtures() {
+        let biases = matches!(family, "llama" | "qwen3" | "qwen");
         let options = FixtureOptions { num_layers: 4, output_biases: biases, ..Default::default() };
         let src = ModelDir::open(&common::fixture(tmp.path(), family, family, &options)).unwrap();
         let probe = DirectionsFile::load(&probe_directions(&tmp.path().join(family), src.spec.hidden_size, 4)).unwrap();

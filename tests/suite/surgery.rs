@@ -7,7 +7,7 @@ use common::{directions, fixture};
 use scalpel::arch::{NormKind, WriterKind};
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
-use scalpel::fixture::{FixtureDtype, FixtureOptions, FAMILIES};
+use scalpel::fixture::{FixtureDtype, FixtureOptions};
 use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, projection, verify, Basis, DirectionChoice, SurgeryOptions, SurgeryPlan};
 use std::path::Path;
@@ -42,7 +42,7 @@ fn check_untouched(original: &ModelDir, edited: &ModelDir, plan: &SurgeryPlan) {
 #[test]
 fn every_family_edits_verify_and_leave_other_bytes_alone() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
+    for family in common::all_fixtures() {
         let src = fixture(tmp.path(), family, family, &FixtureOptions { num_layers: 3, ..Default::default() });
         let model = ModelDir::open(&src).unwrap();
         let dirs = directions(tmp.path(), model.spec.hidden_size, 3, 1, 1);
@@ -53,7 +53,7 @@ fn every_family_edits_verify_and_leave_other_bytes_alone() {
         let layers: Vec<usize> = (0..3).collect();
         let writers = model.spec.writers(&layers, &WriterKind::ALL).len();
         let sparse = (0..3).filter(|&l| model.spec.is_sparse(l)).count();
-        assert!(family.contains("moe") == (sparse > 0) || *family == "mixtral", "{family}: sparse layers");
+        assert!(family.contains("moe") == (sparse > 0) || family == "mixtral", "{family}: sparse layers");
         assert_eq!(plan.edits.iter().filter(|e| !e.is_bias).count(), writers, "{family}");
         let report = verify(&edited, &plan).unwrap();
         assert!(report.all_pass(), "{family}: worst {}", report.worst());

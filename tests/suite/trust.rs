@@ -8,7 +8,7 @@ use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{encode_f32, EditableDtype, ModelDir};
 use scalpel::directions::{Direction, DirectionsFile};
 use scalpel::eval::{first_token_kl, Subject};
-use scalpel::fixture::{FixtureOptions, FAMILIES};
+use scalpel::fixture::FixtureOptions;
 use scalpel::model::{Decoder, Interventions};
 use scalpel::pipeline::{ablate_step, verify_step, AblateRequest};
 use scalpel::probe::{run_probe, ExtraDirections, RankRule};
@@ -36,7 +36,7 @@ fn s(p: &Path) -> &str {
 #[test]
 fn probe_then_ablate_with_only_the_directions_file_works_for_every_family() {
     let tmp = tempfile::tempdir().unwrap();
-    for (i, family) in FAMILIES.iter().enumerate() {
+    for (i, family) in common::all_fixtures().enumerate() {
         let model = common::fixture(tmp.path(), family, family, &FixtureOptions::default());
         let probe_out = tmp.path().join(format!("{family}-probe"));
         let streams = if i % 2 == 0 { "pre,mid,post" } else { "post,pre" };

@@ -11,7 +11,7 @@ use candle_core::{DType, Device};
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::ModelDir;
 use scalpel::directions::DirectionsFile;
-use scalpel::fixture::{FixtureDtype, FixtureOptions, FAMILIES};
+use scalpel::fixture::{FixtureDtype, FixtureOptions};
 use scalpel::kernels::isa;
 use scalpel::model::{
     generate, CaptureSpec, Decoder, ForwardRequest, GenerateOptions, HookPoint, Interventions, LogitsMode, Sampling,
@@ -74,9 +74,9 @@ fn edit_plan(model: &ModelDir, dirs: &std::path::Path) -> SurgeryPlan {
 #[test]
 fn sixteen_bit_weights_give_the_same_logits_captures_and_generations_for_every_family() {
     let tmp = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
+    for family in common::all_fixtures() {
         for dtype in [FixtureDtype::BF16, FixtureDtype::F16] {
-            let biases = matches!(*family, "llama" | "qwen3" | "qwen");
+            let biases = matches!(family, "llama" | "qwen3" | "qwen");
             let options = FixtureOptions { num_layers: 2, dtype, output_biases: biases, ..Default::default() };
             let name = format!("{family}-{dtype:?}");
             let model = ModelDir::open(&common::fixture(tmp.path(), &name, family, &options)).unwrap();

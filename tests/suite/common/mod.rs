@@ -4,7 +4,7 @@ use candle_core::Device;
 use scalpel::arch::WriterKind;
 use scalpel::checkpoint::{encode_f32, write_checkpoint, EditableDtype, ModelDir, TensorEdit, TensorRef, WriteOptions};
 use scalpel::directions::{Direction, DirectionsFile};
-use scalpel::fixture::{write_fixture, FixtureOptions};
+use scalpel::fixture::{write_fixture, FixtureOptions, FAMILIES};
 use scalpel::model::{basis_tensor, HookPoint, Intervention, Interventions};
 use scalpel::progress::Silent;
 use scalpel::surgery::{ablate, plan, Basis, DirectionChoice, SurgeryOptions};
@@ -32,10 +32,27 @@ pub fn replace_tensors(src: &Path, out: &Path, replacements: &[(&str, &[f32])]) 
     ModelDir::open(out).unwrap()
 }
 
-/// Write a fixture of `family` into `dir/name` and return its path.
+/// Gemma 4 with its E models' per-layer inputs and shared keys and values, as the tests name
+/// it: a `gemma4_text` fixture with [`FixtureOptions::per_layer_inputs`], of at least 3 layers
+/// (so that one reuses an earlier layer's keys; with 4 or more, one of each kind does).
+pub const GEMMA4_E: &str = "gemma4_e";
+
+/// Every fixture family ([`FAMILIES`]) and [`GEMMA4_E`].
+pub fn all_fixtures() -> impl Iterator<Item = &'static str> {
+    FAMILIES.iter().copied().chain([GEMMA4_E])
+}
+
+/// Write a fixture of `family` (or [`GEMMA4_E`]) into `dir/name` and return its path.
 pub fn fixture(dir: &Path, name: &str, family: &str, options: &FixtureOptions) -> PathBuf {
     let path = dir.join(name);
-    write_fixture(family, &path, options).unwrap_or_else(|e| panic!("fixture {family}: {e}"));
+    let written = if family == GEMMA4_E {
+        let options =
+            FixtureOptions { per_layer_inputs: true, num_layers: options.num_layers.max(3), ..options.clone() };
+        write_fixture("gemma4_text", &path, &options)
+    } else {
+        write_fixture(family, &path, options)
+    };
+    written.unwrap_or_else(|e| panic!("fixture {family}: {e}"));
     path
 }
 
@@ -93,16 +110,20 @@ pub fn runtime_equivalent(model: &ModelDir, r: &[f32], ablate_head_input: bool) 
         });
     }
     let layers: Vec<usize> = (0..spec.num_layers).collect();
-    for writer in spec.writers(&layers, &[WriterKind::Attn, WriterKind::Mlp]) {
+    for writer in spec.writers(&layers, &[WriterKind::Attn, WriterKind::Mlp, WriterKind::PerLayer]) {
         let layer = writer.layer.unwrap();
+        let (raw, out) = match writer.kind {
+            WriterKind::Attn => (HookPoint::AttnRaw, HookPoint::AttnOut),
+            WriterKind::PerLayer => (HookPoint::PerLayerRaw, HookPoint::PerLayerOut),
+            _ => (HookPoint::MlpRaw, HookPoint::MlpOut),
+        };
         let (point, basis) = match &writer.post_norm {
-            None => (if writer.kind == WriterKind::Attn { HookPoint::AttnOut } else { HookPoint::MlpOut }, q.clone()),
+            None => (out, q.clone()),
             Some(norm) => {
                 let (w, _) = model.checkpoint.read_f32(norm).unwrap();
                 let gamma: Vec<f32> = w.iter().map(|x| x + spec.norm_kind.offset()).collect();
                 let u = Basis::orthonormal(&[r.to_vec()]).unwrap().through_norm(&gamma).unwrap();
                 let u: Vec<f32> = u.rows()[0].iter().map(|&x| x as f32).collect();
-                let raw = if writer.kind == WriterKind::Attn { HookPoint::AttnRaw } else { HookPoint::MlpRaw };
                 (raw, basis_tensor(&[u], &Device::Cpu).unwrap())
             }
         };
