@@ -223,6 +223,27 @@ fn shapes_are_checked_against_the_config() {
     assert!(!out.exists());
 }
 
+/// Gemma 4's per-layer inputs: a projection of the wrong shape and a table
+/// shorter than the prompt's token ids are errors naming what is wrong, not a panic.
+#[test]
+fn per_layer_input_tensors_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = scalpel::fixture::FixtureOptions { num_layers: 4, ..Default::default() };
+    let model = common::fixture(tmp.path(), "e", common::GEMMA4_E, &options);
+    let generate = |dir: &Path| scalpel(&["generate", s(dir), "--prompt", "hello there", "--max-tokens", "2"]);
+    let projection = "model.per_layer_model_projection.weight";
+    let shape = with_config(&model, &tmp.path().join("shape"), |_| {});
+    reshape_tensor(&shape, projection, &[16, 64]);
+    let (ok, log) = generate(&shape);
+    assert!(!ok && log.contains(projection) && log.contains("config.json implies"), "{log}");
+    let table = "model.embed_tokens_per_layer.weight";
+    let rows = with_config(&model, &tmp.path().join("rows"), |c| c["vocab_size_per_layer_input"] = 100.into());
+    reshape_tensor(&rows, table, &[100, 32]);
+    let (ok, log) = generate(&rows);
+    assert!(!ok && log.contains("outside the per-layer input table (100 rows)"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 /// Items 4 and 10: sizes beyond any model (a head_dim that wraps the shape product, a billion
 /// layers) are refused before anything is allocated.
 #[test]
